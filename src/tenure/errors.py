@@ -1,0 +1,255 @@
+"""The one exception hierarchy of tenure.
+
+Every error carries the facts a caller needs to act on it (resource id, state, event, versions) as
+attributes, and a message that says what was wrong and what would have been accepted.
+
+>>> err = Conflict(resource_id="r1", expected_version=3, actual_version=5)
+>>> str(err)
+'resource r1 was changed concurrently: expected version 3, found version 5'
+>>> isinstance(err, TenureError)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "Conflict",
+    "IdempotencyKeyReused",
+    "InvalidArgument",
+    "InvalidDatabaseURL",
+    "InvalidKind",
+    "InvalidSpec",
+    "ResourceNotFound",
+    "SchemaNotMigrated",
+    "SchemaTooNew",
+    "StoreError",
+    "StoreUnavailable",
+    "TenureError",
+    "TransitionNotAllowed",
+    "UnknownEvent",
+    "UnknownKind",
+    "UnknownState",
+]
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+class TenureError(Exception):
+    """Root of every error tenure raises on purpose."""
+
+    default_message = "tenure error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    def facts(self) -> dict[str, Any]:
+        """The structured facts of this error (for logs and problem documents)."""
+        return {k: v for k, v in vars(self).items() if k != "message"}
+
+
+# --- declaring kinds ---------------------------------------------------------------------------
+
+
+class InvalidKind(TenureError):
+    """A kind declaration breaks a rule; ``problems`` lists every rule it breaks."""
+
+    default_message = "invalid kind declaration"
+
+    def __init__(self, kind: str, problems: Sequence[str]) -> None:
+        self.kind = kind
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"kind {kind!r} is invalid:\n{lines}")
+
+
+class UnknownKind(TenureError):
+    default_message = "unknown kind"
+
+    def __init__(self, kind: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.known = tuple(known)
+        super().__init__(f"unknown kind {kind!r}; known kinds: {_names(self.known)}")
+
+
+class UnknownState(TenureError):
+    default_message = "unknown state"
+
+    def __init__(self, kind: str, state: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.state = state
+        self.known = tuple(known)
+        super().__init__(f"kind {kind!r} has no state {state!r}; its states are: {_names(self.known)}")
+
+
+class UnknownEvent(TenureError):
+    default_message = "unknown event"
+
+    def __init__(self, kind: str, event: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.event = event
+        self.known = tuple(known)
+        super().__init__(f"kind {kind!r} has no event {event!r}; its events are: {_names(self.known)}")
+
+
+class TransitionNotAllowed(TenureError):
+    """The event is not allowed in the resource's current state (or a guard refused it)."""
+
+    default_message = "transition not allowed"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        state: str,
+        event: str,
+        allowed: Sequence[str],
+        resource_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.state = state
+        self.event = event
+        self.allowed = tuple(allowed)
+        self.resource_id = resource_id
+        self.reason = reason
+        who = f"resource {resource_id} ({kind})" if resource_id else f"kind {kind!r}"
+        why = f": {reason}" if reason else ""
+        super().__init__(
+            f"event {event!r} is not allowed for {who} in state {state!r}{why}; "
+            f"allowed events in {state!r}: {_names(self.allowed)}"
+        )
+
+
+class InvalidSpec(TenureError):
+    """A resource's spec does not match what its kind accepts."""
+
+    default_message = "invalid spec"
+
+    def __init__(self, kind: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.kind = kind
+        self.problems = tuple(problems)
+        detail = "; ".join(f"{field}: {constraint}" for field, constraint in self.problems)
+        super().__init__(f"invalid spec for kind {kind!r}: {detail}")
+
+
+class InvalidArgument(TenureError):
+    """An argument is outside what the operation accepts."""
+
+    default_message = "invalid argument"
+
+    def __init__(self, field: str, constraint: str, got: Any = None) -> None:
+        self.field = field
+        self.constraint = constraint
+        self.got = got
+        super().__init__(f"{field} {constraint}, got {got!r}")
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+class ResourceNotFound(TenureError):
+    default_message = "resource not found"
+
+    def __init__(self, resource_id: str) -> None:
+        self.resource_id = resource_id
+        super().__init__(f"no resource with id {resource_id!r}")
+
+
+class Conflict(TenureError):
+    """A compare-and-swap lost: the resource is not at the version the writer expected."""
+
+    default_message = "concurrent modification"
+
+    def __init__(
+        self,
+        *,
+        resource_id: str,
+        expected_version: int,
+        actual_version: int,
+        actual_state: str | None = None,
+    ) -> None:
+        self.resource_id = resource_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.actual_state = actual_state
+        where = f" (now in state {actual_state!r})" if actual_state else ""
+        super().__init__(
+            f"resource {resource_id} was changed concurrently: expected version {expected_version}, "
+            f"found version {actual_version}{where}"
+        )
+
+
+class IdempotencyKeyReused(TenureError):
+    """An idempotency key was sent again with a different request."""
+
+    default_message = "idempotency key reused with a different request"
+
+    def __init__(self, key: str, resource_id: str, difference: str) -> None:
+        self.key = key
+        self.resource_id = resource_id
+        self.difference = difference
+        super().__init__(
+            f"idempotency key {key!r} already created resource {resource_id} from a different request "
+            f"({difference}); send the same request again or use a new key"
+        )
+
+
+# --- stores ------------------------------------------------------------------------------------
+
+
+class StoreError(TenureError):
+    default_message = "store error"
+
+
+class InvalidDatabaseURL(StoreError):
+    default_message = "invalid database URL"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"cannot use database URL {url!r}: {reason}; accepted forms are "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db and "
+            "postgresql://user@host:port/dbname"
+        )
+
+
+class StoreUnavailable(StoreError):
+    default_message = "database unavailable"
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"database {target} is unavailable: {reason}")
+
+
+class SchemaNotMigrated(StoreError):
+    default_message = "database schema is not migrated"
+
+    def __init__(self, target: str, current: int, required: int) -> None:
+        self.target = target
+        self.current = current
+        self.required = required
+        super().__init__(
+            f"database {target} is at schema version {current} but tenure needs version {required}; "
+            f"run `tenure migrate --database <url>` first"
+        )
+
+
+class SchemaTooNew(StoreError):
+    default_message = "database schema is newer than this tenure"
+
+    def __init__(self, target: str, current: int, known: int) -> None:
+        self.target = target
+        self.current = current
+        self.known = known
+        super().__init__(
+            f"database {target} is at schema version {current}, newer than the {known} this version of "
+            "tenure knows; upgrade tenure"
+        )

@@ -1,0 +1,8 @@
+"""The pure state-machine layer: kinds, states, events, validation and drawing. No I/O."""
+
+from __future__ import annotations
+
+from tenure.machine.kind import Kind
+from tenure.machine.parts import ANY, Event, Guard, Role, State, Subject, Transition
+
+__all__ = ["ANY", "Event", "Guard", "Kind", "Role", "State", "Subject", "Transition"]

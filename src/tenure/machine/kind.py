@@ -1,0 +1,268 @@
+"""A kind: the one declared state machine for one type of resource.
+
+The kind is pure data plus pre-computed lookup tables; it knows nothing about storage. Deciding
+whether an event is allowed is a single dictionary lookup.
+
+>>> from tenure.machine import Event, Kind, Role, State
+>>> lamp = Kind(
+...     "lamp",
+...     states=[State("off", 0), State("on", 1), State("broken", 9, Role.FINAL)],
+...     events=[Event("switch_on", "off", "on"), Event("switch_off", "on", "off"),
+...             Event("break", ["off", "on"], "broken")],
+...     initial="off",
+... )
+>>> lamp.allows("off", "switch_on"), lamp.allows("off", "switch_off")
+(True, False)
+>>> lamp.target("on", "break")
+'broken'
+>>> lamp.allowed_events("on")
+('switch_off', 'break')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import pydantic
+
+from tenure.errors import InvalidKind, InvalidSpec, TransitionNotAllowed, UnknownEvent, UnknownState
+from tenure.machine.parts import Event, Role, State, Subject, Transition
+from tenure.machine.validation import expand_sources, find_problems
+
+__all__ = ["Kind"]
+
+_EMPTY: Mapping[str, Transition] = MappingProxyType({})
+
+
+class Kind:
+    """One declared state machine, validated when constructed (raises :class:`InvalidKind`).
+
+    ``spec_model`` is an optional pydantic model that every resource's spec must satisfy.
+    ``version`` is bumped by the author whenever the graph changes meaning.
+    """
+
+    __slots__ = (
+        "_by_code",
+        "_edges",
+        "_events",
+        "_pairs",
+        "_states",
+        "description",
+        "events",
+        "initial",
+        "name",
+        "spec_model",
+        "states",
+        "version",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        states: Sequence[State],
+        events: Sequence[Event],
+        initial: str,
+        spec_model: type[pydantic.BaseModel] | None = None,
+        version: int = 1,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.states: tuple[State, ...] = tuple(states)
+        self.events: tuple[Event, ...] = tuple(events)
+        self.spec_model = spec_model
+        self.version = version
+        self.description = description
+        edges = self._compile_edges()
+        problems = find_problems(self.states, self.events, initial, edges)
+        if problems:
+            raise InvalidKind(name, problems)
+        self._states: Mapping[str, State] = MappingProxyType({s.name: s for s in self.states})
+        self._by_code: Mapping[int, State] = MappingProxyType({s.code: s for s in self.states})
+        self._events: tuple[str, ...] = tuple(dict.fromkeys(e.name for e in self.events))
+        transitions = self._transitions()
+        self._edges: Mapping[str, Mapping[str, Transition]] = MappingProxyType(
+            {s.name: MappingProxyType(transitions.get(s.name, {})) for s in self.states}
+        )
+        self._pairs: Mapping[tuple[str, str], Transition] = MappingProxyType(
+            {(t.source, t.event): t for by_event in self._edges.values() for t in by_event.values()}
+        )
+        self.initial: State = self._states[initial]
+
+    # --- compilation ---------------------------------------------------------------------------
+
+    def _compile_edges(self) -> dict[str, dict[str, str]]:
+        """state -> event -> target, best effort (validation reports what does not fit)."""
+        edges: dict[str, dict[str, str]] = {}
+        for e in self.events:
+            for src in expand_sources(e, self.states):
+                edges.setdefault(src, {}).setdefault(e.name, e.target)
+        return edges
+
+    def _transitions(self) -> dict[str, dict[str, Transition]]:
+        out: dict[str, dict[str, Transition]] = {}
+        for e in self.events:
+            for src in expand_sources(e, self.states):
+                out.setdefault(src, {}).setdefault(e.name, Transition(e.name, src, e.target, e.guard))
+        return out
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"Kind({self.name!r}, states={len(self.states)}, events={len(self._events)})"
+
+    @property
+    def event_names(self) -> tuple[str, ...]:
+        """Every event name, in declaration order."""
+        return self._events
+
+    def state(self, name: str) -> State:
+        """The state called ``name`` (raises :class:`UnknownState`)."""
+        try:
+            return self._states[name]
+        except KeyError:
+            raise UnknownState(self.name, name, list(self._states)) from None
+
+    def state_by_code(self, code: int) -> State:
+        """The state whose stable code is ``code`` (raises :class:`UnknownState`)."""
+        try:
+            return self._by_code[code]
+        except KeyError:
+            raise UnknownState(self.name, str(code), [f"{s.code}" for s in self.states]) from None
+
+    def has_state(self, name: str) -> bool:
+        return name in self._states
+
+    def has_event(self, name: str) -> bool:
+        return name in self._events
+
+    def allows(self, state: str, event: str) -> bool:
+        """Whether the graph has an edge for ``event`` out of ``state`` (guards not evaluated)."""
+        return (state, event) in self._pairs
+
+    def target(self, state: str, event: str) -> str:
+        """The state ``event`` leads to from ``state`` (raises if not allowed; guards not evaluated)."""
+        t = self._pairs.get((state, event))
+        if t is None:
+            self._refuse(state, event)
+        return t.target
+
+    def allowed_events(self, state: str) -> tuple[str, ...]:
+        """The events that leave ``state``, in declaration order."""
+        return tuple(self._edges.get(state, _EMPTY))
+
+    def transitions_from(self, state: str) -> Mapping[str, Transition]:
+        """event -> transition for every edge out of ``state``."""
+        return self._edges.get(state, _EMPTY)
+
+    def sources(self, event: str) -> tuple[str, ...]:
+        """Every state ``event`` may leave from."""
+        if event not in self._events:
+            raise UnknownEvent(self.name, event, self._events)
+        return tuple(src for (src, ev) in self._pairs if ev == event)
+
+    def transition(self, state: str, event: str, subject: Subject | None = None, *, resource_id: str | None = None) -> Transition:
+        """The edge ``event`` takes out of ``state``, with its guard evaluated against ``subject``.
+
+        Raises :class:`TransitionNotAllowed` (naming the state, the event and the allowed events) when
+        there is no such edge or its guard refuses, and :class:`UnknownState`/:class:`UnknownEvent`
+        for names the kind does not declare.
+        """
+        t = self._pairs.get((state, event))
+        if t is None:
+            self._refuse(state, event, resource_id=resource_id)
+        if t.guard is not None and not t.permits(subject):
+            guard_name = getattr(t.guard, "__name__", "guard")
+            self._refuse(state, event, resource_id=resource_id, reason=f"guard {guard_name} refused it")
+        return t
+
+    def _refuse(self, state: str, event: str, *, resource_id: str | None = None, reason: str | None = None) -> NoReturn:
+        if state not in self._states:
+            raise UnknownState(self.name, state, list(self._states))
+        if event not in self._events:
+            raise UnknownEvent(self.name, event, self._events)
+        raise TransitionNotAllowed(
+            kind=self.name,
+            state=state,
+            event=event,
+            allowed=self.allowed_events(state),
+            resource_id=resource_id,
+            reason=reason,
+        )
+
+    def states_with_role(self, role: Role) -> tuple[State, ...]:
+        return tuple(s for s in self.states if s.role is role)
+
+    # --- specs ---------------------------------------------------------------------------------
+
+    def validate_spec(self, spec: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check ``spec`` against the kind and return it as plain JSON-ready data.
+
+        Raises :class:`InvalidSpec` naming each field and the constraint it broke.
+        """
+        raw: Any = {} if spec is None else spec
+        if not isinstance(raw, Mapping):
+            raise InvalidSpec(self.name, [("spec", f"must be a JSON object, got {type(raw).__name__}")])
+        if self.spec_model is not None:
+            try:
+                model = self.spec_model.model_validate(dict(raw))
+            except pydantic.ValidationError as exc:
+                raise InvalidSpec(
+                    self.name,
+                    [(".".join(str(p) for p in err["loc"]) or "spec", err["msg"]) for err in exc.errors()],
+                ) from None
+            return model.model_dump(mode="json")
+        try:
+            # Round-trip so that what is stored is exactly what a reader will get back.
+            out: dict[str, Any] = json.loads(json.dumps(dict(raw), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidSpec(self.name, [("spec", f"must be JSON-serialisable ({exc})")]) from None
+        return out
+
+    # --- drawing -------------------------------------------------------------------------------
+
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid ``stateDiagram-v2``."""
+        from tenure.machine.draw import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """The graph as Graphviz DOT text."""
+        from tenure.machine.draw import to_dot
+
+        return to_dot(self)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description of the kind (states, roles, codes, events)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "initial": self.initial.name,
+            "states": [
+                {
+                    "name": s.name,
+                    "code": s.code,
+                    "role": s.role.value,
+                    "deadline_seconds": s.deadline.total_seconds() if s.deadline else None,
+                    "on_deadline": s.on_deadline,
+                    "events": list(self.allowed_events(s.name)),
+                    "description": s.description,
+                }
+                for s in self.states
+            ],
+            "events": [
+                {
+                    "name": e.name,
+                    "sources": list(expand_sources(e, self.states)),
+                    "target": e.target,
+                    "guarded": e.guard is not None,
+                    "description": e.description,
+                }
+                for e in self.events
+            ],
+        }

@@ -1,0 +1,124 @@
+"""Rules a kind declaration must obey, checked once when the kind is declared.
+
+Each rule returns human-readable problems instead of raising, so that one ``InvalidKind`` can list
+everything that is wrong with a declaration at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from tenure.machine.parts import ANY, NAME_PATTERN, Event, Role, State
+
+__all__ = ["expand_sources", "find_problems"]
+
+
+def expand_sources(event: Event, states: Sequence[State]) -> tuple[str, ...]:
+    """The concrete source states of ``event`` (resolving :data:`ANY`)."""
+    out: list[str] = []
+    for src in event.sources:
+        if src == ANY:
+            out.extend(s.name for s in states if not s.is_final)
+        else:
+            out.append(src)
+    return tuple(dict.fromkeys(out))
+
+
+def _declaration_problems(states: Sequence[State], events: Sequence[Event], initial: str) -> list[str]:
+    problems: list[str] = []
+    if not states:
+        return ["a kind needs at least one state"]
+    seen_names: set[str] = set()
+    codes: dict[int, str] = {}
+    for s in states:
+        if not NAME_PATTERN.match(s.name):
+            problems.append(
+                f"state name {s.name!r} is not a valid name (letters, digits, '_', '.', '-'; "
+                "starting with a letter or '_')"
+            )
+        if s.name in seen_names:
+            problems.append(f"duplicate state name {s.name!r}")
+        seen_names.add(s.name)
+        if isinstance(s.code, bool) or not isinstance(s.code, int) or s.code < 0:
+            problems.append(f"state {s.name!r} has code {s.code!r}; codes are integers >= 0")
+        elif s.code in codes:
+            problems.append(f"duplicate state code {s.code}: used by {codes[s.code]!r} and {s.name!r}")
+        else:
+            codes[s.code] = s.name
+        if not isinstance(s.role, Role):
+            problems.append(f"state {s.name!r} has role {s.role!r}; roles are {', '.join(r.value for r in Role)}")
+    if initial not in seen_names:
+        problems.append(f"initial state {initial!r} is not one of the declared states")
+    for e in events:
+        if not NAME_PATTERN.match(e.name):
+            problems.append(
+                f"event name {e.name!r} is not a valid name (letters, digits, '_', '.', '-'; "
+                "starting with a letter or '_')"
+            )
+        if not e.sources:
+            problems.append(f"event {e.name!r} has no source states")
+        for src in e.sources:
+            if src != ANY and src not in seen_names:
+                problems.append(f"event {e.name!r} has unknown source state {src!r}")
+        if e.target not in seen_names:
+            problems.append(f"event {e.name!r} has unknown target state {e.target!r}")
+    return problems
+
+
+def _edge_problems(
+    states: Sequence[State], events: Sequence[Event], edges: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    problems: list[str] = []
+    by_name = {s.name: s for s in states}
+    targets: dict[tuple[str, str], str] = {}
+    for e in events:
+        for src in expand_sources(e, states):
+            key = (src, e.name)
+            if key in targets and targets[key] != e.target:
+                problems.append(
+                    f"event {e.name!r} has two targets from state {src!r}: "
+                    f"{targets[key]!r} and {e.target!r}"
+                )
+            targets.setdefault(key, e.target)
+            if src in by_name and by_name[src].is_final:
+                problems.append(f"final state {src!r} has an outgoing event {e.name!r}; nothing leaves a final state")
+    for s in states:
+        if s.role is Role.WAIT:
+            if s.deadline is None or s.deadline.total_seconds() <= 0:
+                problems.append(f"wait state {s.name!r} has no deadline; every wait state needs a positive deadline")
+            if s.on_deadline is None:
+                problems.append(f"wait state {s.name!r} does not say which event its deadline fires (on_deadline)")
+            elif s.on_deadline not in edges.get(s.name, {}):
+                problems.append(
+                    f"wait state {s.name!r} fires {s.on_deadline!r} at its deadline, "
+                    f"but that event does not leave {s.name!r}"
+                )
+        elif s.deadline is not None or s.on_deadline is not None:
+            problems.append(f"state {s.name!r} is a {s.role.value} state; only wait states have a deadline")
+        if not s.is_final and not edges.get(s.name):
+            problems.append(f"state {s.name!r} is not final but has no way out (a dead end)")
+    return problems
+
+
+def _reachability_problems(initial: str, edges: Mapping[str, Mapping[str, str]], names: Sequence[str]) -> list[str]:
+    seen = {initial}
+    queue = deque([initial])
+    while queue:
+        for target in edges.get(queue.popleft(), {}).values():
+            if target not in seen:
+                seen.add(target)
+                queue.append(target)
+    return [f"state {n!r} is unreachable from the initial state {initial!r}" for n in names if n not in seen]
+
+
+def find_problems(
+    states: Sequence[State], events: Sequence[Event], initial: str, edges: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """Every rule the declaration breaks, in declaration order; empty when the kind is valid."""
+    problems = _declaration_problems(states, events, initial)
+    if problems:
+        return problems
+    problems = _edge_problems(states, events, edges)
+    problems += _reachability_problems(initial, edges, [s.name for s in states])
+    return problems

@@ -1,0 +1,9 @@
+"""The store layer: one protocol, an embedded SQLite store and a shared PostgreSQL store."""
+
+from __future__ import annotations
+
+from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
+from tenure.store.protocol import Store
+from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
+
+__all__ = ["CREATE_EVENT", "DEFAULT_DATABASE_URL", "JournalEntry", "Page", "Resource", "Store", "database_url", "open_store"]

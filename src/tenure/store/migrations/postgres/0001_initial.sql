@@ -1,0 +1,42 @@
+-- Resources, one row each, and their append-only journal.
+CREATE TABLE resources (
+    id                  text PRIMARY KEY,
+    kind                text NOT NULL,
+    state               text NOT NULL,
+    version             bigint NOT NULL CHECK (version >= 1),
+    spec                jsonb NOT NULL DEFAULT '{}',
+    data                jsonb NOT NULL DEFAULT '{}',
+    desired_state       text,
+    generation          bigint NOT NULL DEFAULT 1,
+    observed_generation bigint NOT NULL DEFAULT 0,
+    sharable            boolean NOT NULL DEFAULT true,
+    error               text,
+    attempts            integer NOT NULL DEFAULT 0,
+    entered_at          timestamptz NOT NULL,
+    next_attempt_at     timestamptz,
+    deadline            timestamptz,
+    claim_token         text,
+    claimed_by          text,
+    claim_expires_at    timestamptz,
+    idempotency_key     text UNIQUE,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz NOT NULL
+);
+
+CREATE INDEX resources_kind_state ON resources (kind, state, id);
+CREATE INDEX resources_state ON resources (state, id);
+CREATE INDEX resources_due ON resources (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX resources_deadline ON resources (deadline) WHERE deadline IS NOT NULL;
+
+CREATE TABLE journal (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    resource_id text NOT NULL REFERENCES resources (id),
+    version     bigint NOT NULL,
+    event       text NOT NULL,
+    from_state  text,
+    to_state    text NOT NULL,
+    actor       text,
+    at          timestamptz NOT NULL,
+    detail      jsonb NOT NULL DEFAULT '{}',
+    UNIQUE (resource_id, version)
+);

@@ -1,0 +1,43 @@
+-- Resources, one row each, and their append-only journal.
+-- Timestamps are ISO-8601 UTC text with microseconds: fixed width, so they compare as text.
+CREATE TABLE resources (
+    id                  TEXT PRIMARY KEY,
+    kind                TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    version             INTEGER NOT NULL CHECK (version >= 1),
+    spec                TEXT NOT NULL DEFAULT '{}',
+    data                TEXT NOT NULL DEFAULT '{}',
+    desired_state       TEXT,
+    generation          INTEGER NOT NULL DEFAULT 1,
+    observed_generation INTEGER NOT NULL DEFAULT 0,
+    sharable            INTEGER NOT NULL DEFAULT 1 CHECK (sharable IN (0, 1)),
+    error               TEXT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    entered_at          TEXT NOT NULL,
+    next_attempt_at     TEXT,
+    deadline            TEXT,
+    claim_token         TEXT,
+    claimed_by          TEXT,
+    claim_expires_at    TEXT,
+    idempotency_key     TEXT UNIQUE,
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL
+);
+
+CREATE INDEX resources_kind_state ON resources (kind, state, id);
+CREATE INDEX resources_state ON resources (state, id);
+CREATE INDEX resources_due ON resources (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX resources_deadline ON resources (deadline) WHERE deadline IS NOT NULL;
+
+CREATE TABLE journal (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource_id TEXT NOT NULL REFERENCES resources (id),
+    version     INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT NOT NULL,
+    actor       TEXT,
+    at          TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (resource_id, version)
+);

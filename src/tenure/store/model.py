@@ -1,0 +1,121 @@
+"""The values a store reads and writes: resources, journal entries and pages of results."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+__all__ = ["CREATE_EVENT", "JournalEntry", "Page", "Resource", "new_id"]
+
+#: The journal event recorded when a resource is created (user event names cannot start with '@').
+CREATE_EVENT = "@create"
+
+T = TypeVar("T")
+
+
+def new_id() -> str:
+    """A new resource id: 32 hex digits, time-ordered (UUIDv7 layout), so keyset pages follow creation order."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    return f"{value:032x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One resource as stored at one ``version``.
+
+    ``version`` is bumped by every write; it is the ETag clients send back and the fencing token the
+    engine writes with. A snapshot never changes: writes return a new one.
+    """
+
+    id: str
+    kind: str
+    state: str
+    version: int
+    spec: Mapping[str, Any]
+    data: Mapping[str, Any]
+    desired_state: str | None
+    generation: int
+    observed_generation: int
+    sharable: bool
+    error: str | None
+    attempts: int
+    entered_at: datetime
+    next_attempt_at: datetime | None
+    deadline: datetime | None
+    claim_token: str | None = field(repr=False)
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the resource (the claim token is a secret and is left out)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "version": self.version,
+            "spec": dict(self.spec),
+            "data": dict(self.data),
+            "desired_state": self.desired_state,
+            "generation": self.generation,
+            "observed_generation": self.observed_generation,
+            "sharable": self.sharable,
+            "error": self.error,
+            "attempts": self.attempts,
+            "entered_at": self.entered_at.isoformat(),
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "deadline": _iso(self.deadline),
+            "claimed_by": self.claimed_by,
+            "claim_expires_at": _iso(self.claim_expires_at),
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One write in a resource's history; ``seq`` orders entries across all resources."""
+
+    seq: int
+    resource_id: str
+    version: int
+    event: str
+    from_state: str | None
+    to_state: str
+    actor: str | None
+    at: datetime
+    detail: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "resource_id": self.resource_id,
+            "version": self.version,
+            "event": self.event,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """A page of results; pass ``next_after`` back as ``after`` to get the next page."""
+
+    items: Sequence[T]
+    next_after: str | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

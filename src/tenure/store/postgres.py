@@ -1,0 +1,223 @@
+"""The shared store: PostgreSQL through psycopg 3 and a connection pool.
+
+Many workers on many hosts may share one database. A transition is a single statement (the
+compare-and-swap ``UPDATE`` and its journal ``INSERT`` joined in one CTE), so it costs one round trip
+and commits atomically in autocommit mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tenure.clock import Clock, system_clock
+from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
+from tenure.machine import Kind
+from tenure.store.core import CreatePlan, FirePlan, StoreCore
+from tenure.store.migrator import latest_version, migrations
+from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
+from tenure.store.rows import journal_from_pg, resource_from_pg
+from tenure.store.sqlfile import load_queries
+
+__all__ = ["PostgresStore", "redact"]
+
+# psycopg takes bytes for SQL that is not a literal in the code.
+Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
+
+
+def redact(conninfo: str) -> str:
+    """The connection URL with any password replaced by ``***``."""
+    parts = urlsplit(conninfo)
+    if parts.password is None:
+        return conninfo
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+class PostgresStore(StoreCore):
+    """A store in a PostgreSQL database, safe to share between threads, processes and hosts."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        conninfo: str,
+        kinds: Iterable[Kind] = (),
+        *,
+        clock: Clock = system_clock,
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+        default_sharable: bool = True,
+        check_schema: bool = True,
+    ) -> None:
+        super().__init__(kinds, clock=clock, default_sharable=default_sharable)
+        self.conninfo = conninfo
+        self.target = redact(conninfo)
+        self._timeout = connect_timeout
+        self._pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            configure=_configure,
+            timeout=connect_timeout,
+            open=False,
+            name="tenure",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreUnavailable(self.target, self._why_unreachable()) from None
+        if check_schema:
+            try:
+                self._check_schema()
+            except BaseException:
+                self._pool.close()
+                raise
+
+    def _why_unreachable(self) -> str:
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=max(1, int(self._timeout))).close()
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"no connection could be opened within {self._timeout:g}s"
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.errors.UndefinedTable:
+            raise SchemaNotMigrated(self.target, self._schema_version_quietly(), latest_version(self.dialect)) from None
+        except PoolTimeout:
+            raise StoreUnavailable(self.target, f"no connection free or reachable within {self._timeout:g}s") from None
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(self.target, str(exc).strip() or type(exc).__name__) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- schema --------------------------------------------------------------------------------
+
+    def _schema_version_quietly(self) -> int:
+        try:
+            return self.schema_version()
+        except Exception:
+            return 0
+
+    def schema_version(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(Q["migrations_table_exists"]).fetchone()
+            if not row or not row[0]:
+                return 0
+            row = conn.execute(Q["schema_version"]).fetchone()
+            return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def _check_schema(self) -> None:
+        try:
+            current = self.schema_version()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(self.target, str(exc).strip()) from None
+        latest = latest_version(self.dialect)
+        if current < latest:
+            raise SchemaNotMigrated(self.target, current, latest)
+        if current > latest:
+            raise SchemaTooNew(self.target, current, latest)
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._connection() as conn:
+            for migration in migrations(self.dialect):
+                with conn.transaction():
+                    # Concurrent migrators queue on the lock, then see what the first one applied.
+                    conn.execute(Q["lock_migrations"])
+                    conn.execute(Q["create_migrations_table"])
+                    row = conn.execute(Q["schema_version"]).fetchone()
+                    if row and int(row[0]) >= migration.version:  # type: ignore[call-overload]
+                        continue
+                    conn.execute(migration.sql.encode(), prepare=False)
+                    conn.execute(Q["record_migration"], (migration.version, migration.name, datetime.now(UTC)))
+                applied.append(migration.version)
+        return applied
+
+    # --- primitives ----------------------------------------------------------------------------
+
+    def _insert(self, plan: CreatePlan) -> Resource | None:
+        r = plan.resource
+        params = {
+            "id": r.id,
+            "kind": r.kind,
+            "state": r.state,
+            "spec": Jsonb(r.spec),
+            "data": Jsonb(r.data),
+            "sharable": r.sharable,
+            "now": r.created_at,
+            "next_attempt_at": r.next_attempt_at,
+            "deadline": r.deadline,
+            "idempotency_key": r.idempotency_key,
+            "event": CREATE_EVENT,
+            "actor": plan.actor,
+        }
+        with self._connection() as conn:
+            row = conn.execute(Q["create"], params).fetchone()
+            if row and row[0]:
+                return None
+            found = conn.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
+        if found is None:
+            # The key's owner vanished between the two statements; resources are never deleted,
+            # so this means the insert failed for another reason.
+            raise StoreUnavailable(self.target, "the resource could not be inserted")
+        return resource_from_pg(found)
+
+    def _apply(self, plan: FirePlan) -> bool:
+        before, after = plan.before, plan.after
+        params = {
+            "state": after.state,
+            "version": after.version,
+            "data": Jsonb(after.data) if plan.data_changed else None,
+            "error": after.error,
+            "now": after.updated_at,
+            "next_attempt_at": after.next_attempt_at,
+            "deadline": after.deadline,
+            "id": before.id,
+            "expected_version": before.version,
+            "source": before.state,
+            "event": plan.event,
+            "actor": plan.actor,
+            "detail": Jsonb(plan.detail),
+        }
+        with self._connection() as conn:
+            return conn.execute(Q["fire"], params).fetchone() is not None
+
+    def _get_or_none(self, resource_id: str) -> Resource | None:
+        with self._connection() as conn:
+            row = conn.execute(Q["get_resource"], (resource_id,)).fetchone()
+        return None if row is None else resource_from_pg(row)
+
+    def _select_page(self, kind: str | None, states: list[str] | None, after: str | None, limit: int) -> list[Resource]:
+        params = {"kind": kind, "states": states, "after": after, "limit": limit}
+        with self._connection() as conn:
+            rows = conn.execute(Q["list_resources"], params).fetchall()
+        return [resource_from_pg(r) for r in rows]
+
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        with self._connection() as conn:
+            rows = conn.execute(Q["journal"], (resource_id, after_version, limit)).fetchall()
+        return [journal_from_pg(r) for r in rows]
+
+    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        with self._connection() as conn:
+            rows = conn.execute(Q["feed"], (after_seq, limit)).fetchall()
+        return [journal_from_pg(r) for r in rows]

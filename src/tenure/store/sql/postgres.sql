@@ -1,0 +1,87 @@
+-- Queries of the PostgreSQL store. Column order matches tenure.store.rows.
+
+-- name: create
+-- Insert the resource and its creation journal row in one statement; nothing comes back when the
+-- idempotency key is already taken.
+WITH made AS (
+    INSERT INTO resources (id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at)
+    VALUES (%(id)s, %(kind)s, %(state)s, 1, %(spec)s, %(data)s, NULL, 1, 0, %(sharable)s,
+            NULL, 0, %(now)s, %(next_attempt_at)s, %(deadline)s, NULL, NULL, NULL,
+            %(idempotency_key)s, %(now)s, %(now)s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, state
+), logged AS (
+    INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+    SELECT id, 1, %(event)s, NULL, state, %(actor)s, %(now)s, '{}' FROM made
+)
+SELECT count(*) FROM made
+
+-- name: get_resource
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at
+FROM resources WHERE id = %s
+
+-- name: get_by_idempotency_key
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at
+FROM resources WHERE idempotency_key = %s
+
+-- name: fire
+-- The compare-and-swap and its journal row as one statement: the journal row is written only if the
+-- swap matched, and both commit together.
+WITH moved AS (
+    UPDATE resources
+    SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
+        attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
+        deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
+        updated_at = %(now)s
+    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
+    RETURNING id
+)
+INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
+RETURNING seq
+
+-- name: list_resources
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at
+FROM resources
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(after)s::text IS NULL OR id > %(after)s)
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: journal
+SELECT seq, resource_id, version, event, from_state, to_state, actor, at, detail
+FROM journal WHERE resource_id = %s AND version > %s ORDER BY version LIMIT %s
+
+-- name: feed
+SELECT seq, resource_id, version, event, from_state, to_state, actor, at, detail
+FROM journal WHERE seq > %s ORDER BY seq LIMIT %s
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS tenure_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+)
+
+-- name: lock_migrations
+-- Concurrent migrators queue here; the number is arbitrary but fixed.
+SELECT pg_advisory_xact_lock(7370756)
+
+-- name: migrations_table_exists
+SELECT count(*) FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_name = 'tenure_migrations'
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM tenure_migrations
+
+-- name: record_migration
+INSERT INTO tenure_migrations (version, name, applied_at) VALUES (%s, %s, %s)

@@ -1,0 +1,249 @@
+"""The embedded store: one SQLite file in WAL mode, shared by threads and processes on one machine.
+
+Every write runs in ``BEGIN IMMEDIATE`` so that writers queue on SQLite's single write lock instead
+of failing half-way; the compare-and-swap on ``version`` decides which of two racing writers wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tenure.clock import Clock, system_clock
+from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
+from tenure.machine import Kind
+from tenure.store.core import CreatePlan, FirePlan, StoreCore
+from tenure.store.migrator import latest_version, migrations
+from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
+from tenure.store.rows import journal_from_sqlite, resource_from_sqlite, to_iso
+from tenure.store.sqlfile import load_queries
+
+__all__ = ["SQLiteStore", "Synchronous"]
+
+Q = load_queries("sqlite.sql")
+_dumps = json.dumps
+
+
+class Synchronous(enum.Enum):
+    """SQLite's ``synchronous`` setting. FULL survives power loss; NORMAL survives process crashes."""
+
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (so they can run inside one explicit transaction)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
+
+
+class SQLiteStore(StoreCore):
+    """A store in one SQLite file.
+
+    >>> import tempfile, os
+    >>> from tenure.kinds import image
+    >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
+    >>> store = SQLiteStore(path, [image], check_schema=False)
+    >>> store.migrate()
+    [1]
+    >>> r = store.create("image", {"name": "debian-12"})
+    >>> r.state, r.version
+    ('queued', 1)
+    >>> r = store.fire(r, "upload")
+    >>> r.state, r.version
+    ('saving', 2)
+    >>> [e.event for e in store.journal(r.id)]
+    ['@create', 'upload']
+    >>> store.close()
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        kinds: Iterable[Kind] = (),
+        *,
+        clock: Clock = system_clock,
+        synchronous: Synchronous = Synchronous.FULL,
+        busy_timeout: float = 30.0,
+        default_sharable: bool = True,
+        check_schema: bool = True,
+    ) -> None:
+        super().__init__(kinds, clock=clock, default_sharable=default_sharable)
+        self.path = str(path)
+        self.target = f"sqlite:///{self.path}"
+        self._synchronous = Synchronous(synchronous)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        if check_schema:
+            self._check_schema()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreUnavailable(self.target, "the store has been closed")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous.value}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.target, f"cannot open the database file ({exc})") from None
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "no such table" in text:
+                raise SchemaNotMigrated(self.target, self._schema_version_or_zero(), latest_version("sqlite")) from None
+            if "locked" in text or "busy" in text:
+                raise StoreUnavailable(
+                    self.target, f"the database stayed locked for more than {self._busy_timeout:g}s"
+                ) from None
+            raise StoreUnavailable(self.target, text) from None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._translated():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- schema --------------------------------------------------------------------------------
+
+    def _schema_version_or_zero(self) -> int:
+        conn = self._conn()
+        if not conn.execute(Q["migrations_table_exists"]).fetchone()[0]:
+            return 0
+        return int(conn.execute(Q["schema_version"]).fetchone()[0])
+
+    def schema_version(self) -> int:
+        with self._translated():
+            return self._schema_version_or_zero()
+
+    def _check_schema(self) -> None:
+        current, latest = self.schema_version(), latest_version(self.dialect)
+        if current < latest:
+            raise SchemaNotMigrated(self.target, current, latest)
+        if current > latest:
+            raise SchemaTooNew(self.target, current, latest)
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        conn = self._conn()
+        with self._translated():
+            conn.execute(Q["create_migrations_table"])
+        for migration in migrations(self.dialect):
+            with self._write() as tx:
+                # Checked inside the write lock: a concurrent migrator may have just applied it.
+                if int(tx.execute(Q["schema_version"]).fetchone()[0]) >= migration.version:
+                    continue
+                for statement in _statements(migration.sql):
+                    tx.execute(statement)
+                tx.execute(Q["record_migration"], (migration.version, migration.name, to_iso(datetime.now(UTC))))
+            applied.append(migration.version)
+        return applied
+
+    # --- primitives ----------------------------------------------------------------------------
+
+    def _insert(self, plan: CreatePlan) -> Resource | None:
+        r = plan.resource
+        created = to_iso(r.created_at)
+        with self._write() as tx:
+            cur = tx.execute(
+                Q["insert_resource"],
+                (
+                    r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
+                    r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
+                    to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
+                    created, created,
+                ),
+            )  # fmt: skip
+            if cur.rowcount == 0:
+                row = tx.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
+                return resource_from_sqlite(row)
+            tx.execute(Q["insert_journal"], (r.id, 1, CREATE_EVENT, None, r.state, plan.actor, created, "{}"))
+        return None
+
+    def _apply(self, plan: FirePlan) -> bool:
+        before, after = plan.before, plan.after
+        now = to_iso(after.updated_at)
+        with self._write() as tx:
+            cur = tx.execute(
+                Q["fire"],
+                (
+                    after.state, after.version, _dumps(after.data) if plan.data_changed else None, after.error,
+                    now, to_iso(after.next_attempt_at), to_iso(after.deadline), now,
+                    before.id, before.version, before.state,
+                ),
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                return False
+            tx.execute(
+                Q["insert_journal"],
+                (before.id, after.version, plan.event, before.state, after.state, plan.actor, now, _dumps(plan.detail)),
+            )
+        return True
+
+    def _get_or_none(self, resource_id: str) -> Resource | None:
+        with self._translated():
+            row = self._conn().execute(Q["get_resource"], (resource_id,)).fetchone()
+        return None if row is None else resource_from_sqlite(row)
+
+    def _select_page(self, kind: str | None, states: list[str] | None, after: str | None, limit: int) -> list[Resource]:
+        params = {"kind": kind, "states": None if states is None else _dumps(states), "after": after, "limit": limit}
+        with self._translated():
+            rows = self._conn().execute(Q["list_resources"], params).fetchall()
+        return [resource_from_sqlite(r) for r in rows]
+
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        with self._translated():
+            rows = self._conn().execute(Q["journal"], (resource_id, after_version, limit)).fetchall()
+        return [journal_from_sqlite(r) for r in rows]
+
+    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        with self._translated():
+            rows = self._conn().execute(Q["feed"], (after_seq, limit)).fetchall()
+        return [journal_from_sqlite(r) for r in rows]

@@ -1,0 +1,92 @@
+"""Opening a store from a database URL (``--database`` / ``TENURE_DATABASE_URL``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from urllib.parse import parse_qs, urlsplit
+
+from tenure.clock import Clock, system_clock
+from tenure.errors import InvalidDatabaseURL
+from tenure.machine import Kind
+from tenure.store.core import StoreCore
+
+__all__ = ["DEFAULT_DATABASE_URL", "database_url", "open_store"]
+
+DEFAULT_DATABASE_URL = "sqlite:///tenure.db"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The URL to use: the explicit one, else ``TENURE_DATABASE_URL``, else ``sqlite:///tenure.db``."""
+    return explicit or os.environ.get("TENURE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _sqlite_path(url: str) -> str:
+    rest = url[len("sqlite://") :]
+    if not rest.startswith("/"):
+        raise InvalidDatabaseURL(url, "a SQLite URL needs three slashes before a relative path")
+    path = rest[1:].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise InvalidDatabaseURL(url, "a SQLite URL must name a file (in-memory databases cannot be shared)")
+    return path
+
+
+def open_store(
+    url: str | None = None,
+    kinds: Iterable[Kind] = (),
+    *,
+    clock: Clock = system_clock,
+    check_schema: bool = True,
+) -> StoreCore:
+    """Open the store a URL names.
+
+    ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` open the embedded store (query
+    options: ``synchronous=full|normal``, ``busy_timeout`` in seconds); ``postgresql://...`` opens
+    the shared store (options: ``pool_size``, ``connect_timeout``; every other parameter goes to
+    libpq).
+    """
+    url = database_url(url)
+    scheme = urlsplit(url).scheme.lower()
+    options = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    if scheme == "sqlite":
+        from tenure.store.sqlite import SQLiteStore, Synchronous
+
+        sync = options.get("synchronous", "full").upper()
+        if sync not in Synchronous.__members__:
+            raise InvalidDatabaseURL(url, f"synchronous must be full or normal, not {sync.lower()!r}")
+        return SQLiteStore(
+            _sqlite_path(url),
+            kinds,
+            clock=clock,
+            synchronous=Synchronous[sync],
+            busy_timeout=_number(url, options, "busy_timeout", 30.0),
+            check_schema=check_schema,
+        )
+    if scheme in ("postgresql", "postgres"):
+        from tenure.store.postgres import PostgresStore
+
+        pool_size = int(_number(url, options, "pool_size", 4))
+        timeout = _number(url, options, "connect_timeout", 5.0)
+        conninfo = _strip_options(url, ("pool_size", "connect_timeout"))
+        return PostgresStore(
+            conninfo, kinds, clock=clock, pool_size=pool_size, connect_timeout=timeout, check_schema=check_schema
+        )
+    raise InvalidDatabaseURL(url, f"unknown scheme {scheme or '(none)'!r}")
+
+
+def _number(url: str, options: dict[str, str], name: str, default: float) -> float:
+    if name not in options:
+        return default
+    try:
+        value = float(options[name])
+    except ValueError:
+        raise InvalidDatabaseURL(url, f"{name} must be a number, not {options[name]!r}") from None
+    if value <= 0:
+        raise InvalidDatabaseURL(url, f"{name} must be positive, not {options[name]!r}")
+    return value
+
+
+def _strip_options(url: str, names: tuple[str, ...]) -> str:
+    parts = urlsplit(url)
+    kept = [p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in names]
+    return parts._replace(query="&".join(kept)).geturl()
