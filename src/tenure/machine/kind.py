@@ -164,7 +164,9 @@ class Kind:
             raise UnknownEvent(self.name, event, self._events)
         return tuple(src for (src, ev) in self._pairs if ev == event)
 
-    def transition(self, state: str, event: str, subject: Subject | None = None, *, resource_id: str | None = None) -> Transition:
+    def transition(
+        self, state: str, event: str, subject: Subject | None = None, *, resource_id: str | None = None
+    ) -> Transition:
         """The edge ``event`` takes out of ``state``, with its guard evaluated against ``subject``.
 
         Raises :class:`TransitionNotAllowed` (naming the state, the event and the allowed events) when

@@ -77,8 +77,7 @@ def _edge_problems(
             key = (src, e.name)
             if key in targets and targets[key] != e.target:
                 problems.append(
-                    f"event {e.name!r} has two targets from state {src!r}: "
-                    f"{targets[key]!r} and {e.target!r}"
+                    f"event {e.name!r} has two targets from state {src!r}: {targets[key]!r} and {e.target!r}"
                 )
             targets.setdefault(key, e.target)
             if src in by_name and by_name[src].is_final:

@@ -6,4 +6,13 @@ from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
 from tenure.store.protocol import Store
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 
-__all__ = ["CREATE_EVENT", "DEFAULT_DATABASE_URL", "JournalEntry", "Page", "Resource", "Store", "database_url", "open_store"]
+__all__ = [
+    "CREATE_EVENT",
+    "DEFAULT_DATABASE_URL",
+    "JournalEntry",
+    "Page",
+    "Resource",
+    "Store",
+    "database_url",
+    "open_store",
+]

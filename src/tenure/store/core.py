@@ -7,6 +7,7 @@ a write means (which transition, which deadline, what the new snapshot is) is ma
 from __future__ import annotations
 
 import abc
+import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ class StoreCore(abc.ABC):
 
     target: str
 
-    def __init__(self, kinds: Iterable[Kind] = (), *, clock: Clock = system_clock, default_sharable: bool = True) -> None:
+    def __init__(
+        self, kinds: Iterable[Kind] = (), *, clock: Clock = system_clock, default_sharable: bool = True
+    ) -> None:
         self._kinds: dict[str, Kind] = {}
         self._clock = clock
         self._default_sharable = default_sharable
@@ -94,6 +97,7 @@ class StoreCore(abc.ABC):
 
     def _plan_create(
         self,
+        *,
         kind_name: str,
         spec: Mapping[str, Any] | None,
         data: Mapping[str, Any] | None,
@@ -150,6 +154,7 @@ class StoreCore(abc.ABC):
         self,
         before: Resource,
         event: str,
+        *,
         data: Mapping[str, Any] | None,
         error: str | None,
         actor: str | None,
@@ -201,7 +206,15 @@ class StoreCore(abc.ABC):
         actor: str | None = None,
         resource_id: str | None = None,
     ) -> Resource:
-        plan = self._plan_create(kind, spec, data, sharable, idempotency_key, actor, resource_id)
+        plan = self._plan_create(
+            kind_name=kind,
+            spec=spec,
+            data=data,
+            sharable=sharable,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            resource_id=resource_id,
+        )
         existing = self._insert(plan)
         if existing is None:
             return plan.resource
@@ -233,7 +246,7 @@ class StoreCore(abc.ABC):
                     actual_state=snapshot.state,
                 )
             try:
-                plan = self._plan_fire(snapshot, event, data, error, actor, detail)
+                plan = self._plan_fire(snapshot, event, data=data, error=error, actor=actor, detail=detail)
             except TenureError:
                 if isinstance(resource, Resource):
                     # A stale snapshot may be refused for a state the resource has already left:
@@ -309,13 +322,29 @@ class StoreCore(abc.ABC):
     def _get_or_none(self, resource_id: str) -> Resource | None: ...
 
     @abc.abstractmethod
-    def _select_page(self, kind: str | None, states: list[str] | None, after: str | None, limit: int) -> list[Resource]: ...
+    def _select_page(
+        self, kind: str | None, states: builtins.list[str] | None, after: str | None, limit: int
+    ) -> builtins.list[Resource]: ...
 
     @abc.abstractmethod
-    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> list[JournalEntry]: ...
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
+        """The resource's history, oldest first."""
 
     @abc.abstractmethod
-    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]: ...
+    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
+        """Journal entries of every resource after ``after_seq``, in ``seq`` order."""
+
+    @abc.abstractmethod
+    def migrate(self) -> builtins.list[int]:
+        """Apply pending schema migrations; returns the versions applied."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The newest migration applied to the database (0 for an empty database)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
 
 
 def _json_object(kind: str, field: str, value: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,30 @@ CREATE_EVENT = "@create"
 T = TypeVar("T")
 
 
+_id_lock = threading.Lock()
+_last_ms = 0
+_last_seq = 0
+
+
 def new_id() -> str:
-    """A new resource id: 32 hex digits, time-ordered (UUIDv7 layout), so keyset pages follow creation order."""
-    ms = time.time_ns() // 1_000_000
+    """A new resource id: 32 hex digits, time-ordered (UUIDv7 layout), so keyset pages follow creation order.
+
+    Within one process ids strictly increase: the 12 bits after the version nibble are a counter that
+    starts at a random value each millisecond and is bumped for every further id in that millisecond
+    (RFC 9562, method 1), borrowing the next millisecond when it would overflow.
+    """
+    global _last_ms, _last_seq
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            seq = rand >> 69 & 0x7FF  # random start in the lower half leaves room to count up
+        else:
+            ms, seq = _last_ms, _last_seq + 1
+            if seq > 0xFFF:
+                ms, seq = ms + 1, 0
+        _last_ms, _last_seq = ms, seq
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
     return f"{value:032x}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,15 +92,15 @@ class Store(Protocol):
         """
         ...
 
-    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> list[JournalEntry]:
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
         """The resource's history, oldest first."""
         ...
 
-    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
+    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
         """Journal entries of every resource with ``seq`` greater than ``after_seq``, in ``seq`` order."""
         ...
 
-    def migrate(self) -> list[int]:
+    def migrate(self) -> builtins.list[int]:
         """Apply pending schema migrations; returns the versions applied."""
         ...
 

@@ -7,9 +7,9 @@ is that block's SQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = ["load_queries"]
 

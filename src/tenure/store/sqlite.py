@@ -103,9 +103,7 @@ class SQLiteStore(StoreCore):
         if self._closed:
             raise StoreUnavailable(self.target, "the store has been closed")
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.value}")
             conn.execute("PRAGMA foreign_keys=ON")

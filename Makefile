@@ -1,0 +1,41 @@
+# Every target creates the virtualenv in .venv on first use; nothing else needs installing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: serve demo test lint types unit bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+## The main job. Until the HTTP service lands, it migrates ./tenure.db and runs the demo.
+serve: $(STAMP)
+	$(BIN)/tenure migrate
+	$(BIN)/tenure demo
+
+demo: serve
+
+## The whole check: lint, types, and every test (PostgreSQL tests skip if no server, unless
+## TENURE_REQUIRE_POSTGRES=1).
+test: lint types
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit src/tenure
+
+bench: $(STAMP)
+	$(BIN)/python bench/transitions.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tenure.db tenure.db-wal tenure.db-shm
