@@ -34,13 +34,14 @@ BLIND_FIRE_ATTEMPTS = 16
 MAX_PAGE = 1000
 
 
-@dataclass(frozen=True, slots=True)
+# Plans are internal and short-lived; plain slotted classes keep the hot path cheap.
+@dataclass(slots=True)
 class CreatePlan:
     resource: Resource
     actor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FirePlan:
     """One compare-and-swap: move ``before`` (at its version) to ``after`` and journal it."""
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from tenure.clock import Clock, system_clock
 from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
@@ -119,14 +120,17 @@ class SQLiteStore(StoreCore):
         try:
             yield
         except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "no such table" in text:
-                raise SchemaNotMigrated(self.target, self._schema_version_or_zero(), latest_version("sqlite")) from None
-            if "locked" in text or "busy" in text:
-                raise StoreUnavailable(
-                    self.target, f"the database stayed locked for more than {self._busy_timeout:g}s"
-                ) from None
-            raise StoreUnavailable(self.target, text) from None
+            self._raise_translated(exc)
+
+    def _raise_translated(self, exc: sqlite3.OperationalError) -> NoReturn:
+        text = str(exc)
+        if "no such table" in text:
+            raise SchemaNotMigrated(self.target, self._schema_version_or_zero(), latest_version("sqlite")) from None
+        if "locked" in text or "busy" in text:
+            raise StoreUnavailable(
+                self.target, f"the database stayed locked for more than {self._busy_timeout:g}s"
+            ) from None
+        raise StoreUnavailable(self.target, text) from None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -206,24 +210,38 @@ class SQLiteStore(StoreCore):
         return None
 
     def _apply(self, plan: FirePlan) -> bool:
+        # The hot path: transaction control is inlined rather than going through _write().
         before, after = plan.before, plan.after
         now = to_iso(after.updated_at)
-        with self._write() as tx:
-            cur = tx.execute(
-                Q["fire"],
-                (
-                    after.state, after.version, _dumps(after.data) if plan.data_changed else None, after.error,
-                    now, to_iso(after.next_attempt_at), to_iso(after.deadline), now,
-                    before.id, before.version, before.state,
-                ),
-            )  # fmt: skip
-            if cur.rowcount != 1:
-                return False
-            tx.execute(
-                Q["insert_journal"],
-                (before.id, after.version, plan.event, before.state, after.state, plan.actor, now, _dumps(plan.detail)),
-            )
-        return True
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    Q["fire"],
+                    (
+                        after.state, after.version, _dumps(after.data) if plan.data_changed else None, after.error,
+                        now, to_iso(after.next_attempt_at), to_iso(after.deadline), now,
+                        before.id, before.version, before.state,
+                    ),
+                )  # fmt: skip
+                swapped = cur.rowcount == 1
+                if swapped:
+                    conn.execute(
+                        Q["insert_journal"],
+                        (
+                            before.id, after.version, plan.event, before.state, after.state, plan.actor, now,
+                            _dumps(plan.detail) if plan.detail else "{}",
+                        ),
+                    )  # fmt: skip
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            self._raise_translated(exc)
+        return swapped
 
     def _get_or_none(self, resource_id: str) -> Resource | None:
         with self._translated():
