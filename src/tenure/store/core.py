@@ -22,6 +22,7 @@ from tenure.errors import (
     InvalidSpec,
     ResourceNotFound,
     TenureError,
+    TransitionNotAllowed,
     UnknownKind,
 )
 from tenure.machine import Kind, Role, State
@@ -233,6 +234,7 @@ class StoreCore(abc.ABC):
         detail: Mapping[str, Any] | None = None,
     ) -> Resource:
         pinned = expected_version
+        lost_at = 0
         if isinstance(resource, Resource):
             snapshot = resource
             pinned = resource.version if expected_version is None else expected_version
@@ -248,7 +250,7 @@ class StoreCore(abc.ABC):
                 )
             try:
                 plan = self._plan_fire(snapshot, event, data=data, error=error, actor=actor, detail=detail)
-            except TenureError:
+            except TransitionNotAllowed:
                 if isinstance(resource, Resource):
                     # A stale snapshot may be refused for a state the resource has already left:
                     # that is a lost race, and the caller should hear so.
@@ -266,8 +268,14 @@ class StoreCore(abc.ABC):
                     actual_version=current.version,
                     actual_state=current.state,
                 )
-            snapshot = current
-        raise Conflict(resource_id=snapshot.id, expected_version=snapshot.version, actual_version=-1)
+            lost_at, snapshot = snapshot.version, current
+        # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
+        raise Conflict(
+            resource_id=snapshot.id,
+            expected_version=lost_at,
+            actual_version=snapshot.version,
+            actual_state=snapshot.state,
+        )
 
     def _raise_if_moved(self, snapshot: Resource) -> None:
         current = self._get_or_none(snapshot.id)
