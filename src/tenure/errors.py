@@ -52,6 +52,18 @@ class TenureError(Exception):
         """The structured facts of this error (for logs and problem documents)."""
         return {k: v for k, v in vars(self).items() if k != "message"}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (workers); rebuild from the facts, not from __init__'s signature.
+        return (_restore, (type(self), self.message, self.facts()))
+
+
+def _restore(cls: type[TenureError], message: str, facts: dict[str, Any]) -> TenureError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.message = message
+    err.__dict__.update(facts)
+    return err
+
 
 # --- declaring kinds ---------------------------------------------------------------------------
 

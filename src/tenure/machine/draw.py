@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from tenure.machine.parts import Role
@@ -28,9 +27,9 @@ _MERMAID_STYLE = {
 }
 
 
-def _mermaid_id(name: str) -> str:
-    # Mermaid identifiers cannot hold '.' or '-'; the readable name goes in the label.
-    return "s_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+def _mermaid_ids(kind: Kind) -> dict[str, str]:
+    # Mermaid identifiers cannot hold '.' or '-', so states are numbered; the name goes in the label.
+    return {s.name: f"s{i}" for i, s in enumerate(kind.states)}
 
 
 def _edge_labels(kind: Kind) -> dict[tuple[str, str], list[str]]:
@@ -44,19 +43,20 @@ def _edge_labels(kind: Kind) -> dict[tuple[str, str], list[str]]:
 
 def to_mermaid(kind: Kind) -> str:
     """Render ``kind`` as a Mermaid ``stateDiagram-v2``; final states point to ``[*]``."""
+    ids = _mermaid_ids(kind)
     lines = ["stateDiagram-v2", f"    %% kind {kind.name} v{kind.version}"]
     for s in kind.states:
-        lines.append(f'    state "{s.name} ({s.code}, {s.role.value})" as {_mermaid_id(s.name)}')
-    lines.append(f"    [*] --> {_mermaid_id(kind.initial.name)}")
+        lines.append(f'    state "{s.name} ({s.code}, {s.role.value})" as {ids[s.name]}')
+    lines.append(f"    [*] --> {ids[kind.initial.name]}")
     for (src, dst), events in _edge_labels(kind).items():
-        lines.append(f"    {_mermaid_id(src)} --> {_mermaid_id(dst)}: {', '.join(events)}")
+        lines.append(f"    {ids[src]} --> {ids[dst]}: {', '.join(events)}")
     for s in kind.states:
         if s.role is Role.FINAL:
-            lines.append(f"    {_mermaid_id(s.name)} --> [*]")
+            lines.append(f"    {ids[s.name]} --> [*]")
     for role in Role:
         lines.append(f"    classDef {role.value} {_MERMAID_STYLE[role]}")
     for role in Role:
-        members = [_mermaid_id(s.name) for s in kind.states if s.role is role]
+        members = [ids[s.name] for s in kind.states if s.role is role]
         if members:
             lines.append(f"    class {','.join(members)} {role.value}")
     return "\n".join(lines) + "\n"
@@ -69,13 +69,14 @@ def _dot_quote(text: str) -> str:
 def to_dot(kind: Kind) -> str:
     """Render ``kind`` as a Graphviz digraph, states coloured by role."""
     lines = [f"digraph {_dot_quote(kind.name)} {{", "    rankdir=LR;", '    node [fontname="Helvetica"];']
-    lines.append('    __start [shape=point, label=""];')
+    # '@' cannot start a state name, so the start point never merges with a state.
+    lines.append('    "@start" [shape=point, label=""];')
     for s in kind.states:
         label = f"{s.name}\\n{s.code} · {s.role.value}"
         if s.deadline is not None:
             label += f"\\ndeadline {int(s.deadline.total_seconds())}s → {s.on_deadline}"
         lines.append(f'    {_dot_quote(s.name)} [label="{label}", {_DOT_STYLE[s.role]}];')
-    lines.append(f"    __start -> {_dot_quote(kind.initial.name)};")
+    lines.append(f'    "@start" -> {_dot_quote(kind.initial.name)};')
     for (src, dst), events in _edge_labels(kind).items():
         lines.append(f"    {_dot_quote(src)} -> {_dot_quote(dst)} [label={_dot_quote(', '.join(events))}];")
     lines.append("}")

@@ -77,7 +77,7 @@ class Kind:
         self.version = version
         self.description = description
         edges = self._compile_edges()
-        problems = find_problems(self.states, self.events, initial, edges)
+        problems = find_problems(name, self.states, self.events, initial, edges)
         if problems:
             raise InvalidKind(name, problems)
         self._states: Mapping[str, State] = MappingProxyType({s.name: s for s in self.states})

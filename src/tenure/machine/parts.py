@@ -14,7 +14,12 @@ __all__ = ["ANY", "Event", "Guard", "Role", "State", "Subject", "Transition"]
 #: Use as an event's sources to mean "every state that is not final".
 ANY = "*"
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` may name a kind, state or event (``@`` and spaces are reserved)."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
 
 
 class Role(enum.Enum):

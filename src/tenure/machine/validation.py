@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
-from tenure.machine.parts import ANY, NAME_PATTERN, Event, Role, State
+from tenure.machine.parts import ANY, Event, Role, State, valid_name
 
 __all__ = ["expand_sources", "find_problems"]
 
@@ -25,18 +26,24 @@ def expand_sources(event: Event, states: Sequence[State]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _declaration_problems(states: Sequence[State], events: Sequence[Event], initial: str) -> list[str]:
+_NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or '_', at most 100 characters"
+
+
+def _declaration_problems(
+    name: str, states: Sequence[State], events: Sequence[Event], initial: str
+) -> tuple[list[str], bool]:
+    """The problems of the declaration itself, and whether they make the graph checks meaningless."""
     problems: list[str] = []
+    fatal = False
+    if not valid_name(name):
+        problems.append(f"kind name {name!r} is not a valid name ({_NAME_RULE})")
     if not states:
-        return ["a kind needs at least one state"]
+        return [*problems, "a kind needs at least one state"], True
     seen_names: set[str] = set()
     codes: dict[int, str] = {}
     for s in states:
-        if not NAME_PATTERN.match(s.name):
-            problems.append(
-                f"state name {s.name!r} is not a valid name (letters, digits, '_', '.', '-'; "
-                "starting with a letter or '_')"
-            )
+        if not valid_name(s.name):
+            problems.append(f"state name {s.name!r} is not a valid name ({_NAME_RULE})")
         if s.name in seen_names:
             problems.append(f"duplicate state name {s.name!r}")
         seen_names.add(s.name)
@@ -48,22 +55,26 @@ def _declaration_problems(states: Sequence[State], events: Sequence[Event], init
             codes[s.code] = s.name
         if not isinstance(s.role, Role):
             problems.append(f"state {s.name!r} has role {s.role!r}; roles are {', '.join(r.value for r in Role)}")
+            fatal = True
+        if s.deadline is not None and not isinstance(s.deadline, timedelta):
+            problems.append(f"state {s.name!r} has deadline {s.deadline!r}; a deadline is a datetime.timedelta")
+            fatal = True
     if initial not in seen_names:
         problems.append(f"initial state {initial!r} is not one of the declared states")
+        fatal = True
     for e in events:
-        if not NAME_PATTERN.match(e.name):
-            problems.append(
-                f"event name {e.name!r} is not a valid name (letters, digits, '_', '.', '-'; "
-                "starting with a letter or '_')"
-            )
+        if not valid_name(e.name):
+            problems.append(f"event name {e.name!r} is not a valid name ({_NAME_RULE})")
         if not e.sources:
             problems.append(f"event {e.name!r} has no source states")
         for src in e.sources:
             if src != ANY and src not in seen_names:
                 problems.append(f"event {e.name!r} has unknown source state {src!r}")
+                fatal = True
         if e.target not in seen_names:
             problems.append(f"event {e.name!r} has unknown target state {e.target!r}")
-    return problems
+            fatal = True
+    return problems, fatal
 
 
 def _edge_problems(
@@ -112,12 +123,20 @@ def _reachability_problems(initial: str, edges: Mapping[str, Mapping[str, str]],
 
 
 def find_problems(
-    states: Sequence[State], events: Sequence[Event], initial: str, edges: Mapping[str, Mapping[str, str]]
+    name: str,
+    states: Sequence[State],
+    events: Sequence[Event],
+    initial: str,
+    edges: Mapping[str, Mapping[str, str]],
 ) -> list[str]:
-    """Every rule the declaration breaks, in declaration order; empty when the kind is valid."""
-    problems = _declaration_problems(states, events, initial)
-    if problems:
+    """Every rule the declaration breaks, in declaration order; empty when the kind is valid.
+
+    The graph is checked too unless the declaration is too broken for that to mean anything
+    (unknown states referenced, no states, a role or deadline of the wrong type).
+    """
+    problems, fatal = _declaration_problems(name, states, events, initial)
+    if fatal:
         return problems
-    problems = _edge_problems(states, events, edges)
+    problems += _edge_problems(states, events, edges)
     problems += _reachability_problems(initial, edges, [s.name for s in states])
     return problems

@@ -110,11 +110,13 @@ class StoreCore(abc.ABC):
     ) -> CreatePlan:
         kind = self.kind(kind_name)
         clean_spec = kind.validate_spec(spec)
+        _refuse_nul_json(kind.name, "", clean_spec)
         clean_data = _json_object(kind.name, "data", data)
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
             raise InvalidArgument("idempotency_key", "must be 1 to 255 characters", idempotency_key)
         if resource_id is not None and not (0 < len(resource_id) <= 64):
             raise InvalidArgument("resource_id", "must be 1 to 64 characters", resource_id)
+        _refuse_nul_text(idempotency_key=idempotency_key, resource_id=resource_id, actor=actor)
         now = self._clock()
         next_attempt_at, deadline = _schedule(kind.initial, now)
         resource = Resource(
@@ -164,6 +166,7 @@ class StoreCore(abc.ABC):
     ) -> FirePlan:
         kind = self.kind(before.kind)
         transition = kind.transition(before.state, event, before, resource_id=before.id)
+        _refuse_nul_text(error=error, actor=actor)
         target = kind.state(transition.target)
         now = self._clock()
         next_attempt_at, deadline = _schedule(target, now)
@@ -290,6 +293,8 @@ class StoreCore(abc.ABC):
             )
 
     def get(self, resource_id: str) -> Resource:
+        if _NUL in resource_id:
+            raise ResourceNotFound(resource_id)  # no resource can have such an id (see _refuse_nul_text)
         found = self._get_or_none(resource_id)
         if found is None:
             raise ResourceNotFound(resource_id)
@@ -365,4 +370,42 @@ def _json_object(kind: str, field: str, value: Mapping[str, Any] | None) -> dict
         out: dict[str, Any] = json.loads(json.dumps(dict(value), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidSpec(kind, [(field, f"must be JSON-serialisable ({exc})")]) from None
+    _refuse_nul_json(kind, field, out)
     return out
+
+
+# PostgreSQL cannot store U+0000 in text or jsonb; both stores refuse it so that they behave alike.
+_NUL = "\x00"
+_NUL_RULE = "must not contain the NUL character (U+0000)"
+
+
+def _refuse_nul_json(kind: str, field: str, value: Any) -> None:
+    """Raise :class:`InvalidSpec` naming the first path in ``value`` (keys included) that holds U+0000."""
+    path = _nul_path(value)
+    if path is not None:
+        name = ".".join(p for p in (field, *path) if p) or "spec"
+        raise InvalidSpec(kind, [(name, _NUL_RULE)])
+
+
+def _nul_path(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return () if _NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _NUL in key:
+                return (key,)
+            found = _nul_path(item)
+            if found is not None:
+                return (key, *found)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item)
+            if found is not None:
+                return (str(index), *found)
+    return None
+
+
+def _refuse_nul_text(**fields: str | None) -> None:
+    for name, value in fields.items():
+        if value is not None and _NUL in value:
+            raise InvalidArgument(name, _NUL_RULE, value)

@@ -1,0 +1,201 @@
+"""The one exception hierarchy: every error is a TenureError whose message carries its facts."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import tenure.errors as errors_module
+from tenure.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    InvalidDatabaseURL,
+    InvalidKind,
+    InvalidSpec,
+    ResourceNotFound,
+    SchemaNotMigrated,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    TenureError,
+    TransitionNotAllowed,
+    UnknownEvent,
+    UnknownKind,
+    UnknownState,
+)
+
+#: One sample per error class: the keyword arguments it is built from, which are also its facts.
+SAMPLES: dict[type[TenureError], dict[str, Any]] = {
+    InvalidKind: {"kind": "shop", "problems": ("state 'x' is unreachable", "duplicate state code 3")},
+    UnknownKind: {"kind": "ghost", "known": ("image", "volume")},
+    UnknownState: {"kind": "image", "state": "flying", "known": ("queued", "active")},
+    UnknownEvent: {"kind": "image", "event": "fly", "known": ("upload", "delete")},
+    TransitionNotAllowed: {
+        "kind": "image",
+        "state": "active",
+        "event": "upload",
+        "allowed": ("deactivate", "delete"),
+        "resource_id": "img-7",
+        "reason": "guard is_owner refused it",
+    },
+    InvalidSpec: {"kind": "image", "problems": (("name", "Field required"), ("size_bytes", "must be >= 0"))},
+    InvalidArgument: {"field": "limit", "constraint": "must be between 1 and 1000", "got": 5000},
+    ResourceNotFound: {"resource_id": "r-404"},
+    Conflict: {"resource_id": "r-1", "expected_version": 3, "actual_version": 5, "actual_state": "active"},
+    IdempotencyKeyReused: {"key": "k-1", "resource_id": "r-2", "difference": "spec.name differs"},
+    InvalidDatabaseURL: {"url": "mysql://x", "reason": "unsupported scheme 'mysql'"},
+    StoreUnavailable: {"target": "postgresql://db/tenure", "reason": "connection refused"},
+    SchemaNotMigrated: {"target": "sqlite:///t.db", "current": 0, "required": 1},
+    SchemaTooNew: {"target": "sqlite:///t.db", "current": 9, "known": 1},
+}
+
+#: Classes that take only an optional message (no facts of their own).
+PLAIN = (TenureError, StoreError)
+
+
+def error_classes() -> list[type[BaseException]]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(errors_module, inspect.isclass)
+        if issubclass(cls, BaseException) and cls.__module__ == errors_module.__name__
+    ]
+
+
+def build(cls: type[TenureError], facts: dict[str, Any]) -> TenureError:
+    factory: Callable[..., TenureError] = cls
+    return factory(**facts)
+
+
+def fact_texts(value: Any) -> list[str]:
+    """The bits of a fact value that the message must show."""
+    if value is None:
+        return []
+    if isinstance(value, tuple):
+        return [text for item in value for text in fact_texts(item)]
+    return [str(value)]
+
+
+def test_every_error_class_has_a_sample() -> None:
+    classes = set(error_classes())
+    assert classes == set(SAMPLES) | set(PLAIN), "add a sample for every new error class"
+
+
+def test_every_error_class_is_exported() -> None:
+    assert {cls.__name__ for cls in error_classes()} == set(errors_module.__all__)
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_is_a_tenure_error_with_its_own_default_message(cls: type[BaseException]) -> None:
+    assert issubclass(cls, TenureError)
+    assert "default_message" in vars(cls), f"{cls.__name__} must define its own default_message"
+    default = cls.default_message
+    assert isinstance(default, str)
+    assert default.strip()
+    if cls is not TenureError:
+        assert default != TenureError.default_message
+
+
+@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+def test_message_contains_the_facts(cls: type[TenureError]) -> None:
+    facts = SAMPLES[cls]
+    err = build(cls, facts)
+    message = str(err)
+    assert err.message == message
+    assert message != cls.default_message
+    for name, value in facts.items():
+        for text in fact_texts(value):
+            assert text in message, f"{cls.__name__} message {message!r} lacks {name}={text!r}"
+
+
+@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+def test_facts_returns_the_attributes(cls: type[TenureError]) -> None:
+    facts = SAMPLES[cls]
+    err = build(cls, facts)
+    assert err.facts() == facts
+    for name, value in facts.items():
+        assert getattr(err, name) == value
+    assert "message" not in err.facts()
+
+
+@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+def test_sequence_facts_are_stored_as_tuples(cls: type[TenureError]) -> None:
+    facts = {k: list(v) if isinstance(v, tuple) else v for k, v in SAMPLES[cls].items()}
+    err = build(cls, facts)
+    for name, value in SAMPLES[cls].items():
+        assert getattr(err, name) == value
+
+
+@pytest.mark.parametrize("cls", PLAIN, ids=lambda c: c.__name__)
+def test_plain_errors_use_their_default_message(cls: type[TenureError]) -> None:
+    err = cls()
+    assert str(err) == cls.default_message
+    assert err.message == cls.default_message
+    assert err.facts() == {}
+    custom = cls("something broke")
+    assert str(custom) == "something broke"
+
+
+def test_store_errors_share_a_base() -> None:
+    for cls in (InvalidDatabaseURL, StoreUnavailable, SchemaNotMigrated, SchemaTooNew):
+        assert issubclass(cls, StoreError)
+
+
+def test_errors_can_be_caught_as_exceptions() -> None:
+    with pytest.raises(TenureError):
+        raise ResourceNotFound("r")
+    with pytest.raises(Exception, match="no resource with id 'r'"):
+        raise ResourceNotFound("r")
+
+
+# --- wording of the messages a user reads --------------------------------------------------------
+
+
+def test_transition_not_allowed_message() -> None:
+    err = TransitionNotAllowed(kind="image", state="active", event="upload", allowed=["deactivate", "delete"])
+    assert str(err) == (
+        "event 'upload' is not allowed for kind 'image' in state 'active'; "
+        "allowed events in 'active': deactivate, delete"
+    )
+    with_resource = TransitionNotAllowed(
+        kind="image", state="deleted", event="delete", allowed=[], resource_id="img-1", reason="it is gone"
+    )
+    assert str(with_resource) == (
+        "event 'delete' is not allowed for resource img-1 (image) in state 'deleted': it is gone; "
+        "allowed events in 'deleted': none"
+    )
+
+
+def test_unknown_names_say_none_when_nothing_is_known() -> None:
+    assert str(UnknownKind("x", [])) == "unknown kind 'x'; known kinds: none"
+
+
+def test_conflict_message_without_state() -> None:
+    err = Conflict(resource_id="r1", expected_version=3, actual_version=5)
+    assert str(err) == "resource r1 was changed concurrently: expected version 3, found version 5"
+    assert err.actual_state is None
+    assert err.facts() == {"resource_id": "r1", "expected_version": 3, "actual_version": 5, "actual_state": None}
+
+
+def test_invalid_spec_message_lists_field_and_constraint() -> None:
+    err = InvalidSpec("image", [("name", "Field required"), ("size", "too big")])
+    assert str(err) == "invalid spec for kind 'image': name: Field required; size: too big"
+
+
+def test_invalid_kind_message_is_one_problem_per_line() -> None:
+    err = InvalidKind("k", ["first", "second"])
+    assert str(err) == "kind 'k' is invalid:\n  - first\n  - second"
+
+
+def test_schema_not_migrated_tells_what_to_run() -> None:
+    err = SchemaNotMigrated("sqlite:///t.db", 0, 1)
+    assert "tenure migrate" in str(err)
+
+
+def test_invalid_database_url_lists_accepted_forms() -> None:
+    err = InvalidDatabaseURL("mysql://x", "unsupported")
+    assert "sqlite:///" in str(err)
+    assert "postgresql://" in str(err)
