@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,15 @@ def test_facts_returns_the_attributes(cls: type[TenureError]) -> None:
     for name, value in facts.items():
         assert getattr(err, name) == value
     assert "message" not in err.facts()
+
+
+@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+def test_errors_survive_pickling_with_their_facts(cls: type[TenureError]) -> None:
+    err = build(cls, SAMPLES[cls])
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is cls
+    assert str(copy) == str(err)
+    assert copy.facts() == err.facts()
 
 
 @pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
