@@ -34,8 +34,6 @@ from tenure.machine.validation import expand_sources, find_problems
 
 __all__ = ["Kind"]
 
-_EMPTY: Mapping[str, Transition] = MappingProxyType({})
-
 
 class Kind:
     """One declared state machine, validated when constructed (raises :class:`InvalidKind`).
@@ -48,7 +46,6 @@ class Kind:
         "_by_code",
         "_edges",
         "_events",
-        "_pairs",
         "_states",
         "description",
         "events",
@@ -84,12 +81,9 @@ class Kind:
         self._by_code: Mapping[int, State] = MappingProxyType({s.code: s for s in self.states})
         self._events: tuple[str, ...] = tuple(dict.fromkeys(e.name for e in self.events))
         transitions = self._transitions()
-        self._edges: Mapping[str, Mapping[str, Transition]] = MappingProxyType(
-            {s.name: MappingProxyType(transitions.get(s.name, {})) for s in self.states}
-        )
-        self._pairs: Mapping[tuple[str, str], Transition] = MappingProxyType(
-            {(t.source, t.event): t for by_event in self._edges.values() for t in by_event.values()}
-        )
+        # Plain dicts (private, never handed out) are the cheapest lookups Python has: the hot path
+        # of every check and every fire goes through them.
+        self._edges: dict[str, dict[str, Transition]] = {s.name: transitions.get(s.name, {}) for s in self.states}
         self.initial: State = self._states[initial]
 
     # --- compilation ---------------------------------------------------------------------------
@@ -141,28 +135,31 @@ class Kind:
 
     def allows(self, state: str, event: str) -> bool:
         """Whether the graph has an edge for ``event`` out of ``state`` (guards not evaluated)."""
-        return (state, event) in self._pairs
+        try:
+            return event in self._edges[state]
+        except KeyError:
+            return False
 
     def target(self, state: str, event: str) -> str:
         """The state ``event`` leads to from ``state`` (raises if not allowed; guards not evaluated)."""
-        t = self._pairs.get((state, event))
-        if t is None:
+        try:
+            return self._edges[state][event].target
+        except KeyError:
             self._refuse(state, event)
-        return t.target
 
     def allowed_events(self, state: str) -> tuple[str, ...]:
         """The events that leave ``state``, in declaration order."""
-        return tuple(self._edges.get(state, _EMPTY))
+        return tuple(self._edges.get(state, ()))
 
     def transitions_from(self, state: str) -> Mapping[str, Transition]:
         """event -> transition for every edge out of ``state``."""
-        return self._edges.get(state, _EMPTY)
+        return MappingProxyType(self._edges.get(state, {}))
 
     def sources(self, event: str) -> tuple[str, ...]:
         """Every state ``event`` may leave from."""
         if event not in self._events:
             raise UnknownEvent(self.name, event, self._events)
-        return tuple(src for (src, ev) in self._pairs if ev == event)
+        return tuple(src for src, by_event in self._edges.items() if event in by_event)
 
     def transition(
         self, state: str, event: str, subject: Subject | None = None, *, resource_id: str | None = None
@@ -173,8 +170,9 @@ class Kind:
         there is no such edge or its guard refuses, and :class:`UnknownState`/:class:`UnknownEvent`
         for names the kind does not declare.
         """
-        t = self._pairs.get((state, event))
-        if t is None:
+        try:
+            t = self._edges[state][event]
+        except KeyError:
             self._refuse(state, event, resource_id=resource_id)
         if t.guard is not None and not t.permits(subject):
             guard_name = getattr(t.guard, "__name__", "guard")
