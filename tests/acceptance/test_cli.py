@@ -1,0 +1,162 @@
+"""The ``tenure`` command as a user runs it: a real subprocess against real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tenure import open_store
+from tenure.kinds import builtin_kinds
+
+
+def tenure(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if k != "TENURE_DATABASE_URL"}
+    full_env = {**inherited, "COLUMNS": "160", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tenure", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_migrate_then_up_to_date(store_url: str) -> None:
+    first = tenure("migrate", "--database", store_url)
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations 1" in first.stdout
+    again = tenure("migrate", "--database", store_url)
+    assert again.returncode == 0, again.stderr
+    assert "up to date (schema version 1)" in again.stdout
+
+
+def test_database_comes_from_the_environment(sqlite_url: str) -> None:
+    result = tenure("migrate", env={"TENURE_DATABASE_URL": sqlite_url})
+    assert result.returncode == 0, result.stderr
+    assert sqlite_url in result.stdout
+
+
+def test_default_database_is_tenure_db_in_the_working_directory(tmp_path: Path) -> None:
+    result = tenure("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tenure.db").exists()
+
+
+def test_kinds_lists_the_builtin_kinds_as_table_and_json() -> None:
+    table = tenure("kinds")
+    assert table.returncode == 0, table.stderr
+    for kind in builtin_kinds():
+        assert kind.name in table.stdout
+    as_json = json.loads(tenure("kinds", "--json").stdout)
+    assert [k["name"] for k in as_json] == [k.name for k in builtin_kinds()]
+    image = as_json[0]
+    assert {s["name"]: s["code"] for s in image["states"]}["active"] == 50
+
+
+def test_user_kinds_load_by_import_path(tmp_path: Path) -> None:
+    (tmp_path / "mykinds.py").write_text(
+        "from tenure import Kind, State, Event, Role\n"
+        "lamp = Kind('lamp', states=[State('off', 0), State('on', 1)],\n"
+        "            events=[Event('flip', 'off', 'on'), Event('flop', 'on', 'off')], initial='off')\n"
+    )
+    result = tenure("kinds", "--kinds", "mykinds", "--json", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert [k["name"] for k in json.loads(result.stdout)] == ["image", "lamp"]
+    missing = tenure("kinds", "--kinds", "no_such_module_here")
+    assert missing.returncode == 1
+    assert "cannot import kinds from 'no_such_module_here'" in missing.stderr
+
+
+def test_draw_mermaid_and_dot() -> None:
+    mermaid = tenure("draw", "image")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout.startswith("stateDiagram-v2")
+    assert "pending_delete (70, wait)" in mermaid.stdout
+    dot = tenure("draw", "image", "--format", "dot")
+    assert dot.returncode == 0, dot.stderr
+    assert dot.stdout.startswith('digraph "image" {')
+    assert '"active" -> "deactivated" [label="deactivate"];' in dot.stdout
+
+
+def test_draw_unknown_kind_names_the_known_ones() -> None:
+    result = tenure("draw", "volcano")
+    assert result.returncode == 1
+    assert "unknown kind 'volcano'; known kinds: image" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_races_and_verifies(store_url: str) -> None:
+    result = tenure("demo", "--database", store_url, "--resources", "5", "--threads", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "exactly one winner per version: yes" in result.stdout
+    assert "journal replay gives every row's state and version: yes" in result.stdout
+    store = open_store(store_url, builtin_kinds())
+    try:
+        page = store.list(kind="image")
+        assert len(page.items) == 5
+        for r in page.items:
+            versions = [e.version for e in store.journal(r.id)]
+            assert versions == list(range(1, r.version + 1))
+            # Round one had exactly one winner at version 2 out of four racing threads.
+            assert store.journal(r.id)[1].actor.startswith("thread-")
+    finally:
+        store.close()
+
+
+def test_show_and_history(sqlite_url: str) -> None:
+    assert tenure("migrate", "-d", sqlite_url).returncode == 0
+    store = open_store(sqlite_url, builtin_kinds())
+    r = store.create("image", {"name": "cli"}, actor="test")
+    store.fire(r, "upload", actor="test")
+    store.close()
+    shown = json.loads(tenure("show", r.id, "-d", sqlite_url, "--json").stdout)
+    assert (shown["state"], shown["version"]) == ("saving", 2)
+    assert "claim_token" not in shown
+    history = json.loads(tenure("history", r.id, "-d", sqlite_url, "--json").stdout)
+    assert [(h["event"], h["to_state"]) for h in history] == [("@create", "queued"), ("upload", "saving")]
+    table = tenure("history", r.id, "-d", sqlite_url)
+    assert "upload" in table.stdout
+    assert "saving" in table.stdout
+
+
+def test_show_unknown_id(sqlite_url: str) -> None:
+    assert tenure("migrate", "-d", sqlite_url).returncode == 0
+    result = tenure("show", "nope", "-d", sqlite_url)
+    assert result.returncode == 1
+    assert "no resource with id 'nope'" in result.stderr
+
+
+def test_unmigrated_database_says_what_to_run(sqlite_url: str) -> None:
+    result = tenure("show", "x", "-d", sqlite_url)
+    assert result.returncode == 1
+    assert "schema version 0 but tenure needs version 1" in result.stderr
+    assert "tenure migrate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root@127.0.0.1/test", "unknown scheme 'mysql'"),
+        ("sqlite://relative.db", "three slashes"),
+        ("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1", "127.0.0.1:1/nothing is unavailable"),
+    ],
+)
+def test_bad_databases_get_one_clear_line(url: str, message: str) -> None:
+    result = tenure("migrate", "-d", url)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error connecting" not in result.stderr
+
+
+def test_version() -> None:
+    result = tenure("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("tenure 0.")
