@@ -12,7 +12,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -20,6 +20,9 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidArgument",
     "InvalidDatabaseURL",
+    "FlowChanged",
+    "FlowFailed",
+    "InvalidFlow",
     "InvalidKind",
     "InvalidSpec",
     "ResourceNotFound",
@@ -160,6 +163,50 @@ class InvalidArgument(TenureError):
         self.constraint = constraint
         self.got = got
         super().__init__(f"{field} {constraint}, got {got!r}")
+
+
+# --- flows -------------------------------------------------------------------------------------
+
+
+class InvalidFlow(TenureError):
+    """A flow or task declaration cannot run; ``problems`` lists why."""
+
+    default_message = "invalid flow"
+
+    def __init__(self, flow: str, problems: Sequence[str]) -> None:
+        self.flow = flow
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"flow {flow!r} cannot run:\n{lines}")
+
+
+class FlowFailed(TenureError):
+    """A flow run ended without succeeding (reverted, or its revert failed)."""
+
+    default_message = "flow failed"
+
+    def __init__(self, flow: str, run_id: str, state: str, failures: Mapping[str, str]) -> None:
+        self.flow = flow
+        self.run_id = run_id
+        self.state = state
+        self.failures = dict(failures)
+        detail = "; ".join(f"{task}: {why}" for task, why in self.failures.items()) or "no failure recorded"
+        super().__init__(f"flow {flow!r} run {run_id} ended {state}: {detail}")
+
+
+class FlowChanged(TenureError):
+    """A stored run was made by a different definition of its flow than the one resuming it."""
+
+    default_message = "flow definition changed"
+
+    def __init__(self, run_id: str, *, stored: str, current: str) -> None:
+        self.run_id = run_id
+        self.stored = stored
+        self.current = current
+        super().__init__(
+            f"flow run {run_id} was started by {stored} but the flow is now {current}; "
+            "resume it with the definition that started it, or bump the flow's version and migrate the run"
+        )
 
 
 # --- resources ---------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ import pytest
 import tenure.errors as errors_module
 from tenure.errors import (
     Conflict,
+    FlowChanged,
+    FlowFailed,
     IdempotencyKeyReused,
     InvalidArgument,
     InvalidDatabaseURL,
+    InvalidFlow,
     InvalidKind,
     InvalidSpec,
     ResourceNotFound,
@@ -52,6 +55,9 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     StoreUnavailable: {"target": "postgresql://db/tenure", "reason": "connection refused"},
     SchemaNotMigrated: {"target": "sqlite:///t.db", "current": 0, "required": 1},
     SchemaTooNew: {"target": "sqlite:///t.db", "current": 9, "known": 1},
+    InvalidFlow: {"flow": "create_volume", "problems": ("task 'a' needs 'size' and nothing provides it",)},
+    FlowFailed: {"flow": "create_volume", "run_id": "run-9", "state": "reverted", "failures": {"Boom": "no room"}},
+    FlowChanged: {"run_id": "run-1", "stored": "volume v1 (abc)", "current": "volume v2 (def)"},
 }
 
 #: Classes that take only an optional message (no facts of their own).
@@ -77,6 +83,8 @@ def fact_texts(value: Any) -> list[str]:
         return []
     if isinstance(value, tuple):
         return [text for item in value for text in fact_texts(item)]
+    if isinstance(value, dict):
+        return [f"{k}: {v}" for k, v in value.items()]
     return [str(value)]
 
 

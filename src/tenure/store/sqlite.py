@@ -11,6 +11,7 @@ import enum
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,7 +106,7 @@ class SQLiteStore(StoreCore):
             raise StoreUnavailable(self.target, "the store has been closed")
         try:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(conn)
             conn.execute(f"PRAGMA synchronous={self._synchronous.value}")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
@@ -114,6 +115,25 @@ class SQLiteStore(StoreCore):
         with self._lock:
             self._all.append(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (which persists, so this is usually a no-op).
+
+        When several connections switch a new file to WAL at once, SQLite answers "database is locked"
+        at once instead of calling its busy handler; wait for the other switch like for any other lock.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:

@@ -1,0 +1,115 @@
+"""What a flow run remembers, and the protocol of the places that remember it.
+
+Every task transition (started, succeeded, failed, reverted) is written in one transaction, so a run
+that was stopped half-way can be resumed from exactly what had been committed.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from tenure.flow.task import Failure
+
+__all__ = ["Checkpoints", "MemoryCheckpoints", "RunRecord", "RunState", "TaskRecord", "TaskState"]
+
+
+class TaskState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    REVERTED = "reverted"
+    REVERT_FAILURE = "revert_failure"
+
+
+class RunState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    #: A task failed and the run is undoing what it did.
+    REVERTING = "reverting"
+    #: Failed, and everything that ran was reverted.
+    REVERTED = "reverted"
+    #: A revert itself failed: an operator must retry the revert or mark the run resolved.
+    REVERT_FAILED = "revert_failed"
+    #: An operator looked at a failed revert and declared it handled.
+    RESOLVED = "resolved"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.SUCCESS, RunState.REVERTED, RunState.RESOLVED)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task: str
+    state: TaskState
+    attempt: int = 0
+    #: Completion order within the run; reverts go in reverse of it.
+    seq: int = 0
+    result: Any = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    flow: str
+    version: int
+    fingerprint: str
+    state: RunState
+    inputs: Mapping[str, Any]
+    resource_id: str | None = None
+    #: Values replaced by reschedules, and retries used per subflow.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    retries: Mapping[str, int] = field(default_factory=dict)
+    failure: Failure | None = None
+    tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
+
+
+class Checkpoints(Protocol):
+    """Where flow runs are remembered. Each call is one transaction."""
+
+    def create_run(self, run: RunRecord) -> None:
+        """Remember a new run (raises if the id exists)."""
+        ...
+
+    def load_run(self, run_id: str) -> RunRecord | None:
+        """The run with its task records, or None."""
+        ...
+
+    def save(self, run_id: str, tasks: Sequence[TaskRecord], run: RunRecord | None = None) -> None:
+        """Write task records (and, if given, the run's state, overrides, retries, failure) atomically."""
+        ...
+
+
+class MemoryCheckpoints:
+    """Checkpoints kept in a dict: for tests, and for flows that need no durability."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRecord] = {}
+        self._lock = threading.Lock()
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._lock:
+            if run.id in self._runs:
+                raise KeyError(f"flow run {run.id!r} already exists")
+            self._runs[run.id] = run
+
+    def load_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else replace(run, tasks=dict(run.tasks))
+
+    def save(self, run_id: str, tasks: Sequence[TaskRecord], run: RunRecord | None = None) -> None:
+        with self._lock:
+            current = self._runs[run_id]
+            merged = dict(current.tasks)
+            for t in tasks:
+                merged[t.task] = t
+            base = run if run is not None else current
+            self._runs[run_id] = replace(base, tasks=merged, inputs=copy.copy(base.inputs))
