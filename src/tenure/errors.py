@@ -25,6 +25,8 @@ __all__ = [
     "InvalidFlow",
     "InvalidKind",
     "InvalidSpec",
+    "QuotaExceeded",
+    "QuotaNotFound",
     "ResourceNotFound",
     "SchemaNotMigrated",
     "SchemaTooNew",
@@ -257,6 +259,33 @@ class IdempotencyKeyReused(TenureError):
             f"idempotency key {key!r} already created resource {resource_id} from a different request "
             f"({difference}); send the same request again or use a new key"
         )
+
+
+class QuotaExceeded(TenureError):
+    """A reservation would take a project over its limit."""
+
+    default_message = "quota exceeded"
+
+    def __init__(self, *, project: str, resource: str, requested: int, available: int, hard_limit: int) -> None:
+        self.project = project
+        self.resource = resource
+        self.requested = requested
+        self.available = available
+        self.hard_limit = hard_limit
+        super().__init__(
+            f"project {project!r} cannot reserve {requested} {resource}: only {available} of its "
+            f"limit of {hard_limit} are free"
+        )
+
+
+class QuotaNotFound(TenureError):
+    """A quota or reservation that does not exist."""
+
+    default_message = "no such quota"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"no such quota or reservation: {what}")
 
 
 # --- stores ------------------------------------------------------------------------------------

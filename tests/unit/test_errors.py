@@ -20,6 +20,8 @@ from tenure.errors import (
     InvalidFlow,
     InvalidKind,
     InvalidSpec,
+    QuotaExceeded,
+    QuotaNotFound,
     ResourceNotFound,
     SchemaNotMigrated,
     SchemaTooNew,
@@ -58,6 +60,8 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     InvalidFlow: {"flow": "create_volume", "problems": ("task 'a' needs 'size' and nothing provides it",)},
     FlowFailed: {"flow": "create_volume", "run_id": "run-9", "state": "reverted", "failures": {"Boom": "no room"}},
     FlowChanged: {"run_id": "run-1", "stored": "volume v1 (abc)", "current": "volume v2 (def)"},
+    QuotaExceeded: {"project": "p1", "resource": "gigabytes", "requested": 80, "available": 70, "hard_limit": 100},
+    QuotaNotFound: {"what": "p1/gigabytes"},
 }
 
 #: Classes that take only an optional message (no facts of their own).

@@ -26,7 +26,9 @@ from tenure.errors import (
     UnknownKind,
 )
 from tenure.machine import Kind, Role, State
+from tenure.store.flowruns import FlowRuns
 from tenure.store.model import JournalEntry, Page, Resource, new_id
+from tenure.store.quotas import QuotaLedger
 
 __all__ = ["CreatePlan", "FirePlan", "StoreCore"]
 
@@ -63,7 +65,7 @@ def _schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | 
     return None, None
 
 
-class StoreCore(abc.ABC):
+class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
     """Shared logic of the SQLite and PostgreSQL stores."""
 
     target: str
@@ -76,6 +78,9 @@ class StoreCore(abc.ABC):
         self._default_sharable = default_sharable
         for k in kinds:
             self.register(k)
+
+    def _now(self) -> datetime:
+        return self._clock()
 
     # --- kinds ---------------------------------------------------------------------------------
 

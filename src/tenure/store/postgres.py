@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -105,6 +106,30 @@ class PostgresStore(StoreCore):
             raise StoreUnavailable(self.target, f"no connection free or reachable within {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(self.target, str(exc).strip() or type(exc).__name__) from None
+
+    # --- what the shared operations need -------------------------------------------------------
+
+    _sql = Q
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    def _reading(self) -> contextlib.AbstractContextManager[psycopg.Connection[tuple[object, ...]]]:
+        return self._connection()
+
+    def _json_in(self, value: Any) -> Any:
+        return Jsonb(value)
+
+    def _json_out(self, value: Any) -> Any:
+        return value
+
+    def _time_in(self, value: datetime | None) -> Any:
+        return value
+
+    def _time_out(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._pool.close()

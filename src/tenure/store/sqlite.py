@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tenure.clock import Clock, system_clock
 from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
@@ -23,7 +23,7 @@ from tenure.machine import Kind
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
-from tenure.store.rows import journal_from_sqlite, resource_from_sqlite, to_iso
+from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso
 from tenure.store.sqlfile import load_queries
 
 __all__ = ["SQLiteStore", "Synchronous"]
@@ -59,7 +59,7 @@ class SQLiteStore(StoreCore):
     >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
     >>> store = SQLiteStore(path, [image], check_schema=False)
     >>> store.migrate()
-    [1]
+    [1, 2]
     >>> r = store.create("image", {"name": "debian-12"})
     >>> r.state, r.version
     ('queued', 1)
@@ -164,6 +164,30 @@ class SQLiteStore(StoreCore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    # --- what the shared operations need -------------------------------------------------------
+
+    _sql = Q
+
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._write()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._translated():
+            yield self._conn()
+
+    def _json_in(self, value: Any) -> Any:
+        return _dumps(value)
+
+    def _json_out(self, value: Any) -> Any:
+        return json.loads(value)
+
+    def _time_in(self, value: datetime | None) -> Any:
+        return to_iso(value)
+
+    def _time_out(self, value: Any) -> datetime | None:
+        return from_iso(value)
 
     def close(self) -> None:
         with self._lock:

@@ -85,3 +85,60 @@ SELECT coalesce(max(version), 0) FROM tenure_migrations
 
 -- name: record_migration
 INSERT INTO tenure_migrations (version, name, applied_at) VALUES (%s, %s, %s)
+
+-- name: insert_flow_run
+INSERT INTO flow_runs (id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure,
+                       created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: update_flow_run
+UPDATE flow_runs SET state = %s, overrides = %s, retries = %s, failure = %s, updated_at = %s WHERE id = %s
+
+-- name: upsert_flow_task
+INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, task) DO UPDATE
+SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
+    failure = excluded.failure, updated_at = excluded.updated_at
+
+-- name: get_flow_run
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
+       updated_at
+FROM flow_runs WHERE id = %s
+
+-- name: get_flow_tasks
+SELECT task, state, attempt, seq, result, failure FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
+
+-- name: list_flow_runs
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
+       updated_at
+FROM flow_runs
+WHERE (%s::text IS NULL OR resource_id = %s) AND (%s::text IS NULL OR state = %s)
+ORDER BY created_at, id
+LIMIT %s
+
+-- name: upsert_quota
+INSERT INTO quotas (project, resource, hard_limit) VALUES (%s, %s, %s)
+ON CONFLICT (project, resource) DO UPDATE SET hard_limit = excluded.hard_limit
+
+-- name: get_quota
+SELECT project, resource, hard_limit, in_use, reserved FROM quotas WHERE project = %s AND resource = %s
+
+-- name: get_reservation
+SELECT id, project, resource, amount, state FROM quota_reservations WHERE id = %s
+
+-- name: take_quota
+-- Reserve only while the limit holds: the check and the increment are one statement.
+UPDATE quotas SET reserved = reserved + %s
+WHERE project = %s AND resource = %s AND in_use + reserved + %s <= hard_limit
+
+-- name: insert_reservation
+INSERT INTO quota_reservations (id, project, resource, amount, state, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+
+-- name: move_reservation
+-- Moves a reservation from one state to the next, only from the state it is known to be in.
+UPDATE quota_reservations SET state = %s, updated_at = %s WHERE id = %s AND state = %s
+
+-- name: adjust_quota
+UPDATE quotas SET reserved = reserved + %s, in_use = in_use + %s WHERE project = %s AND resource = %s

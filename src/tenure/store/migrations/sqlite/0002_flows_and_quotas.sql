@@ -1,0 +1,50 @@
+-- Flow runs and their per-task checkpoints; quota ledgers with reservations.
+CREATE TABLE flow_runs (
+    id          TEXT PRIMARY KEY,
+    flow        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    resource_id TEXT REFERENCES resources (id),
+    inputs      TEXT NOT NULL DEFAULT '{}',
+    overrides   TEXT NOT NULL DEFAULT '{}',
+    retries     TEXT NOT NULL DEFAULT '{}',
+    failure     TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE INDEX flow_runs_resource ON flow_runs (resource_id);
+CREATE INDEX flow_runs_state ON flow_runs (state);
+
+CREATE TABLE flow_tasks (
+    run_id     TEXT NOT NULL REFERENCES flow_runs (id),
+    task       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    result     TEXT,
+    failure    TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, task)
+);
+
+CREATE TABLE quotas (
+    project    TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    hard_limit INTEGER NOT NULL CHECK (hard_limit >= 0),
+    in_use     INTEGER NOT NULL DEFAULT 0 CHECK (in_use >= 0),
+    reserved   INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    PRIMARY KEY (project, resource)
+);
+
+CREATE TABLE quota_reservations (
+    id         TEXT PRIMARY KEY,
+    project    TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount > 0),
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    FOREIGN KEY (project, resource) REFERENCES quotas (project, resource)
+);

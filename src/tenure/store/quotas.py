@@ -1,0 +1,117 @@
+"""Quota ledgers: reserve, commit, roll back and release, each one transaction.
+
+A reservation is keyed by an id the caller chooses (a task's idempotency key), so a reservation made
+again after a crash finds the first one instead of taking the quota twice. Every move checks the
+reservation's current state in the same statement that changes it.
+"""
+
+from __future__ import annotations
+
+from tenure.errors import InvalidArgument, QuotaExceeded, QuotaNotFound
+from tenure.store.ops import Dialect, Executor
+from tenure.store.records import Quota, Reservation, ReservationState
+
+__all__ = ["QuotaLedger"]
+
+_R = ReservationState
+
+#: (from, to) -> how the quota's (reserved, in_use) change, per unit reserved.
+_MOVES: dict[tuple[ReservationState, ReservationState], tuple[int, int]] = {
+    (_R.RESERVED, _R.COMMITTED): (-1, +1),
+    (_R.RESERVED, _R.ROLLED_BACK): (-1, 0),
+    (_R.COMMITTED, _R.RELEASED): (0, -1),
+}
+
+
+class QuotaLedger(Dialect):
+    """Quota operations shared by both stores."""
+
+    def set_quota(self, project: str, resource: str, hard_limit: int) -> Quota:
+        """Create or change a project's limit for ``resource``."""
+        if hard_limit < 0:
+            raise InvalidArgument("hard_limit", "must be >= 0", hard_limit)
+        with self._transaction() as tx:
+            tx.execute(self._sql["upsert_quota"], (project, resource, hard_limit))
+            return self._quota_in(tx, project, resource)
+
+    def quota(self, project: str, resource: str) -> Quota:
+        with self._reading() as conn:
+            return self._quota_in(conn, project, resource)
+
+    def _quota_in(self, conn: Executor, project: str, resource: str) -> Quota:
+        row = conn.execute(self._sql["get_quota"], (project, resource)).fetchone()
+        if row is None:
+            raise QuotaNotFound(f"{project}/{resource}")
+        return Quota(row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
+
+    def reservation(self, reservation_id: str) -> Reservation:
+        with self._reading() as conn:
+            found = self._reservation_in(conn, reservation_id)
+        if found is None:
+            raise QuotaNotFound(f"reservation {reservation_id}")
+        return found
+
+    def _reservation_in(self, conn: Executor, reservation_id: str) -> Reservation | None:
+        row = conn.execute(self._sql["get_reservation"], (reservation_id,)).fetchone()
+        if row is None:
+            return None
+        return Reservation(row[0], row[1], row[2], int(row[3]), ReservationState(row[4]))
+
+    def reserve(self, reservation_id: str, project: str, resource: str, amount: int) -> Reservation:
+        """Hold ``amount`` of the quota; the same id again returns the first reservation."""
+        if amount <= 0:
+            raise InvalidArgument("amount", "must be > 0", amount)
+        now = self._time_in(self._now())
+        with self._transaction() as tx:
+            existing = self._reservation_in(tx, reservation_id)
+            if existing is not None:
+                return existing
+            taken = tx.execute(self._sql["take_quota"], (amount, project, resource, amount)).rowcount
+            if taken != 1:
+                quota = self._quota_in(tx, project, resource)
+                raise QuotaExceeded(
+                    project=project,
+                    resource=resource,
+                    requested=amount,
+                    available=quota.available,
+                    hard_limit=quota.hard_limit,
+                )
+            tx.execute(
+                self._sql["insert_reservation"],
+                (reservation_id, project, resource, amount, _R.RESERVED.value, now, now),
+            )
+        return Reservation(reservation_id, project, resource, amount, _R.RESERVED)
+
+    def commit_reservation(self, reservation_id: str) -> Reservation:
+        """Turn a reservation into usage (idempotent)."""
+        return self._move(reservation_id, _R.RESERVED, _R.COMMITTED)
+
+    def rollback_reservation(self, reservation_id: str) -> Reservation:
+        """Give a reservation back (idempotent; a missing reservation is already gone)."""
+        return self._move(reservation_id, _R.RESERVED, _R.ROLLED_BACK)
+
+    def release_reservation(self, reservation_id: str) -> Reservation:
+        """Give back the usage of a committed reservation (idempotent)."""
+        return self._move(reservation_id, _R.COMMITTED, _R.RELEASED)
+
+    def _move(self, reservation_id: str, source: ReservationState, target: ReservationState) -> Reservation:
+        d_reserved, d_in_use = _MOVES[(source, target)]
+        now = self._time_in(self._now())
+        with self._transaction() as tx:
+            found = self._reservation_in(tx, reservation_id)
+            if found is None:
+                raise QuotaNotFound(f"reservation {reservation_id}")
+            if found.state is target:
+                return found
+            if found.state is not source:
+                raise InvalidArgument(
+                    "reservation", f"must be {source.value} to become {target.value}", found.state.value
+                )
+            moved = tx.execute(self._sql["move_reservation"], (target.value, now, reservation_id, source.value))
+            if moved.rowcount != 1:
+                raise InvalidArgument("reservation", "changed while being moved; try again", reservation_id)
+            tx.execute(
+                self._sql["adjust_quota"],
+                (d_reserved * found.amount, d_in_use * found.amount, found.project, found.resource),
+            )
+        return Reservation(found.id, found.project, found.resource, found.amount, target)
