@@ -70,7 +70,7 @@ def test_user_kinds_load_by_import_path(tmp_path: Path) -> None:
     )
     result = tenure("kinds", "--kinds", "mykinds", "--json", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert [k["name"] for k in json.loads(result.stdout)] == ["image", "lamp"]
+    assert [k["name"] for k in json.loads(result.stdout)] == [*(k.name for k in builtin_kinds()), "lamp"]
     missing = tenure("kinds", "--kinds", "no_such_module_here")
     assert missing.returncode == 1
     assert "cannot import kinds from 'no_such_module_here'" in missing.stderr
@@ -90,7 +90,8 @@ def test_draw_mermaid_and_dot() -> None:
 def test_draw_unknown_kind_names_the_known_ones() -> None:
     result = tenure("draw", "volcano")
     assert result.returncode == 1
-    assert "unknown kind 'volcano'; known kinds: image" in result.stderr
+    known = ", ".join(sorted(k.name for k in builtin_kinds()))
+    assert f"unknown kind 'volcano'; known kinds: {known}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -52,7 +52,11 @@ class TaskRecord:
     #: Completion order within the run; reverts go in reverse of it.
     seq: int = 0
     result: Any = None
+    #: Why the task's execute failed (None if it did not).
     failure: Failure | None = None
+    #: Why its last revert failed (state REVERT_FAILURE); kept apart so a retried revert is still
+    #: told truthfully whether the task itself had failed.
+    revert_failure: Failure | None = None
 
 
 @dataclass(frozen=True, slots=True)

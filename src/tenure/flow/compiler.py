@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tenure.errors import InvalidFlow
 from tenure.flow.patterns import Flow, Pattern
-from tenure.flow.task import Task
+from tenure.flow.task import FLOW_FAILURES, Task
 
 __all__ = ["Node", "Plan", "Scope", "compile_flow"]
 
@@ -140,6 +140,11 @@ class _Builder:
         if cycle:
             self.problems.append(f"flow {flow.name!r} has a cycle: {' -> '.join(names[i] for i in cycle)}")
             return _Part([], [], set(), set())
+        # An item without tasks to run (an empty flow, a failure-only task) still orders its neighbours.
+        for empty in (i for i, p in enumerate(parts) if not p.sources):
+            into = {a for a, b in edges if b == empty}
+            out = {b for a, b in edges if a == empty}
+            edges |= {(a, b) for a in into for b in out if a != b}
         for a, b in edges:
             if parts[a].sinks and parts[b].sources:
                 self._link(parts[a], parts[b])
@@ -274,7 +279,8 @@ def compile_flow(flow: Flow, inputs: Iterable[str] | None = None) -> Plan:
                         "pass it as a flow input or add a task that provides it"
                     )
         for n in builder.failure_nodes:
-            needed_from_caller.update(v for v in n.task.requires if v not in providers)
+            # The engine gives failure-only tasks the flow's failures; the caller does not pass them.
+            needed_from_caller.update(v for v in n.task.requires if v not in providers and v != FLOW_FAILURES)
     for scope in builder.scopes:
         retry = scope.flow.retry
         if retry is not None and retry.reschedule is not None:

@@ -74,6 +74,7 @@ class StoreCheckpoints:
                 seq=t.seq,
                 result=_json_ready(f"the result of task {t.task!r}", t.result),
                 failure=_failure_out(t.failure),
+                revert_failure=_failure_out(t.revert_failure),
             )
             for t in tasks
         ]
@@ -96,7 +97,15 @@ class StoreCheckpoints:
             retries=dict(row.retries),
             failure=_failure_in(row.failure),
             tasks={
-                t.task: TaskRecord(t.task, TaskState(t.state), t.attempt, t.seq, t.result, _failure_in(t.failure))
+                t.task: TaskRecord(
+                    t.task,
+                    TaskState(t.state),
+                    t.attempt,
+                    t.seq,
+                    t.result,
+                    _failure_in(t.failure),
+                    _failure_in(t.revert_failure),
+                )
                 for t in task_rows
             },
         )

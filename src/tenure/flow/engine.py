@@ -23,7 +23,7 @@ from tenure.errors import FlowChanged, FlowFailed, InvalidFlow, TenureError
 from tenure.flow.checkpoint import Checkpoints, MemoryCheckpoints, RunRecord, RunState, TaskRecord, TaskState
 from tenure.flow.compiler import Node, Plan, compile_flow
 from tenure.flow.patterns import Flow
-from tenure.flow.task import Failure, Task, TaskContext
+from tenure.flow.task import CONTEXT_PARAMETER, FLOW_FAILURES, Failure, Task, TaskContext
 
 __all__ = ["FlowEngine", "FlowOutcome"]
 
@@ -184,6 +184,11 @@ class _Run:
         self.seq = max((t.seq for t in self.tasks.values()), default=0)
         self.values: dict[str, Any] = {**record.inputs, **record.overrides}
         self.failures: dict[str, Failure] = {name: t.failure for name, t in self.tasks.items() if t.failure is not None}
+        self.failures.update(
+            (f"{name}.revert", t.revert_failure) for name, t in self.tasks.items() if t.revert_failure is not None
+        )
+        #: Tasks whose revert failed during this carry-on: not tried again until retry_revert.
+        self.revert_failed: set[str] = set()
         self.retries: dict[str, int] = dict(record.retries)
         self.overrides: dict[str, Any] = dict(record.overrides)
         for node in self.plan.nodes:
@@ -226,6 +231,15 @@ class _Run:
             resumed=attempt > 1,
         )
 
+    def _known_values(self) -> dict[str, Any]:
+        """The current values, plus what tasks reverted since had produced (their reverts and the
+        failure-only tasks get the values those tasks saw, also when read back from checkpoints)."""
+        produced: dict[str, Any] = {}
+        for rec in sorted(self.tasks.values(), key=lambda r: r.seq):
+            if isinstance(rec.result, Mapping):
+                produced.update(rec.result)
+        return {**produced, **self.values}
+
     def outcome(self) -> FlowOutcome:
         return FlowOutcome(self.record.id, self.record.state, dict(self.values), dict(self.failures))
 
@@ -251,12 +265,27 @@ class _Run:
             for d in n.deps:
                 dependents[d].append(n)
         while True:
-            failure = self._forward_pass(nodes, dependents)
+            # A failure committed before a restart is finished work too: it is not run again, but
+            # handled now as it would have been then (retry its subflow, or revert the run).
+            failure = self._committed_failure() or self._forward_pass(nodes, dependents)
             if failure is None:
                 return None
             node, fail = failure
             if not self._retry_scope(node, fail):
                 return fail
+
+    def _committed_failure(self) -> tuple[Node, Failure] | None:
+        failed = [
+            (rec.seq, n.index, n, rec.failure)
+            for n in self.plan.nodes
+            if (rec := self.tasks.get(n.task.name)) is not None
+            and rec.state is TaskState.FAILURE
+            and rec.failure is not None
+        ]
+        if not failed:
+            return None
+        _, _, node, failure = min(failed, key=lambda f: (f[0], f[1]))
+        return node, failure
 
     def _forward_pass(self, nodes: tuple[Node, ...], dependents: dict[int, list[Node]]) -> tuple[Node, Failure] | None:
         done = {n.index for n in nodes if self._state(n) is TaskState.SUCCESS}
@@ -340,6 +369,9 @@ class _Run:
             retry = scope.flow.retry
             if retry is None or not retry.applies_to(failure):
                 continue
+            if any(self._state(n) is TaskState.FAILURE and n.index not in scope.nodes for n in self.plan.nodes):
+                # Another task outside this subflow failed too: retrying the subflow cannot mend that.
+                continue
             used = self.retries.get(scope.flow.name, 0)
             if used >= retry.times:
                 continue
@@ -348,7 +380,9 @@ class _Run:
                 found, value = retry.reschedule.next_value(used + 1, failure)
                 if not found:
                     continue
-            self._revert(sorted(scope.nodes), failure)
+            if not self._revert(sorted(scope.nodes), failure):
+                # What the failed round did is not undone: running it again could only add to it.
+                return False
             self.retries[scope.flow.name] = used + 1
             if retry.reschedule is not None:
                 self.overrides[retry.reschedule.parameter] = value
@@ -385,38 +419,42 @@ class _Run:
             and self.tasks[by_index[i].task.name].state
             in (TaskState.SUCCESS, TaskState.FAILURE, TaskState.RUNNING, TaskState.REVERT_FAILURE)
             and not by_index[i].task.on_failure_only
+            and by_index[i].task.name not in self.revert_failed
         ]
         ran.sort(key=lambda pair: pair[0].seq, reverse=True)
         all_ok = True
         for rec, node in ran:
             task = node.task
             try:
-                kwargs = task.bind(self.values, self._context(node, rec.attempt or 1))
-                kwargs.pop("context", None)
+                kwargs = task.bind(self._known_values(), self._context(node, rec.attempt or 1))
+                kwargs.pop(CONTEXT_PARAMETER, None)
                 _call(
                     task.revert,
                     {
                         **kwargs,
                         "result": _result_for_revert(task, rec.result),
                         "failure": rec.failure,
-                        "flow_failures": dict(self.failures) or {node.task.name: cause},
+                        FLOW_FAILURES: dict(self.failures) or {node.task.name: cause},
                     },
                 )
             except Exception as exc:
                 all_ok = False
                 broken = Failure.capture(exc)
                 self.failures[f"{task.name}.revert"] = broken
-                self._save([replace(rec, state=TaskState.REVERT_FAILURE, failure=broken)])
+                self.revert_failed.add(task.name)
+                self._save([replace(rec, state=TaskState.REVERT_FAILURE, revert_failure=broken)])
                 continue
             for value in task.provides_names:
                 if value not in self.record.inputs:
                     self.values.pop(value, None)
-            self._save([replace(rec, state=TaskState.REVERTED)])
+            self.failures.pop(f"{task.name}.revert", None)
+            self._save([replace(rec, state=TaskState.REVERTED, revert_failure=None)])
         return all_ok
 
     def _revert_everything(self) -> None:
         cause = self.record.failure or next(iter(self.failures.values()), Failure("unknown", "unknown failure"))
-        ok = self._revert([n.index for n in self.plan.nodes], cause)
+        self._revert([n.index for n in self.plan.nodes], cause)
+        ok = not self.revert_failed
         for node in self.plan.failure_nodes:
             rec = self.tasks.get(node.task.name)
             if rec is not None and rec.state in (TaskState.SUCCESS, TaskState.FAILURE):
@@ -435,7 +473,7 @@ class _Run:
         self._save([], RunState.REVERTED if ok else RunState.REVERT_FAILED)
 
     def _start_failure_task(self, node: Node) -> tuple[int, dict[str, Any] | None]:
-        values = {**self.values, "flow_failures": dict(self.failures)}
+        values = {**self._known_values(), FLOW_FAILURES: dict(self.failures)}
         missing = [v for v in node.task.requires if v not in values]
         if missing:
             self.failures[node.task.name] = Failure(

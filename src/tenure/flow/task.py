@@ -33,6 +33,8 @@ from tenure.errors import InvalidFlow
 __all__ = ["Failure", "FunctionTask", "Task", "TaskContext", "task"]
 
 CONTEXT_PARAMETER = "context"
+#: The value a failure-only task (and every revert) receives: the flow's failures by task name.
+FLOW_FAILURES = "flow_failures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,32 +59,47 @@ class Failure:
     message: str
     traceback: str = ""
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    #: Qualified names of the exception's classes, its own first, so that matching by type also
+    #: works on a failure read back from a checkpoint (after a restart) and sees base classes.
+    lineage: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def capture(cls, exc: BaseException) -> Failure:
         kind = type(exc)
         return cls(
-            exc_type=f"{kind.__module__}.{kind.__qualname__}",
+            exc_type=_qualified(kind),
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             exception=exc,
+            lineage=tuple(_qualified(k) for k in kind.__mro__ if k is not object),
         )
 
     def matches(self, *types: type[BaseException]) -> bool:
         """Whether the failure is one of ``types`` (by class when in process, else by qualified name)."""
         if self.exception is not None:
             return isinstance(self.exception, types)
-        return any(self.exc_type == f"{t.__module__}.{t.__qualname__}" for t in types)
+        names = self.lineage or (self.exc_type,)
+        return any(_qualified(t) in names for t in types)
 
     def to_json(self) -> dict[str, str]:
-        return {"exc_type": self.exc_type, "message": self.message, "traceback": self.traceback}
+        return {
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "lineage": ",".join(self.lineage),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Failure:
-        return cls(str(data["exc_type"]), str(data["message"]), str(data.get("traceback", "")))
+        lineage = tuple(name for name in str(data.get("lineage") or "").split(",") if name)
+        return cls(str(data["exc_type"]), str(data["message"]), str(data.get("traceback", "")), lineage=lineage)
 
     def __str__(self) -> str:
         return f"{self.exc_type.rsplit('.', 1)[-1]}: {self.message}"
+
+
+def _qualified(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _parameters(fn: Callable[..., Any], skip_first: bool) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
@@ -116,7 +133,8 @@ class Task(abc.ABC):
     """
 
     provides: ClassVar[Sequence[str]] = ()
-    #: Only runs when the flow has failed, after the revert (e.g. "change status and notify").
+    #: Only runs when the flow has failed, after the revert (e.g. "change status and notify"). It may
+    #: take ``flow_failures`` and any value produced during the run, also by tasks reverted since.
     on_failure_only: bool = False
 
     def __init__(

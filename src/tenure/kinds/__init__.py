@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from tenure.errors import TenureError
 from tenure.kinds.image import image
+from tenure.kinds.volume import volume
 from tenure.machine import Kind
 
 __all__ = ["builtin_kinds", "load_kinds"]
@@ -14,7 +15,7 @@ __all__ = ["builtin_kinds", "load_kinds"]
 
 def builtin_kinds() -> tuple[Kind, ...]:
     """The example kinds that ship with tenure."""
-    return (image,)
+    return (image, volume)
 
 
 def load_kinds(paths: Iterable[str]) -> tuple[Kind, ...]:

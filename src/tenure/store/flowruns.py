@@ -37,7 +37,8 @@ class FlowRuns(Dialect):
                     (
                         run_id, t.task, t.state, t.attempt, t.seq,
                         None if t.result is None else self._json_in(t.result),
-                        None if t.failure is None else self._json_in(t.failure), now,
+                        None if t.failure is None else self._json_in(t.failure),
+                        None if t.revert_failure is None else self._json_in(t.revert_failure), now,
                     ),
                 )  # fmt: skip
             if run is not None:
@@ -62,6 +63,7 @@ class FlowRuns(Dialect):
                 t[0], t[1], int(t[2]), int(t[3]),
                 None if t[4] is None else self._json_out(t[4]),
                 None if t[5] is None else self._json_out(t[5]),
+                None if t[6] is None else self._json_out(t[6]),
             )
             for t in tasks
         ]  # fmt: skip

@@ -87,7 +87,7 @@ class QuotaLedger(Dialect):
         return self._move(reservation_id, _R.RESERVED, _R.COMMITTED)
 
     def rollback_reservation(self, reservation_id: str) -> Reservation:
-        """Give a reservation back (idempotent; a missing reservation is already gone)."""
+        """Give a reservation back (idempotent; raises :class:`~tenure.errors.QuotaNotFound` for an unknown id)."""
         return self._move(reservation_id, _R.RESERVED, _R.ROLLED_BACK)
 
     def release_reservation(self, reservation_id: str) -> Reservation:

@@ -39,6 +39,7 @@ class FlowTaskRow:
     seq: int
     result: Any = None
     failure: Mapping[str, Any] | None = None
+    revert_failure: Mapping[str, Any] | None = None
 
 
 class ReservationState(enum.StrEnum):

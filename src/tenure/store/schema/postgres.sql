@@ -67,6 +67,8 @@ CREATE TABLE flow_tasks (
     seq        integer NOT NULL,
     result     jsonb,
     failure    jsonb,
+    -- why the task's last revert failed, kept apart from why the task failed
+    revert_failure jsonb,
     updated_at timestamptz NOT NULL,
     PRIMARY KEY (run_id, task)
 );

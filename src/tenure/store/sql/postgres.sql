@@ -95,11 +95,11 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 UPDATE flow_runs SET state = %s, overrides = %s, retries = %s, failure = %s, updated_at = %s WHERE id = %s
 
 -- name: upsert_flow_task
-INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, task) DO UPDATE
 SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
-    failure = excluded.failure, updated_at = excluded.updated_at
+    failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
 
 -- name: get_flow_run
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
@@ -107,7 +107,7 @@ SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, re
 FROM flow_runs WHERE id = %s
 
 -- name: get_flow_tasks
-SELECT task, state, attempt, seq, result, failure FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
+SELECT task, state, attempt, seq, result, failure, revert_failure FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
 
 -- name: list_flow_runs
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,

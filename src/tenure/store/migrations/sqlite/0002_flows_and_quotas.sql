@@ -25,6 +25,8 @@ CREATE TABLE flow_tasks (
     seq        INTEGER NOT NULL,
     result     TEXT,
     failure    TEXT,
+    -- why the task's last revert failed, kept apart from why the task failed
+    revert_failure TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (run_id, task)
 );
