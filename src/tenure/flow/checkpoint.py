@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from tenure.errors import TenureError
 from tenure.flow.task import Failure
 
 __all__ = ["Checkpoints", "MemoryCheckpoints", "RunRecord", "RunState", "TaskRecord", "TaskState"]
@@ -90,6 +91,10 @@ class Checkpoints(Protocol):
         """Write task records (and, if given, the run's state, overrides, retries, failure) atomically."""
         ...
 
+    def storable(self, what: str, value: Any) -> None:
+        """Raise ``TypeError`` (naming ``what``) if ``value`` cannot be kept."""
+        ...
+
 
 class MemoryCheckpoints:
     """Checkpoints kept in a dict: for tests, and for flows that need no durability."""
@@ -98,10 +103,13 @@ class MemoryCheckpoints:
         self._runs: dict[str, RunRecord] = {}
         self._lock = threading.Lock()
 
+    def storable(self, what: str, value: Any) -> None:
+        """Anything can be kept in memory."""
+
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
             if run.id in self._runs:
-                raise KeyError(f"flow run {run.id!r} already exists")
+                raise TenureError(f"flow run {run.id!r} already exists")
             self._runs[run.id] = run
 
     def load_run(self, run_id: str) -> RunRecord | None:

@@ -62,6 +62,9 @@ class StoreCheckpoints:
             failure=_failure_out(run.failure),
         )
 
+    def storable(self, what: str, value: Any) -> None:
+        _json_ready(what, value)
+
     def create_run(self, run: RunRecord) -> None:
         self.store.create_flow_run(self._run_row(run))
 

@@ -23,7 +23,7 @@ from tenure.errors import FlowChanged, FlowFailed, InvalidFlow, TenureError
 from tenure.flow.checkpoint import Checkpoints, MemoryCheckpoints, RunRecord, RunState, TaskRecord, TaskState
 from tenure.flow.compiler import Node, Plan, compile_flow
 from tenure.flow.patterns import Flow
-from tenure.flow.task import CONTEXT_PARAMETER, FLOW_FAILURES, Failure, Task, TaskContext
+from tenure.flow.task import CONTEXT_PARAMETER, FLOW_FAILURES, Failure, Task, TaskContext, accepted_by
 
 __all__ = ["FlowEngine", "FlowOutcome"]
 
@@ -338,12 +338,12 @@ class _Run:
     def _run_inline(self, node: Node) -> tuple[bool, Any]:
         attempt, kwargs = self._start(node)
         self._save([TaskRecord(node.task.name, TaskState.RUNNING, attempt)])
-        return _execute(node.task, kwargs)
+        return _execute(node.task, kwargs, self.engine.checkpoints.storable)
 
     def _submit(self, node: Node) -> Future[tuple[bool, Any]]:
         attempt, kwargs = self._start(node)
         self._save([TaskRecord(node.task.name, TaskState.RUNNING, attempt)])
-        return self.engine.pool().submit(_execute, node.task, kwargs)
+        return self.engine.pool().submit(_execute, node.task, kwargs, self.engine.checkpoints.storable)
 
     def _succeeded(self, node: Node, outputs: dict[str, Any]) -> None:
         self.seq += 1
@@ -377,7 +377,7 @@ class _Run:
                 continue
             value: Any = None
             if retry.reschedule is not None:
-                found, value = retry.reschedule.next_value(used + 1, failure)
+                found, value = retry.reschedule.next_value(used + 1, failure, self._known_values())
                 if not found:
                     continue
             if not self._revert(sorted(scope.nodes), failure):
@@ -426,17 +426,16 @@ class _Run:
         for rec, node in ran:
             task = node.task
             try:
-                kwargs = task.bind(self._known_values(), self._context(node, rec.attempt or 1))
-                kwargs.pop(CONTEXT_PARAMETER, None)
-                _call(
-                    task.revert,
-                    {
-                        **kwargs,
-                        "result": _result_for_revert(task, rec.result),
-                        "failure": rec.failure,
-                        FLOW_FAILURES: dict(self.failures) or {node.task.name: cause},
-                    },
-                )
+                context = self._context(node, rec.attempt or 1)
+                kwargs = task.bind(self._known_values(), context)
+                offered = {
+                    **kwargs,
+                    CONTEXT_PARAMETER: context,
+                    "result": _result_for_revert(task, rec.result),
+                    "failure": rec.failure,
+                    FLOW_FAILURES: dict(self.failures) or {node.task.name: cause},
+                }
+                _call(task.revert, accepted_by(task.revert, offered))
             except Exception as exc:
                 all_ok = False
                 broken = Failure.capture(exc)
@@ -463,7 +462,7 @@ class _Run:
             if kwargs is None:
                 continue
             self._save([TaskRecord(node.task.name, TaskState.RUNNING, attempt)])
-            done, value = _execute(node.task, kwargs)
+            done, value = _execute(node.task, kwargs, self.engine.checkpoints.storable)
             self.seq += 1
             if done:
                 self._save([TaskRecord(node.task.name, TaskState.SUCCESS, attempt, self.seq, value)])
@@ -485,9 +484,14 @@ class _Run:
         return attempt, node.task.bind(values, self._context(node, attempt))
 
 
-def _execute(task: Task, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
-    """Run one task; (True, outputs) or (False, failure). Never raises for the task's own errors."""
+def _execute(task: Task, kwargs: Mapping[str, Any], storable: Callable[[str, Any], None]) -> tuple[bool, Any]:
+    """Run one task; (True, outputs) or (False, failure). Never raises for the task's own errors.
+
+    Outputs the checkpoints cannot keep are the task's failure, not the run's crash.
+    """
     try:
-        return True, task.outputs(_call(task.execute, kwargs))
+        outputs = task.outputs(_call(task.execute, kwargs))
+        storable(f"the result of task {task.name!r}", outputs)
+        return True, outputs
     except Exception as exc:
         return False, Failure.capture(exc)

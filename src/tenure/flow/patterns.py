@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tenure.flow.task import Failure, Task
@@ -33,16 +34,17 @@ class Reschedule:
     """On a retry, give the flow value ``parameter`` a new value.
 
     ``values`` is a list tried in order (the first retry takes ``values[0]``), or a function of
-    ``(retry number, failure)`` returning the next value, or None when there is nowhere left to go.
+    ``(retry number, failure, the run's current values)`` returning the next value, or None when
+    there is nowhere left to go.
     """
 
     parameter: str
-    values: Sequence[Any] | Callable[[int, Failure], Any]
+    values: Sequence[Any] | Callable[[int, Failure, Mapping[str, Any]], Any]
 
-    def next_value(self, retry: int, failure: Failure) -> tuple[bool, Any]:
+    def next_value(self, retry: int, failure: Failure, values: Mapping[str, Any]) -> tuple[bool, Any]:
         """(found, value) for retry number ``retry`` (1-based)."""
         if callable(self.values):
-            value = self.values(retry, failure)
+            value = self.values(retry, failure, MappingProxyType(dict(values)))
             return value is not None, value
         if retry <= len(self.values):
             return True, self.values[retry - 1]

@@ -223,8 +223,13 @@ class Task(abc.ABC):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Do the work; return the outputs named in ``provides``."""
 
-    def revert(self, *args: Any, result: Any, failure: Failure | None, **kwargs: Any) -> None:  # noqa: B027
-        """Undo what :meth:`execute` did (default: nothing to undo)."""
+    def revert(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027
+        """Undo what :meth:`execute` did (default: nothing to undo).
+
+        Declare only the parameters you need: the engine passes each of the task's inputs, and
+        ``result``, ``failure``, ``flow_failures`` and ``context``, only where the signature names them
+        (or takes ``**kwargs``).
+        """
 
 
 class FunctionTask(Task):
@@ -253,14 +258,18 @@ class FunctionTask(Task):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
 
-    def revert(self, *args: Any, result: Any, failure: Failure | None, **kwargs: Any) -> None:
+    def revert(self, *args: Any, **kwargs: Any) -> None:
         if self._revert_fn is None:
             return None
-        accepted = inspect.signature(self._revert_fn).parameters
-        extra = {"result": result, "failure": failure, **kwargs}
-        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-            extra = {k: v for k, v in extra.items() if k in accepted}
-        return self._revert_fn(*args, **extra)  # type: ignore[no-any-return]
+        return self._revert_fn(*args, **accepted_by(self._revert_fn, kwargs))  # type: ignore[no-any-return]
+
+
+def accepted_by(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``kwargs`` that ``fn`` can take (all of it if ``fn`` has ``**kwargs``)."""
+    parameters = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in parameters}
 
 
 def task(

@@ -795,7 +795,7 @@ def scheduler_flow(scheduler: HostScheduler, notifier: Notifier) -> Flow:
     )
 
 
-def _reschedule_number(retry: int, failure: Failure) -> int:
+def _reschedule_number(retry: int, failure: Failure, values: Mapping[str, Any]) -> int:
     return retry
 
 

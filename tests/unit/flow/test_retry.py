@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from flow_support import Boom, Fault, Log, probe
@@ -277,8 +278,9 @@ def test_times_limits_a_reschedule_list(log: Log, sleeps: list[float]) -> None:
 def test_reschedule_from_a_function(log: Log, sleeps: list[float]) -> None:
     asked: list[tuple[int, str]] = []
 
-    def next_host(retry: int, failure: Failure) -> str | None:
+    def next_host(retry: int, failure: Failure, values: Mapping[str, Any]) -> str | None:
         asked.append((retry, failure.message))
+        assert values["size"] == 1, "the function sees the run's values"
         return f"h{retry + 1}" if retry < 3 else None
 
     flow = linear("f", host_task(log, "h3"), retry=Retry(times=5, reschedule=Reschedule("host", next_host)))
@@ -307,12 +309,12 @@ def test_reschedule_only_on_the_given_exception_types(log: Log, sleeps: list[flo
 def test_reschedule_next_value() -> None:
     failure = Failure("E", "m")
     listed = Reschedule("p", ["a", None])
-    assert listed.next_value(1, failure) == (True, "a")
-    assert listed.next_value(2, failure) == (True, None)
-    assert listed.next_value(3, failure) == (False, None)
-    computed = Reschedule("p", lambda n, f: n * 10 if n < 2 else None)
-    assert computed.next_value(1, failure) == (True, 10)
-    assert computed.next_value(2, failure) == (False, None)
+    assert listed.next_value(1, failure, {}) == (True, "a")
+    assert listed.next_value(2, failure, {}) == (True, None)
+    assert listed.next_value(3, failure, {}) == (False, None)
+    computed = Reschedule("p", lambda n, f, v: n * v["step"] if n < 2 else None)
+    assert computed.next_value(1, failure, {"step": 10}) == (True, 10)
+    assert computed.next_value(2, failure, {"step": 10}) == (False, None)
 
 
 # --- idempotency keys -----------------------------------------------------------------------------

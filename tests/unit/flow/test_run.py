@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from flow_support import Log, probe
 
+from tenure.errors import TenureError
 from tenure.flow import (
     FlowEngine,
     FunctionTask,
@@ -179,7 +180,7 @@ def test_each_run_gets_its_own_id_and_the_same_engine_runs_many_times(log: Log) 
 def test_a_run_id_cannot_be_used_twice(log: Log) -> None:
     engine = FlowEngine(linear("f", probe("a", log)))
     engine.run(run_id="same")
-    with pytest.raises(KeyError, match="same"):
+    with pytest.raises(TenureError, match="same"):
         engine.run(run_id="same")
     assert log.count("execute", "a") == 1
 

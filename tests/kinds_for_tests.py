@@ -1,0 +1,42 @@
+"""Kinds used only by the store tests, next to the built-in ``image`` kind.
+
+``job`` starts in a *work* state (so creation schedules it), has a *wait* state with a deadline and a
+guarded event, which the ``image`` kind does not have.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tenure.machine import ANY, Event, Kind, Role, State, Subject
+
+__all__ = ["JOB_WAIT", "approved", "job"]
+
+#: The deadline of the job kind's wait state.
+JOB_WAIT = timedelta(minutes=10)
+
+
+def approved(subject: Subject) -> bool:
+    """Guard: the job may finish only once somebody approved it in its data."""
+    return subject.data.get("approved") is True
+
+
+job = Kind(
+    "job",
+    initial="pending",
+    states=[
+        State("pending", 1, Role.WORK),
+        State("waiting", 2, Role.WAIT, deadline=JOB_WAIT, on_deadline="expire"),
+        State("held", 3, Role.REST),
+        State("done", 8, Role.FINAL),
+        State("expired", 9, Role.FINAL),
+    ],
+    events=[
+        Event("request", "pending", "waiting"),
+        Event("callback", "waiting", "held"),
+        Event("retry", "held", "pending"),
+        Event("finish", "held", "done", guard=approved),
+        Event("expire", "waiting", "expired"),
+        Event("cancel", ANY, "expired"),
+    ],
+)
