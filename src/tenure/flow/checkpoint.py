@@ -73,6 +73,8 @@ class RunRecord:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     retries: Mapping[str, int] = field(default_factory=dict)
     failure: Failure | None = None
+    #: A subflow retry decided but not yet carried out: {"scope", "round", and "parameter"/"value"}.
+    pending_retry: Mapping[str, Any] | None = None
     tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
 
 
@@ -101,6 +103,7 @@ class MemoryCheckpoints:
 
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
+        self._tasks: dict[str, dict[str, TaskRecord]] = {}
         self._lock = threading.Lock()
 
     def storable(self, what: str, value: Any) -> None:
@@ -110,18 +113,20 @@ class MemoryCheckpoints:
         with self._lock:
             if run.id in self._runs:
                 raise TenureError(f"flow run {run.id!r} already exists")
-            self._runs[run.id] = run
+            self._runs[run.id] = replace(run, inputs=copy.copy(run.inputs), tasks={})
+            self._tasks[run.id] = dict(run.tasks)
 
     def load_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
-            return None if run is None else replace(run, tasks=dict(run.tasks))
+            return None if run is None else replace(run, tasks=dict(self._tasks[run_id]))
 
     def save(self, run_id: str, tasks: Sequence[TaskRecord], run: RunRecord | None = None) -> None:
         with self._lock:
-            current = self._runs[run_id]
-            merged = dict(current.tasks)
+            if run_id not in self._runs:
+                raise TenureError(f"no flow run with id {run_id!r}")
+            stored = self._tasks[run_id]
             for t in tasks:
-                merged[t.task] = t
-            base = run if run is not None else current
-            self._runs[run_id] = replace(base, tasks=merged, inputs=copy.copy(base.inputs))
+                stored[t.task] = t
+            if run is not None:
+                self._runs[run_id] = replace(run, inputs=copy.copy(run.inputs), tasks={})

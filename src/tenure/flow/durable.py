@@ -60,6 +60,7 @@ class StoreCheckpoints:
             overrides=_json_ready("a rescheduled value", dict(run.overrides)),
             retries=dict(run.retries),
             failure=_failure_out(run.failure),
+            pending_retry=None if run.pending_retry is None else dict(run.pending_retry),
         )
 
     def storable(self, what: str, value: Any) -> None:
@@ -75,7 +76,7 @@ class StoreCheckpoints:
                 state=t.state.value,
                 attempt=t.attempt,
                 seq=t.seq,
-                result=_json_ready(f"the result of task {t.task!r}", t.result),
+                result=t.result,
                 failure=_failure_out(t.failure),
                 revert_failure=_failure_out(t.revert_failure),
             )
@@ -99,6 +100,7 @@ class StoreCheckpoints:
             overrides=dict(row.overrides),
             retries=dict(row.retries),
             failure=_failure_in(row.failure),
+            pending_retry=None if row.pending_retry is None else dict(row.pending_retry),
             tasks={
                 t.task: TaskRecord(
                     t.task,

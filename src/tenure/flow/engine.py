@@ -21,7 +21,7 @@ from typing import Any
 
 from tenure.errors import FlowChanged, FlowFailed, InvalidFlow, TenureError
 from tenure.flow.checkpoint import Checkpoints, MemoryCheckpoints, RunRecord, RunState, TaskRecord, TaskState
-from tenure.flow.compiler import Node, Plan, compile_flow
+from tenure.flow.compiler import Node, Plan, Scope, compile_flow
 from tenure.flow.patterns import Flow
 from tenure.flow.task import CONTEXT_PARAMETER, FLOW_FAILURES, Failure, Task, TaskContext, accepted_by
 
@@ -191,6 +191,10 @@ class _Run:
         self.revert_failed: set[str] = set()
         self.retries: dict[str, int] = dict(record.retries)
         self.overrides: dict[str, Any] = dict(record.overrides)
+        #: A subflow retry decided but not finished (its revert may have been cut short by a kill).
+        self.pending_retry: dict[str, Any] | None = (
+            dict(record.pending_retry) if record.pending_retry is not None else None
+        )
         for node in self.plan.nodes:
             rec = self.tasks.get(node.task.name)
             if rec is not None and rec.state is TaskState.SUCCESS:
@@ -213,6 +217,7 @@ class _Run:
                 state=run_state,
                 overrides=dict(self.overrides),
                 retries=dict(self.retries),
+                pending_retry=None if self.pending_retry is None else dict(self.pending_retry),
                 failure=failure if failure is not None else self.record.failure,
             )
             run = self.record
@@ -264,6 +269,11 @@ class _Run:
         for n in nodes:
             for d in n.deps:
                 dependents[d].append(n)
+        if self.pending_retry is not None:
+            scope = next(s for s in self.plan.scopes if s.flow.name == self.pending_retry["scope"])
+            cause = self.record.failure or Failure("unknown", "a retried subflow failed before a restart")
+            if not self._finish_retry(scope, cause):
+                return cause
         while True:
             # A failure committed before a restart is finished work too: it is not run again, but
             # handled now as it would have been then (retry its subflow, or revert the run).
@@ -321,8 +331,7 @@ class _Run:
                     self._failed(node, value)
                     if first_failure is None:
                         first_failure = (node, value)
-        if first_failure is None and self.deferred:
-            self._save([])
+        # On success the last deferred records are written with the run's end (one commit fewer).
         return first_failure
 
     def _state(self, node: Node) -> TaskState:
@@ -376,26 +385,41 @@ class _Run:
             if used >= retry.times:
                 continue
             value: Any = None
+            marker: dict[str, Any] = {"scope": scope.flow.name, "round": used + 1}
             if retry.reschedule is not None:
                 found, value = retry.reschedule.next_value(used + 1, failure, self._known_values())
                 if not found:
                     continue
-            if not self._revert(sorted(scope.nodes), failure):
-                # What the failed round did is not undone: running it again could only add to it.
-                return False
-            self.retries[scope.flow.name] = used + 1
-            if retry.reschedule is not None:
-                self.overrides[retry.reschedule.parameter] = value
-                self.values[retry.reschedule.parameter] = value
-            for i in scope.nodes:
-                self.failures.pop(self._name(i), None)
-            self._save(
-                [TaskRecord(self._name(i), TaskState.PENDING) for i in scope.nodes if self._name(i) in self.tasks],
-                RunState.RUNNING,
-            )
-            self.engine.sleep(retry.backoff(used + 1))
-            return True
+                marker |= {"parameter": retry.reschedule.parameter, "value": value}
+            # The decision is committed before the revert starts, so that a kill half-way through
+            # the revert resumes into finishing this retry rather than into a half-reverted subflow.
+            self.pending_retry = marker
+            self._save([], RunState.RUNNING, failure)
+            return self._finish_retry(scope, failure)
         return False
+
+    def _finish_retry(self, scope: Scope, failure: Failure) -> bool:
+        marker = self.pending_retry
+        assert marker is not None
+        if not self._revert(sorted(scope.nodes), failure):
+            # What the failed round did is not undone: running it again could only add to it.
+            self.pending_retry = None
+            return False
+        self.retries[scope.flow.name] = int(marker["round"])
+        if "parameter" in marker:
+            self.overrides[marker["parameter"]] = marker["value"]
+            self.values[marker["parameter"]] = marker["value"]
+        for i in scope.nodes:
+            self.failures.pop(self._name(i), None)
+        self.pending_retry = None
+        self._save(
+            [TaskRecord(self._name(i), TaskState.PENDING) for i in scope.nodes if self._name(i) in self.tasks],
+            RunState.RUNNING,
+        )
+        retry = scope.flow.retry
+        if retry is not None:
+            self.engine.sleep(retry.backoff(int(marker["round"])))
+        return True
 
     def _name(self, index: int) -> str:
         return self._node_by_index()[index].task.name

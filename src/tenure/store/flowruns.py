@@ -23,7 +23,7 @@ class FlowRuns(Dialect):
                 (
                     run.id, run.flow, run.version, run.fingerprint, run.state, run.resource_id,
                     self._json_in(run.inputs), self._json_in(run.overrides), self._json_in(run.retries),
-                    None if run.failure is None else self._json_in(run.failure), now, now,
+                    self._maybe_json(run.failure), self._maybe_json(run.pending_retry), now, now,
                 ),
             )  # fmt: skip
 
@@ -46,7 +46,7 @@ class FlowRuns(Dialect):
                     self._sql["update_flow_run"],
                     (
                         run.state, self._json_in(run.overrides), self._json_in(run.retries),
-                        None if run.failure is None else self._json_in(run.failure), now, run_id,
+                        self._maybe_json(run.failure), self._maybe_json(run.pending_retry), now, run_id,
                     ),
                 )  # fmt: skip
                 if changed.rowcount != 1:
@@ -90,6 +90,10 @@ class FlowRuns(Dialect):
             overrides=self._json_out(row[7]),
             retries=self._json_out(row[8]),
             failure=None if row[9] is None else self._json_out(row[9]),
-            created_at=self._time_out(row[10]),
-            updated_at=self._time_out(row[11]),
+            pending_retry=None if row[10] is None else self._json_out(row[10]),
+            created_at=self._time_out(row[11]),
+            updated_at=self._time_out(row[12]),
         )
+
+    def _maybe_json(self, value: Any) -> Any:
+        return None if value is None else self._json_in(value)

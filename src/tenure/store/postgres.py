@@ -8,7 +8,8 @@ and commits atomically in autocommit mode.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,11 +20,12 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenure.clock import Clock, system_clock
-from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
+from tenure.errors import InvalidArgument, SchemaNotMigrated, SchemaTooNew, StoreUnavailable
 from tenure.machine import Kind
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
+from tenure.store.records import FlowRunRow, FlowTaskRow
 from tenure.store.rows import journal_from_pg, resource_from_pg
 from tenure.store.sqlfile import load_queries
 
@@ -106,6 +108,34 @@ class PostgresStore(StoreCore):
             raise StoreUnavailable(self.target, f"no connection free or reachable within {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(self.target, str(exc).strip() or type(exc).__name__) from None
+
+    # --- flow checkpoints in one round trip ----------------------------------------------------
+
+    def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None = None) -> None:
+        def text(value: Any) -> str | None:
+            return None if value is None else json.dumps(value)
+
+        params = {
+            "run_id": run_id,
+            "now": self._clock(),
+            "tasks": [t.task for t in tasks],
+            "states": [t.state for t in tasks],
+            "attempts": [t.attempt for t in tasks],
+            "seqs": [t.seq for t in tasks],
+            "results": [text(t.result) for t in tasks],
+            "failures": [text(t.failure) for t in tasks],
+            "revert_failures": [text(t.revert_failure) for t in tasks],
+            "update_run": run is not None,
+            "state": run.state if run else None,
+            "overrides": Jsonb(run.overrides) if run else None,
+            "retries": Jsonb(run.retries) if run else None,
+            "failure": Jsonb(run.failure) if run and run.failure is not None else None,
+            "pending_retry": Jsonb(run.pending_retry) if run and run.pending_retry is not None else None,
+        }
+        with self._connection() as conn:
+            row = conn.execute(Q["save_flow"], params).fetchone()
+        if run is not None and (row is None or row[1] != 1):
+            raise InvalidArgument("run_id", "must name an existing flow run", run_id)
 
     # --- what the shared operations need -------------------------------------------------------
 

@@ -27,6 +27,7 @@ class FlowRunRow:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     retries: Mapping[str, int] = field(default_factory=dict)
     failure: Mapping[str, Any] | None = None
+    pending_retry: Mapping[str, Any] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

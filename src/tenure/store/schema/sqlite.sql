@@ -53,6 +53,8 @@ CREATE TABLE flow_runs (
     overrides   TEXT NOT NULL DEFAULT '{}',
     retries     TEXT NOT NULL DEFAULT '{}',
     failure     TEXT,
+    -- a subflow retry decided but not yet carried out (survives a kill during its revert)
+    pending_retry TEXT,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );

@@ -88,11 +88,13 @@ INSERT INTO tenure_migrations (version, name, applied_at) VALUES (%s, %s, %s)
 
 -- name: insert_flow_run
 INSERT INTO flow_runs (id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure,
-                       created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       pending_retry, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: update_flow_run
-UPDATE flow_runs SET state = %s, overrides = %s, retries = %s, failure = %s, updated_at = %s WHERE id = %s
+UPDATE flow_runs
+SET state = %s, overrides = %s, retries = %s, failure = %s, pending_retry = %s, updated_at = %s
+WHERE id = %s
 
 -- name: upsert_flow_task
 INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
@@ -102,16 +104,16 @@ SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, resu
     failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
 
 -- name: get_flow_run
-SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
-       updated_at
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
+       created_at, updated_at
 FROM flow_runs WHERE id = %s
 
 -- name: get_flow_tasks
 SELECT task, state, attempt, seq, result, failure, revert_failure FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
 
 -- name: list_flow_runs
-SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
-       updated_at
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
+       created_at, updated_at
 FROM flow_runs
 WHERE (%s::text IS NULL OR resource_id = %s) AND (%s::text IS NULL OR state = %s)
 ORDER BY created_at, id
@@ -142,3 +144,25 @@ UPDATE quota_reservations SET state = %s, updated_at = %s WHERE id = %s AND stat
 
 -- name: adjust_quota
 UPDATE quotas SET reserved = reserved + %s, in_use = in_use + %s WHERE project = %s AND resource = %s
+
+-- name: save_flow
+-- Every checkpoint of one engine step in one statement (one round trip, one commit in autocommit).
+WITH saved AS (
+    INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
+    SELECT %(run_id)s, t.task, t.state, t.attempt, t.seq, t.result::jsonb, t.failure::jsonb,
+           t.revert_failure::jsonb, %(now)s
+    FROM unnest(%(tasks)s::text[], %(states)s::text[], %(attempts)s::int[], %(seqs)s::int[],
+                %(results)s::text[], %(failures)s::text[], %(revert_failures)s::text[])
+         AS t(task, state, attempt, seq, result, failure, revert_failure)
+    ON CONFLICT (run_id, task) DO UPDATE
+    SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
+        failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
+    RETURNING 1
+), run AS (
+    UPDATE flow_runs
+    SET state = %(state)s, overrides = %(overrides)s, retries = %(retries)s, failure = %(failure)s,
+        pending_retry = %(pending_retry)s, updated_at = %(now)s
+    WHERE id = %(run_id)s AND %(update_run)s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM run)

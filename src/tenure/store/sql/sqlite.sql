@@ -69,11 +69,13 @@ INSERT INTO tenure_migrations (version, name, applied_at) VALUES (?, ?, ?)
 
 -- name: insert_flow_run
 INSERT INTO flow_runs (id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure,
-                       created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       pending_retry, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: update_flow_run
-UPDATE flow_runs SET state = ?, overrides = ?, retries = ?, failure = ?, updated_at = ? WHERE id = ?
+UPDATE flow_runs
+SET state = ?, overrides = ?, retries = ?, failure = ?, pending_retry = ?, updated_at = ?
+WHERE id = ?
 
 -- name: upsert_flow_task
 INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
@@ -83,16 +85,16 @@ SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, resu
     failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
 
 -- name: get_flow_run
-SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
-       updated_at
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
+       created_at, updated_at
 FROM flow_runs WHERE id = ?
 
 -- name: get_flow_tasks
 SELECT task, state, attempt, seq, result, failure, revert_failure FROM flow_tasks WHERE run_id = ? ORDER BY seq, task
 
 -- name: list_flow_runs
-SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, created_at,
-       updated_at
+SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
+       created_at, updated_at
 FROM flow_runs
 WHERE (? IS NULL OR resource_id = ?) AND (? IS NULL OR state = ?)
 ORDER BY created_at, id

@@ -10,6 +10,8 @@ CREATE TABLE flow_runs (
     overrides   jsonb NOT NULL DEFAULT '{}',
     retries     jsonb NOT NULL DEFAULT '{}',
     failure     jsonb,
+    -- a subflow retry decided but not yet carried out (survives a kill during its revert)
+    pending_retry jsonb,
     created_at  timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL
 );
