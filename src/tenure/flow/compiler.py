@@ -8,6 +8,7 @@ task, the argument and what could provide it), and reschedule targets no task us
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections import deque
@@ -18,7 +19,7 @@ from tenure.errors import InvalidFlow
 from tenure.flow.patterns import Flow, Pattern
 from tenure.flow.task import FLOW_FAILURES, Task
 
-__all__ = ["Node", "Plan", "Scope", "compile_flow"]
+__all__ = ["Node", "Plan", "Scope", "compile_flow", "compiled"]
 
 
 @dataclass(slots=True)
@@ -225,6 +226,12 @@ def _fingerprint(item: Task | Flow) -> str:
         return f"F({x.name}|{x.pattern.value}|v{x.version}|{x.links}|{inner})"
 
     return hashlib.sha256(shape(item).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=256)
+def compiled(flow: Flow) -> Plan:
+    """:func:`compile_flow` of ``flow``, once per flow object (flows are immutable once declared)."""
+    return compile_flow(flow)
 
 
 def compile_flow(flow: Flow, inputs: Iterable[str] | None = None) -> Plan:

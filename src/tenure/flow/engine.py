@@ -21,7 +21,7 @@ from typing import Any
 
 from tenure.errors import FlowChanged, FlowFailed, InvalidFlow, TenureError
 from tenure.flow.checkpoint import Checkpoints, MemoryCheckpoints, RunRecord, RunState, TaskRecord, TaskState
-from tenure.flow.compiler import Node, Plan, Scope, compile_flow
+from tenure.flow.compiler import Node, Plan, Scope, compiled
 from tenure.flow.patterns import Flow
 from tenure.flow.task import CONTEXT_PARAMETER, FLOW_FAILURES, Failure, Task, TaskContext, accepted_by
 
@@ -86,7 +86,7 @@ class FlowEngine:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.flow = flow
-        self.plan: Plan = compile_flow(flow)
+        self.plan: Plan = compiled(flow)
         self.checkpoints: Checkpoints = checkpoints if checkpoints is not None else MemoryCheckpoints()
         self.max_workers = max_workers
         self.sleep = sleep
