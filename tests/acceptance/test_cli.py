@@ -163,3 +163,48 @@ def test_version() -> None:
     result = tenure("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("tenure 0.")
+
+
+def test_runs_list_show_and_resolve_a_failed_revert(store_url: str) -> None:
+    from tenure.flow import FlowEngine, linear, task
+    from tenure.flow.durable import StoreCheckpoints
+
+    def refuse(result: object) -> None:
+        raise RuntimeError("cannot undo")
+
+    @task(provides="x", revert=refuse)
+    def make() -> int:
+        return 1
+
+    @task
+    def boom(x: int) -> None:
+        raise ValueError("no")
+
+    store = open_store(store_url, builtin_kinds(), check_schema=False)
+    try:
+        store.migrate()
+        outcome = FlowEngine(linear("ops", make, boom), checkpoints=StoreCheckpoints(store)).run()
+    finally:
+        store.close()
+    assert outcome.state.value == "revert_failed"
+
+    listed = json.loads(tenure("runs", "list", "--state", "revert_failed", "-d", store_url, "--json").stdout)
+    assert [r["id"] for r in listed] == [outcome.run_id]
+    assert listed[0]["flow"] == "ops"
+    shown = json.loads(tenure("runs", "show", outcome.run_id, "-d", store_url, "--json").stdout)
+    assert {t["task"]: t["state"] for t in shown["tasks"]} == {"make": "revert_failure", "boom": "reverted"}
+    assert [t["revert_failure"] for t in shown["tasks"] if t["task"] == "make"] == ["cannot undo"]
+    table = tenure("runs", "list", "-d", store_url)
+    assert outcome.run_id[:8] in table.stdout
+
+    resolved = tenure("runs", "resolve", outcome.run_id, "-d", store_url)
+    assert resolved.returncode == 0, resolved.stderr
+    assert json.loads(tenure("runs", "list", "--state", "resolved", "-d", store_url, "--json").stdout)[0]["id"] == (
+        outcome.run_id
+    )
+    again = tenure("runs", "resolve", outcome.run_id, "-d", store_url)
+    assert again.returncode == 1
+    assert "must be revert_failed to be resolved, got 'resolved'" in again.stderr
+    missing = tenure("runs", "show", "nope", "-d", store_url)
+    assert missing.returncode == 1
+    assert "no flow run with id 'nope'" in missing.stderr

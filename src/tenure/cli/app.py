@@ -24,6 +24,7 @@ from tenure.cli.common import (
     with_store,
 )
 from tenure.cli.demo import demo
+from tenure.cli.runs import runs
 from tenure.store import open_store
 from tenure.store.core import StoreCore
 
@@ -139,6 +140,7 @@ def history(
 
 
 app.command()(demo)
+app.add_typer(runs)
 
 
 def main() -> None:

@@ -1,0 +1,124 @@
+"""``tenure runs``: look at flow runs and their checkpoints; resolve a run whose revert failed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tenure.cli.common import DatabaseOption, JsonOption, KindsOption, console, with_store
+from tenure.errors import InvalidArgument, TenureError
+from tenure.store.core import StoreCore
+from tenure.store.records import FlowRunRow, FlowTaskRow
+
+__all__ = ["runs"]
+
+runs = typer.Typer(name="runs", help="Flow runs: list them, show their checkpoints, resolve failed reverts.")
+
+#: The one state an operator may move by hand, and where it goes.
+RESOLVABLE = "revert_failed"
+RESOLVED = "resolved"
+
+
+def _run_json(row: FlowRunRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "flow": row.flow,
+        "version": row.version,
+        "state": row.state,
+        "resource_id": row.resource_id,
+        "retries": dict(row.retries),
+        "failure": None if row.failure is None else dict(row.failure).get("message"),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
+
+
+def _task_json(row: FlowTaskRow) -> dict[str, Any]:
+    return {
+        "task": row.task,
+        "state": row.state,
+        "attempt": row.attempt,
+        "seq": row.seq,
+        "result": row.result,
+        "failure": None if row.failure is None else dict(row.failure).get("message"),
+        "revert_failure": None if row.revert_failure is None else dict(row.revert_failure).get("message"),
+    }
+
+
+@runs.command("list")
+def list_runs(
+    state: Annotated[str | None, typer.Option("--state", "-s", help="Only runs in this state.")] = None,
+    resource: Annotated[str | None, typer.Option("--resource", "-r", help="Only runs of this resource.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List flow runs, oldest first."""
+    found = with_store(database, kinds, lambda s: s.flow_runs(resource_id=resource, state=state, limit=limit))
+    rows = [_run_json(r) for r in found]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="flow runs")
+    for column in ("id", "flow", "state", "resource", "retries", "failure", "updated"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["id"], f"{r['flow']} v{r['version']}", r["state"], r["resource_id"] or "-",
+            json.dumps(r["retries"]) if r["retries"] else "-", r["failure"] or "-", str(r["updated_at"])[:19],
+        )  # fmt: skip
+    console.print(table)
+
+
+def _load(store: StoreCore, run_id: str) -> tuple[FlowRunRow, list[FlowTaskRow]]:
+    found = store.load_flow_run(run_id)
+    if found is None:
+        raise TenureError(f"no flow run with id {run_id!r}")
+    return found
+
+
+@runs.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="Flow run id.")],
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one flow run and the checkpoint of each of its tasks."""
+    row, tasks = with_store(database, kinds, lambda s: _load(s, run_id))
+    doc = {**_run_json(row), "tasks": [_task_json(t) for t in sorted(tasks, key=lambda t: (t.seq, t.task))]}
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    console.print(f"flow run [bold]{row.id}[/]: {row.flow} v{row.version}, {row.state}")
+    table = Table()
+    for column in ("seq", "task", "state", "attempt", "failure", "revert failure"):
+        table.add_column(column)
+    for t in doc["tasks"]:
+        table.add_row(
+            str(t["seq"]), t["task"], t["state"], str(t["attempt"]), t["failure"] or "-", t["revert_failure"] or "-"
+        )
+    console.print(table)
+
+
+@runs.command("resolve")
+def resolve_run(
+    run_id: Annotated[str, typer.Argument(help="Flow run id.")],
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+) -> None:
+    """Mark a run whose revert failed as resolved by hand (after cleaning up what it left)."""
+
+    def resolve(store: StoreCore) -> None:
+        row, _ = _load(store, run_id)
+        if row.state != RESOLVABLE:
+            raise InvalidArgument("run state", f"must be {RESOLVABLE} to be resolved", row.state)
+        store.save_flow(run_id, [], replace(row, state=RESOLVED))
+
+    with_store(database, kinds, resolve)
+    console.print(f"flow run {run_id} marked {RESOLVED}")
