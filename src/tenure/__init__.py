@@ -8,6 +8,7 @@ transaction.
 from __future__ import annotations
 
 from tenure.errors import (
+    AlreadyExists,
     Conflict,
     FlowChanged,
     FlowFailed,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "AlreadyExists",
     "Conflict",
     "Event",
     "FlowChanged",

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "AlreadyExists",
     "Conflict",
     "IdempotencyKeyReused",
     "InvalidArgument",
@@ -244,6 +245,17 @@ class Conflict(TenureError):
             f"resource {resource_id} was changed concurrently: expected version {expected_version}, "
             f"found version {actual_version}{where}"
         )
+
+
+class AlreadyExists(TenureError):
+    """Something was created with a key that is already taken."""
+
+    default_message = "already exists"
+
+    def __init__(self, what: str, key: str) -> None:
+        self.what = what
+        self.key = key
+        super().__init__(f"a {what} with key {key!r} already exists; use another key or read the existing one")
 
 
 class IdempotencyKeyReused(TenureError):

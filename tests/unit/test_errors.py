@@ -11,6 +11,7 @@ import pytest
 
 import tenure.errors as errors_module
 from tenure.errors import (
+    AlreadyExists,
     Conflict,
     FlowChanged,
     FlowFailed,
@@ -62,6 +63,7 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     FlowChanged: {"run_id": "run-1", "stored": "volume v1 (abc)", "current": "volume v2 (def)"},
     QuotaExceeded: {"project": "p1", "resource": "gigabytes", "requested": 80, "available": 70, "hard_limit": 100},
     QuotaNotFound: {"what": "p1/gigabytes"},
+    AlreadyExists: {"what": "resource", "key": "r-1"},
 }
 
 #: Classes that take only an optional message (no facts of their own).

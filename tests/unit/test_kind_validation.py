@@ -468,3 +468,8 @@ def test_single_final_state_without_events_is_a_valid_kind() -> None:
     kind = Kind("k", states=[State("done", 1, Role.FINAL)], events=[], initial="done")
     assert kind.initial.is_final
     assert kind.event_names == ()
+
+
+def test_an_edge_declared_twice_with_a_guard_is_refused() -> None:
+    events = [*base_events(), Event("go", "a", "b", guard=lambda subject: True)]
+    assert_problems(problems_of(base_states(), events), ("'go'", "declared twice from state 'a'", "guard"))

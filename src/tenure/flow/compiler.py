@@ -252,6 +252,15 @@ def compile_flow(flow: Flow, inputs: Iterable[str] | None = None) -> Plan:
         for name, count in seen.items()
         if count > 1
     ]
+    flow_names: dict[str, int] = {}
+    for scope in builder.scopes:
+        flow_names[scope.flow.name] = flow_names.get(scope.flow.name, 0) + 1
+    # Retry counts and resumed retries are kept by flow name.
+    problems += [
+        f"flow name {name!r} is used {count} times; flow names must be unique within a flow"
+        for name, count in flow_names.items()
+        if count > 1
+    ]
     providers: dict[str, set[int]] = {}
     for n in builder.nodes:
         for value in n.task.provides_names:

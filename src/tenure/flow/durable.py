@@ -36,9 +36,11 @@ def _failure_in(data: Mapping[str, Any] | None) -> Failure | None:
 
 def _json_ready(what: str, value: Any) -> Any:
     try:
-        json.dumps(value, allow_nan=False)
+        encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} cannot be checkpointed: it must be a JSON value ({exc})") from None
+    if "\\u0000" in encoded:
+        raise TypeError(f"{what} cannot be checkpointed: it contains a NUL character, which PostgreSQL cannot store")
     return value
 
 

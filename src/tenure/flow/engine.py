@@ -304,8 +304,13 @@ class _Run:
         running: dict[Future[tuple[bool, Any]], Node] = {}
         first_failure: tuple[Node, Failure] | None = None
         while ready or running:
+            inline_next = first_failure is None and not running and len(ready) == 1
+            if self.deferred and not inline_next:
+                # A finished task's record rides with the next start only when that start comes
+                # right away; with siblings still running it is committed now.
+                self._save([])
             if first_failure is None and ready:
-                if not running and len(ready) == 1:
+                if inline_next:
                     node = ready.popleft()
                     finished = [(node, self._run_inline(node))]
                 else:
@@ -360,8 +365,8 @@ class _Run:
         self.values.update(outputs)
         record = TaskRecord(node.task.name, TaskState.SUCCESS, attempt, self.seq, outputs)
         self.tasks[node.task.name] = record
-        # Written together with the next transition (the next task's start, or the run's end):
-        # one transaction per task in a chain, and nothing runs in between.
+        # Written together with the next transition when that is an inline start or the run's end:
+        # one transaction per task in a chain, and nothing runs in between (see _forward_pass).
         self.deferred.append(record)
 
     def _failed(self, node: Node, failure: Failure) -> None:
@@ -445,7 +450,9 @@ class _Run:
             and not by_index[i].task.on_failure_only
             and by_index[i].task.name not in self.revert_failed
         ]
-        ran.sort(key=lambda pair: pair[0].seq, reverse=True)
+        # Latest first; a task still marked running (its outcome lost in a crash) started after every
+        # task it depends on finished, so it goes before all of them.
+        ran.sort(key=lambda pair: (pair[0].state is TaskState.RUNNING, pair[0].seq), reverse=True)
         all_ok = True
         for rec, node in ran:
             task = node.task

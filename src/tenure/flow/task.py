@@ -82,10 +82,14 @@ class Failure:
         return any(_qualified(t) in names for t in types)
 
     def to_json(self) -> dict[str, str]:
+        # NUL cannot be stored by every database; an escaped form keeps the text readable.
+        def clean(text: str) -> str:
+            return text.replace("\x00", "\\x00")
+
         return {
             "exc_type": self.exc_type,
-            "message": self.message,
-            "traceback": self.traceback,
+            "message": clean(self.message),
+            "traceback": clean(self.traceback),
             "lineage": ",".join(self.lineage),
         }
 

@@ -83,6 +83,7 @@ def _edge_problems(
     problems: list[str] = []
     by_name = {s.name: s for s in states}
     targets: dict[tuple[str, str], str] = {}
+    guarded: dict[tuple[str, str], bool] = {}
     for e in events:
         for src in expand_sources(e, states):
             key = (src, e.name)
@@ -90,7 +91,11 @@ def _edge_problems(
                 problems.append(
                     f"event {e.name!r} has two targets from state {src!r}: {targets[key]!r} and {e.target!r}"
                 )
+            elif key in targets and (e.guard is not None or guarded.get(key)):
+                # Two declarations of one edge, at least one guarded: which guard holds is ambiguous.
+                problems.append(f"event {e.name!r} is declared twice from state {src!r} and one of them has a guard")
             targets.setdefault(key, e.target)
+            guarded[key] = guarded.get(key, False) or e.guard is not None
             if src in by_name and by_name[src].is_final:
                 problems.append(f"final state {src!r} has an outgoing event {e.name!r}; nothing leaves a final state")
     for s in states:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tenure.clock import Clock, system_clock
 from tenure.errors import (
+    AlreadyExists,
     Conflict,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -225,7 +226,10 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
             actor=actor,
             resource_id=resource_id,
         )
-        existing = self._insert(plan)
+        try:
+            existing = self._insert(plan)
+        except AlreadyExists:
+            raise AlreadyExists("resource", plan.resource.id) from None
         if existing is None:
             return plan.resource
         return self._check_replay(plan, existing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tenure.errors import InvalidArgument
+from tenure.errors import AlreadyExists, InvalidArgument
 from tenure.store.ops import Dialect
 from tenure.store.records import FlowRunRow, FlowTaskRow
 
@@ -17,6 +17,12 @@ class FlowRuns(Dialect):
 
     def create_flow_run(self, run: FlowRunRow) -> None:
         now = self._time_in(self._now())
+        try:
+            self._insert_flow_run(run, now)
+        except AlreadyExists:
+            raise AlreadyExists("flow run", run.id) from None
+
+    def _insert_flow_run(self, run: FlowRunRow, now: Any) -> None:
         with self._transaction() as tx:
             tx.execute(
                 self._sql["insert_flow_run"],

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenure.clock import Clock, system_clock
-from tenure.errors import InvalidArgument, SchemaNotMigrated, SchemaTooNew, StoreUnavailable
+from tenure.errors import AlreadyExists, InvalidArgument, SchemaNotMigrated, SchemaTooNew, StoreUnavailable
 from tenure.machine import Kind
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
@@ -104,6 +104,10 @@ class PostgresStore(StoreCore):
                 yield conn
         except psycopg.errors.UndefinedTable:
             raise SchemaNotMigrated(self.target, self._schema_version_quietly(), latest_version(self.dialect)) from None
+        except psycopg.errors.UniqueViolation as exc:
+            raise AlreadyExists(exc.diag.constraint_name or "row", exc.diag.message_detail or "(taken)") from None
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise InvalidArgument("reference", "must name an existing row", exc.diag.message_detail) from None
         except PoolTimeout:
             raise StoreUnavailable(self.target, f"no connection free or reachable within {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:

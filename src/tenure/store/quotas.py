@@ -23,6 +23,10 @@ _MOVES: dict[tuple[ReservationState, ReservationState], tuple[int, int]] = {
 }
 
 
+#: States in which a reservation holds nothing any more.
+_GIVEN_BACK = frozenset({_R.ROLLED_BACK, _R.RELEASED})
+
+
 class QuotaLedger(Dialect):
     """Quota operations shared by both stores."""
 
@@ -63,11 +67,25 @@ class QuotaLedger(Dialect):
             raise InvalidArgument("amount", "must be > 0", amount)
         now = self._time_in(self._now())
         with self._transaction() as tx:
-            existing = self._reservation_in(tx, reservation_id)
-            if existing is not None:
+            self._quota_in(tx, project, resource)  # a clear QuotaNotFound rather than a broken reference
+            claimed = tx.execute(
+                self._sql["insert_reservation"],
+                (reservation_id, project, resource, amount, _R.RESERVED.value, now, now),
+            ).rowcount
+            if claimed != 1:
+                existing = self._reservation_in(tx, reservation_id)
+                if existing is None:
+                    raise QuotaNotFound(f"reservation {reservation_id}")
+                if (existing.project, existing.resource, existing.amount) != (project, resource, amount):
+                    raise InvalidArgument(
+                        "reservation_id",
+                        f"is already used for {existing.amount} {existing.resource} of project {existing.project!r}",
+                        reservation_id,
+                    )
                 return existing
             taken = tx.execute(self._sql["take_quota"], (amount, project, resource, amount)).rowcount
             if taken != 1:
+                # Raising rolls the claimed reservation row back with the transaction.
                 quota = self._quota_in(tx, project, resource)
                 raise QuotaExceeded(
                     project=project,
@@ -76,10 +94,6 @@ class QuotaLedger(Dialect):
                     available=quota.available,
                     hard_limit=quota.hard_limit,
                 )
-            tx.execute(
-                self._sql["insert_reservation"],
-                (reservation_id, project, resource, amount, _R.RESERVED.value, now, now),
-            )
         return Reservation(reservation_id, project, resource, amount, _R.RESERVED)
 
     def commit_reservation(self, reservation_id: str) -> Reservation:
@@ -101,7 +115,8 @@ class QuotaLedger(Dialect):
             found = self._reservation_in(tx, reservation_id)
             if found is None:
                 raise QuotaNotFound(f"reservation {reservation_id}")
-            if found.state is target:
+            if found.state is target or (found.state in _GIVEN_BACK and target in _GIVEN_BACK):
+                # Already where this call wanted it (or given back the other way): nothing to do.
                 return found
             if found.state is not source:
                 raise InvalidArgument(
@@ -109,6 +124,11 @@ class QuotaLedger(Dialect):
                 )
             moved = tx.execute(self._sql["move_reservation"], (target.value, now, reservation_id, source.value))
             if moved.rowcount != 1:
+                # A concurrent call moved it first: if it went where this one was going, that is
+                # this call's answer too.
+                again = self._reservation_in(tx, reservation_id)
+                if again is not None and again.state is target:
+                    return again
                 raise InvalidArgument("reservation", "changed while being moved; try again", reservation_id)
             tx.execute(
                 self._sql["adjust_quota"],

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tenure.clock import Clock, system_clock
-from tenure.errors import SchemaNotMigrated, SchemaTooNew, StoreUnavailable
+from tenure.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    SchemaNotMigrated,
+    SchemaTooNew,
+    StoreUnavailable,
+    TenureError,
+)
 from tenure.machine import Kind
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
@@ -49,6 +56,16 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
     if buffer.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()):
         raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
+
+
+def _integrity_error(exc: sqlite3.IntegrityError) -> TenureError:
+    """A constraint the database enforced, as the tenure error that names it."""
+    text = str(exc)
+    if "UNIQUE" in text or "PRIMARY KEY" in text:
+        return AlreadyExists(text.rsplit(":", 1)[-1].strip() or "row", "(taken)")
+    if "FOREIGN KEY" in text:
+        return InvalidArgument("reference", "must name an existing row", text)
+    return InvalidArgument("row", "breaks a constraint of the schema", text)
 
 
 class SQLiteStore(StoreCore):
@@ -141,6 +158,8 @@ class SQLiteStore(StoreCore):
             yield
         except sqlite3.OperationalError as exc:
             self._raise_translated(exc)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from None
 
     def _raise_translated(self, exc: sqlite3.OperationalError) -> NoReturn:
         text = str(exc)
@@ -285,6 +304,8 @@ class SQLiteStore(StoreCore):
                 raise
         except sqlite3.OperationalError as exc:
             self._raise_translated(exc)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from None
         return swapped
 
     def _get_or_none(self, resource_id: str) -> Resource | None:

@@ -135,8 +135,10 @@ UPDATE quotas SET reserved = reserved + %s
 WHERE project = %s AND resource = %s AND in_use + reserved + %s <= hard_limit
 
 -- name: insert_reservation
+-- Claims the id first: a concurrent reserve with the same id waits here, then finds it taken.
 INSERT INTO quota_reservations (id, project, resource, amount, state, created_at, updated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO NOTHING
 
 -- name: move_reservation
 -- Moves a reservation from one state to the next, only from the state it is known to be in.

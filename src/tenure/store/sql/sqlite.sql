@@ -116,8 +116,10 @@ UPDATE quotas SET reserved = reserved + ?
 WHERE project = ? AND resource = ? AND in_use + reserved + ? <= hard_limit
 
 -- name: insert_reservation
+-- Claims the id first: a concurrent reserve with the same id waits here, then finds it taken.
 INSERT INTO quota_reservations (id, project, resource, amount, state, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
 
 -- name: move_reservation
 -- Moves a reservation from one state to the next, only from the state it is known to be in.
