@@ -25,18 +25,17 @@ import importlib.metadata
 import os
 import platform
 import pstats
-import secrets
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from benchkit import scratch_database, unshadow, version
 from rich.console import Console
 from rich.table import Table
 
@@ -47,20 +46,6 @@ from tenure.store.core import StoreCore
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SMALL = 10  # tasks in the flow of section (1)
-
-
-def _unshadow() -> None:
-    """Drop this script's directory from ``sys.path``: ``bench/transitions.py`` lives there and would be
-    imported in place of the ``transitions`` library by anything that imports it."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _n(count: int, noun: str) -> str:
@@ -341,25 +326,6 @@ def run_taskflow_series(backend: TaskFlowBackend, budget: Budget, console: Conso
 # --- PostgreSQL scratch database ---------------------------------------------------------------
 
 
-def _database_url(admin_url: str, name: str) -> str:
-    head, _, query = admin_url.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{name}" + (f"?{query}" if query else "")
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for the run, dropped (with FORCE) afterwards."""
-    name = f"tenure_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"'.encode())
-    try:
-        yield _database_url(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-
-
 # --- printing ----------------------------------------------------------------------------------
 
 
@@ -576,7 +542,7 @@ def _fit_check(memory: Series | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _unshadow()
+    unshadow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
     parser.add_argument("--skip-postgres", action="store_true", help="leave PostgreSQL out")
@@ -591,11 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=max(shutil.get_terminal_size((132, 40)).columns, 132))
     budget = QUICK if args.quick else FULL
     started, load0 = time.perf_counter(), os.getloadavg()[0]
-    tf_version, sa_version = _version("taskflow"), _version("SQLAlchemy")
+    tf_version, sa_version = version("taskflow"), version("SQLAlchemy")
     console.print(
         f"[bold]tenure vs TaskFlow flow benchmark[/bold]{' (quick)' if args.quick else ''}: "
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs (load {load0:.2f}); "
-        f"SQLite {sqlite3.sqlite_version}; tenure {_version('tenure')}, taskflow {tf_version}, "
+        f"SQLite {sqlite3.sqlite_version}; tenure {version('tenure')}, taskflow {tf_version}, "
         f"SQLAlchemy {sa_version}"
     )
 

@@ -25,20 +25,19 @@ import importlib.metadata
 import os
 import platform
 import pstats
-import secrets
 import shutil
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
+from benchkit import scratch_database, unshadow, version
 from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.table import Table
@@ -64,20 +63,6 @@ KIND = Kind(
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PEERS = ("transitions", "python-statemachine", "automaton")
-
-
-def _unshadow_peers() -> None:
-    """Drop this script's directory from ``sys.path``: this file is called ``transitions.py`` and
-    would otherwise be imported in place of the ``transitions`` library."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # --- in-memory ---------------------------------------------------------------------------------
@@ -392,7 +377,7 @@ def memory_table(title: str, cases: Sequence[Case], *, target_s: float, repeats:
     table.add_column("tenure is", justify="right")
     tenure_ns: float | None = None
     for case in cases:
-        if _version(case.dist) == "not installed":
+        if version(case.dist) == "not installed":
             table.add_row(case.library, case.api, "—", "—", "not installed")
             continue
         with console.status(f"{title}: {case.library} {case.api}"):
@@ -685,25 +670,6 @@ def _with_query(url: str, query: str) -> str:
     return url + ("&" if "?" in url else "?") + query
 
 
-def _database_url(admin_url: str, name: str) -> str:
-    head, _, query = admin_url.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{name}" + (f"?{query}" if query else "")
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for the run, dropped (with FORCE) afterwards."""
-    name = f"tenure_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"'.encode())
-    try:
-        yield _database_url(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-
-
 #: libpq option (through the URL) that stops commits from waiting for the WAL flush.
 NO_FLUSH_WAIT = "options=-c%20synchronous_commit%3Doff"
 
@@ -835,7 +801,7 @@ Every ns/op includes the bare `for ev in events:` loop, about {loop:.0f} ns/op h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _unshadow_peers()
+    unshadow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="much smaller runs, for a smoke test")
     parser.add_argument("--skip-postgres", action="store_true", help="leave PostgreSQL out")
@@ -860,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_worker=16,
     )
 
-    versions = ", ".join(f"{d} {_version(d)}" for d in ("tenure", *PEERS))
+    versions = ", ".join(f"{d} {version(d)}" for d in ("tenure", *PEERS))
     console.print(
         f"[bold]tenure transition benchmark[/bold]{' (quick)' if quick else ''}: Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f}); "
