@@ -97,7 +97,13 @@ class Store(Protocol):
         ...
 
     def feed(self, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
-        """Journal entries of every resource with ``seq`` greater than ``after_seq``, in ``seq`` order."""
+        """Journal entries of every resource with ``seq`` greater than ``after_seq``, in ``seq`` order.
+
+        On PostgreSQL, ``seq`` values are taken before commit, so while writers are active an entry with
+        a lower ``seq`` can become visible after one with a higher ``seq``: a reader that tails the
+        feed must not advance past entries of transactions still in flight (the event stream will
+        track that; reading after writers are done is exact).
+        """
         ...
 
     def migrate(self) -> builtins.list[int]:
