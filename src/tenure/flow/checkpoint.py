@@ -58,6 +58,8 @@ class TaskRecord:
     #: Why its last revert failed (state REVERT_FAILURE); kept apart so a retried revert is still
     #: told truthfully whether the task itself had failed.
     revert_failure: Failure | None = None
+    #: The flow values the task was started with (its reverts get these), None before it starts.
+    inputs: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ class StoreCheckpoints:
                 result=t.result,
                 failure=_failure_out(t.failure),
                 revert_failure=_failure_out(t.revert_failure),
+                inputs=None if t.inputs is None else dict(t.inputs),
             )
             for t in tasks
         ]
@@ -112,6 +113,7 @@ class StoreCheckpoints:
                     t.result,
                     _failure_in(t.failure),
                     _failure_in(t.revert_failure),
+                    None if t.inputs is None else dict(t.inputs),
                 )
                 for t in task_rows
             },

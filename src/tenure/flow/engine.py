@@ -349,21 +349,31 @@ class _Run:
         kwargs = node.task.bind(self.values, self._context(node, attempt))
         return attempt, kwargs
 
+    def _running(self, node: Node, attempt: int, kwargs: Mapping[str, Any]) -> TaskRecord:
+        # The flow values the task was given, so that its revert gets exactly those, whatever a
+        # reschedule or a later task has put under the same names since.
+        task = node.task
+        given = {
+            a: kwargs[a] for a in (*task.arguments, *task.optional_arguments) if a in kwargs and a not in task.inject
+        }
+        return TaskRecord(task.name, TaskState.RUNNING, attempt, inputs=given)
+
     def _run_inline(self, node: Node) -> tuple[bool, Any]:
         attempt, kwargs = self._start(node)
-        self._save([TaskRecord(node.task.name, TaskState.RUNNING, attempt)])
+        self._save([self._running(node, attempt, kwargs)])
         return _execute(node.task, kwargs, self.engine.checkpoints.storable)
 
     def _submit(self, node: Node) -> Future[tuple[bool, Any]]:
         attempt, kwargs = self._start(node)
-        self._save([TaskRecord(node.task.name, TaskState.RUNNING, attempt)])
+        self._save([self._running(node, attempt, kwargs)])
         return self.engine.pool().submit(_execute, node.task, kwargs, self.engine.checkpoints.storable)
 
     def _succeeded(self, node: Node, outputs: dict[str, Any]) -> None:
         self.seq += 1
-        attempt = self.tasks[node.task.name].attempt
+        started = self.tasks[node.task.name]
+        attempt = started.attempt
         self.values.update(outputs)
-        record = TaskRecord(node.task.name, TaskState.SUCCESS, attempt, self.seq, outputs)
+        record = TaskRecord(node.task.name, TaskState.SUCCESS, attempt, self.seq, outputs, inputs=started.inputs)
         self.tasks[node.task.name] = record
         # Written together with the next transition when that is an inline start or the run's end:
         # one transaction per task in a chain, and nothing runs in between (see _forward_pass).
@@ -371,9 +381,15 @@ class _Run:
 
     def _failed(self, node: Node, failure: Failure) -> None:
         self.seq += 1
-        attempt = self.tasks[node.task.name].attempt
+        started = self.tasks[node.task.name]
         self.failures[node.task.name] = failure
-        self._save([TaskRecord(node.task.name, TaskState.FAILURE, attempt, self.seq, None, failure)])
+        self._save(
+            [
+                TaskRecord(
+                    node.task.name, TaskState.FAILURE, started.attempt, self.seq, None, failure, inputs=started.inputs
+                )
+            ]
+        )
 
     # --- retries of subflows -------------------------------------------------------------------
 
@@ -458,7 +474,10 @@ class _Run:
             task = node.task
             try:
                 context = self._context(node, rec.attempt or 1)
-                kwargs = task.bind(self._known_values(), context)
+                if rec.inputs is not None:
+                    kwargs = {**rec.inputs, **task.inject}
+                else:
+                    kwargs = task.bind(self._known_values(), context)
                 offered = {
                     **kwargs,
                     CONTEXT_PARAMETER: context,

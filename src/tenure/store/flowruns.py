@@ -44,7 +44,8 @@ class FlowRuns(Dialect):
                         run_id, t.task, t.state, t.attempt, t.seq,
                         None if t.result is None else self._json_in(t.result),
                         None if t.failure is None else self._json_in(t.failure),
-                        None if t.revert_failure is None else self._json_in(t.revert_failure), now,
+                        None if t.revert_failure is None else self._json_in(t.revert_failure),
+                        None if t.inputs is None else self._json_in(t.inputs), now,
                     ),
                 )  # fmt: skip
             if run is not None:
@@ -70,6 +71,7 @@ class FlowRuns(Dialect):
                 None if t[4] is None else self._json_out(t[4]),
                 None if t[5] is None else self._json_out(t[5]),
                 None if t[6] is None else self._json_out(t[6]),
+                None if t[7] is None else self._json_out(t[7]),
             )
             for t in tasks
         ]  # fmt: skip

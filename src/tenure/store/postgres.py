@@ -129,6 +129,7 @@ class PostgresStore(StoreCore):
             "results": [text(t.result) for t in tasks],
             "failures": [text(t.failure) for t in tasks],
             "revert_failures": [text(t.revert_failure) for t in tasks],
+            "inputs": [text(t.inputs) for t in tasks],
             "update_run": run is not None,
             "state": run.state if run else None,
             "overrides": Jsonb(run.overrides) if run else None,

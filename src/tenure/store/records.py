@@ -41,6 +41,7 @@ class FlowTaskRow:
     result: Any = None
     failure: Mapping[str, Any] | None = None
     revert_failure: Mapping[str, Any] | None = None
+    inputs: Mapping[str, Any] | None = None
 
 
 class ReservationState(enum.StrEnum):

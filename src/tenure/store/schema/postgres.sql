@@ -71,6 +71,8 @@ CREATE TABLE flow_tasks (
     failure    jsonb,
     -- why the task's last revert failed, kept apart from why the task failed
     revert_failure jsonb,
+    -- the flow values the task was started with; its reverts get these
+    inputs     jsonb,
     updated_at timestamptz NOT NULL,
     PRIMARY KEY (run_id, task)
 );

@@ -72,6 +72,8 @@ CREATE TABLE flow_tasks (
     failure    TEXT,
     -- why the task's last revert failed, kept apart from why the task failed
     revert_failure TEXT,
+    -- the flow values the task was started with; its reverts get these
+    inputs     TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (run_id, task)
 );

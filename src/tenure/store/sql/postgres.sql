@@ -97,11 +97,12 @@ SET state = %s, overrides = %s, retries = %s, failure = %s, pending_retry = %s, 
 WHERE id = %s
 
 -- name: upsert_flow_task
-INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, inputs, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, task) DO UPDATE
 SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
-    failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
+    failure = excluded.failure, revert_failure = excluded.revert_failure, inputs = excluded.inputs,
+    updated_at = excluded.updated_at
 
 -- name: get_flow_run
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
@@ -109,7 +110,7 @@ SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, re
 FROM flow_runs WHERE id = %s
 
 -- name: get_flow_tasks
-SELECT task, state, attempt, seq, result, failure, revert_failure FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
+SELECT task, state, attempt, seq, result, failure, revert_failure, inputs FROM flow_tasks WHERE run_id = %s ORDER BY seq, task
 
 -- name: list_flow_runs
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
@@ -150,15 +151,16 @@ UPDATE quotas SET reserved = reserved + %s, in_use = in_use + %s WHERE project =
 -- name: save_flow
 -- Every checkpoint of one engine step in one statement (one round trip, one commit in autocommit).
 WITH saved AS (
-    INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
+    INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, inputs, updated_at)
     SELECT %(run_id)s, t.task, t.state, t.attempt, t.seq, t.result::jsonb, t.failure::jsonb,
-           t.revert_failure::jsonb, %(now)s
+           t.revert_failure::jsonb, t.inputs::jsonb, %(now)s
     FROM unnest(%(tasks)s::text[], %(states)s::text[], %(attempts)s::int[], %(seqs)s::int[],
-                %(results)s::text[], %(failures)s::text[], %(revert_failures)s::text[])
-         AS t(task, state, attempt, seq, result, failure, revert_failure)
+                %(results)s::text[], %(failures)s::text[], %(revert_failures)s::text[], %(inputs)s::text[])
+         AS t(task, state, attempt, seq, result, failure, revert_failure, inputs)
     ON CONFLICT (run_id, task) DO UPDATE
     SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
-        failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
+        failure = excluded.failure, revert_failure = excluded.revert_failure, inputs = excluded.inputs,
+    updated_at = excluded.updated_at
     RETURNING 1
 ), run AS (
     UPDATE flow_runs

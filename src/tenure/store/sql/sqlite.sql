@@ -78,11 +78,12 @@ SET state = ?, overrides = ?, retries = ?, failure = ?, pending_retry = ?, updat
 WHERE id = ?
 
 -- name: upsert_flow_task
-INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, inputs, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, task) DO UPDATE
 SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
-    failure = excluded.failure, revert_failure = excluded.revert_failure, updated_at = excluded.updated_at
+    failure = excluded.failure, revert_failure = excluded.revert_failure, inputs = excluded.inputs,
+    updated_at = excluded.updated_at
 
 -- name: get_flow_run
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
@@ -90,7 +91,7 @@ SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, re
 FROM flow_runs WHERE id = ?
 
 -- name: get_flow_tasks
-SELECT task, state, attempt, seq, result, failure, revert_failure FROM flow_tasks WHERE run_id = ? ORDER BY seq, task
+SELECT task, state, attempt, seq, result, failure, revert_failure, inputs FROM flow_tasks WHERE run_id = ? ORDER BY seq, task
 
 -- name: list_flow_runs
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
