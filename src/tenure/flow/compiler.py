@@ -12,8 +12,9 @@ import functools
 import hashlib
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from tenure.errors import InvalidFlow
 from tenure.flow.patterns import Flow, Pattern
@@ -53,9 +54,11 @@ class Plan:
     provides: frozenset[str]
     #: Changes whenever the flow's structure changes; stored runs remember it.
     fingerprint: str
+    #: Every node (failure-only ones included) by its index.
+    by_index: Mapping[int, Node]
 
     def node(self, name: str) -> Node:
-        for n in (*self.nodes, *self.failure_nodes):
+        for n in self.by_index.values():
             if n.task.name == name:
                 return n
         raise KeyError(name)
@@ -314,6 +317,7 @@ def compile_flow(flow: Flow, inputs: Iterable[str] | None = None) -> Plan:
         requires=frozenset(needed_from_caller),
         provides=frozenset(providers),
         fingerprint=_fingerprint(flow),
+        by_index=MappingProxyType({n.index: n for n in all_tasks}),
     )
 
 

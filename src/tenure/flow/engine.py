@@ -443,20 +443,13 @@ class _Run:
         return True
 
     def _name(self, index: int) -> str:
-        return self._node_by_index()[index].task.name
-
-    def _node_by_index(self) -> dict[int, Node]:
-        cached: dict[int, Node] | None = getattr(self, "_by_index", None)
-        if cached is None:
-            cached = {n.index: n for n in (*self.plan.nodes, *self.plan.failure_nodes)}
-            self._by_index = cached
-        return cached
+        return self.plan.by_index[index].task.name
 
     # --- reverting -----------------------------------------------------------------------------
 
     def _revert(self, indices: list[int], cause: Failure) -> bool:
         """Revert the given nodes that ran, latest first; False if a revert failed."""
-        by_index = self._node_by_index()
+        by_index = self.plan.by_index
         ran = [
             (self.tasks[by_index[i].task.name], by_index[i])
             for i in indices

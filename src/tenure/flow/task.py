@@ -21,7 +21,6 @@ receives the :class:`TaskContext` (attempt number, idempotency key, whether the 
 from __future__ import annotations
 
 import abc
-import asyncio
 import inspect
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -106,11 +105,9 @@ def _qualified(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _parameters(fn: Callable[..., Any], skip_first: bool) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+def _parameters(fn: Callable[..., Any]) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     """(required inputs, optional inputs, wants context) of ``fn``."""
     params = list(inspect.signature(fn).parameters.values())
-    if skip_first and params:
-        params = params[1:]
     required: list[str] = []
     optional: list[str] = []
     wants_context = False
@@ -170,7 +167,7 @@ class Task(abc.ABC):
         self.wants_context = wants_context
 
     def _signature(self) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-        return _parameters(self.execute, skip_first=False)
+        return _parameters(self.execute)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -257,7 +254,7 @@ class FunctionTask(Task):
         )
 
     def _signature(self) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-        return _parameters(self._fn, skip_first=False)
+        return _parameters(self._fn)
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
@@ -297,7 +294,3 @@ def task(
         return FunctionTask(f, name=name, provides=provides, revert=revert, on_failure_only=on_failure_only)
 
     return wrap(fn) if fn is not None else wrap
-
-
-def is_async(fn: Callable[..., Any]) -> bool:
-    return asyncio.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__func__", fn))
