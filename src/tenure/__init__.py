@@ -7,8 +7,11 @@ transaction.
 
 from __future__ import annotations
 
+from tenure.engine import Advance, Fail, Fatal, Retryable, RetryLater, StepContext, Steps, Wait, Worker
+from tenure.engine.provision import Definition, Provisioner, ProvisionRequest, ProvisionResult, ProvisionStep
 from tenure.errors import (
     AlreadyExists,
+    ClaimLost,
     Conflict,
     FlowChanged,
     FlowFailed,
@@ -18,6 +21,7 @@ from tenure.errors import (
     InvalidFlow,
     InvalidKind,
     InvalidSpec,
+    InvalidSteps,
     QuotaExceeded,
     QuotaNotFound,
     ResourceNotFound,
@@ -31,16 +35,25 @@ from tenure.errors import (
     UnknownKind,
     UnknownState,
 )
-from tenure.machine import ANY, Event, Kind, Role, State
+from tenure.machine import ANY, Backoff, Event, Kind, Role, State
 from tenure.store import JournalEntry, Page, Resource, Store, open_store
+from tenure.store.inbox import CallbackStatus, Delivery, Receipt
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "Advance",
     "AlreadyExists",
+    "Backoff",
+    "CallbackStatus",
+    "ClaimLost",
     "Conflict",
+    "Definition",
+    "Delivery",
     "Event",
+    "Fail",
+    "Fatal",
     "FlowChanged",
     "FlowFailed",
     "IdempotencyKeyReused",
@@ -49,17 +62,27 @@ __all__ = [
     "InvalidFlow",
     "InvalidKind",
     "InvalidSpec",
+    "InvalidSteps",
     "JournalEntry",
     "Kind",
     "Page",
+    "ProvisionRequest",
+    "ProvisionResult",
+    "ProvisionStep",
+    "Provisioner",
     "QuotaExceeded",
     "QuotaNotFound",
+    "Receipt",
     "Resource",
     "ResourceNotFound",
+    "RetryLater",
+    "Retryable",
     "Role",
     "SchemaNotMigrated",
     "SchemaTooNew",
     "State",
+    "StepContext",
+    "Steps",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -68,6 +91,8 @@ __all__ = [
     "UnknownEvent",
     "UnknownKind",
     "UnknownState",
-    "__version__",
+    "Wait",
+    "Worker",
     "open_store",
+    "__version__",
 ]

@@ -17,7 +17,9 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "ClaimLost",
     "Conflict",
+    "InvalidSteps",
     "IdempotencyKeyReused",
     "InvalidArgument",
     "InvalidDatabaseURL",
@@ -245,6 +247,50 @@ class Conflict(TenureError):
             f"resource {resource_id} was changed concurrently: expected version {expected_version}, "
             f"found version {actual_version}{where}"
         )
+
+
+class ClaimLost(Conflict):
+    """A worker's fenced write was refused: it no longer holds the claim it ran the step under.
+
+    Its claim expired and another worker took the resource over, or the resource moved on (a client
+    event, a deadline) while the step ran. Nothing was written; the step's outcome is dropped.
+    """
+
+    default_message = "claim lost"
+
+    def __init__(
+        self,
+        *,
+        resource_id: str,
+        expected_version: int,
+        actual_version: int,
+        actual_state: str | None = None,
+        claimed_by: str | None = None,
+    ) -> None:
+        super().__init__(
+            resource_id=resource_id,
+            expected_version=expected_version,
+            actual_version=actual_version,
+            actual_state=actual_state,
+        )
+        self.claimed_by = claimed_by
+        holder = f", now claimed by {claimed_by}" if claimed_by else ""
+        self.message = (
+            f"the claim on resource {resource_id} at version {expected_version} was lost "
+            f"(found version {actual_version}{f' in state {actual_state!r}' if actual_state else ''}{holder}); "
+            "the late write was refused"
+        )
+        self.args = (self.message,)
+
+
+class InvalidSteps(TenureError):
+    """Steps given to the engine do not fit their kinds; ``problems`` lists every one."""
+
+    default_message = "invalid steps"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid steps:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class AlreadyExists(TenureError):

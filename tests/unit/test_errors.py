@@ -12,6 +12,7 @@ import pytest
 import tenure.errors as errors_module
 from tenure.errors import (
     AlreadyExists,
+    ClaimLost,
     Conflict,
     FlowChanged,
     FlowFailed,
@@ -21,6 +22,7 @@ from tenure.errors import (
     InvalidFlow,
     InvalidKind,
     InvalidSpec,
+    InvalidSteps,
     QuotaExceeded,
     QuotaNotFound,
     ResourceNotFound,
@@ -53,6 +55,14 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     InvalidArgument: {"field": "limit", "constraint": "must be between 1 and 1000", "got": 5000},
     ResourceNotFound: {"resource_id": "r-404"},
     Conflict: {"resource_id": "r-1", "expected_version": 3, "actual_version": 5, "actual_state": "active"},
+    ClaimLost: {
+        "resource_id": "r-1",
+        "expected_version": 3,
+        "actual_version": 4,
+        "actual_state": "provisioning",
+        "claimed_by": "host:12:ab",
+    },
+    InvalidSteps: {"problems": ("transfer/started is a rest state; steps run only in work states",)},
     IdempotencyKeyReused: {"key": "k-1", "resource_id": "r-2", "difference": "spec.name differs"},
     InvalidDatabaseURL: {"url": "mysql://x", "reason": "unsupported scheme 'mysql'"},
     StoreUnavailable: {"target": "postgresql://db/tenure", "reason": "connection refused"},

@@ -203,7 +203,19 @@ def test_describe_is_complete() -> None:
     by_name = {s["name"]: s for s in d["states"]}
     for state in kind.states:
         entry = by_name[state.name]
-        assert set(entry) == {"name", "code", "role", "deadline_seconds", "on_deadline", "events", "description"}
+        assert set(entry) == {
+            "name",
+            "code",
+            "role",
+            "deadline_seconds",
+            "on_deadline",
+            "on_failure",
+            "max_attempts",
+            "events",
+            "description",
+        }
+        assert entry["on_failure"] == state.on_failure
+        assert entry["max_attempts"] == (state.backoff.max_attempts if state.role is Role.WORK else None)
         assert entry["code"] == state.code
         assert entry["role"] == state.role.value
         assert entry["events"] == list(kind.allowed_events(state.name))

@@ -22,7 +22,7 @@ from tenure.flow.patterns import Flow
 from tenure.store.core import StoreCore
 from tenure.store.model import Resource
 
-__all__ = ["FlowStep", "StepResult", "run_step"]
+__all__ = ["FlowStep", "StepResult", "execute_flow", "flow_error", "run_step", "step_run_id"]
 
 
 def _spec_as_inputs(resource: Resource) -> dict[str, Any]:
@@ -53,12 +53,19 @@ class StepResult:
 
 
 def step_run_id(resource: Resource) -> str:
-    """The flow run a step of ``resource`` at its current version belongs to."""
-    return f"{resource.id}@{resource.version}"
+    """The flow run a step of ``resource`` in its current state belongs to.
+
+    Keyed by the version the resource entered its state at (the engine's retries of a step bump the
+    version and the attempt count together), so every attempt of one stay resumes one run.
+    """
+    return f"{resource.id}@{resource.version - resource.attempts}"
 
 
-def run_step(store: StoreCore, resource: Resource, step: FlowStep, *, actor: str | None = None) -> StepResult:
-    """Run (or resume) the step's flow for ``resource`` and apply its outcome as one fenced event."""
+def execute_flow(store: StoreCore, resource: Resource, step: FlowStep) -> tuple[FlowOutcome, dict[str, Any]]:
+    """Run, resume, or retry the revert of, the step's flow run; returns its outcome and its outputs.
+
+    Nothing is fired: the caller decides what the outcome means for the resource.
+    """
     kind = store.kind(resource.kind)
     for event in (step.on_success, step.on_failure):
         if not kind.allows(resource.state, event):
@@ -66,16 +73,29 @@ def run_step(store: StoreCore, resource: Resource, step: FlowStep, *, actor: str
     engine = FlowEngine(step.flow, checkpoints=StoreCheckpoints(store), **dict(step.engine_options))
     try:
         run_id = step_run_id(resource)
-        if engine.checkpoints.load_run(run_id) is None:
+        stored = engine.checkpoints.load_run(run_id)
+        if stored is None:
             outcome = engine.run(step.inputs(resource), run_id=run_id, resource_id=resource.id)
+        elif stored.state is RunState.REVERT_FAILED:
+            outcome = engine.retry_revert(run_id)
         else:
             outcome = engine.resume(run_id)
     finally:
         engine.close()
     provided = engine.plan.provides if step.outputs is None else frozenset(step.outputs)
+    return outcome, {k: v for k, v in outcome.values.items() if k in provided}
+
+
+def flow_error(outcome: FlowOutcome) -> str:
+    """One line naming each failed task and why."""
+    return "; ".join(f"{task}: {failure}" for task, failure in outcome.failures.items()) or "flow failed"
+
+
+def run_step(store: StoreCore, resource: Resource, step: FlowStep, *, actor: str | None = None) -> StepResult:
+    """Run (or resume) the step's flow for ``resource`` and apply its outcome as one event."""
+    outcome, data = execute_flow(store, resource, step)
     detail = {"flow": step.flow.name, "flow_run": outcome.run_id, "flow_state": outcome.state.value}
     if outcome.state is RunState.SUCCESS:
-        data = {k: v for k, v in outcome.values.items() if k in provided}
         moved = store.fire(resource, step.on_success, data=data, actor=actor, detail=detail)
     elif outcome.state is RunState.REVERT_FAILED:
         # Not moved on: the resource stays in its work state, visibly blocked, until an operator
@@ -84,8 +104,7 @@ def run_step(store: StoreCore, resource: Resource, step: FlowStep, *, actor: str
             step.flow.name, outcome.run_id, outcome.state.value, {k: str(v) for k, v in outcome.failures.items()}
         )
     elif outcome.state in (RunState.REVERTED, RunState.RESOLVED):
-        error = "; ".join(f"{task}: {failure}" for task, failure in outcome.failures.items()) or "flow failed"
-        moved = store.fire(resource, step.on_failure, error=error, actor=actor, detail=detail)
+        moved = store.fire(resource, step.on_failure, error=flow_error(outcome), actor=actor, detail=detail)
     else:
         raise TenureError(f"flow run {outcome.run_id} stopped in state {outcome.state.value}")
     return StepResult(moved, outcome)

@@ -250,6 +250,8 @@ class Kind:
                     "role": s.role.value,
                     "deadline_seconds": s.deadline.total_seconds() if s.deadline else None,
                     "on_deadline": s.on_deadline,
+                    "on_failure": s.on_failure,
+                    "max_attempts": s.backoff.max_attempts if s.role is Role.WORK else None,
                     "events": list(self.allowed_events(s.name)),
                     "description": s.description,
                 }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-__all__ = ["ANY", "Event", "Guard", "Role", "State", "Subject", "Transition"]
+__all__ = ["ANY", "Backoff", "Event", "Guard", "Role", "State", "Subject", "Transition"]
 
 #: Use as an event's sources to mean "every state that is not final".
 ANY = "*"
@@ -53,6 +53,55 @@ Guard = Callable[[Subject], bool]
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """How a work state's step is retried: at most ``max_attempts`` runs, with capped exponential backoff.
+
+    The delay before attempt ``n + 1`` (after ``n`` failed attempts) is ``base * factor ** (n - 1)``,
+    capped at ``cap``, then spread by ``jitter``: the delay is drawn uniformly from
+    ``[delay * (1 - jitter), delay]``, so many resources failing together do not retry together.
+
+    >>> b = Backoff(max_attempts=5, base=timedelta(seconds=1), cap=timedelta(seconds=10), jitter=0)
+    >>> [b.delay(n, 0.5).total_seconds() for n in (1, 2, 3, 4, 5)]
+    [1.0, 2.0, 4.0, 8.0, 10.0]
+    >>> Backoff(jitter=0.5).delay(1, 0.0).total_seconds(), Backoff(jitter=0.5).delay(1, 1.0).total_seconds()
+    (0.5, 1.0)
+    """
+
+    max_attempts: int = 5
+    base: timedelta = timedelta(seconds=1)
+    factor: float = 2.0
+    cap: timedelta = timedelta(minutes=5)
+    jitter: float = 0.5
+
+    def delay(self, failed_attempts: int, rand: float) -> timedelta:
+        """The pause after ``failed_attempts`` failures; ``rand`` is a uniform draw from [0, 1)."""
+        exponent = max(0, failed_attempts - 1)
+        # Past ~60 doublings any sane cap is exceeded; stop before the float overflows.
+        raw = self.cap.total_seconds() if exponent > 60 else self.base.total_seconds() * self.factor**exponent
+        capped = min(raw, self.cap.total_seconds())
+        return timedelta(seconds=capped * (1 - self.jitter + self.jitter * rand))
+
+    def problems(self) -> list[str]:
+        """What is wrong with this policy (empty when it is usable)."""
+        out = []
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            out.append(f"max_attempts is {self.max_attempts!r}; it must be an integer >= 1")
+        if not isinstance(self.base, timedelta) or self.base.total_seconds() < 0:
+            out.append(f"base is {self.base!r}; it must be a timedelta >= 0")
+        if not isinstance(self.cap, timedelta) or (isinstance(self.base, timedelta) and self.cap < self.base):
+            out.append(f"cap is {self.cap!r}; it must be a timedelta >= base")
+        if not isinstance(self.factor, int | float) or self.factor < 1:
+            out.append(f"factor is {self.factor!r}; it must be a number >= 1")
+        if not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 1:
+            out.append(f"jitter is {self.jitter!r}; it must be between 0 and 1")
+        return out
+
+
+#: The retry policy of a work state that declares none.
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """One state of a kind.
 
@@ -70,6 +119,13 @@ class State:
     deadline: timedelta | None = None
     on_deadline: str | None = None
     description: str = ""
+    on_failure: str | None = None
+    retry: Backoff | None = None
+
+    @property
+    def backoff(self) -> Backoff:
+        """The state's retry policy (the default one if it declares none)."""
+        return self.retry or DEFAULT_BACKOFF
 
     @property
     def is_final(self) -> bool:

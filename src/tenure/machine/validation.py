@@ -111,6 +111,16 @@ def _edge_problems(
                 )
         elif s.deadline is not None or s.on_deadline is not None:
             problems.append(f"state {s.name!r} is a {s.role.value} state; only wait states have a deadline")
+        if s.role is Role.WORK:
+            if s.on_failure is not None and s.on_failure not in edges.get(s.name, {}):
+                problems.append(
+                    f"work state {s.name!r} fires {s.on_failure!r} when its step fails, "
+                    f"but that event does not leave {s.name!r}"
+                )
+            if s.retry is not None:
+                problems.extend(f"work state {s.name!r} retry policy: {p}" for p in s.retry.problems())
+        elif s.on_failure is not None or s.retry is not None:
+            problems.append(f"state {s.name!r} is a {s.role.value} state; only work states have on_failure or retry")
         if not s.is_final and not edges.get(s.name):
             problems.append(f"state {s.name!r} is not final but has no way out (a dead end)")
     return problems

@@ -10,7 +10,6 @@ import abc
 import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,34 +26,19 @@ from tenure.errors import (
     UnknownKind,
 )
 from tenure.machine import Kind, Role, State
+from tenure.store.claims import Claims
 from tenure.store.flowruns import FlowRuns
+from tenure.store.inbox import Inbox
 from tenure.store.model import JournalEntry, Page, Resource, new_id
+from tenure.store.plans import CreatePlan, FirePlan
 from tenure.store.quotas import QuotaLedger
+from tenure.store.signal import Listener, WorkSignal
 
 __all__ = ["CreatePlan", "FirePlan", "StoreCore"]
 
 #: How often a fire without an expected version re-reads and tries again after losing a race.
 BLIND_FIRE_ATTEMPTS = 16
 MAX_PAGE = 1000
-
-
-# Plans are internal and short-lived; plain slotted classes keep the hot path cheap.
-@dataclass(slots=True)
-class CreatePlan:
-    resource: Resource
-    actor: str | None
-
-
-@dataclass(slots=True)
-class FirePlan:
-    """One compare-and-swap: move ``before`` (at its version) to ``after`` and journal it."""
-
-    before: Resource
-    after: Resource
-    event: str
-    data_changed: bool
-    actor: str | None
-    detail: Mapping[str, Any]
 
 
 def _schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -66,7 +50,7 @@ def _schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | 
     return None, None
 
 
-class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
+class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
     """Shared logic of the SQLite and PostgreSQL stores."""
 
     target: str
@@ -75,6 +59,8 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
         self, kinds: Iterable[Kind] = (), *, clock: Clock = system_clock, default_sharable: bool = True
     ) -> None:
         self._kinds: dict[str, Kind] = {}
+        #: Bumped by every write that makes work due; workers wait on it.
+        self.signal = WorkSignal()
         self._clock = clock
         self._default_sharable = default_sharable
         for k in kinds:
@@ -82,6 +68,9 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
 
     def _now(self) -> datetime:
         return self._clock()
+
+    def _json_object_in(self, kind: str, field: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+        return _json_object(kind, field, value)
 
     # --- kinds ---------------------------------------------------------------------------------
 
@@ -231,6 +220,7 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
         except AlreadyExists:
             raise AlreadyExists("resource", plan.resource.id) from None
         if existing is None:
+            self.signal.notify()
             return plan.resource
         return self._check_replay(plan, existing)
 
@@ -269,6 +259,8 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
                     self._raise_if_moved(snapshot)
                 raise
             if self._apply(plan):
+                if plan.after.next_attempt_at is not None or plan.after.deadline is not None:
+                    self.signal.notify()
                 return plan.after
             current = self._get_or_none(snapshot.id)
             if current is None:
@@ -327,6 +319,14 @@ class StoreCore(FlowRuns, QuotaLedger, abc.ABC):
         wanted = None if state is None else ([state] if isinstance(state, str) else list(state))
         items = self._select_page(kind, wanted, after, limit)
         return Page(items, items[-1].id if len(items) == limit else None)
+
+    def listen(self) -> Listener | None:
+        """Start relaying other processes' writes to :attr:`signal`, where the database can.
+
+        Returns the listener (started once, shared, stopped by :meth:`close`), or None when the
+        database cannot notify: waiters must then poll for work written by other processes.
+        """
+        return None
 
     # --- what each store provides --------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +28,7 @@ from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.records import FlowRunRow, FlowTaskRow
 from tenure.store.rows import journal_from_pg, resource_from_pg
+from tenure.store.signal import Listener
 from tenure.store.sqlfile import load_queries
 
 __all__ = ["PostgresStore", "redact"]
@@ -67,6 +69,8 @@ class PostgresStore(StoreCore):
         super().__init__(kinds, clock=clock, default_sharable=default_sharable)
         self.conninfo = conninfo
         self.target = redact(conninfo)
+        self._listener: Listener | None = None
+        self._listener_lock = threading.Lock()
         self._timeout = connect_timeout
         self._pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
             conninfo,
@@ -166,7 +170,30 @@ class PostgresStore(StoreCore):
     def _time_out(self, value: Any) -> datetime | None:
         return value  # type: ignore[no-any-return]
 
+    def listen(self) -> Listener:
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = Listener("tenure-listen", self._listen_once, self.signal)
+            return self._listener
+
+    def _listen_once(self, stop: threading.Event, connected: Callable[[], None]) -> None:
+        timeout = max(1, int(self._timeout))
+        with psycopg.connect(
+            self.conninfo, autocommit=True, connect_timeout=timeout, keepalives_idle=10, keepalives_interval=5
+        ) as conn:
+            conn.execute(Q["listen_work"])
+            connected()
+            while not stop.is_set():
+                for _ in conn.notifies(timeout=1.0):
+                    self.signal.notify()
+                    if stop.is_set():
+                        break
+
     def close(self) -> None:
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
         self._pool.close()
 
     # --- schema --------------------------------------------------------------------------------
@@ -260,6 +287,20 @@ class PostgresStore(StoreCore):
         }
         with self._connection() as conn:
             return conn.execute(Q["fire"], params).fetchone() is not None
+
+    def _resource_out(self, row: Sequence[Any]) -> Resource:
+        return resource_from_pg(tuple(row))
+
+    def _array_in(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+    def _claim_due(
+        self, worker: str, pairs: Sequence[str], limit: int, now: datetime, expires: datetime
+    ) -> list[tuple[Resource, bool]]:
+        params = {"now": now, "pairs": list(pairs), "limit": limit, "worker": worker, "expires": expires}
+        with self._connection() as conn:
+            rows = conn.execute(Q["claim"], params).fetchall()
+        return [(resource_from_pg(row[:21]), bool(row[21])) for row in rows]
 
     def _get_or_none(self, resource_id: str) -> Resource | None:
         with self._connection() as conn:

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -76,7 +76,7 @@ class SQLiteStore(StoreCore):
     >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
     >>> store = SQLiteStore(path, [image], check_schema=False)
     >>> store.migrate()
-    [1, 2]
+    [1, 2, 3]
     >>> r = store.create("image", {"name": "debian-12"})
     >>> r.state, r.version
     ('queued', 1)
@@ -307,6 +307,25 @@ class SQLiteStore(StoreCore):
         except sqlite3.IntegrityError as exc:
             raise _integrity_error(exc) from None
         return swapped
+
+    def _resource_out(self, row: Sequence[Any]) -> Resource:
+        return resource_from_sqlite(tuple(row))
+
+    def _array_in(self, values: Sequence[str]) -> Any:
+        return _dumps(list(values))
+
+    def _claim_due(
+        self, worker: str, pairs: Sequence[str], limit: int, now: datetime, expires: datetime
+    ) -> list[tuple[Resource, bool]]:
+        params = {"now": to_iso(now), "pairs": _dumps(list(pairs)), "limit": limit}
+        claimed: list[tuple[Resource, bool]] = []
+        # Under SQLite's single writer the candidates cannot be claimed by anyone else before the
+        # updates below: the whole claim is one write transaction.
+        with self._write() as tx:
+            for resource_id, takeover in tx.execute(Q["claim_candidates"], params).fetchall():
+                row = tx.execute(Q["claim_one"], (worker, to_iso(expires), resource_id)).fetchone()
+                claimed.append((resource_from_sqlite(row), bool(takeover)))
+        return claimed
 
     def _get_or_none(self, resource_id: str) -> Resource | None:
         with self._translated():

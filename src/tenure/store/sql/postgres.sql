@@ -170,3 +170,107 @@ WITH saved AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM run)
+
+-- === the engine: claims and fenced writes ===
+
+-- name: renew_claims
+UPDATE resources SET claim_expires_at = %s WHERE claim_token = ANY(%s)
+RETURNING claim_token
+
+-- name: release_claim
+-- Setting next_attempt_at (to now) also wakes the other workers.
+UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = %s
+WHERE id = %s AND claim_token = %s
+
+-- name: fire_fenced
+-- A transition written by the engine: the compare-and-swap, plus the claim token when one is given.
+UPDATE resources
+SET state = %s, version = %s, data = COALESCE(%s, data), error = %s, attempts = 0, entered_at = %s,
+    next_attempt_at = %s, deadline = %s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
+    updated_at = %s
+WHERE id = %s AND version = %s AND state = %s AND (%s::text IS NULL OR claim_token = %s)
+
+-- name: retry_later
+UPDATE resources
+SET version = %s, error = %s, attempts = %s, next_attempt_at = %s, data = COALESCE(%s, data),
+    claim_token = NULL, claimed_by = NULL,
+    claim_expires_at = NULL, updated_at = %s
+WHERE id = %s AND version = %s AND claim_token = %s
+
+-- name: expired_waits
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at
+FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) ORDER BY deadline LIMIT %s
+
+-- name: next_wakeup
+-- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback.
+SELECT (SELECT min(next_attempt_at) FROM resources
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state = ANY(%s)),
+       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state = ANY(%s)),
+       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
+       (SELECT min(received_at) FROM inbox WHERE applied_at IS NULL)
+
+-- === the engine: waits and the callback inbox ===
+
+-- name: insert_wait
+INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: get_wait
+SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline FROM waits WHERE token_hash = %s
+
+-- name: get_wait_at
+SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline
+FROM waits WHERE resource_id = %s AND version = %s
+
+-- name: get_version_state
+SELECT version, state FROM resources WHERE id = %s
+
+-- name: insert_callback
+INSERT INTO inbox (token_hash, resource_id, key, status, data, error, digest, received_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING seq
+
+-- name: get_callback_by_key
+SELECT seq, digest, result FROM inbox WHERE token_hash = %s AND key = %s
+
+-- name: callbacks_of_wait
+SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
+FROM inbox WHERE token_hash = %s ORDER BY seq
+
+-- name: unsettled_callbacks
+SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
+FROM inbox WHERE applied_at IS NULL ORDER BY seq LIMIT %s
+
+-- name: settle_callback
+UPDATE inbox SET applied_at = %s, result = %s WHERE seq = %s AND applied_at IS NULL
+
+-- name: insert_journal
+INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: claim
+-- Take up to 'limit' due resources no live worker holds, oldest due first. SKIP LOCKED lets many
+-- workers claim at once without queueing on each other's rows; each claim gets its own token.
+WITH due AS (
+    SELECT id, claim_token IS NOT NULL AS takeover
+    FROM resources
+    WHERE next_attempt_at <= %(now)s AND kind || '/' || state = ANY(%(pairs)s)
+      AND (claim_token IS NULL OR claim_expires_at <= %(now)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE resources AS r
+SET claim_token = replace(gen_random_uuid()::text, '-', ''), claimed_by = %(worker)s,
+    claim_expires_at = %(expires)s
+FROM due
+WHERE r.id = due.id
+RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+          r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, due.takeover
+
+-- name: listen_work
+-- The channel migration 3's triggers notify whenever work becomes due.
+LISTEN tenure_work

@@ -128,3 +128,93 @@ UPDATE quota_reservations SET state = ?, updated_at = ? WHERE id = ? AND state =
 
 -- name: adjust_quota
 UPDATE quotas SET reserved = reserved + ?, in_use = in_use + ? WHERE project = ? AND resource = ?
+
+-- === the engine: claims and fenced writes ===
+
+-- name: renew_claims
+UPDATE resources SET claim_expires_at = ? WHERE claim_token IN (SELECT value FROM json_each(?))
+RETURNING claim_token
+
+-- name: release_claim
+-- Setting next_attempt_at (to now) also wakes the other workers.
+UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = ?
+WHERE id = ? AND claim_token = ?
+
+-- name: fire_fenced
+-- A transition written by the engine: the compare-and-swap, plus the claim token when one is given.
+UPDATE resources
+SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
+    next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
+    updated_at = ?
+WHERE id = ? AND version = ? AND state = ? AND (? IS NULL OR claim_token = ?)
+
+-- name: retry_later
+UPDATE resources
+SET version = ?, error = ?, attempts = ?, next_attempt_at = ?, data = COALESCE(?, data),
+    claim_token = NULL, claimed_by = NULL,
+    claim_expires_at = NULL, updated_at = ?
+WHERE id = ? AND version = ? AND claim_token = ?
+
+-- name: expired_waits
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at
+FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT value FROM json_each(?)) ORDER BY deadline LIMIT ?
+
+-- name: next_wakeup
+-- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback.
+SELECT (SELECT min(next_attempt_at) FROM resources
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
+       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
+       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
+       (SELECT min(received_at) FROM inbox WHERE applied_at IS NULL)
+
+-- === the engine: waits and the callback inbox ===
+
+-- name: insert_wait
+INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: get_wait
+SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline FROM waits WHERE token_hash = ?
+
+-- name: get_wait_at
+SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline
+FROM waits WHERE resource_id = ? AND version = ?
+
+-- name: get_version_state
+SELECT version, state FROM resources WHERE id = ?
+
+-- name: insert_callback
+INSERT INTO inbox (token_hash, resource_id, key, status, data, error, digest, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING seq
+
+-- name: get_callback_by_key
+SELECT seq, digest, result FROM inbox WHERE token_hash = ? AND key = ?
+
+-- name: callbacks_of_wait
+SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
+FROM inbox WHERE token_hash = ? ORDER BY seq
+
+-- name: unsettled_callbacks
+SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
+FROM inbox WHERE applied_at IS NULL ORDER BY seq LIMIT ?
+
+-- name: settle_callback
+UPDATE inbox SET applied_at = ?, result = ? WHERE seq = ? AND applied_at IS NULL
+
+-- name: claim_candidates
+SELECT id, claim_token IS NOT NULL
+FROM resources
+WHERE next_attempt_at <= :now AND kind || '/' || state IN (SELECT value FROM json_each(:pairs))
+  AND (claim_token IS NULL OR claim_expires_at <= :now)
+ORDER BY next_attempt_at
+LIMIT :limit
+
+-- name: claim_one
+UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, claim_expires_at = ?
+WHERE id = ?
+RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at

@@ -1,0 +1,260 @@
+"""Provisioners (seed 000): plug-ins keyed by resource-definition type, and the step that drives them.
+
+A kind's step turns a resource into a manifest of :class:`Definition` s. Each definition goes to the
+provisioner registered for its type, which answers done, pending (it will call back), retry, or
+failed. The answers roll up to the resource: any failure fails it, any retry retries the step, any
+pending puts it in the wait state until the callbacks come, and all done advances it. Per-definition
+sub-states live in the resource's data (``data[data_key][definition id]``), so a retry provisions only
+the definitions not yet done. Deprovisioning, and any other action a plug-in offers (a data plane's
+``start``, say), works the same way through the method named by the step's ``action``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenure.engine.outcome import Advance, Fail, Outcome, RetryLater, Wait
+from tenure.engine.steps import StepContext
+from tenure.errors import TenureError
+from tenure.store.model import Resource
+
+__all__ = [
+    "Definition",
+    "MemoryProvisioner",
+    "ProvisionRequest",
+    "ProvisionResult",
+    "ProvisionStatus",
+    "ProvisionStep",
+    "Provisioner",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """One thing to provision: ``type`` picks the provisioner, ``spec`` says what to make."""
+
+    id: str
+    type: str
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "spec": dict(self.spec)}
+
+
+class ProvisionStatus(enum.StrEnum):
+    DONE = "done"
+    PENDING = "pending"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    """A provisioner's answer for one definition.
+
+    >>> ProvisionResult.pending().status.value, ProvisionResult.failed("quota").error
+    ('pending', 'quota')
+    """
+
+    status: ProvisionStatus
+    data: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def done(cls, data: Mapping[str, Any] | None = None) -> ProvisionResult:
+        return cls(ProvisionStatus.DONE, dict(data or {}))
+
+    @classmethod
+    def pending(cls) -> ProvisionResult:
+        return cls(ProvisionStatus.PENDING)
+
+    @classmethod
+    def retry(cls, error: str) -> ProvisionResult:
+        return cls(ProvisionStatus.RETRY, error=error)
+
+    @classmethod
+    def failed(cls, error: str) -> ProvisionResult:
+        return cls(ProvisionStatus.FAILED, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionRequest:
+    """What a provisioner is asked: do ``action`` for ``definition`` of ``resource_id``.
+
+    An asynchronous provisioner answers pending and later calls back with ``token`` for ``key``.
+    ``idempotency_key`` is the same for every attempt of one stay in the state, so the provisioner
+    can recognise a request sent again after a crash or a retry.
+    """
+
+    action: str
+    resource_id: str
+    definition: Definition
+    token: str
+    key: str
+    attempt: int
+    idempotency_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "resource_id": self.resource_id,
+            "definition": self.definition.to_json(),
+            "token": self.token,
+            "key": self.key,
+            "attempt": self.attempt,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+class Provisioner(Protocol):
+    """Provisions and deprovisions the definitions of one type."""
+
+    def provision(self, request: ProvisionRequest, /) -> ProvisionResult: ...
+
+    def deprovision(self, request: ProvisionRequest, /) -> ProvisionResult: ...
+
+
+Manifest = Callable[[Resource], Sequence[Definition]]
+
+
+def manifest_from_data(key: str = "manifest") -> Manifest:
+    """A manifest read from ``resource.data[key]`` (a list of definition objects)."""
+
+    def read(resource: Resource) -> list[Definition]:
+        return [Definition(d["id"], d["type"], d.get("spec") or {}) for d in resource.data.get(key, [])]
+
+    return read
+
+
+class ProvisionStep:
+    """The step that provisions (or deprovisions, or ``action`` s) a resource's manifest.
+
+    ``done``/``requested``/``failed``/``retry`` name the kind's events: every definition done,
+    some pending (into the wait state), some failed, and every answer in with some asking for a
+    retry (from the wait state back to this one). A definition is tried ``max_attempts`` times
+    at most, counting retries and deadline expiries, before the resource fails.
+    """
+
+    def __init__(
+        self,
+        provisioners: Mapping[str, object],
+        manifest: Manifest,
+        *,
+        done: str,
+        requested: str,
+        failed: str,
+        retry: str | None = None,
+        action: str = "provision",
+        data_key: str | None = None,
+        max_attempts: int = 5,
+        skip: Callable[[Resource, Definition], bool] | None = None,
+    ) -> None:
+        self.provisioners = dict(provisioners)
+        self.manifest = manifest
+        self.done, self.requested, self.failed, self.retry = done, requested, failed, retry
+        self.action = action
+        self.data_key = data_key or action
+        self.max_attempts = max_attempts
+        self.skip = skip
+        self.__name__ = f"{action}_step"
+
+    def _call(self, request: ProvisionRequest) -> ProvisionResult:
+        plugin = self.provisioners.get(request.definition.type)
+        if plugin is None:
+            known = ", ".join(sorted(self.provisioners)) or "none"
+            return ProvisionResult.failed(f"no provisioner for type {request.definition.type!r} (known: {known})")
+        method = getattr(plugin, self.action, None)
+        if not callable(method):
+            return ProvisionResult.failed(f"the {request.definition.type!r} provisioner cannot {self.action}")
+        try:
+            result = method(request)
+        except TenureError as exc:
+            return ProvisionResult.failed(str(exc))
+        except Exception as exc:
+            return ProvisionResult.retry(f"{type(exc).__name__}: {exc}")
+        if not isinstance(result, ProvisionResult):
+            return ProvisionResult.failed(f"the {request.definition.type!r} provisioner answered {result!r}")
+        return result
+
+    def __call__(self, resource: Resource, ctx: StepContext) -> Outcome:
+        definitions = [d for d in self.manifest(resource) if not (self.skip and self.skip(resource, d))]
+        previous = resource.data.get(self.data_key)
+        states: dict[str, Any] = {k: dict(v) for k, v in previous.items()} if isinstance(previous, Mapping) else {}
+        pending: list[str] = []
+        retrying: list[str] = []
+        failed: list[str] = []
+        for d in definitions:
+            entry = states.get(d.id) or {"type": d.type}
+            if entry.get("status") == ProvisionStatus.DONE:
+                continue
+            attempts = int(entry.get("attempts", 0)) + 1
+            if attempts > self.max_attempts:
+                entry.update(status=ProvisionStatus.FAILED.value, error=f"gave up after {self.max_attempts} attempts")
+                states[d.id] = entry
+                failed.append(d.id)
+                continue
+            request = ProvisionRequest(
+                self.action, resource.id, d, ctx.token, d.id, attempts, f"{ctx.idempotency_key}/{d.id}"
+            )
+            result = self._call(request)
+            entry.update(type=d.type, status=result.status.value, attempts=attempts, error=result.error)
+            entry["data"] = dict(result.data)
+            states[d.id] = entry
+            {
+                ProvisionStatus.PENDING: pending,
+                ProvisionStatus.RETRY: retrying,
+                ProvisionStatus.FAILED: failed,
+                ProvisionStatus.DONE: [],
+            }[result.status].append(d.id)
+        data = {self.data_key: states}
+        if failed:
+            return Fail(_errors(states, failed), self.failed, data)
+        if retrying:
+            return RetryLater(_errors(states, retrying), data=data)
+        if pending:
+            return Wait(
+                self.requested,
+                pending,
+                on_done=self.done,
+                on_failed=self.failed,
+                on_retry=self.retry,
+                data_key=self.data_key,
+                data=data,
+            )
+        return Advance(self.done, data)
+
+
+def _errors(states: Mapping[str, Any], ids: Sequence[str]) -> str:
+    return "; ".join(f"{i}: {states[i].get('error') or states[i].get('status')}" for i in ids)
+
+
+class MemoryProvisioner:
+    """A provisioner that keeps what it made in memory: synchronous, or asynchronous on request.
+
+    With ``asynchronous=True`` it answers pending and keeps the request in :attr:`requests`, for a
+    test or demo to answer through the store's callback inbox.
+    """
+
+    def __init__(self, *, asynchronous: bool = False) -> None:
+        self.asynchronous = asynchronous
+        self.made: dict[str, dict[str, Any]] = {}
+        self.requests: list[ProvisionRequest] = []
+
+    def _answer(self, request: ProvisionRequest, data: Mapping[str, Any]) -> ProvisionResult:
+        self.requests.append(request)
+        return ProvisionResult.pending() if self.asynchronous else ProvisionResult.done(data)
+
+    def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        name = f"{request.resource_id}/{request.definition.id}"
+        self.made[name] = dict(request.definition.spec)
+        return self._answer(request, {"name": name})
+
+    def deprovision(self, request: ProvisionRequest) -> ProvisionResult:
+        self.made.pop(f"{request.resource_id}/{request.definition.id}", None)
+        return self._answer(request, {})
+
+    def start(self, request: ProvisionRequest) -> ProvisionResult:
+        return self._answer(request, {"endpoint": f"memory://{request.resource_id}"})

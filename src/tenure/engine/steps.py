@@ -1,0 +1,172 @@
+"""Steps: the code a kind's work states run, registered per (kind, state).
+
+>>> from datetime import timedelta
+>>> from tenure.machine import Event, Kind, Role, State
+>>> job = Kind("job", initial="todo",
+...     states=[State("todo", 1, Role.WORK, on_failure="give_up"), State("done", 2, Role.FINAL),
+...             State("failed", 3, Role.FINAL)],
+...     events=[Event("finish", "todo", "done"), Event("give_up", "todo", "failed")])
+>>> steps = Steps()
+>>> @steps.on(job, "todo")
+... def do_it(resource, ctx):
+...     return Advance("finish", {"answer": 42})
+>>> steps.due()
+[('job', 'todo')]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from tenure.engine.outcome import Advance, Outcome
+from tenure.errors import InvalidSteps
+from tenure.machine import Kind, Role
+from tenure.store.claims import Claim
+from tenure.store.core import StoreCore
+from tenure.store.model import Resource
+
+__all__ = ["Step", "StepContext", "Steps"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a running step may know and use besides the resource."""
+
+    #: The name of the worker running the step.
+    worker: str
+    claim: Claim
+    #: A fresh secret for this attempt: hand it to an external party that will call back.
+    token: str
+    #: 1 for the first run of the step in this state, 2 for the first retry, ...
+    attempt: int
+    store: StoreCore
+    now: Callable[[], datetime]
+    #: Set when the worker could not renew the claim: the step's outcome will be refused.
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of the step in this stay in the state (and after a crash)."""
+        r = self.claim.resource
+        return f"{r.id}@{r.version - r.attempts}"
+
+
+class Step(Protocol):
+    """A work state's code: look at the resource, do the work, say what happens next."""
+
+    def __call__(self, resource: Resource, ctx: StepContext, /) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    kind: Kind
+    state: str
+    step: Step
+    #: Exception types treated as retryable / fatal (fatal wins when both match).
+    retry_on: tuple[type[BaseException], ...]
+    fatal_on: tuple[type[BaseException], ...]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.step, "__name__", type(self.step).__name__)
+
+
+class Steps:
+    """The steps a worker can run, one per (kind, work state)."""
+
+    def __init__(self, entries: Iterable[Registered] = ()) -> None:
+        self._by_key: dict[tuple[str, str], Registered] = {}
+        for e in entries:
+            self._put(e)
+
+    def add(
+        self,
+        kind: Kind,
+        state: str,
+        step: Step,
+        *,
+        retry_on: Iterable[type[BaseException]] = (Exception,),
+        fatal_on: Iterable[type[BaseException]] = (),
+    ) -> None:
+        """Run ``step`` for resources of ``kind`` in ``state`` (a work state with ``on_failure``).
+
+        Exceptions the step raises are retried when they match ``retry_on`` (everything, by default)
+        and not ``fatal_on``; :class:`~tenure.engine.outcome.Fatal` is always fatal.
+        """
+        self._put(Registered(kind, state, step, tuple(retry_on), tuple(fatal_on)))
+
+    def on(
+        self,
+        kind: Kind,
+        state: str,
+        *,
+        retry_on: Iterable[type[BaseException]] = (Exception,),
+        fatal_on: Iterable[type[BaseException]] = (),
+    ) -> Callable[[Callable[[Resource, StepContext], Outcome]], Callable[[Resource, StepContext], Outcome]]:
+        """Decorator form of :meth:`add`."""
+
+        def register(fn: Callable[[Resource, StepContext], Outcome]) -> Callable[[Resource, StepContext], Outcome]:
+            self.add(kind, state, fn, retry_on=retry_on, fatal_on=fatal_on)
+            return fn
+
+        return register
+
+    def _put(self, entry: Registered) -> None:
+        problems = _problems(entry)
+        key = (entry.kind.name, entry.state)
+        existing = self._by_key.get(key)
+        if existing is not None and existing.step is not entry.step:
+            problems.append(f"{entry.kind.name}/{entry.state} already runs step {existing.name}")
+        if problems:
+            raise InvalidSteps(problems)
+        self._by_key[key] = entry
+
+    def __or__(self, other: Steps) -> Steps:
+        """Both sets of steps (refusing two different steps for one state)."""
+        return Steps([*self._by_key.values(), *other._by_key.values()])
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, kind: str, state: str) -> Registered | None:
+        return self._by_key.get((kind, state))
+
+    def due(self) -> list[tuple[str, str]]:
+        """The (kind, state) pairs these steps cover."""
+        return sorted(self._by_key)
+
+    @property
+    def kinds(self) -> Mapping[str, Kind]:
+        return {e.kind.name: e.kind for e in self._by_key.values()}
+
+
+def _problems(entry: Registered) -> list[str]:
+    kind, name = entry.kind, entry.state
+    if not kind.has_state(name):
+        known = ", ".join(s.name for s in kind.states)
+        return [f"kind {kind.name!r} has no state {name!r} (states: {known})"]
+    state = kind.state(name)
+    problems = []
+    if state.role is not Role.WORK:
+        problems.append(f"{kind.name}/{name} is a {state.role.value} state; steps run only in work states")
+    elif state.on_failure is None:
+        problems.append(
+            f"{kind.name}/{name} declares no on_failure event; a step needs one to fire when it fails for good"
+        )
+    if not callable(entry.step):
+        problems.append(f"the step for {kind.name}/{name} is not callable: {entry.step!r}")
+    return problems
+
+
+def advance_to(event: str, **data: Any) -> Step:
+    """A step that always fires ``event`` (with ``data``): for work states with nothing to do."""
+
+    def step(resource: Resource, ctx: StepContext) -> Outcome:
+        return Advance(event, data)
+
+    step.__name__ = f"advance_to_{event}"
+    return step

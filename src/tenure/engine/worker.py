@@ -1,0 +1,455 @@
+"""The worker: claims due resources, runs their steps, applies outcomes, sweeps deadlines and callbacks.
+
+One loop per worker, a thread pool for the steps, and a heartbeat thread that renews the claims of
+the steps still running. Everything a worker writes is fenced: a claimed resource is written only
+while the claim (token and version) still holds, so a worker that stalled past its claim's expiry,
+or whose resource a client moved on, has its late write refused. Several workers in several
+processes (and, on PostgreSQL, on several hosts) share one database safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.rollup import roll_up
+from tenure.engine.steps import Registered, StepContext, Steps
+from tenure.errors import ClaimLost, Conflict, ResourceNotFound, StoreUnavailable, TenureError
+from tenure.machine import Kind, Role, State
+from tenure.store.claims import Claim, WaitPlan
+from tenure.store.core import StoreCore
+from tenure.store.inbox import CallbackRow, token_hash
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("tenure.engine")
+
+_OUTCOMES = (Advance, Wait, RetryLater, Fail)
+
+
+@dataclass
+class WorkerStats:
+    """Counters of what a worker did (read them; they only grow)."""
+
+    rounds: int = 0
+    claimed: int = 0
+    takeovers: int = 0
+    advanced: int = 0
+    waited: int = 0
+    retried: int = 0
+    failed: int = 0
+    claims_lost: int = 0
+    deadlines_fired: int = 0
+    callbacks_applied: int = 0
+    callbacks_superseded: int = 0
+    store_errors: int = 0
+    step_seconds: list[float] = field(default_factory=list, repr=False)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class Worker:
+    """Runs the ``steps`` of resources in ``store``.
+
+    ``concurrency`` steps run at once; a claim lasts ``lease`` and is renewed every ``heartbeat``
+    while its step runs. Idle, the worker sleeps until the next thing it knows to be due, a
+    notification that work appeared, or ``poll_interval`` at most.
+    """
+
+    def __init__(
+        self,
+        store: StoreCore,
+        steps: Steps,
+        *,
+        name: str | None = None,
+        concurrency: int = 4,
+        lease: timedelta = timedelta(seconds=30),
+        heartbeat: timedelta | None = None,
+        poll_interval: float | None = None,
+        batch: int = 100,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if concurrency < 1:
+            raise TenureError(f"concurrency must be at least 1, got {concurrency}")
+        if lease <= timedelta(0):
+            raise TenureError(f"lease must be positive, got {lease}")
+        self.store = store
+        self.steps = steps
+        for kind in steps.kinds.values():
+            store.register(kind)
+        self.name = name or default_worker_name()
+        self.concurrency = concurrency
+        self.lease = lease
+        self.heartbeat = heartbeat or lease / 3
+        self._poll_interval = poll_interval
+        self.batch = batch
+        self._rand = rand
+        self.stats = WorkerStats()
+        self._due = steps.due()
+        self._inflight: dict[str, tuple[Claim, StepContext]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- running -------------------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Run the loop in a background thread (stop it with :meth:`stop`)."""
+        self._thread = threading.Thread(target=self.run, name=f"tenure-worker-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Stop claiming, let running steps finish for up to ``timeout`` seconds, release the rest."""
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self.store.signal.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout + 5)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (safe from a signal handler); :meth:`run` returns once drained."""
+        self._stopping.set()
+        self.store.signal.notify()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """The worker loop; returns after :meth:`stop` once in-flight steps are finished or released."""
+        listener = self.store.listen()
+        poll = self._poll_interval if self._poll_interval is not None else (5.0 if listener else 1.0)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"tenure-step-{self.name}")
+        beat = threading.Thread(target=self._heartbeat_loop, name=f"tenure-heartbeat-{self.name}", daemon=True)
+        beat.start()
+        log.info("worker %s started: %d steps, concurrency %d", self.name, len(self.steps), self.concurrency)
+        pause = 0.05
+        try:
+            while not self._stopping.is_set():
+                seen = self.store.signal.seq
+                try:
+                    busy = self._round()
+                    pause = 0.05
+                except (StoreUnavailable, OSError) as exc:
+                    self.stats.store_errors += 1
+                    log.warning("worker %s: store unavailable (%s); retrying in %.2fs", self.name, exc, pause)
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                if busy:
+                    continue
+                self.store.signal.wait(seen, self._sleep_for(poll))
+        finally:
+            self._drain()
+            self._stopped.set()
+            log.info("worker %s stopped", self.name)
+
+    def _sleep_for(self, poll: float) -> float:
+        if len(self._inflight) >= self.concurrency:
+            return poll  # a finishing step bumps the signal
+        try:
+            nxt = self.store.next_wakeup(self._due, list(self.store.kinds))
+        except StoreUnavailable:
+            return min(poll, 1.0)
+        if nxt is None:
+            return poll
+        return max(0.0, min(poll, (nxt - self.store._now()).total_seconds()))
+
+    def _round(self) -> bool:
+        """One pass: callbacks, deadlines, then claims for the free slots. True if it found work."""
+        self.stats.rounds += 1
+        worked = self.apply_callbacks() + self.sweep_deadlines()
+        free = min(self.concurrency - len(self._inflight), self.batch)
+        claimed = 0
+        if free > 0 and self._due:
+            claims = self.store.claim(self.name, self._due, limit=free, lease=self.lease)
+            for claim in claims:
+                self._submit(claim)
+            claimed = len(claims)
+        # A full batch means more may be due; otherwise the writes of this pass (and finishing steps)
+        # bump the signal, so the wait that follows returns at once when there is more to do.
+        return worked > 0 or (claimed > 0 and claimed == free)
+
+    def tick(self) -> int:
+        """Run one pass synchronously and wait for the steps it started; returns how much it did.
+
+        For tests and scripts that drive the engine step by step.
+        """
+        done = self.apply_callbacks() + self.sweep_deadlines()
+        claims = self.store.claim(self.name, self._due, limit=self.batch, lease=self.lease) if self._due else []
+        for claim in claims:
+            self.run_claim(claim)
+        return done + len(claims)
+
+    def run_until_idle(self, *, max_rounds: int = 10_000) -> int:
+        """Tick until a pass finds nothing to do now; returns the total done."""
+        total = 0
+        for _ in range(max_rounds):
+            done = self.tick()
+            total += done
+            if not done:
+                return total
+        raise TenureError(f"still busy after {max_rounds} rounds")
+
+    def _submit(self, claim: Claim) -> None:
+        assert self._pool is not None
+        self.stats.claimed += 1
+        self.stats.takeovers += claim.takeover
+        future: Future[None] = self._pool.submit(self.run_claim, claim)
+        future.add_done_callback(lambda _f: self.store.signal.notify())
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def run_claim(self, claim: Claim) -> None:
+        """Run the step of a claimed resource and apply its outcome (never raises for step errors)."""
+        r = claim.resource
+        reg = self.steps.get(r.kind, r.state)
+        if reg is None:
+            self.store.release(claim)
+            return
+        state = reg.kind.state(r.state)
+        ctx = StepContext(
+            worker=self.name,
+            claim=claim,
+            token=secrets.token_urlsafe(24),
+            attempt=r.attempts + 1,
+            store=self.store,
+            now=self.store._now,
+        )
+        with self._lock:
+            self._inflight[claim.token] = (claim, ctx)
+        started = time.perf_counter()
+        try:
+            outcome = self._call(reg, ctx)
+            self.stats.step_seconds.append(time.perf_counter() - started)
+            if self._stopping.is_set() and ctx.lost.is_set():
+                return
+            self._apply(reg, state, ctx, outcome)
+        except ClaimLost as exc:
+            self.stats.claims_lost += 1
+            log.info("worker %s: %s", self.name, exc, extra={"resource_id": r.id, "kind": r.kind})
+        except ResourceNotFound:
+            log.warning("worker %s: resource %s vanished", self.name, r.id)
+        except StoreUnavailable as exc:
+            # The outcome is lost with the connection; the claim expires and the step runs again.
+            self.stats.store_errors += 1
+            log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc)
+        finally:
+            with self._lock:
+                self._inflight.pop(claim.token, None)
+
+    def _call(self, reg: Registered, ctx: StepContext) -> Outcome:
+        r = ctx.claim.resource
+        try:
+            outcome = reg.step(r, ctx)
+        except Fatal as exc:
+            return Fail(_describe(exc))
+        except Retryable as exc:
+            return RetryLater(_describe(exc), exc.delay)
+        except Exception as exc:
+            if isinstance(exc, reg.fatal_on) or not isinstance(exc, reg.retry_on):
+                return Fail(_describe(exc))
+            log.info("step %s of %s raised %s", reg.name, r.id, _describe(exc), extra={"resource_id": r.id})
+            return RetryLater(_describe(exc))
+        if not isinstance(outcome, _OUTCOMES):
+            return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater or Fail")
+        return outcome
+
+    def _apply(self, reg: Registered, state: State, ctx: StepContext, outcome: Outcome) -> None:
+        claim, r, store = ctx.claim, ctx.claim.resource, self.store
+        detail = {"step": reg.name, "attempt": ctx.attempt, "worker": self.name}
+        kind = reg.kind
+        if isinstance(outcome, Advance):
+            problem = _event_problem(kind, r.state, outcome.event)
+            if problem is None:
+                store.fire_claimed(
+                    claim, outcome.event, data=outcome.data, actor=self.name, detail={**detail, **outcome.detail}
+                )
+                self.stats.advanced += 1
+                return
+            outcome = Fail(f"step {reg.name} asked to fire {outcome.event!r}: {problem}")
+        if isinstance(outcome, Wait):
+            problem = _wait_problem(kind, r.state, outcome)
+            if problem is None:
+                plan = WaitPlan(token_hash(ctx.token), tuple(outcome.keys), outcome.rules())
+                detail = {**detail, **outcome.detail, "awaiting": list(outcome.keys)}
+                store.fire_claimed(claim, outcome.event, data=outcome.data, actor=self.name, detail=detail, wait=plan)
+                self.stats.waited += 1
+                return
+            outcome = Fail(f"step {reg.name} asked to wait: {problem}")
+        if isinstance(outcome, RetryLater):
+            failed = r.attempts + 1
+            policy = state.backoff
+            if failed < policy.max_attempts:
+                delay = outcome.delay if outcome.delay is not None else policy.delay(failed, self._rand())
+                store.retry_later(
+                    claim,
+                    error=outcome.error,
+                    at=store._now() + delay,
+                    attempts=failed,
+                    data=outcome.data,
+                    actor=self.name,
+                )
+                self.stats.retried += 1
+                return
+            outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
+        event = outcome.event or state.on_failure
+        assert event is not None, "steps are registered only for states with on_failure"
+        problem = _event_problem(kind, r.state, event)
+        if problem is not None:
+            outcome, event = (
+                Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"),
+                state.on_failure or event,
+            )
+        store.fire_claimed(claim, event, data=outcome.data, error=outcome.error[:4000], actor=self.name, detail=detail)
+        self.stats.failed += 1
+
+    # --- callbacks and deadlines ---------------------------------------------------------------
+
+    def apply_callbacks(self) -> int:
+        """Apply callbacks that were recorded but not yet acted on; returns how many were settled."""
+        pending = self.store.unsettled(limit=self.batch)
+        by_wait: dict[str, list[CallbackRow]] = {}
+        for cb in pending:
+            by_wait.setdefault(cb.token_hash, []).append(cb)
+        for hashed, rows in by_wait.items():
+            self._settle(hashed, [cb.seq for cb in rows])
+        return len(pending)
+
+    def _settle(self, hashed: str, seqs: list[int]) -> None:
+        store = self.store
+        wait = store.wait(hashed)
+        resource = store._get_or_none(wait.resource_id) if wait else None
+        if wait is None or resource is None:
+            store.mark_settled(seqs, "dropped: the wait no longer exists")
+            return
+        if resource.version != wait.version:
+            self.stats.callbacks_superseded += len(seqs)
+            store.mark_settled(
+                seqs, f"superseded: the resource moved on to state {resource.state!r} at version {resource.version}"
+            )
+            return
+        decision = roll_up(wait, store.callbacks(hashed), resource.data)
+        if decision.event is None:
+            store.mark_settled(seqs, f"recorded; still waiting for {', '.join(decision.missing)}")
+            return
+        try:
+            store.fire_settling(
+                resource,
+                decision.event,
+                seqs,
+                result=f"applied: fired {decision.event}",
+                data=decision.data,
+                error=decision.error,
+                actor=self.name,
+                detail={"callbacks": seqs},
+            )
+            self.stats.callbacks_applied += len(seqs)
+        except Conflict:
+            pass  # the resource moved on meanwhile; the next pass settles these as superseded
+        except TenureError as exc:
+            store.mark_settled(seqs, f"refused: {exc}")
+
+    def sweep_deadlines(self) -> int:
+        """Fire the deadline event of every resource whose wait outlived its deadline."""
+        fired = 0
+        for r in self.store.expired_waits(list(self.store.kinds), limit=self.batch):
+            state = self.store.kind(r.kind).state(r.state)
+            if state.role is not Role.WAIT or state.on_deadline is None:
+                continue
+            deadline = r.deadline.isoformat() if r.deadline else "?"
+            try:
+                self.store.fire(
+                    r,
+                    state.on_deadline,
+                    error=f"no answer in state {r.state!r} before its deadline ({deadline})",
+                    actor=self.name,
+                    detail={"deadline": deadline},
+                )
+                fired += 1
+            except Conflict:
+                continue  # answered, or swept by another worker, in the meantime
+        self.stats.deadlines_fired += fired
+        return fired
+
+    # --- heartbeats and shutdown ---------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.heartbeat.total_seconds()
+        while not self._stopped.wait(interval):
+            self.renew_claims()
+
+    def renew_claims(self) -> None:
+        """Renew the claims of running steps; flag the ones that were lost."""
+        with self._lock:
+            running = dict(self._inflight)
+        if not running:
+            return
+        try:
+            held = self.store.renew(list(running), lease=self.lease)
+        except StoreUnavailable as exc:
+            log.warning("worker %s: could not renew claims: %s", self.name, exc)
+            return
+        for token, (claim, ctx) in running.items():
+            if token not in held and not ctx.lost.is_set():
+                ctx.lost.set()
+                log.info("worker %s lost its claim on %s", self.name, claim.resource.id)
+
+    def _drain(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        timeout = getattr(self, "_stop_timeout", 30.0)
+        deadline = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            left = list(self._inflight.values())
+        for claim, ctx in left:
+            # Still running: hand it back. Its late write is refused, since the release drops the token.
+            ctx.lost.set()
+            with contextlib.suppress(StoreUnavailable):
+                self.store.release(claim)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _event_problem(kind: Kind, state: str, event: str) -> str | None:
+    if kind.allows(state, event):
+        return None
+    return f"not allowed in state {state!r} (allowed: {', '.join(kind.allowed_events(state)) or 'none'})"
+
+
+def _wait_problem(kind: Kind, state: str, wait: Wait) -> str | None:
+    problem = _event_problem(kind, state, wait.event)
+    if problem is not None:
+        return f"event {wait.event!r} {problem}"
+    target = kind.state(kind.target(state, wait.event))
+    if target.role is not Role.WAIT:
+        return f"event {wait.event!r} leads to {target.name!r}, a {target.role.value} state, not a wait state"
+    if not wait.keys:
+        return "it awaits no keys"
+    for rule, event in (("on_done", wait.on_done), ("on_failed", wait.on_failed), ("on_retry", wait.on_retry)):
+        if event is not None and not kind.allows(target.name, event):
+            return f"{rule} event {event!r} does not leave {target.name!r}"
+    return None

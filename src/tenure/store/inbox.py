@@ -1,0 +1,271 @@
+"""The callback inbox: answers from external parties, recorded durably before anything acts on them.
+
+When a step hands work to an external party (an HTTP provisioner, a data plane), the write that puts
+the resource in its wait state also opens a *wait*: the sha-256 of a correlation token, the answers
+awaited (keys) and what their roll-up fires. A callback names the resource, presents the token and
+answers one key. Delivering it touches only the inbox, never the resource row, so it is accepted
+whatever a worker is doing with the resource; the engine applies it afterwards, as a compare-and-swap
+that marks the callbacks it used as settled in the same transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import enum
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tenure.errors import AlreadyExists, InvalidArgument
+from tenure.store.ops import Dialect, Executor
+from tenure.store.signal import WorkSignal
+
+__all__ = ["CallbackRow", "CallbackStatus", "Delivery", "Inbox", "Receipt", "WaitRow", "token_hash"]
+
+
+def token_hash(token: str) -> str:
+    """The form a correlation token is stored and looked up in (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class CallbackStatus(enum.StrEnum):
+    """What an external party says about one awaited key."""
+
+    #: Finished; ``data`` carries what it produced.
+    DONE = "done"
+    #: Failed for good.
+    FAILED = "failed"
+    #: Failed, worth asking again.
+    RETRY = "retry"
+
+
+class Delivery(enum.StrEnum):
+    """The answer a callback gets."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What became of a delivered callback; ``reason`` says why when it was refused."""
+
+    delivery: Delivery
+    resource_id: str
+    key: str
+    reason: str = ""
+    seq: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the callback is (now or already) recorded."""
+        return self.delivery is not Delivery.REFUSED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivery": self.delivery.value,
+            "resource_id": self.resource_id,
+            "key": self.key,
+            "reason": self.reason,
+            "seq": self.seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRow:
+    token_hash: str
+    resource_id: str
+    version: int
+    state: str
+    keys: tuple[str, ...]
+    rules: Mapping[str, Any]
+    created_at: datetime
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRow:
+    seq: int
+    token_hash: str
+    resource_id: str
+    key: str
+    status: CallbackStatus
+    data: Mapping[str, Any]
+    error: str | None
+    received_at: datetime
+    applied_at: datetime | None
+    result: str | None
+
+
+_MAX_KEY = 200
+_MAX_ERROR = 4000
+
+
+def _digest(status: str, data: Mapping[str, Any], error: str | None) -> str:
+    body = json.dumps([status, data, error], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class Inbox(Dialect):
+    """Waits and callbacks, shared by both stores."""
+
+    signal: WorkSignal
+
+    @abc.abstractmethod
+    def _json_object_in(self, kind: str, field: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``value`` checked to be a storable JSON object (raises InvalidSpec naming ``field``)."""
+
+    def deliver(
+        self,
+        resource_id: str,
+        token: str,
+        key: str,
+        status: CallbackStatus | str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Receipt:
+        """Record a callback answering ``key`` of the wait that ``token`` was handed out for.
+
+        Never blocks on, or is refused because of, a worker holding the resource. The answer says
+        whether the callback was accepted (recorded, to be applied by the engine), a duplicate of
+        one already recorded (same content: nothing changes), or refused, and why: an unknown or
+        wrong token, a key the wait does not await, a different answer already recorded for the
+        key, or an attempt that has been superseded (the resource moved on since it asked).
+        """
+        try:
+            answer = CallbackStatus(status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in CallbackStatus)
+            raise InvalidArgument("status", f"must be one of {allowed}", status) from None
+        if not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY:
+            raise InvalidArgument("key", f"must be 1 to {_MAX_KEY} characters", key)
+        if error is not None and (not isinstance(error, str) or len(error) > _MAX_ERROR):
+            raise InvalidArgument("error", f"must be text of at most {_MAX_ERROR} characters", error)
+        if "\x00" in key or (error and "\x00" in error):
+            raise InvalidArgument("key" if "\x00" in key else "error", "must not contain the NUL character", key)
+        clean = self._json_object_in("callback", "data", data)
+        hashed = token_hash(token)
+        digest = _digest(answer.value, clean, error)
+        now = self._now()
+        try:
+            with self._transaction() as tx:
+                refusal = self._check_delivery(tx, resource_id, hashed, key, digest)
+                if refusal is not None:
+                    return refusal
+                row = tx.execute(
+                    self._sql["insert_callback"],
+                    (
+                        hashed, resource_id, key, answer.value, self._json_in(clean), error, digest,
+                        self._time_in(now),
+                    ),
+                ).fetchone()  # fmt: skip
+                seq = int(row[0])
+        except AlreadyExists:
+            # A concurrent delivery of the same key won the insert; answer as if it came first.
+            with self._reading() as conn:
+                refusal = self._check_delivery(conn, resource_id, hashed, key, digest)
+            assert refusal is not None, "the key was just taken, so it must be recorded now"
+            return refusal
+        self.signal.notify()
+        return Receipt(Delivery.ACCEPTED, resource_id, key, seq=seq)
+
+    def _check_delivery(self, conn: Executor, resource_id: str, hashed: str, key: str, digest: str) -> Receipt | None:
+        """The receipt of a callback that must not be inserted, or None if it may be."""
+        wait = self._wait_in(conn, hashed)
+        if wait is None or wait.resource_id != resource_id:
+            # Whether the token exists for another resource is not the caller's business.
+            return Receipt(Delivery.REFUSED, resource_id, key, "unknown correlation token for this resource")
+        found = conn.execute(self._sql["get_callback_by_key"], (hashed, key)).fetchone()
+        if found is not None:
+            seq, their_digest, result = found
+            if their_digest == digest:
+                settled = f" (applied: {result})" if result else " (not applied yet)"
+                return Receipt(Delivery.DUPLICATE, resource_id, key, f"already recorded{settled}", seq=int(seq))
+            return Receipt(
+                Delivery.REFUSED, resource_id, key, f"a different answer for {key!r} was already recorded", seq=int(seq)
+            )
+        if key not in wait.keys:
+            return Receipt(
+                Delivery.REFUSED, resource_id, key, f"{key!r} is not awaited; expected one of {', '.join(wait.keys)}"
+            )
+        current = conn.execute(self._sql["get_version_state"], (resource_id,)).fetchone()
+        if current is None or int(current[0]) != wait.version:
+            where = "" if current is None else f"; the resource is now in state {current[1]!r} at version {current[0]}"
+            return Receipt(
+                Delivery.REFUSED,
+                resource_id,
+                key,
+                f"the attempt this token was issued for has been superseded (it waited in state "
+                f"{wait.state!r} at version {wait.version}{where})",
+            )
+        return None
+
+    def wait(self, hashed: str) -> WaitRow | None:
+        """The wait opened under the token whose hash is ``hashed``."""
+        with self._reading() as conn:
+            return self._wait_in(conn, hashed)
+
+    def current_wait(self, resource_id: str, version: int) -> WaitRow | None:
+        """The wait opened when the resource entered ``version``, if that write opened one."""
+        with self._reading() as conn:
+            row = conn.execute(self._sql["get_wait_at"], (resource_id, version)).fetchone()
+        return None if row is None else self._wait_out(row)
+
+    def _wait_in(self, conn: Executor, hashed: str) -> WaitRow | None:
+        row = conn.execute(self._sql["get_wait"], (hashed,)).fetchone()
+        return None if row is None else self._wait_out(row)
+
+    def _wait_out(self, row: Sequence[Any]) -> WaitRow:
+        created = self._time_out(row[6])
+        assert created is not None
+        return WaitRow(
+            token_hash=row[0],
+            resource_id=row[1],
+            version=int(row[2]),
+            state=row[3],
+            keys=tuple(self._json_out(row[4])),
+            rules=self._json_out(row[5]),
+            created_at=created,
+            deadline=self._time_out(row[7]),
+        )
+
+    def callbacks(self, hashed: str) -> builtins.list[CallbackRow]:
+        """Every callback recorded for the wait ``hashed``, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(self._sql["callbacks_of_wait"], (hashed,)).fetchall()
+        return [self._callback_out(r) for r in rows]
+
+    def unsettled(self, *, limit: int = 100) -> builtins.list[CallbackRow]:
+        """Callbacks recorded but not yet applied by the engine, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(self._sql["unsettled_callbacks"], (limit,)).fetchall()
+        return [self._callback_out(r) for r in rows]
+
+    def mark_settled(self, seqs: Sequence[int], result: str) -> None:
+        """Mark callbacks applied without a resource write (still waiting for others, or superseded)."""
+        now = self._time_in(self._now())
+        with self._transaction() as tx:
+            for seq in seqs:
+                tx.execute(self._sql["settle_callback"], (now, result, seq))
+
+    def _callback_out(self, row: Sequence[Any]) -> CallbackRow:
+        received = self._time_out(row[7])
+        assert received is not None
+        return CallbackRow(
+            seq=int(row[0]),
+            token_hash=row[1],
+            resource_id=row[2],
+            key=row[3],
+            status=CallbackStatus(row[4]),
+            data=self._json_out(row[5]),
+            error=row[6],
+            received_at=received,
+            applied_at=self._time_out(row[8]),
+            result=row[9],
+        )
