@@ -44,8 +44,8 @@ RULES: tuple[Rule, ...] = (
         "tenure.flow",
         may_import=allow("tenure.errors", "tenure.clock", "tenure.machine", "tenure.store", "tenure.flow"),
     ),
+    Rule("tenure.engine", must_not_import=allow("tenure.kinds", "tenure.service", "tenure.cli")),
     # Future layers, one line each, e.g.:
-    # Rule("tenure.engine", must_not_import=allow("tenure.service", "tenure.cli")),
     # Rule("tenure.service", must_not_import=allow("tenure.cli")),
 )
 
