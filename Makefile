@@ -12,12 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
-## The main job. Until the HTTP service lands, it migrates ./tenure.db and runs the demo.
+## The main job: migrates ./tenure.db and runs the engine on it (Ctrl-C to stop).
 serve: $(STAMP)
+	$(BIN)/tenure serve
+
+## The race demo: many threads fire on the same resources; exactly one wins each version.
+demo: $(STAMP)
 	$(BIN)/tenure migrate
 	$(BIN)/tenure demo
-
-demo: serve
 
 ## The whole check: lint, types, and every test (PostgreSQL tests skip if no server, unless
 ## TENURE_REQUIRE_POSTGRES=1).
@@ -37,6 +39,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/transitions.py
 	$(BIN)/python bench/flows.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tenure.db tenure.db-wal tenure.db-shm

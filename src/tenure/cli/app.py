@@ -25,8 +25,11 @@ from tenure.cli.common import (
 )
 from tenure.cli.demo import demo
 from tenure.cli.runs import runs
+from tenure.cli.worker import serve, worker
+from tenure.errors import TenureError
 from tenure.store import open_store
 from tenure.store.core import StoreCore
+from tenure.store.model import Resource
 
 __all__ = ["app", "main"]
 
@@ -139,7 +142,69 @@ def history(
     console.print(journal_table(entries, title=f"history of {resource_id}"))
 
 
+def _json_object(text: str | None, what: str) -> dict[str, object]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TenureError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}); give a JSON object") from None
+    if not isinstance(value, dict):
+        raise TenureError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@app.command()
+def create(
+    kind: Annotated[str, typer.Argument(help="Kind of the new resource.")],
+    spec: Annotated[str | None, typer.Argument(help="The spec, a JSON object.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Send the same key again to get the same resource.")
+    ] = None,
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a resource in its kind's initial state."""
+
+    def make(store: StoreCore) -> Resource:
+        return store.create(kind, _json_object(spec, "the spec"), idempotency_key=idempotency_key, actor="cli")
+
+    resource = with_store(database, kinds, make)
+    if as_json:
+        print(json.dumps(resource.to_json(), indent=2))
+        return
+    console.print(f"{resource.id} {resource.kind} {resource.state} (version {resource.version})")
+
+
+@app.command()
+def event(
+    resource_id: Annotated[str, typer.Argument(help="Resource id.")],
+    name: Annotated[str, typer.Argument(help="The event to fire.")],
+    if_version: Annotated[
+        int | None, typer.Option("--if-version", help="Refuse unless the resource is still at this version.")
+    ] = None,
+    data: Annotated[str | None, typer.Option("--data", help="JSON object merged into the resource's data.")] = None,
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fire an event on a resource (a compare-and-swap, journaled)."""
+
+    def fire(store: StoreCore) -> Resource:
+        extra = _json_object(data, "--data")
+        return store.fire(resource_id, name, expected_version=if_version, data=extra or None, actor="cli")
+
+    resource = with_store(database, kinds, fire)
+    if as_json:
+        print(json.dumps(resource.to_json(), indent=2))
+        return
+    console.print(f"{resource.id} {resource.kind} {resource.state} (version {resource.version})")
+
+
 app.command()(demo)
+app.command()(worker)
+app.command()(serve)
 app.add_typer(runs)
 
 

@@ -99,6 +99,8 @@ class Worker:
         self._rand = rand
         self.stats = WorkerStats()
         self._due = steps.due()
+        self._kinds = sorted(store.kinds)
+        self._poll = 5.0
         self._inflight: dict[str, tuple[Claim, StepContext]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -134,7 +136,7 @@ class Worker:
     def run(self) -> None:
         """The worker loop; returns after :meth:`stop` once in-flight steps are finished or released."""
         listener = self.store.listen()
-        poll = self._poll_interval if self._poll_interval is not None else (5.0 if listener else 1.0)
+        self._poll = self._poll_interval if self._poll_interval is not None else (5.0 if listener else 1.0)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"tenure-step-{self.name}")
         beat = threading.Thread(target=self._heartbeat_loop, name=f"tenure-heartbeat-{self.name}", daemon=True)
         beat.start()
@@ -144,7 +146,7 @@ class Worker:
             while not self._stopping.is_set():
                 seen = self.store.signal.seq
                 try:
-                    busy = self._round()
+                    sleep = self._round()
                     pause = 0.05
                 except (StoreUnavailable, OSError) as exc:
                     self.stats.store_errors += 1
@@ -152,39 +154,43 @@ class Worker:
                     self._stopping.wait(pause)
                     pause = min(pause * 2, 5.0)
                     continue
-                if busy:
-                    continue
-                self.store.signal.wait(seen, self._sleep_for(poll))
+                if sleep > 0:
+                    self.store.signal.wait(seen, sleep)
         finally:
             self._drain()
             self._stopped.set()
             log.info("worker %s stopped", self.name)
 
-    def _sleep_for(self, poll: float) -> float:
-        if len(self._inflight) >= self.concurrency:
-            return poll  # a finishing step bumps the signal
-        try:
-            nxt = self.store.next_wakeup(self._due, list(self.store.kinds))
-        except StoreUnavailable:
-            return min(poll, 1.0)
-        if nxt is None:
-            return poll
-        return max(0.0, min(poll, (nxt - self.store._now()).total_seconds()))
+    def _round(self) -> float:
+        """One pass: callbacks, deadlines, then claims for the free slots.
 
-    def _round(self) -> bool:
-        """One pass: callbacks, deadlines, then claims for the free slots. True if it found work."""
+        Returns how long the loop may sleep before the next pass (0: go again at once). One query
+        (the agenda) says what is due, so an idle pass costs one query.
+        """
         self.stats.rounds += 1
-        worked = self.apply_callbacks() + self.sweep_deadlines()
+        store = self.store
+        agenda = store.agenda(self._due, self._kinds)
+        now = store._now()
+        worked = 0
+        if agenda.callback is not None:
+            worked += self.apply_callbacks()
+        if agenda.deadline is not None and agenda.deadline <= now:
+            worked += self.sweep_deadlines()
         free = min(self.concurrency - len(self._inflight), self.batch)
-        claimed = 0
-        if free > 0 and self._due:
-            claims = self.store.claim(self.name, self._due, limit=free, lease=self.lease)
+        if free > 0 and agenda.claims_due(now):
+            claims = store.claim(self.name, self._due, limit=free, lease=self.lease)
             for claim in claims:
                 self._submit(claim)
-            claimed = len(claims)
-        # A full batch means more may be due; otherwise the writes of this pass (and finishing steps)
-        # bump the signal, so the wait that follows returns at once when there is more to do.
-        return worked > 0 or (claimed > 0 and claimed == free)
+            if claims and len(claims) == free:
+                return 0.0  # a full batch: more may be due
+        if worked:
+            return 0.0
+        if free <= 0:
+            return self._poll  # a finishing step bumps the signal
+        upcoming = [t for t in (agenda.step, agenda.claim_expiry, agenda.deadline) if t is not None and t > now]
+        if not upcoming:
+            return self._poll
+        return min(self._poll, (min(upcoming) - now).total_seconds())
 
     def tick(self) -> int:
         """Run one pass synchronously and wait for the steps it started; returns how much it did.

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from typing import Any
 
+from tenure.engine.flows import flow_step
 from tenure.engine.steps import Steps
-from tenure.errors import TenureError
+from tenure.errors import QuotaNotFound, TenureError
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer, transfer_steps
-from tenure.kinds.volume import volume
+from tenure.kinds.volume import (
+    Host,
+    MemoryNotifier,
+    MemoryVolumeDriver,
+    QuotaLedger,
+    ReservationView,
+    volume,
+    volume_steps,
+)
 from tenure.machine import Kind
 
 __all__ = ["builtin_kinds", "builtin_steps", "load_kinds", "load_steps"]
@@ -20,9 +30,42 @@ def builtin_kinds() -> tuple[Kind, ...]:
     return (image, transfer, volume)
 
 
-def builtin_steps() -> Steps:
-    """The engine steps of the example kinds, with in-memory plug-ins (for the demo and tests)."""
-    return transfer_steps()
+def builtin_steps(ledger: QuotaLedger | None = None) -> Steps:
+    """The engine steps of the example kinds, with in-memory plug-ins (for the demo and tests).
+
+    Volumes need a quota ``ledger`` (the store is one); without it only transfers get steps. Every
+    project gets a 1000 GB quota the first time a volume of it is requested.
+    """
+    steps = transfer_steps()
+    if ledger is not None:
+        flows = volume_steps(
+            _DefaultQuota(ledger),
+            driver=MemoryVolumeDriver(),
+            notifier=MemoryNotifier(),
+            hosts=[Host("host-a", 2000, "nova"), Host("host-b", 1000, "nova")],
+            default_availability_zone="nova",
+        )
+        for state, step in flows.items():
+            steps.add(volume, state, flow_step(step))
+    return steps
+
+
+class _DefaultQuota:
+    """A ledger that gives a project a default quota the first time it reserves (for the demo kinds)."""
+
+    def __init__(self, ledger: QuotaLedger, default_gb: int = 1000) -> None:
+        self._ledger = ledger
+        self._default = default_gb
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def reserve(self, reservation_id: str, project: str, resource: str, amount: int) -> ReservationView:
+        try:
+            return self._ledger.reserve(reservation_id, project, resource, amount)
+        except QuotaNotFound:
+            self._ledger.set_quota(project, resource, self._default)  # type: ignore[attr-defined]
+            return self._ledger.reserve(reservation_id, project, resource, amount)
 
 
 def load_kinds(paths: Iterable[str]) -> tuple[Kind, ...]:

@@ -23,7 +23,7 @@ from tenure.store.ops import Dialect, Executor
 from tenure.store.plans import FirePlan
 from tenure.store.signal import WorkSignal
 
-__all__ = ["RETRY_EVENT", "Claim", "Claims", "WaitPlan"]
+__all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "WaitPlan"]
 
 #: The journal event of a failed attempt that will be retried (the state does not change).
 RETRY_EVENT = "@retry"
@@ -42,6 +42,28 @@ class Claim:
         token = self.resource.claim_token
         assert token is not None, "a claimed resource always has a claim token"
         return token
+
+
+@dataclass(frozen=True, slots=True)
+class Agenda:
+    """When each kind of engine work is next due (None: nothing of that kind is scheduled)."""
+
+    #: The earliest ``next_attempt_at`` of an unclaimed resource in a state with a step.
+    step: datetime | None
+    #: The earliest expiry of a claim (a takeover becomes possible then).
+    claim_expiry: datetime | None
+    #: The earliest deadline of a wait.
+    deadline: datetime | None
+    #: When the oldest unsettled callback arrived.
+    callback: datetime | None
+
+    @property
+    def earliest(self) -> datetime | None:
+        times = [t for t in (self.step, self.claim_expiry, self.deadline, self.callback) if t is not None]
+        return min(times, default=None)
+
+    def claims_due(self, now: datetime) -> bool:
+        return any(t is not None and t <= now for t in (self.step, self.claim_expiry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +229,22 @@ class Claims(Dialect):
     ) -> Resource:
         plan = self._plan_fire(before, event, data=data, error=error, actor=actor, detail=detail)
         after = plan.after
+        swapped = self._write_fenced(plan, token, wait, settle, result)
+        if not swapped:
+            # Read after the transaction ended: a second pooled connection inside it could deadlock.
+            self._raise_lost(before, fenced=token is not None)
+        if after.next_attempt_at is not None or after.deadline is not None:
+            self.signal.notify()
+        return after
+
+    def _write_fenced(
+        self, plan: FirePlan, token: str | None, wait: WaitPlan | None, settle: Sequence[int], result: str
+    ) -> bool:
+        """Write a planned engine transition (fenced by ``token`` when given); False if the swap lost.
+
+        The journal row, the wait it opens and the callbacks it settles commit with it or not at all.
+        """
+        before, after, event, actor = plan.before, plan.after, plan.event, plan.actor
         now = self._time_in(after.updated_at)
         with self._transaction() as tx:
             cur = tx.execute(
@@ -231,12 +269,7 @@ class Claims(Dialect):
                     )  # fmt: skip
                 for seq in settle:
                     tx.execute(self._sql["settle_callback"], (now, result, seq))
-        if not swapped:
-            # Read after the transaction ended: a second pooled connection inside it could deadlock.
-            self._raise_lost(before, fenced=token is not None)
-        if after.next_attempt_at is not None or after.deadline is not None:
-            self.signal.notify()
-        return after
+        return bool(swapped)
 
     def retry_later(
         self,
@@ -326,15 +359,17 @@ class Claims(Dialect):
             rows = conn.execute(self._sql["expired_waits"], params).fetchall()
         return [self._resource_out(r) for r in rows]
 
-    def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:
-        """The earliest time anything becomes due for a worker with steps for ``due``.
+    def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
+        """When each kind of engine work is next due, in one query.
 
-        That is the earliest of: an unclaimed resource's ``next_attempt_at``, a claim's expiry, the
-        deadline of a wait of one of ``kinds``, an unsettled callback. ``None`` when nothing is
-        scheduled at all.
+        ``due`` lists the (kind, state) pairs a worker has steps for; deadlines count for ``kinds``.
         """
         pairs = self._array_in([_pair(k, s) for k, s in due])
         with self._reading() as conn:
             row = conn.execute(self._sql["next_wakeup"], (pairs, pairs, self._array_in(list(kinds)))).fetchone()
-        times = [self._time_out(v) for v in (row or ()) if v is not None]
-        return min((t for t in times if t is not None), default=None)
+        values = [self._time_out(v) for v in (row or (None, None, None, None))]
+        return Agenda(*values)
+
+    def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:
+        """The earliest time anything becomes due for a worker with steps for ``due`` (None: nothing)."""
+        return self.agenda(due, kinds).earliest

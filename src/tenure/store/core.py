@@ -61,6 +61,8 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
         self._kinds: dict[str, Kind] = {}
         #: Bumped by every write that makes work due; workers wait on it.
         self.signal = WorkSignal()
+        #: Operations sent to the database (a statement, or a transaction of several), for metrics.
+        self.operations = 0
         self._clock = clock
         self._default_sharable = default_sharable
         for k in kinds:

@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenure.clock import Clock, system_clock
 from tenure.errors import AlreadyExists, InvalidArgument, SchemaNotMigrated, SchemaTooNew, StoreUnavailable
 from tenure.machine import Kind
+from tenure.store.claims import WaitPlan
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
@@ -103,6 +104,7 @@ class PostgresStore(StoreCore):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        self.operations += 1
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -301,6 +303,35 @@ class PostgresStore(StoreCore):
         with self._connection() as conn:
             rows = conn.execute(Q["claim"], params).fetchall()
         return [(resource_from_pg(row[:21]), bool(row[21])) for row in rows]
+
+    def _write_fenced(
+        self, plan: FirePlan, token: str | None, wait: WaitPlan | None, settle: Sequence[int], result: str
+    ) -> bool:
+        before, after = plan.before, plan.after
+        params = {
+            "state": after.state,
+            "version": after.version,
+            "data": Jsonb(after.data) if plan.data_changed else None,
+            "error": after.error,
+            "now": after.updated_at,
+            "next_attempt_at": after.next_attempt_at,
+            "deadline": after.deadline,
+            "id": before.id,
+            "expected_version": before.version,
+            "source": before.state,
+            "token": token,
+            "event": plan.event,
+            "actor": plan.actor,
+            "detail": Jsonb(plan.detail),
+            "wait_hash": wait.token_hash if wait else None,
+            "wait_keys": Jsonb(list(wait.keys)) if wait else None,
+            "wait_rules": Jsonb(dict(wait.rules)) if wait else None,
+            "settle": list(settle),
+            "result": result,
+        }
+        with self._connection() as conn:
+            row = conn.execute(Q["fire_fenced_once"], params).fetchone()
+        return bool(row and row[0] == 1)
 
     def _get_or_none(self, resource_id: str) -> Resource | None:
         with self._connection() as conn:

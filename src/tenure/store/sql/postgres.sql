@@ -274,3 +274,28 @@ RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.g
 -- name: listen_work
 -- The channel migration 3's triggers notify whenever work becomes due.
 LISTEN tenure_work
+
+-- name: fire_fenced_once
+-- An engine transition in one statement: the fenced compare-and-swap, its journal row, the wait it
+-- opens and the callbacks it settles; every part is written only if the swap matched.
+WITH moved AS (
+    UPDATE resources
+    SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
+        attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
+        deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
+        updated_at = %(now)s
+    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
+      AND (%(token)s::text IS NULL OR claim_token = %(token)s)
+    RETURNING id
+), logged AS (
+    INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+    SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
+), waited AS (
+    INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+    SELECT %(wait_hash)s, id, %(version)s, %(state)s, %(wait_keys)s, %(wait_rules)s, %(now)s, %(deadline)s
+    FROM moved WHERE %(wait_hash)s::text IS NOT NULL
+), settled AS (
+    UPDATE inbox SET applied_at = %(now)s, result = %(result)s
+    WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
+)
+SELECT count(*) FROM moved

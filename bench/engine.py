@@ -1,0 +1,339 @@
+"""Engine benchmark: transfer lifecycles per second, callback latency, and idle database load.
+
+* **Lifecycles**: full ``transfer`` lifecycles (create → ... → started, the client fires ``complete``,
+  → ... → deprovisioned: 10 transitions) with synchronous provisioners, on PostgreSQL with 1 and 2
+  worker processes and on SQLite with one in-process worker.
+* **Callback latency**: an asynchronous provisioner leaves each transfer in ``provisioning_requested``;
+  the benchmark delivers the callback from another process and reads, from the journal and the inbox,
+  how long it took until the callback was applied and until the next step had run.
+  Eclipse EDC's state machine polls every second by default, so it waits 0 to 1 s for each hop.
+* **Idle load**: database transactions per second per idle worker (PostgreSQL's own counters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchkit import scratch_database, unshadow, version
+
+unshadow()
+
+from tenure.engine import Worker  # noqa: E402
+from tenure.engine.provision import MemoryProvisioner, ProvisionRequest, ProvisionResult  # noqa: E402
+from tenure.kinds.transfer import transfer, transfer_steps  # noqa: E402
+from tenure.store import open_store  # noqa: E402
+from tenure.store.core import StoreCore  # noqa: E402
+from tenure.store.inbox import token_hash  # noqa: E402
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TRANSITIONS_PER_LIFECYCLE = 10
+
+
+class AnnouncingProvisioner(MemoryProvisioner):
+    """Asynchronous: answers pending and tells the benchmark the token to call back with."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__(asynchronous=True)
+        self.queue = queue
+
+    def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        result = super().provision(request)
+        self.queue.put((request.resource_id, request.key, request.token))
+        return result
+
+
+def _steps(queue: Any | None) -> Any:
+    plugins: dict[str, object] = {"memory": MemoryProvisioner()}
+    if queue is not None:
+        plugins["async"] = AnnouncingProvisioner(queue)
+    return transfer_steps(plugins)
+
+
+def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency: int) -> None:
+    store = open_store(url, [transfer])
+    worker = Worker(store, _steps(queue), concurrency=concurrency)
+    threading.Thread(target=lambda: (stop.wait(), worker.request_stop()), daemon=True).start()
+    ready.set()
+    try:
+        worker.run()
+    finally:
+        store.close()
+
+
+class Workers:
+    """Worker processes on a PostgreSQL database, stopped (SIGTERM-like) at the end."""
+
+    def __init__(self, url: str, count: int, *, queue: Any | None = None, concurrency: int = 4) -> None:
+        ctx = mp.get_context("spawn")
+        self.stop = ctx.Event()
+        self.procs = []
+        for _ in range(count):
+            ready = ctx.Event()
+            p = ctx.Process(target=_worker_main, args=(url, self.stop, ready, queue, concurrency), daemon=True)
+            p.start()
+            ready.wait(30)
+            self.procs.append(p)
+        time.sleep(0.5)  # let each worker's listener connect
+
+    def close(self) -> None:
+        self.stop.set()
+        for p in self.procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+
+
+def _drive(store: StoreCore, count: int, spec: dict[str, Any]) -> float:
+    """Create ``count`` transfers, complete each once started, wait until all are deprovisioned."""
+    started = time.perf_counter()
+    for i in range(count):
+        store.create("transfer", {**spec, "asset": f"asset-{i}"})
+    done = 0
+    while done < count:
+        for r in store.list(kind="transfer", state="started", limit=1000).items:
+            store.fire(r.id, "complete")
+        done = len(store.list(kind="transfer", state="deprovisioned", limit=1000).items)
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Lifecycles:
+    label: str
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+def lifecycles_postgres(admin_url: str, workers: int, count: int) -> Lifecycles:
+    with scratch_database(admin_url) as url:
+        _migrate(url)
+        pool = Workers(url, workers)
+        store = open_store(url, [transfer])
+        try:
+            seconds = _drive(store, count, {})
+        finally:
+            store.close()
+            pool.close()
+    return Lifecycles(f"PostgreSQL, {workers} worker process{'es' if workers > 1 else ''}", count, seconds)
+
+
+def lifecycles_sqlite(count: int, synchronous: str) -> Lifecycles:
+    path = os.path.join(tempfile.mkdtemp(prefix="tenure-bench-engine-"), "engine.db")
+    url = f"sqlite:///{path}?synchronous={synchronous}"
+    _migrate(url)
+    store = open_store(url, [transfer])
+    worker = Worker(store, _steps(None), concurrency=4).start()
+    try:
+        seconds = _drive(store, count, {})
+    finally:
+        worker.stop()
+        store.close()
+    return Lifecycles(f"SQLite {synchronous.upper()}, 1 worker (in-process)", count, seconds)
+
+
+def _migrate(url: str) -> None:
+    store = open_store(url, check_schema=False)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
+@dataclass
+class Latency:
+    label: str
+    applied_ms: list[float]
+    next_step_ms: list[float]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _latency_samples(store: StoreCore, queue: Any, samples: int, pause: float) -> tuple[list[float], list[float]]:
+    applied, next_step = [], []
+    spec = {"resources": [{"id": "bucket", "type": "async"}]}
+    for i in range(samples):
+        r = store.create("transfer", {**spec, "asset": f"lat-{i}"})
+        resource_id, key, token = queue.get(timeout=30)
+        assert resource_id == r.id
+        while store.get(r.id).state != "provisioning_requested":
+            time.sleep(0.0005)
+        time.sleep(pause)  # let the worker go idle, so the wake-up path is what is measured
+        receipt = store.deliver(r.id, token, key, "done", data={"url": f"mem://{i}"})
+        assert receipt.accepted, receipt
+        received = store.callbacks(token_hash(token))[0].received_at
+        entries: dict[str, Any] = {}
+        for _ in range(20_000):
+            entries = {e.event: e.at for e in store.journal(r.id)}
+            if "request" in entries:
+                break
+            time.sleep(0.001)
+        applied.append((entries["provisioned"] - received).total_seconds() * 1000)
+        next_step.append((entries["request"] - received).total_seconds() * 1000)
+    return applied, next_step
+
+
+def latency_postgres(admin_url: str, samples: int, pause: float) -> Latency:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with scratch_database(admin_url) as url:
+        _migrate(url)
+        pool = Workers(url, 1, queue=queue)
+        store = open_store(url, [transfer])
+        try:
+            applied, nxt = _latency_samples(store, queue, samples, pause)
+        finally:
+            store.close()
+            pool.close()
+    return Latency("PostgreSQL, callback from another process (LISTEN/NOTIFY wake-up)", applied, nxt)
+
+
+def latency_sqlite(samples: int, pause: float) -> Latency:
+    import queue as stdlib_queue
+
+    q: stdlib_queue.Queue[tuple[str, str, str]] = stdlib_queue.Queue()
+    path = os.path.join(tempfile.mkdtemp(prefix="tenure-bench-engine-"), "latency.db")
+    url = f"sqlite:///{path}"
+    _migrate(url)
+    store = open_store(url, [transfer])
+    worker = Worker(store, _steps(q), concurrency=4).start()
+    try:
+        applied, nxt = _latency_samples(store, q, samples, pause)
+    finally:
+        worker.stop()
+        store.close()
+    return Latency("SQLite FULL, callback in the worker's process", applied, nxt)
+
+
+def _idle_main(url: str, seconds: float, out: Any) -> None:
+    store = open_store(url, [transfer])
+    worker = Worker(store, _steps(None)).start()
+    try:
+        time.sleep(3.0)  # settle: the first passes after start are not idle
+        before = store.operations
+        time.sleep(seconds)
+        out.put((store.operations - before) / seconds)
+    finally:
+        worker.stop()
+        store.close()
+
+
+def idle_queries(admin_url: str, workers: int, seconds: float) -> list[float]:
+    """Database operations per second of each idle worker process (counted by the store itself)."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with scratch_database(admin_url) as url:
+        _migrate(url)
+        procs = [ctx.Process(target=_idle_main, args=(url, seconds, out), daemon=True) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        rates = [float(out.get(timeout=seconds + 60)) for _ in procs]
+        for p in procs:
+            p.join(30)
+    return rates
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
+
+def _time(label: str, fn: Callable[[], Any]) -> Any:
+    print(f"  running: {label} ...", file=sys.stderr, flush=True)
+    return fn()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke test")
+    parser.add_argument("--skip-postgres", action="store_true", help="leave PostgreSQL out")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TENURE_BENCH_POSTGRES_URL", DEFAULT_PG_URL),
+        help="admin URL; scratch databases are created next to it and dropped (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    count = 60 if args.quick else 400
+    samples = 20 if args.quick else 200
+    idle_seconds = 5.0 if args.quick else 20.0
+    print(
+        f"tenure engine benchmark{' (quick)' if args.quick else ''}: Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f}); tenure {version('tenure')}"
+    )
+    results: list[Lifecycles] = []
+    latencies: list[Latency] = []
+    idle: list[tuple[int, list[float]]] = []
+    if not args.skip_postgres:
+        for w in (1, 2):
+            results.append(
+                _time(
+                    f"{count} lifecycles, PostgreSQL, {w} workers",
+                    lambda w=w: lifecycles_postgres(args.postgres_url, w, count),
+                )
+            )
+    results.append(_time(f"{count} lifecycles, SQLite FULL", lambda: lifecycles_sqlite(count, "full")))
+    results.append(_time(f"{count} lifecycles, SQLite NORMAL", lambda: lifecycles_sqlite(count, "normal")))
+    if not args.skip_postgres:
+        latencies.append(
+            _time("callback latency, PostgreSQL", lambda: latency_postgres(args.postgres_url, samples, 0.02))
+        )
+    latencies.append(_time("callback latency, SQLite", lambda: latency_sqlite(samples, 0.02)))
+    if not args.skip_postgres:
+        for w in (1, 2):
+            rates = _time(f"idle load, {w} workers", lambda w=w: idle_queries(args.postgres_url, w, idle_seconds))
+            idle.append((w, rates))
+
+    print("\nFull transfer lifecycles (sync provisioners, 10 transitions each, the client fires 'complete')")
+    widths = (52, 12, 16, 14)
+    print(_row(("setup", "lifecycles", "lifecycles/s", "transitions/s"), widths))
+    for r in results:
+        print(
+            _row(
+                (r.label, str(r.count), f"{r.per_second:,.1f}", f"{r.per_second * TRANSITIONS_PER_LIFECYCLE:,.0f}"),
+                widths,
+            )
+        )
+
+    print("\nCallback latency: from the callback's arrival in the inbox (ms)")
+    widths = (66, 18, 18, 26)
+    print(_row(("setup", "applied p50/p99", "next step p50/p99", "vs EDC's 1 s poll (p50)"), widths))
+    for lat in latencies:
+        p50, p99 = _percentile(lat.applied_ms, 0.5), _percentile(lat.applied_ms, 0.99)
+        n50, n99 = _percentile(lat.next_step_ms, 0.5), _percentile(lat.next_step_ms, 0.99)
+        # EDC waits for its next poll at each hop: 500 ms on average per hop, two hops here.
+        print(
+            _row((lat.label, f"{p50:.1f} / {p99:.1f}", f"{n50:.1f} / {n99:.1f}", f"{1000 / n50:,.0f}x sooner"), widths)
+        )
+    if latencies:
+        mean = statistics.mean(latencies[0].next_step_ms)
+        print(f"  (mean next-step latency {mean:.1f} ms; EDC's default poll: 0-1000 ms per hop, 1000 ms for two)")
+
+    if idle:
+        print("\nIdle database load (PostgreSQL queries per second of each idle worker; LISTEN costs none)")
+        widths = (10, 40)
+        print(_row(("workers", "queries/s, each worker"), widths))
+        for w, rates in idle:
+            print(_row((str(w), ", ".join(f"{r:.2f}" for r in rates)), widths))
+        print("  (an EDC-style manager polls every state processor every second: >= 1 query/s per processor)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The worker process that ``test_engine_chaos.py`` kills, stops, starves of its database and lies to.
+
+Usage::
+
+    python engine_worker.py URL --name NAME --stats PATH [options]
+
+It opens the store at ``URL`` (PostgreSQL), builds the ``transfer`` kind with short deadlines and a
+short backoff (:func:`chaos_kind`), the transfer steps driving one provisioner plug-in,
+:class:`Recorder`, for the definition type ``rec`` (data plane included), and runs a
+:class:`~tenure.engine.Worker` until SIGTERM (or SIGINT) asks it to stop. Its stats go to ``PATH``
+as JSON every ``--stats-every`` seconds and once more when it has stopped (``"final": true``), so a
+worker that is SIGKILLed leaves its last dump behind.
+
+The recorder writes every effect it applies to the table ``chaos_effects`` (:data:`EFFECTS_DDL`,
+created by the test) *before* it answers, in a transaction of its own: what a worker did is on
+record even when the worker dies before the transition that would follow commits. A row names the
+resource, the definition, the action, the resource version the step was claimed at, the worker,
+the correlation token of the attempt (so the test can call back, late or twice) and the answer.
+The unique key (resource, definition, action, claim version, worker) lets several workers apply one
+step (at-least-once, after a crash or a lost claim) but never one worker twice.
+
+How a definition behaves is read from its ``spec``:
+
+``provision`` / ``deprovision`` / ``start``: ``"ok"`` (default)
+    done at once (``"never"``: pending, never calls back; ``"async"``: pending, the test calls back;
+    ``"fail"``: raises, which the step treats as retryable; ``"fatal"``: answers failed);
+``pause``
+    sleep up to that many seconds after recording the effect (widens the window in which a kill
+    leaves an applied effect without its transition);
+``slow`` (seconds), ``slow_action`` (default ``"provision"``)
+    sleep that long after recording the effect, but only for the first worker to apply it at that
+    claim version (the one that takes the step over runs fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from tenure import open_store
+from tenure.engine import Outcome, Resource, StepContext, Steps, Worker
+from tenure.engine.provision import ProvisionRequest, ProvisionResult
+from tenure.engine.steps import Step
+from tenure.kinds.transfer import transfer_kind, transfer_steps
+from tenure.machine import Backoff, Kind
+
+__all__ = [
+    "EFFECTS_DDL",
+    "EXIT_CLEAN",
+    "EXIT_ERROR",
+    "KIND_NAME",
+    "PLUGIN",
+    "Recorder",
+    "chaos_kind",
+    "chaos_steps",
+    "main",
+]
+
+KIND_NAME = "transfer"
+#: The definition type (and data plane) the recorder serves.
+PLUGIN = "rec"
+EXIT_CLEAN = 0
+EXIT_ERROR = 4
+
+EFFECTS_DDL = """
+CREATE TABLE IF NOT EXISTS chaos_effects (
+    seq           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    resource_id   text NOT NULL,
+    definition_id text NOT NULL,
+    action        text NOT NULL,
+    -- the resource version the step was claimed at (a claim does not bump the version)
+    version       bigint NOT NULL,
+    -- the provisioner's attempt count for the definition (ProvisionRequest.attempt)
+    attempt       integer NOT NULL,
+    worker        text NOT NULL,
+    pid           integer NOT NULL,
+    token         text NOT NULL,
+    answer        text NOT NULL,
+    at            timestamptz NOT NULL,
+    UNIQUE (resource_id, definition_id, action, version, worker)
+)
+"""
+
+_RECORD = """
+WITH prior AS (
+    SELECT count(*) AS n FROM chaos_effects
+    WHERE resource_id = %(rid)s AND definition_id = %(did)s AND action = %(action)s AND version = %(version)s
+)
+INSERT INTO chaos_effects (resource_id, definition_id, action, version, attempt, worker, pid, token, answer, at)
+VALUES (%(rid)s, %(did)s, %(action)s, %(version)s, %(attempt)s, %(worker)s, %(pid)s, %(token)s, %(answer)s, %(at)s)
+RETURNING seq, (SELECT n FROM prior)
+"""
+
+_ANSWERS = {"ok": "done", "never": "pending", "async": "pending", "fail": "retry", "fatal": "failed"}
+
+
+def chaos_kind(*, deadline: float, retry: Backoff) -> Kind:
+    """The transfer kind as the workers (and the test) build it: one deadline, one retry policy."""
+    return transfer_kind(request_deadline=timedelta(seconds=deadline), retry=retry, name=KIND_NAME)
+
+
+# --- which claim a provisioner call belongs to ------------------------------------------------------
+
+_running = threading.local()
+
+
+def _current() -> StepContext:
+    ctx: StepContext | None = getattr(_running, "ctx", None)
+    assert ctx is not None, "the recorder is only called from inside a step"
+    return ctx
+
+
+def _remembering(step: Step) -> Step:
+    """``step``, letting the provisioners it calls (in the same thread) see its StepContext."""
+
+    def run(resource: Resource, ctx: StepContext) -> Outcome:
+        _running.ctx = ctx
+        try:
+            return step(resource, ctx)
+        finally:
+            _running.ctx = None
+
+    run.__name__ = getattr(step, "__name__", type(step).__name__)
+    return run
+
+
+def chaos_steps(recorder: Recorder, *, kind: Kind, max_attempts: int) -> Steps:
+    """The transfer steps with every provisioner type served by ``recorder``."""
+    inner = transfer_steps({PLUGIN: recorder}, kind=kind, max_attempts=max_attempts)
+    steps = Steps()
+    for kind_name, state in inner.due():
+        reg = inner.get(kind_name, state)
+        assert reg is not None
+        steps.add(reg.kind, state, _remembering(reg.step), retry_on=reg.retry_on, fatal_on=reg.fatal_on)
+    return steps
+
+
+class Recorder:
+    """The provisioner plug-in: records each effect durably, then answers as the definition says."""
+
+    def __init__(self, url: str, worker: str, *, size: int) -> None:
+        self.worker = worker
+        self.pid = os.getpid()
+        self.pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, size),
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            timeout=5.0,
+            open=True,
+            name=f"recorder-{worker}",
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        return self._apply(request)
+
+    def deprovision(self, request: ProvisionRequest) -> ProvisionResult:
+        return self._apply(request)
+
+    def start(self, request: ProvisionRequest) -> ProvisionResult:
+        return self._apply(request)
+
+    def _apply(self, request: ProvisionRequest) -> ProvisionResult:
+        ctx = _current()
+        spec: Mapping[str, Any] = request.definition.spec
+        mode = str(spec.get(request.action, "ok"))
+        answer = _ANSWERS[mode]
+        params = {
+            "rid": request.resource_id,
+            "did": request.definition.id,
+            "action": request.action,
+            "version": ctx.claim.resource.version,
+            "attempt": request.attempt,
+            "worker": self.worker,
+            "pid": self.pid,
+            "token": request.token,
+            "answer": answer,
+            "at": datetime.now(UTC),
+        }
+        with self.pool.connection() as conn:
+            row = conn.execute(_RECORD, params).fetchone()
+        assert row is not None
+        seq, prior = int(row[0]), int(row[1])
+        slow = float(spec.get("slow", 0))
+        if slow and prior == 0 and request.action == spec.get("slow_action", "provision"):
+            time.sleep(slow)
+        pause = float(spec.get("pause", 0))
+        if pause:
+            time.sleep(random.uniform(0, pause))
+        if mode == "fail":
+            raise RuntimeError(f"boom: {request.action} of {request.definition.id} attempt {request.attempt}")
+        if mode == "fatal":
+            return ProvisionResult.failed(f"{request.definition.id} refused")
+        if answer == "pending":
+            return ProvisionResult.pending()
+        return ProvisionResult.done({"effect": seq, "by": self.worker})
+
+
+# --- stats --------------------------------------------------------------------------------------
+
+
+def _stats(worker: Worker, *, final: bool) -> dict[str, Any]:
+    stats = asdict(worker.stats)
+    stats["steps"] = len(stats.pop("step_seconds"))
+    listener = worker.store.listen()
+    return {
+        "name": worker.name,
+        "pid": os.getpid(),
+        "final": final,
+        "stats": stats,
+        "listener": None
+        if listener is None
+        else {"connects": listener.connects, "failures": listener.failures, "last_error": listener.last_error},
+    }
+
+
+def _dump(path: Path, worker: Worker, *, final: bool) -> None:
+    """Write the stats atomically (a reader never sees half a file, a kill never leaves one)."""
+    body = json.dumps(_stats(worker, final=final), sort_keys=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _dump_every(path: Path, worker: Worker, every: float, done: threading.Event) -> None:
+    while not done.wait(every):
+        try:
+            _dump(path, worker, final=False)
+        except OSError:
+            continue
+
+
+# --- the process --------------------------------------------------------------------------------
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="engine_worker", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--stats", required=True, type=Path)
+    parser.add_argument("--stats-every", type=float, default=0.2)
+    parser.add_argument("--lease", type=float, default=2.0, help="claim lease in seconds")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--poll", type=float, default=1.0, help="longest idle sleep in seconds")
+    parser.add_argument("--deadline", type=float, default=10.0, help="deadline of the *_requested states (s)")
+    parser.add_argument("--max-attempts", type=int, default=5, help="ProvisionStep: asks per definition")
+    parser.add_argument("--retry-max", type=int, default=8, help="Backoff.max_attempts of the work states")
+    parser.add_argument("--retry-base", type=float, default=0.05)
+    parser.add_argument("--retry-factor", type=float, default=2.0)
+    parser.add_argument("--retry-cap", type=float, default=2.0)
+    parser.add_argument("--retry-jitter", type=float, default=0.5)
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
+    )
+    retry = Backoff(
+        max_attempts=args.retry_max,
+        base=timedelta(seconds=args.retry_base),
+        factor=args.retry_factor,
+        cap=timedelta(seconds=args.retry_cap),
+        jitter=args.retry_jitter,
+    )
+    kind = chaos_kind(deadline=args.deadline, retry=retry)
+    store = open_store(args.url, [kind])
+    recorder = Recorder(args.url, args.name, size=args.concurrency + 1)
+    worker = Worker(
+        store,
+        chaos_steps(recorder, kind=kind, max_attempts=args.max_attempts),
+        name=args.name,
+        concurrency=args.concurrency,
+        lease=timedelta(seconds=args.lease),
+        poll_interval=args.poll,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        # request_stop takes the store signal's (non-reentrant) lock; a handler runs in the main
+        # thread, which may hold that very lock inside worker.run(). Asking from another thread
+        # cannot deadlock.
+        threading.Thread(target=worker.request_stop, name="stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    done = threading.Event()
+    dumper = threading.Thread(
+        target=_dump_every, args=(args.stats, worker, args.stats_every, done), name="stats", daemon=True
+    )
+    dumper.start()
+    code = EXIT_CLEAN
+    try:
+        worker.run()
+    except BaseException:
+        traceback.print_exc()
+        code = EXIT_ERROR
+    finally:
+        done.set()
+        dumper.join(5)
+        _dump(args.stats, worker, final=True)
+        recorder.close()
+        store.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,379 @@
+"""Claims, leases and heartbeats, with workers running in the background on the real clock.
+
+Leases are short (hundreds of milliseconds) so that takeovers happen quickly, but no test asserts how
+long anything took: tests wait for what must happen by polling (``eventually``, up to 10 seconds),
+and wait past a lease only by watching the clock until the lease is certainly over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from store_support import FakeClock
+from tenure import (
+    Advance,
+    Backoff,
+    Event,
+    Kind,
+    Resource,
+    Role,
+    State,
+    StepContext,
+    Steps,
+    Worker,
+)
+from tenure.engine.outcome import Outcome
+from tenure.store.core import StoreCore
+
+pytestmark = pytest.mark.timeout(120)
+
+NO_HEARTBEAT = timedelta(hours=1)
+
+Eventually = Callable[[Callable[[], object], str], None]
+Gate = Callable[[], threading.Event]
+
+
+def work_kind(name: str, *, retry: Backoff | None = None) -> Kind:
+    return Kind(
+        name,
+        initial="todo",
+        states=[
+            State("todo", 1, Role.WORK, on_failure="fail", retry=retry),
+            State("done", 2, Role.FINAL),
+            State("failed", 3, Role.FINAL),
+            State("cancelled", 4, Role.FINAL),
+        ],
+        events=[Event("finish", "todo", "done"), Event("fail", "todo", "failed"), Event("cancel", "todo", "cancelled")],
+    )
+
+
+chunk = work_kind("chunk")
+
+
+class Recorder:
+    """A step that records who ran it; ``hold`` decides, per worker name, whether it waits on a gate."""
+
+    def __init__(self, hold: dict[str, threading.Event] | None = None) -> None:
+        self.hold = dict(hold or {})
+        self.calls: list[tuple[str, str]] = []
+        self.contexts: list[StepContext] = []
+        self.started = threading.Event()
+        self.returned = threading.Event()
+        self._lock = threading.Lock()
+        self.__name__ = "recorder"
+
+    def __call__(self, resource: Resource, ctx: StepContext) -> Outcome:
+        with self._lock:
+            self.calls.append((resource.id, ctx.worker))
+            self.contexts.append(ctx)
+        self.started.set()
+        gate = self.hold.get(ctx.worker)
+        if gate is not None:
+            assert gate.wait(30), "the test never opened the gate"
+        self.returned.set()
+        return Advance("finish", {"by": ctx.worker})
+
+
+def steps_for(kind: Kind, step: Recorder) -> Steps:
+    steps = Steps()
+    steps.add(kind, "todo", step)
+    return steps
+
+
+def transitions_from(store: StoreCore, resource_id: str, state: str) -> list[tuple[str, str | None]]:
+    return [(e.event, e.actor) for e in store.journal(resource_id) if e.from_state == state]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- leases --------------------------------------------------------------------------------------
+
+
+def test_a_step_stalled_past_its_lease_is_taken_over_and_its_late_outcome_refused(
+    real_store: StoreCore,
+    open_engine_store: Callable[..., StoreCore],
+    start_worker: Callable[[Worker], Worker],
+    gate: Gate,
+    eventually: Eventually,
+) -> None:
+    lease = timedelta(milliseconds=300)
+    release = gate()
+    step = Recorder(hold={"slow": release})
+    slow = Worker(
+        real_store, steps_for(chunk, step), name="slow", concurrency=1, lease=lease, heartbeat=NO_HEARTBEAT,
+        poll_interval=0.05,
+    )  # fmt: skip
+    fast = Worker(
+        open_engine_store(), steps_for(chunk, step), name="fast", lease=lease, heartbeat=NO_HEARTBEAT,
+        poll_interval=0.05,
+    )  # fmt: skip
+    r = real_store.create("chunk")
+
+    start_worker(slow)
+    assert step.started.wait(10)
+    start_worker(fast)
+    eventually(lambda: real_store.get(r.id).state == "done", "the second worker took the stalled resource over")
+    assert fast.stats.takeovers == 1
+
+    release.set()
+    eventually(lambda: slow.stats.claims_lost == 1, "the stalled worker's late outcome was refused")
+
+    after = real_store.get(r.id)
+    assert (after.state, after.data["by"], after.version) == ("done", "fast", 2)
+    assert transitions_from(real_store, r.id, "todo") == [("finish", "fast")], "exactly one transition"
+    assert step.calls == [(r.id, "slow"), (r.id, "fast")]
+    assert (slow.stats.advanced, fast.stats.advanced) == (0, 1)
+
+
+def test_with_heartbeats_a_step_longer_than_its_lease_keeps_its_claim(
+    real_store: StoreCore,
+    open_engine_store: Callable[..., StoreCore],
+    start_worker: Callable[[Worker], Worker],
+    gate: Gate,
+    eventually: Eventually,
+) -> None:
+    lease = timedelta(milliseconds=600)
+    release = gate()
+    step = Recorder(hold={"holder": release})
+    holder = Worker(
+        real_store, steps_for(chunk, step), name="holder", concurrency=1, lease=lease,
+        heartbeat=timedelta(milliseconds=40), poll_interval=0.05,
+    )  # fmt: skip
+    rival = Worker(
+        open_engine_store(), steps_for(chunk, step), name="rival", lease=lease, heartbeat=NO_HEARTBEAT,
+        poll_interval=0.05,
+    )  # fmt: skip
+    r = real_store.create("chunk")
+
+    start_worker(holder)
+    assert step.started.wait(10)
+    first_expiry = step.contexts[0].claim.resource.claim_expires_at
+    assert first_expiry is not None
+    start_worker(rival)
+    # Wait until the first lease is over twice: without the heartbeats the rival would have taken over.
+    eventually(lambda: now() > first_expiry + lease, "the first lease ran out")
+
+    held = real_store.get(r.id)
+    assert (held.state, held.claimed_by) == ("todo", "holder")
+    assert held.claim_expires_at is not None
+    assert held.claim_expires_at > first_expiry, "the heartbeats pushed the expiry on"
+    assert not step.contexts[0].lost.is_set()
+
+    release.set()
+    eventually(lambda: real_store.get(r.id).state == "done", "the holder finished")
+    assert real_store.get(r.id).data["by"] == "holder"
+    assert step.calls == [(r.id, "holder")]
+    assert (rival.stats.takeovers, holder.stats.claims_lost) == (0, 0)
+    assert transitions_from(real_store, r.id, "todo") == [("finish", "holder")]
+
+
+def test_a_client_event_while_the_step_runs_makes_its_outcome_refused(
+    store: StoreCore, gate: Gate, in_thread: Callable[[Callable[[], object]], threading.Thread]
+) -> None:
+    release = gate()
+    step = Recorder(hold={"w": release})
+    worker = Worker(store, steps_for(chunk, step), name="w")
+    r = store.create("chunk")
+    running = in_thread(worker.tick)
+    assert step.started.wait(10)
+
+    store.fire(r.id, "cancel", actor="client")
+    worker.renew_claims()
+    assert step.contexts[0].lost.is_set(), "the heartbeat tells the step that its claim is gone"
+    release.set()
+    running.join(10)
+
+    after = store.get(r.id)
+    assert (after.state, after.claim_token) == ("cancelled", None)
+    assert worker.stats.claims_lost == 1
+    assert [e.event for e in store.journal(r.id)] == ["@create", "cancel"]
+
+
+def test_a_claimed_resource_is_not_claimed_again_until_its_lease_expires(store: StoreCore, clock: FakeClock) -> None:
+    store.register(chunk)
+    r = store.create("chunk")
+    lease = timedelta(seconds=30)
+
+    (first,) = store.claim("one", [("chunk", "todo")], lease=lease)
+    assert (first.resource.id, first.takeover, first.resource.claimed_by) == (r.id, False, "one")
+    assert first.resource.claim_expires_at == clock.now + lease
+    assert store.claim("two", [("chunk", "todo")], lease=lease) == []
+    assert store.renew([first.token], lease=lease) == {first.token}
+    clock.advance(lease)
+    (second,) = store.claim("two", [("chunk", "todo")], lease=lease)
+    assert (second.resource.id, second.takeover, second.resource.claimed_by) == (r.id, True, "two")
+    assert second.token != first.token
+    assert store.renew([first.token, second.token], lease=lease) == {second.token}
+    assert store.release(first) is False
+    assert store.release(second) is True
+    (third,) = store.claim("three", [("chunk", "todo")], lease=lease)
+    assert third.takeover is False
+
+
+# --- stopping ------------------------------------------------------------------------------------
+
+
+def test_a_graceful_stop_lets_the_running_step_finish_and_applies_its_outcome(
+    real_store: StoreCore,
+    start_worker: Callable[[Worker], Worker],
+    gate: Gate,
+    eventually: Eventually,
+    in_thread: Callable[[Callable[[], object]], threading.Thread],
+) -> None:
+    release = gate()
+    step = Recorder(hold={"stopper": release})
+    worker = Worker(real_store, steps_for(chunk, step), name="stopper", concurrency=1, poll_interval=0.05)
+    r = real_store.create("chunk")
+    start_worker(worker)
+    assert step.started.wait(10)
+
+    stopping = in_thread(lambda: worker.stop(timeout=20))
+    eventually(lambda: worker.stopping, "the worker was asked to stop")
+    assert stopping.is_alive(), "stop waits for the running step"
+    release.set()
+    stopping.join(30)
+    assert not stopping.is_alive()
+
+    after = real_store.get(r.id)
+    assert (after.state, after.data["by"]) == ("done", "stopper")
+    assert worker.stats.advanced == 1
+
+
+def test_a_step_still_running_when_the_stop_times_out_is_released_and_its_outcome_dropped(
+    real_store: StoreCore,
+    start_worker: Callable[[Worker], Worker],
+    gate: Gate,
+    eventually: Eventually,
+) -> None:
+    release = gate()
+    step = Recorder(hold={"quitter": release})
+    worker = Worker(real_store, steps_for(chunk, step), name="quitter", concurrency=1, poll_interval=0.05)
+    r = real_store.create("chunk")
+    start_worker(worker)
+    assert step.started.wait(10)
+
+    worker.stop(timeout=0.2)
+
+    released = real_store.get(r.id)
+    assert (released.state, released.claim_token, released.claimed_by) == ("todo", None, None)
+    assert released.next_attempt_at is not None, "due again at once for the next worker"
+    assert step.contexts[0].lost.is_set()
+    release.set()
+    assert step.returned.wait(10)
+    eventually(lambda: len(worker.stats.step_seconds) == 1, "the abandoned step returned")
+
+    successor = Worker(real_store, steps_for(chunk, Recorder()), name="successor")
+    assert successor.tick() == 1
+    after = real_store.get(r.id)
+    assert (after.state, after.data["by"]) == ("done", "successor")
+    assert transitions_from(real_store, r.id, "todo") == [("finish", "successor")]
+
+
+# --- waking up -----------------------------------------------------------------------------------
+
+
+def test_a_started_worker_wakes_up_for_resources_created_afterwards(
+    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+) -> None:
+    step = Recorder()
+    # A poll interval far beyond the test's patience: only the wake-up can get the work done in time.
+    worker = Worker(real_store, steps_for(chunk, step), name="sleeper", poll_interval=600)
+    start_worker(worker)
+    eventually(lambda: worker.stats.rounds >= 1, "the worker made its first pass")
+    time.sleep(0.1)  # let it fall asleep
+
+    ids = [real_store.create("chunk").id for _ in range(3)]
+
+    eventually(lambda: all(real_store.get(i).state == "done" for i in ids), "every new resource was worked")
+    assert sorted(rid for rid, _ in step.calls) == sorted(ids)
+
+
+def test_a_started_worker_wakes_up_for_resources_created_through_another_connection(
+    store_url: str,
+    real_store: StoreCore,
+    open_engine_store: Callable[..., StoreCore],
+    start_worker: Callable[[Worker], Worker],
+    eventually: Eventually,
+) -> None:
+    if store_url.startswith("sqlite"):
+        pytest.skip("SQLite cannot notify other connections; its workers poll for their writes")
+    step = Recorder()
+    worker = Worker(real_store, steps_for(chunk, step), name="listener", poll_interval=600)
+    start_worker(worker)
+    eventually(lambda: worker.stats.rounds >= 1, "the worker made its first pass")
+    listener = real_store.listen()
+    assert listener is not None
+    eventually(listener.connected.is_set, "the worker listens for notifications")
+    elsewhere = open_engine_store([chunk])
+
+    ids = [elsewhere.create("chunk").id for _ in range(3)]
+
+    eventually(lambda: all(real_store.get(i).state == "done" for i in ids), "every new resource was worked")
+
+
+# --- sharing the work ----------------------------------------------------------------------------
+
+
+def test_workers_sharing_a_database_run_each_step_once(
+    real_store: StoreCore,
+    open_engine_store: Callable[..., StoreCore],
+    start_worker: Callable[[Worker], Worker],
+    eventually: Eventually,
+) -> None:
+    step = Recorder()
+    workers = [
+        Worker(open_engine_store(), steps_for(chunk, step), name=f"w{n}", concurrency=3, poll_interval=0.05)
+        for n in range(3)
+    ]
+    real_store.register(chunk)
+    ids = [real_store.create("chunk").id for _ in range(30)]
+    for w in workers:
+        start_worker(w)
+
+    eventually(lambda: all(real_store.get(i).state == "done" for i in ids), "every resource was worked")
+    assert sorted(rid for rid, _ in step.calls) == sorted(ids), "each step ran exactly once"
+    assert sum(w.stats.advanced for w in workers) == 30
+    assert sum(w.stats.claims_lost + w.stats.takeovers for w in workers) == 0
+    for rid in ids:
+        assert len(real_store.journal(rid)) == 2
+
+
+def test_a_kind_whose_steps_always_fail_does_not_starve_another_kind(
+    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+) -> None:
+    sick = work_kind(
+        "sick",
+        retry=Backoff(
+            max_attempts=1_000_000, base=timedelta(milliseconds=5), cap=timedelta(milliseconds=5), jitter=0
+        ),
+    )
+    healthy = work_kind("healthy")
+    failures: list[str] = []
+
+    def always_fails(resource: Resource, ctx: StepContext) -> Outcome:
+        failures.append(resource.id)
+        raise RuntimeError("never works")
+
+    step = Recorder()
+    steps = Steps()
+    steps.add(sick, "todo", always_fails)
+    steps.add(healthy, "todo", step)
+    worker = Worker(real_store, steps, name="mixed", concurrency=2, batch=4, poll_interval=0.05)
+    sick_ids = [real_store.create("sick").id for _ in range(20)]
+    start_worker(worker)
+    eventually(lambda: len(failures) > 40, "the sick resources are failing over and over")
+
+    healthy_ids = [real_store.create("healthy").id for _ in range(20)]
+
+    eventually(
+        lambda: all(real_store.get(i).state == "done" for i in healthy_ids), "every healthy resource finished"
+    )
+    assert sorted(rid for rid, _ in step.calls) == sorted(healthy_ids)
+    assert all(real_store.get(i).state == "todo" for i in sick_ids), "the sick ones are still being retried"
