@@ -154,6 +154,13 @@ class Worker:
                     self._stopping.wait(pause)
                     pause = min(pause * 2, 5.0)
                     continue
+                except Exception:
+                    # A bug must not kill the worker silently: say so, back off, and go on.
+                    self.stats.store_errors += 1
+                    log.exception("worker %s: unexpected error in its loop; retrying in %.2fs", self.name, pause)
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
                 if sleep > 0:
                     self.store.signal.wait(seen, sleep)
         finally:
@@ -330,7 +337,7 @@ class Worker:
 
     def apply_callbacks(self) -> int:
         """Apply callbacks that were recorded but not yet acted on; returns how many were settled."""
-        pending = self.store.unsettled(limit=self.batch)
+        pending = self.store.unsettled(self._kinds, limit=self.batch)
         by_wait: dict[str, list[CallbackRow]] = {}
         for cb in pending:
             by_wait.setdefault(cb.token_hash, []).append(cb)
@@ -375,7 +382,7 @@ class Worker:
     def sweep_deadlines(self) -> int:
         """Fire the deadline event of every resource whose wait outlived its deadline."""
         fired = 0
-        for r in self.store.expired_waits(list(self.store.kinds), limit=self.batch):
+        for r in self.store.expired_waits(self._kinds, limit=self.batch):
             state = self.store.kind(r.kind).state(r.state)
             if state.role is not Role.WAIT or state.on_deadline is None:
                 continue

@@ -366,7 +366,8 @@ class Claims(Dialect):
         """
         pairs = self._array_in([_pair(k, s) for k, s in due])
         with self._reading() as conn:
-            row = conn.execute(self._sql["next_wakeup"], (pairs, pairs, self._array_in(list(kinds)))).fetchone()
+            names = self._array_in(list(kinds))
+            row = conn.execute(self._sql["next_wakeup"], (pairs, pairs, names, names)).fetchone()
         values = [self._time_out(v) for v in (row or (None, None, None, None))]
         return Agenda(*values)
 

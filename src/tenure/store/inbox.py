@@ -241,10 +241,13 @@ class Inbox(Dialect):
             rows = conn.execute(self._sql["callbacks_of_wait"], (hashed,)).fetchall()
         return [self._callback_out(r) for r in rows]
 
-    def unsettled(self, *, limit: int = 100) -> builtins.list[CallbackRow]:
-        """Callbacks recorded but not yet applied by the engine, oldest first."""
+    @abc.abstractmethod
+    def _array_in(self, values: Sequence[str]) -> Any: ...
+
+    def unsettled(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[CallbackRow]:
+        """Callbacks for resources of ``kinds`` recorded but not yet applied by the engine, oldest first."""
         with self._reading() as conn:
-            rows = conn.execute(self._sql["unsettled_callbacks"], (limit,)).fetchall()
+            rows = conn.execute(self._sql["unsettled_callbacks"], (self._array_in(list(kinds)), limit)).fetchall()
         return [self._callback_out(r) for r in rows]
 
     def mark_settled(self, seqs: Sequence[int], result: str) -> None:

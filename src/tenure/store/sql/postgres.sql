@@ -209,7 +209,8 @@ SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state = ANY(%s)),
        (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
-       (SELECT min(received_at) FROM inbox WHERE applied_at IS NULL)
+       (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+        WHERE i.applied_at IS NULL AND r.kind = ANY(%s))
 
 -- === the engine: waits and the callback inbox ===
 
@@ -240,8 +241,10 @@ SELECT seq, token_hash, resource_id, key, status, data, error, received_at, appl
 FROM inbox WHERE token_hash = %s ORDER BY seq
 
 -- name: unsettled_callbacks
-SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
-FROM inbox WHERE applied_at IS NULL ORDER BY seq LIMIT %s
+SELECT i.seq, i.token_hash, i.resource_id, i.key, i.status, i.data, i.error, i.received_at, i.applied_at, i.result
+FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+WHERE i.applied_at IS NULL AND r.kind = ANY(%s)
+ORDER BY i.seq LIMIT %s
 
 -- name: settle_callback
 UPDATE inbox SET applied_at = %s, result = %s WHERE seq = %s AND applied_at IS NULL
