@@ -8,8 +8,9 @@ It opens the store at ``URL`` (PostgreSQL), builds the ``transfer`` kind with sh
 short backoff (:func:`chaos_kind`), the transfer steps driving one provisioner plug-in,
 :class:`Recorder`, for the definition type ``rec`` (data plane included), and runs a
 :class:`~tenure.engine.Worker` until SIGTERM (or SIGINT) asks it to stop. Its stats go to ``PATH``
-as JSON every ``--stats-every`` seconds and once more when it has stopped (``"final": true``), so a
-worker that is SIGKILLed leaves its last dump behind.
+as JSON once its signal handlers are installed (it is ready: SIGTERM stops it cleanly from then on),
+every ``--stats-every`` seconds, and once more when it has stopped (``"final": true``), so a worker
+that is SIGKILLed leaves its last dump behind.
 
 The recorder writes every effect it applies to the table ``chaos_effects`` (:data:`EFFECTS_DDL`,
 created by the test) *before* it answers, in a transaction of its own: what a worker did is on
@@ -303,6 +304,8 @@ def main(argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # The first stats file says the worker is ready: a SIGTERM from now on stops it cleanly.
+    _dump(args.stats, worker, final=False)
     done = threading.Event()
     dumper = threading.Thread(
         target=_dump_every, args=(args.stats, worker, args.stats_every, done), name="stats", daemon=True

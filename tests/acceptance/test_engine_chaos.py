@@ -162,6 +162,10 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def started(self) -> bool:
+        """Ready (its first stats are written), or dead."""
+        return self.report() is not None or not self.alive()
+
     def report(self) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = json.loads(self.stats_path.read_text(encoding="utf-8"))
@@ -213,6 +217,17 @@ class Fleet:
     def live(self) -> list[Proc]:
         return [p for p in self.procs if not p.killed and p.alive()]
 
+    def ready(self) -> list[Proc]:
+        """The live workers that have installed their signal handlers and opened their store."""
+        return [p for p in self.live() if p.report() is not None]
+
+    def wait_ready(self) -> list[Proc]:
+        """Wait until every live worker is ready (a worker that died starting up fails the test)."""
+        for p in self.live():
+            wait_for(f"{p.name} to start", p.started, fleet=self)
+            assert p.alive(), f"{p.name} died starting up (exit {p.popen.returncode})\n{self.describe()}"
+        return self.live()
+
     @property
     def killed(self) -> set[str]:
         return {p.name for p in self.procs if p.killed}
@@ -226,6 +241,8 @@ class Fleet:
     def shutdown(self) -> dict[str, int | None]:
         """SIGTERM every live worker and wait for it to drain; their exit codes (None: had to be killed)."""
         live = [p for p in self.procs if p.alive()]
+        for p in live:  # one still starting up would die of the SIGTERM instead of stopping
+            wait_for(f"{p.name} to start", p.started)
         for p in live:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGCONT)
@@ -623,6 +640,7 @@ def run_kills(
     try:
         for _ in range(workers):
             fleet.start()
+        fleet.wait_ready()
         # Kill at evenly spread points of the run (as fractions of the journal written), each at a
         # random moment a little after its point, one or (now and then) two workers at once.
         points = sorted(rng.uniform(0.05 + 0.8 * k / kills, 0.05 + 0.8 * (k + 1) / kills) for k in range(kills))
@@ -632,11 +650,11 @@ def run_kills(
             while points and fraction >= points[0]:
                 points.pop(0)
                 time.sleep(rng.uniform(0, 0.3))
-                live = fleet.live()
-                victims = rng.sample(live, 2 if len(live) > 2 and rng.random() < 0.2 else 1)
+                ready = fleet.ready() or fleet.wait_ready()
+                victims = rng.sample(ready, 2 if len(ready) > 2 and rng.random() < 0.2 else 1)
                 for victim in victims:
                     fleet.kill(victim)
-                    landed.append(victim.name)
+                    landed.append(f"{victim.name}@{fraction:.2f}")
                     fleet.start()  # a fresh worker takes the place of the dead one
 
         ids = drive(store, db, fleet, total=total, in_flight=max(40, total // 4), on_progress=on_progress)

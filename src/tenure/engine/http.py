@@ -46,8 +46,9 @@ class HttpProvisioner:
 
     ``callback_url`` is where the service sends its asynchronous answers; ``headers`` go with every
     request (authentication, say); ``timeout`` bounds each request in seconds. Pass ``client`` to share
-    an :class:`httpx.Client` (it is then neither configured nor closed here); otherwise one is made,
-    and :meth:`close` (or leaving a ``with`` block) closes it. Safe to use from several threads.
+    an :class:`httpx.Client` (it is then not closed here; ``timeout`` still applies to each request);
+    otherwise one is made, and :meth:`close` (or leaving a ``with`` block) closes it. Safe to use from
+    several threads, as the worker's steps do.
     """
 
     def __init__(
@@ -132,10 +133,11 @@ class HttpProvisioner:
             result = ProvisionResult.failed(f"cannot reach {self._where}: {_scrub(str(exc), request.token)}")
         except httpx.RequestError as exc:
             detail = _scrub(str(exc), request.token) or "no detail"
-            result = ProvisionResult.retry(f"cannot reach {self._where}: {type(exc).__name__}: {detail}")
+            result = ProvisionResult.retry(f"request to {self._where} failed: {type(exc).__name__}: {detail}")
         else:
             result = self._interpret(response, request.token)
-        log.info(
+        log.log(
+            logging.DEBUG if result.error is None else logging.INFO,
             "http provisioner: %s -> %s%s",
             what,
             result.status.value,

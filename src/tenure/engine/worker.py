@@ -137,6 +137,8 @@ class Worker:
         """The worker loop; returns after :meth:`stop` once in-flight steps are finished or released."""
         listener = self.store.listen()
         self._poll = self._poll_interval if self._poll_interval is not None else (5.0 if listener else 1.0)
+        if listener is not None:
+            listener.connected.wait(5.0)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"tenure-step-{self.name}")
         beat = threading.Thread(target=self._heartbeat_loop, name=f"tenure-heartbeat-{self.name}", daemon=True)
         beat.start()
