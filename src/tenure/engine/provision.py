@@ -85,8 +85,9 @@ class ProvisionRequest:
     """What a provisioner is asked: do ``action`` for ``definition`` of ``resource_id``.
 
     An asynchronous provisioner answers pending and later calls back with ``token`` for ``key``.
-    ``idempotency_key`` is the same for every attempt of one stay in the state, so the provisioner
-    can recognise a request sent again after a crash or a retry.
+    ``idempotency_key`` is the same for every ask about this definition and action (after a crash,
+    a retry or a deadline), so the provisioner can recognise a repeat; it must answer a repeat with
+    the token of the latest ask, since answers under an older one are refused as superseded.
     """
 
     action: str
@@ -192,13 +193,19 @@ class ProvisionStep:
                 continue
             attempts = int(entry.get("attempts", 0)) + 1
             if attempts > self.max_attempts:
-                entry.update(status=ProvisionStatus.FAILED.value, error=f"gave up after {self.max_attempts} attempts")
+                # What the last answer was is kept: a definition given up on while pending may exist.
+                entry.update(
+                    status=ProvisionStatus.FAILED.value,
+                    last_status=entry.get("status"),
+                    error=f"gave up after {self.max_attempts} attempts",
+                )
                 states[d.id] = entry
                 failed.append(d.id)
                 continue
-            request = ProvisionRequest(
-                self.action, resource.id, d, ctx.token, d.id, attempts, f"{ctx.idempotency_key}/{d.id}"
-            )
+            # The key is the same for every ask about this definition (retries, deadline re-asks), so
+            # a provisioner can tell a repeat from a new request; the token is the latest ask's.
+            key = f"{resource.id}/{self.action}/{d.id}"
+            request = ProvisionRequest(self.action, resource.id, d, ctx.token, d.id, attempts, key)
             result = self._call(request)
             entry.update(type=d.type, status=result.status.value, attempts=attempts, error=result.error)
             entry["data"] = dict(result.data)

@@ -16,9 +16,10 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,26 +28,48 @@ from tenure.errors import InvalidSteps
 from tenure.machine import Kind, Role
 from tenure.store.claims import Claim
 from tenure.store.core import StoreCore
+from tenure.store.inbox import token_hash
 from tenure.store.model import Resource
 
 __all__ = ["Step", "StepContext", "Steps"]
 
 
-@dataclass(frozen=True, slots=True)
 class StepContext:
     """What a running step may know and use besides the resource."""
 
-    #: The name of the worker running the step.
-    worker: str
-    claim: Claim
-    #: A fresh secret for this attempt: hand it to an external party that will call back.
-    token: str
-    #: 1 for the first run of the step in this state, 2 for the first retry, ...
-    attempt: int
-    store: StoreCore
-    now: Callable[[], datetime]
-    #: Set when the worker could not renew the claim: the step's outcome will be refused.
-    lost: threading.Event = field(default_factory=threading.Event)
+    __slots__ = ("_token", "attempt", "claim", "lost", "now", "store", "worker")
+
+    def __init__(
+        self, *, worker: str, claim: Claim, attempt: int, store: StoreCore, now: Callable[[], datetime]
+    ) -> None:
+        #: The name of the worker running the step.
+        self.worker = worker
+        self.claim = claim
+        #: 1 for the first run of the step in this state, 2 for the first retry, ...
+        self.attempt = attempt
+        self.store = store
+        self.now = now
+        #: Set when the worker could not renew the claim: the step's outcome will be refused.
+        self.lost = threading.Event()
+        self._token: str | None = None
+
+    @property
+    def token(self) -> str:
+        """A fresh secret for this attempt: hand it to an external party that will call back.
+
+        The first read opens a provisional wait under the token, so that a callback arriving
+        before the step has even returned its :class:`~tenure.engine.outcome.Wait` is recorded, not
+        refused; it is applied once the resource is in the wait state.
+        """
+        if self._token is None:
+            token = secrets.token_urlsafe(24)
+            self.store.open_wait(self.claim.resource, token_hash(token))
+            self._token = token
+        return self._token
+
+    @property
+    def token_issued(self) -> bool:
+        return self._token is not None
 
     @property
     def idempotency_key(self) -> str:

@@ -25,7 +25,15 @@ from datetime import timedelta
 from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
 from tenure.engine.rollup import roll_up
 from tenure.engine.steps import Registered, StepContext, Steps
-from tenure.errors import ClaimLost, Conflict, ResourceNotFound, StoreUnavailable, TenureError
+from tenure.errors import (
+    ClaimLost,
+    Conflict,
+    InvalidArgument,
+    InvalidSpec,
+    ResourceNotFound,
+    StoreUnavailable,
+    TenureError,
+)
 from tenure.machine import Kind, Role, State
 from tenure.store.claims import Claim, WaitPlan
 from tenure.store.core import StoreCore
@@ -226,36 +234,44 @@ class Worker:
         assert self._pool is not None
         self.stats.claimed += 1
         self.stats.takeovers += claim.takeover
-        future: Future[None] = self._pool.submit(self.run_claim, claim)
+        # Counted as in flight from now, not from when a pool thread picks it up: the loop must not
+        # claim more than it can run, and the heartbeat must renew it while it queues.
+        ctx = self._context(claim)
+        future: Future[None] = self._pool.submit(self._run, claim, ctx)
         future.add_done_callback(lambda _f: self.store.signal.notify())
 
     # --- one step ------------------------------------------------------------------------------
 
-    def run_claim(self, claim: Claim) -> None:
-        """Run the step of a claimed resource and apply its outcome (never raises for step errors)."""
+    def _context(self, claim: Claim) -> StepContext:
         r = claim.resource
-        reg = self.steps.get(r.kind, r.state)
-        if reg is None:
-            self.store.release(claim)
-            return
-        state = reg.kind.state(r.state)
-        ctx = StepContext(
-            worker=self.name,
-            claim=claim,
-            token=secrets.token_urlsafe(24),
-            attempt=r.attempts + 1,
-            store=self.store,
-            now=self.store._now,
-        )
+        ctx = StepContext(worker=self.name, claim=claim, attempt=r.attempts + 1, store=self.store, now=self.store._now)
         with self._lock:
             self._inflight[claim.token] = (claim, ctx)
-        started = time.perf_counter()
+        return ctx
+
+    def run_claim(self, claim: Claim) -> None:
+        """Run the step of a claimed resource and apply its outcome (never raises for step errors)."""
+        self._run(claim, self._context(claim))
+
+    def _run(self, claim: Claim, ctx: StepContext) -> None:
+        r = claim.resource
         try:
+            reg = self.steps.get(r.kind, r.state)
+            if reg is None or ctx.lost.is_set():
+                self.store.release(claim)
+                return
+            state = reg.kind.state(r.state)
+            started = time.perf_counter()
             outcome = self._call(reg, ctx)
             self.stats.step_seconds.append(time.perf_counter() - started)
             if self._stopping.is_set() and ctx.lost.is_set():
                 return
-            self._apply(reg, state, ctx, outcome)
+            try:
+                self._apply(reg, state, ctx, outcome)
+            except (InvalidSpec, InvalidArgument) as exc:
+                # The outcome itself cannot be stored (data that is not JSON, say): that is the
+                # step's failure, recorded without the offending data.
+                self._apply(reg, state, ctx, Fail(f"step {reg.name} ended in an outcome that cannot be stored: {exc}"))
         except ClaimLost as exc:
             self.stats.claims_lost += 1
             log.info("worker %s: %s", self.name, exc, extra={"resource_id": r.id, "kind": r.kind})
@@ -332,7 +348,8 @@ class Worker:
                 Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"),
                 state.on_failure or event,
             )
-        store.fire_claimed(claim, event, data=outcome.data, error=outcome.error[:4000], actor=self.name, detail=detail)
+        error = _printable(outcome.error)[:4000]
+        store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.name, detail=detail)
         self.stats.failed += 1
 
     # --- callbacks and deadlines ---------------------------------------------------------------
@@ -343,27 +360,28 @@ class Worker:
         by_wait: dict[str, list[CallbackRow]] = {}
         for cb in pending:
             by_wait.setdefault(cb.token_hash, []).append(cb)
-        for hashed, rows in by_wait.items():
-            self._settle(hashed, [cb.seq for cb in rows])
-        return len(pending)
+        return sum(self._settle(hashed, [cb.seq for cb in rows]) for hashed, rows in by_wait.items())
 
-    def _settle(self, hashed: str, seqs: list[int]) -> None:
+    def _settle(self, hashed: str, seqs: list[int]) -> int:
+        """Apply the callbacks ``seqs`` of one wait; returns how many were settled."""
         store = self.store
         wait = store.wait(hashed)
         resource = store._get_or_none(wait.resource_id) if wait else None
         if wait is None or resource is None:
             store.mark_settled(seqs, "dropped: the wait no longer exists")
-            return
+            return len(seqs)
         if resource.version != wait.version:
             self.stats.callbacks_superseded += len(seqs)
             store.mark_settled(
                 seqs, f"superseded: the resource moved on to state {resource.state!r} at version {resource.version}"
             )
-            return
+            return len(seqs)
+        if wait.provisional:
+            return 0  # the step that handed out the token still runs: applied once it waits
         decision = roll_up(wait, store.callbacks(hashed), resource.data)
         if decision.event is None:
             store.mark_settled(seqs, f"recorded; still waiting for {', '.join(decision.missing)}")
-            return
+            return len(seqs)
         try:
             store.fire_settling(
                 resource,
@@ -377,9 +395,10 @@ class Worker:
             )
             self.stats.callbacks_applied += len(seqs)
         except Conflict:
-            pass  # the resource moved on meanwhile; the next pass settles these as superseded
+            return 0  # the resource moved on meanwhile; the next pass settles these as superseded
         except TenureError as exc:
             store.mark_settled(seqs, f"refused: {exc}")
+        return len(seqs)
 
     def sweep_deadlines(self) -> int:
         """Fire the deadline event of every resource whose wait outlived its deadline."""
@@ -445,8 +464,13 @@ class Worker:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = _printable(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _printable(text: str) -> str:
+    """Error text as it can be stored: NUL cannot be (PostgreSQL refuses it), so it is escaped."""
+    return text.replace("\x00", "\\x00")
 
 
 def _event_problem(kind: Kind, state: str, event: str) -> str | None:

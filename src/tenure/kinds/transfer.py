@@ -167,11 +167,10 @@ def _never_provisioned(resource: Resource, definition: Definition) -> bool:
     """Deprovision only what provisioning touched (done, or asked for and maybe made)."""
     provisioning = resource.data.get("provision")
     entry = provisioning.get(definition.id) if isinstance(provisioning, Mapping) else None
-    return not isinstance(entry, Mapping) or entry.get("status") not in (
-        ProvisionStatus.DONE,
-        ProvisionStatus.PENDING,
-        ProvisionStatus.RETRY,
-    )
+    if not isinstance(entry, Mapping):
+        return True
+    touched = (ProvisionStatus.DONE, ProvisionStatus.PENDING, ProvisionStatus.RETRY)
+    return entry.get("status") not in touched and entry.get("last_status") not in touched
 
 
 def transfer_steps(

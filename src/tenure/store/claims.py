@@ -287,6 +287,8 @@ class Claims(Dialect):
         error and the schedule, so the backoff is visible in the history and survives restarts.
         """
         before = claim.resource
+        if "\x00" in error:
+            raise InvalidArgument("error", "must not contain the NUL character (U+0000)", error)
         now = self._now()
         new_data = {**before.data, **self._json_object_in(before.kind, "data", data)} if data else before.data
         after = dataclasses.replace(

@@ -193,7 +193,10 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
             created_at=before.created_at,
             updated_at=now,
         )
-        return FirePlan(before, after, event, bool(data), actor, _json_object(kind.name, "detail", detail))
+        journaled = _json_object(kind.name, "detail", detail)
+        if error is not None:
+            journaled["error"] = error  # the row's error is cleared by the next write; the journal keeps it
+        return FirePlan(before, after, event, bool(data), actor, journaled)
 
     # --- the operations built on the subclass's primitives -------------------------------------
 

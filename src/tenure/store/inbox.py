@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from tenure.errors import AlreadyExists, InvalidArgument
+from tenure.store.model import Resource
 from tenure.store.ops import Dialect, Executor
 from tenure.store.signal import WorkSignal
 
@@ -86,6 +87,11 @@ class WaitRow:
     rules: Mapping[str, Any]
     created_at: datetime
     deadline: datetime | None
+
+    @property
+    def provisional(self) -> bool:
+        """Opened when a step read its token; the step has not said yet what it waits for."""
+        return not self.rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +196,7 @@ class Inbox(Dialect):
             return Receipt(
                 Delivery.REFUSED, resource_id, key, f"a different answer for {key!r} was already recorded", seq=int(seq)
             )
-        if key not in wait.keys:
+        if not wait.provisional and key not in wait.keys:
             return Receipt(
                 Delivery.REFUSED, resource_id, key, f"{key!r} is not awaited; expected one of {', '.join(wait.keys)}"
             )
@@ -205,6 +211,19 @@ class Inbox(Dialect):
                 f"{wait.state!r} at version {wait.version}{where})",
             )
         return None
+
+    def open_wait(self, resource: Resource, hashed: str) -> None:
+        """Open a provisional wait under ``hashed`` for ``resource`` at its current version.
+
+        Callbacks under it are recorded at once; they are applied when a fenced write puts the
+        resource in a wait state and completes the wait (its keys and rules), and refused as
+        superseded if the resource moves on otherwise.
+        """
+        now = self._time_in(self._now())
+        with self._transaction() as tx:
+            tx.execute(
+                self._sql["insert_provisional_wait"], (hashed, resource.id, resource.version, resource.state, now)
+            )
 
     def wait(self, hashed: str) -> WaitRow | None:
         """The wait opened under the token whose hash is ``hashed``."""

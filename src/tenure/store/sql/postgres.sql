@@ -215,8 +215,18 @@ SELECT (SELECT min(next_attempt_at) FROM resources
 -- === the engine: waits and the callback inbox ===
 
 -- name: insert_wait
+-- Opens the wait, or completes the provisional one the step opened when it first read its token.
 INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (token_hash) DO UPDATE
+SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
+    deadline = excluded.deadline
+WHERE waits.resource_id = excluded.resource_id
+
+-- name: insert_provisional_wait
+-- A step read its token: callbacks under it are recorded from now on, applied once it waits.
+INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+VALUES (%s, %s, %s, %s, '[]', '{}', %s, NULL)
 
 -- name: get_wait
 SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline FROM waits WHERE token_hash = %s
@@ -297,6 +307,10 @@ WITH moved AS (
     INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
     SELECT %(wait_hash)s, id, %(version)s, %(state)s, %(wait_keys)s, %(wait_rules)s, %(now)s, %(deadline)s
     FROM moved WHERE %(wait_hash)s::text IS NOT NULL
+    ON CONFLICT (token_hash) DO UPDATE
+    SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
+        deadline = excluded.deadline
+    WHERE waits.resource_id = excluded.resource_id
 ), settled AS (
     UPDATE inbox SET applied_at = %(now)s, result = %(result)s
     WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)

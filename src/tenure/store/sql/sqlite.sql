@@ -173,8 +173,18 @@ SELECT (SELECT min(next_attempt_at) FROM resources
 -- === the engine: waits and the callback inbox ===
 
 -- name: insert_wait
+-- Opens the wait, or completes the provisional one the step opened when it first read its token.
 INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (token_hash) DO UPDATE
+SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
+    deadline = excluded.deadline
+WHERE waits.resource_id = excluded.resource_id
+
+-- name: insert_provisional_wait
+-- A step read its token: callbacks under it are recorded from now on, applied once it waits.
+INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+VALUES (?, ?, ?, ?, '[]', '{}', ?, NULL)
 
 -- name: get_wait
 SELECT token_hash, resource_id, version, state, keys, rules, created_at, deadline FROM waits WHERE token_hash = ?
