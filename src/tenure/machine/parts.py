@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,8 +77,12 @@ class Backoff:
     def delay(self, failed_attempts: int, rand: float) -> timedelta:
         """The pause after ``failed_attempts`` failures; ``rand`` is a uniform draw from [0, 1)."""
         exponent = max(0, failed_attempts - 1)
-        # Past ~60 doublings any sane cap is exceeded; stop before the float overflows.
-        raw = self.cap.total_seconds() if exponent > 60 else self.base.total_seconds() * self.factor**exponent
+        base = self.base.total_seconds()
+        try:
+            # float(): an int factor would make a huge exact integer of a huge attempt count.
+            raw = base * float(self.factor) ** exponent
+        except OverflowError:
+            raw = math.inf if base > 0 else 0.0
         capped = min(raw, self.cap.total_seconds())
         return timedelta(seconds=capped * (1 - self.jitter + self.jitter * rand))
 
@@ -90,9 +95,9 @@ class Backoff:
             out.append(f"base is {self.base!r}; it must be a timedelta >= 0")
         if not isinstance(self.cap, timedelta) or (isinstance(self.base, timedelta) and self.cap < self.base):
             out.append(f"cap is {self.cap!r}; it must be a timedelta >= base")
-        if not isinstance(self.factor, int | float) or self.factor < 1:
+        if not isinstance(self.factor, int | float) or not math.isfinite(self.factor) or self.factor < 1:
             out.append(f"factor is {self.factor!r}; it must be a number >= 1")
-        if not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 1:
+        if not isinstance(self.jitter, int | float) or not math.isfinite(self.jitter) or not 0 <= self.jitter <= 1:
             out.append(f"jitter is {self.jitter!r}; it must be between 0 and 1")
         return out
 

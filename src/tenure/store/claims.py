@@ -161,7 +161,10 @@ class Claims(Dialect):
         """Give a claim back unworked, due at once for the next worker; False if it was already lost."""
         with self._transaction() as tx:
             cur = tx.execute(self._sql["release_claim"], (self._time_in(self._now()), claim.resource.id, claim.token))
-            return bool(cur.rowcount == 1)
+            released = bool(cur.rowcount == 1)
+        if released:
+            self.signal.notify()
+        return released
 
     # --- fenced writes -------------------------------------------------------------------------
 
@@ -287,8 +290,9 @@ class Claims(Dialect):
         error and the schedule, so the backoff is visible in the history and survives restarts.
         """
         before = claim.resource
-        if "\x00" in error:
-            raise InvalidArgument("error", "must not contain the NUL character (U+0000)", error)
+        for name, text in (("error", error), ("actor", actor)):
+            if text is not None and "\x00" in text:
+                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
         now = self._now()
         new_data = {**before.data, **self._json_object_in(before.kind, "data", data)} if data else before.data
         after = dataclasses.replace(

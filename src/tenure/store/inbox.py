@@ -153,8 +153,9 @@ class Inbox(Dialect):
             raise InvalidArgument("key", f"must be 1 to {_MAX_KEY} characters", key)
         if error is not None and (not isinstance(error, str) or len(error) > _MAX_ERROR):
             raise InvalidArgument("error", f"must be text of at most {_MAX_ERROR} characters", error)
-        if "\x00" in key or (error and "\x00" in error):
-            raise InvalidArgument("key" if "\x00" in key else "error", "must not contain the NUL character", key)
+        for name, text in (("key", key), ("error", error)):
+            if text is not None and "\x00" in text:
+                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
         clean = self._json_object_in("callback", "data", data)
         hashed = token_hash(token)
         digest = _digest(answer.value, clean, error)

@@ -265,7 +265,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: claim
 -- Take up to 'limit' due resources no live worker holds, oldest due first. SKIP LOCKED lets many
--- workers claim at once without queueing on each other's rows; each claim gets its own token.
+-- workers claim at once without queueing on each other's rows; each claim gets its own token. NO KEY
+-- (the lock the UPDATE takes anyway) lets callbacks and journal rows that reference the row go on.
 WITH due AS (
     SELECT id, claim_token IS NOT NULL AS takeover
     FROM resources
@@ -273,7 +274,7 @@ WITH due AS (
       AND (claim_token IS NULL OR claim_expires_at <= %(now)s)
     ORDER BY next_attempt_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE resources AS r
 SET claim_token = replace(gen_random_uuid()::text, '-', ''), claimed_by = %(worker)s,
