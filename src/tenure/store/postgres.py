@@ -186,7 +186,7 @@ class PostgresStore(StoreCore):
             conn.execute(Q["listen_work"])
             connected()
             while not stop.is_set():
-                for _ in conn.notifies(timeout=1.0):
+                for _ in conn.notifies(timeout=0.25):
                     self.signal.notify()
                     if stop.is_set():
                         break
