@@ -10,15 +10,17 @@ short backoff (:func:`chaos_kind`), the transfer steps driving one provisioner p
 :class:`~tenure.engine.Worker` until SIGTERM (or SIGINT) asks it to stop. Its stats go to ``PATH``
 as JSON once its signal handlers are installed (it is ready: SIGTERM stops it cleanly from then on),
 every ``--stats-every`` seconds, and once more when it has stopped (``"final": true``), so a worker
-that is SIGKILLed leaves its last dump behind.
+that is SIGKILLed leaves its last dump behind. A worker whose parent (the test) is gone stops by
+itself, so a test that died leaves no worker behind.
 
-The recorder writes every effect it applies to the table ``chaos_effects`` (:data:`EFFECTS_DDL`,
-created by the test) *before* it answers, in a transaction of its own: what a worker did is on
-record even when the worker dies before the transition that would follow commits. A row names the
-resource, the definition, the action, the resource version the step was claimed at, the worker,
-the correlation token of the attempt (so the test can call back, late or twice) and the answer.
-The unique key (resource, definition, action, claim version, worker) lets several workers apply one
-step (at-least-once, after a crash or a lost claim) but never one worker twice.
+The recorder writes every effect it applies to the table ``chaos_effects`` (:data:`EFFECTS_DDL`;
+it and :data:`GATES_DDL` are created by the test) *before* it answers, in a transaction of its own:
+what a worker did is on record even when the worker dies before the transition that would follow
+commits. A row names the resource, the definition, the action, the resource version the step was
+claimed at, the worker, the correlation token of the attempt (so the test can call back, late or
+twice) and the answer. The unique key (resource, definition, action, claim version, worker) lets
+several workers apply one step (at-least-once, after a crash or a lost claim) but never one worker
+twice.
 
 How a definition behaves is read from its ``spec``:
 
@@ -28,9 +30,10 @@ How a definition behaves is read from its ``spec``:
 ``pause``
     sleep up to that many seconds after recording the effect (widens the window in which a kill
     leaves an applied effect without its transition);
-``slow`` (seconds), ``slow_action`` (default ``"provision"``)
-    sleep that long after recording the effect, but only for the first worker to apply it at that
-    claim version (the one that takes the step over runs fast).
+``gate`` (a name), ``gate_action`` (default ``"provision"``)
+    after recording the effect, wait until the test opens the gate (inserts the name into
+    ``chaos_gates``), but only as the first worker to apply it at that claim version (one that
+    takes the step over does not wait).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from tenure.machine import Backoff, Kind
 
 __all__ = [
     "EFFECTS_DDL",
+    "GATES_DDL",
     "EXIT_CLEAN",
     "EXIT_ERROR",
     "KIND_NAME",
@@ -97,6 +101,8 @@ CREATE TABLE IF NOT EXISTS chaos_effects (
     UNIQUE (resource_id, definition_id, action, version, worker)
 )
 """
+
+GATES_DDL = "CREATE TABLE IF NOT EXISTS chaos_gates (name text PRIMARY KEY)"
 
 _RECORD = """
 WITH prior AS (
@@ -171,6 +177,15 @@ class Recorder:
     def close(self) -> None:
         self.pool.close()
 
+    def _wait_for_gate(self, name: str, patience: float = 300.0) -> None:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            with self.pool.connection() as conn:
+                if conn.execute("SELECT 1 FROM chaos_gates WHERE name = %s", [name]).fetchone():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"gate {name!r} never opened")
+
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
         return self._apply(request)
 
@@ -201,9 +216,9 @@ class Recorder:
             row = conn.execute(_RECORD, params).fetchone()
         assert row is not None
         seq, prior = int(row[0]), int(row[1])
-        slow = float(spec.get("slow", 0))
-        if slow and prior == 0 and request.action == spec.get("slow_action", "provision"):
-            time.sleep(slow)
+        gate = spec.get("gate")
+        if gate and prior == 0 and request.action == spec.get("gate_action", "provision"):
+            self._wait_for_gate(str(gate))
         pause = float(spec.get("pause", 0))
         if pause:
             time.sleep(random.uniform(0, pause))
@@ -240,6 +255,14 @@ def _dump(path: Path, worker: Worker, *, final: bool) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(body, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _orphan_watch(parent: int, worker: Worker, done: threading.Event) -> None:
+    """Stop the worker if the process that started it is gone (a test that died must leave no worker)."""
+    while not done.wait(0.5):
+        if os.getppid() != parent:
+            worker.request_stop()
+            return
 
 
 def _dump_every(path: Path, worker: Worker, every: float, done: threading.Event) -> None:
@@ -311,6 +334,7 @@ def main(argv: Sequence[str]) -> int:
         target=_dump_every, args=(args.stats, worker, args.stats_every, done), name="stats", daemon=True
     )
     dumper.start()
+    threading.Thread(target=_orphan_watch, args=(os.getppid(), worker, done), name="orphan", daemon=True).start()
     code = EXIT_CLEAN
     try:
         worker.run()

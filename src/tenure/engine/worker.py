@@ -62,6 +62,7 @@ class WorkerStats:
     callbacks_applied: int = 0
     callbacks_superseded: int = 0
     store_errors: int = 0
+    engine_errors: int = 0
     step_seconds: list[float] = field(default_factory=list, repr=False)
 
 
@@ -166,7 +167,7 @@ class Worker:
                     continue
                 except Exception:
                     # A bug must not kill the worker silently: say so, back off, and go on.
-                    self.stats.store_errors += 1
+                    self.stats.engine_errors += 1
                     log.exception("worker %s: unexpected error in its loop; retrying in %.2fs", self.name, pause)
                     self._stopping.wait(pause)
                     pause = min(pause * 2, 5.0)
@@ -281,6 +282,13 @@ class Worker:
             # The outcome is lost with the connection; the claim expires and the step runs again.
             self.stats.store_errors += 1
             log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc)
+        except Exception:
+            # A bug in the engine (step errors never get here): say so, and hand the resource back
+            # rather than leave it to be taken over again and again in silence.
+            self.stats.engine_errors += 1
+            log.exception("worker %s: unexpected error running %s", self.name, r.id, extra={"resource_id": r.id})
+            with contextlib.suppress(TenureError):
+                self.store.release(claim)
         finally:
             with self._lock:
                 self._inflight.pop(claim.token, None)
@@ -331,7 +339,7 @@ class Worker:
                 delay = outcome.delay if outcome.delay is not None else policy.delay(failed, self._rand())
                 store.retry_later(
                     claim,
-                    error=outcome.error,
+                    error=_printable(outcome.error)[:4000],
                     at=store._now() + delay,
                     attempts=failed,
                     data=outcome.data,
@@ -371,17 +379,27 @@ class Worker:
             store.mark_settled(seqs, "dropped: the wait no longer exists")
             return len(seqs)
         if resource.version != wait.version:
-            self.stats.callbacks_superseded += len(seqs)
-            store.mark_settled(
+            # Counted only where this call settled them: another worker may have applied them (and
+            # so moved the resource on) in the meantime.
+            superseded = store.mark_settled(
                 seqs, f"superseded: the resource moved on to state {resource.state!r} at version {resource.version}"
             )
+            self.stats.callbacks_superseded += superseded
             return len(seqs)
         if wait.provisional:
             return 0  # the step that handed out the token still runs: applied once it waits
-        decision = roll_up(wait, store.callbacks(hashed), resource.data)
+        answers = store.callbacks(hashed)
+        unawaited = [cb.seq for cb in answers if cb.seq in seqs and cb.key not in wait.keys]
+        if unawaited:
+            # Early answers (sent while the step ran) for keys the step did not end up waiting for.
+            store.mark_settled(unawaited, f"ignored: not awaited (the wait awaits {', '.join(wait.keys)})")
+            seqs = [seq for seq in seqs if seq not in unawaited]
+            if not seqs:
+                return len(unawaited)
+        decision = roll_up(wait, answers, resource.data)
         if decision.event is None:
             store.mark_settled(seqs, f"recorded; still waiting for {', '.join(decision.missing)}")
-            return len(seqs)
+            return len(seqs) + len(unawaited)
         try:
             store.fire_settling(
                 resource,
@@ -398,7 +416,7 @@ class Worker:
             return 0  # the resource moved on meanwhile; the next pass settles these as superseded
         except TenureError as exc:
             store.mark_settled(seqs, f"refused: {exc}")
-        return len(seqs)
+        return len(seqs) + len(unawaited)
 
     def sweep_deadlines(self) -> int:
         """Fire the deadline event of every resource whose wait outlived its deadline."""

@@ -270,12 +270,17 @@ class Inbox(Dialect):
             rows = conn.execute(self._sql["unsettled_callbacks"], (self._array_in(list(kinds)), limit)).fetchall()
         return [self._callback_out(r) for r in rows]
 
-    def mark_settled(self, seqs: Sequence[int], result: str) -> None:
-        """Mark callbacks applied without a resource write (still waiting for others, or superseded)."""
+    def mark_settled(self, seqs: Sequence[int], result: str) -> int:
+        """Mark callbacks applied without a resource write (still waiting for others, or superseded).
+
+        Returns how many were settled by this call (a callback already settled is left as it is).
+        """
         now = self._time_in(self._now())
+        settled = 0
         with self._transaction() as tx:
             for seq in seqs:
-                tx.execute(self._sql["settle_callback"], (now, result, seq))
+                settled += tx.execute(self._sql["settle_callback"], (now, result, seq)).rowcount
+        return settled
 
     def _callback_out(self, row: Sequence[Any]) -> CallbackRow:
         received = self._time_out(row[7])

@@ -29,7 +29,8 @@ class WorkSignal:
     __slots__ = ("_cond", "_seq")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Re-entrant: a signal handler may notify while the thread it interrupted holds the lock.
+        self._cond = threading.Condition(threading.RLock())
         self._seq = 0
 
     @property

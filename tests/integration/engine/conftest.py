@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from store_support import FakeClock
 from tenure import Kind, Worker, open_store
 from tenure.clock import Clock, system_clock
 from tenure.store.core import StoreCore
@@ -54,12 +53,6 @@ def open_engine_store(store_url: str) -> Iterator[Callable[..., StoreCore]]:
 def real_store(open_engine_store: Callable[..., StoreCore]) -> StoreCore:
     """A migrated store on the test's database that reads the machine's clock."""
     return open_engine_store()
-
-
-@pytest.fixture
-def fake_store(open_engine_store: Callable[..., StoreCore], clock: FakeClock) -> StoreCore:
-    """Another store object on the test's database, reading the same fake clock as ``store``."""
-    return open_engine_store(clock=clock)
 
 
 @pytest.fixture

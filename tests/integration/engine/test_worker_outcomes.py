@@ -18,10 +18,10 @@ from tenure import (
     Backoff,
     Event,
     Fail,
-    InvalidSpec,
     InvalidSteps,
     Kind,
     Resource,
+    RetryLater,
     Role,
     State,
     StepContext,
@@ -31,7 +31,7 @@ from tenure import (
 )
 from tenure.engine.outcome import Outcome
 from tenure.store.core import StoreCore
-from tenure.store.inbox import token_hash
+from tenure.store.inbox import WaitRow, token_hash
 
 WAIT_FOR = timedelta(minutes=10)
 
@@ -117,7 +117,11 @@ def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: StoreCore
     def look(resource: Resource, ctx: StepContext) -> Outcome:
         assert ctx.claim.resource == resource
         assert not ctx.lost.is_set()
-        seen.append((resource.id, resource.version, ctx.worker, ctx.token, ctx.attempt, ctx.idempotency_key))
+        assert not ctx.token_issued, "a token is made only when the step asks for it"
+        token = ctx.token
+        assert ctx.token_issued
+        assert ctx.token == token, "one token per attempt, however often it is read"
+        seen.append((resource.id, resource.version, ctx.worker, token, ctx.attempt, ctx.idempotency_key))
         return Advance("finish")
 
     worker = worker_for(store, look, name="looker")
@@ -132,6 +136,39 @@ def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: StoreCore
         assert (version, name, attempt, key) == (1, "looker", 1, f"{rid}@1")
         assert len(token) >= 32
     assert by_id[first.id][3] != by_id[second.id][3], "every attempt gets its own token"
+
+
+def test_reading_the_token_opens_a_provisional_wait_and_not_reading_it_opens_none(store: StoreCore) -> None:
+    tokens: list[str] = []
+    provisional: list[object] = []
+
+    def reads(resource: Resource, ctx: StepContext) -> Outcome:
+        tokens.append(ctx.token)
+        provisional.append(store.wait(token_hash(ctx.token)))
+        return Advance("finish")
+
+    def ignores(resource: Resource, ctx: StepContext) -> Outcome:
+        provisional.append(store.current_wait(resource.id, resource.version))
+        return Advance("finish")
+
+    reading, ignoring = worker_for(store, reads), worker_for(store, ignores)
+    reader = store.create("chore")
+    reading.tick()
+    (token,) = tokens
+    (wait,) = provisional
+    assert isinstance(wait, WaitRow)
+    assert (wait.resource_id, wait.version, wait.state, wait.keys, wait.deadline) == (reader.id, 1, "todo", (), None)
+    assert wait.provisional
+    assert store.get(reader.id).state == "done"
+    assert store.wait(token_hash(token)) == wait, "the step advanced: the provisional wait was never completed"
+    assert store.current_wait(reader.id, 2) is None
+
+    provisional.clear()
+    ignorer = store.create("chore")
+    ignoring.tick()
+    assert provisional == [None]
+    assert store.current_wait(ignorer.id, 1) is None
+    assert store.get(ignorer.id).state == "done"
 
 
 # --- wait ----------------------------------------------------------------------------------------
@@ -165,6 +202,7 @@ def test_wait_enters_the_wait_state_and_opens_a_wait_for_the_steps_token(store: 
     wait = store.wait(token_hash(token))
     assert wait is not None
     assert (wait.resource_id, wait.version, wait.state, wait.keys) == (r.id, 2, "awaiting", ("left", "right"))
+    assert not wait.provisional, "entering the wait state completed the wait the token opened"
     assert dict(wait.rules) == {"done": "answered", "failed": "refused", "retry": None, "data_key": "answers"}
     assert wait.deadline == after.deadline
     assert store.current_wait(r.id, 2) == wait
@@ -196,7 +234,7 @@ def test_fail_fires_the_states_failure_event_with_the_error(store: StoreCore) ->
     assert dict(after.data) == {"disk": "sda"}
     last = store.journal(r.id)[-1]
     assert (last.event, last.from_state, last.to_state, last.actor) == ("fail", "todo", "failed", "w-1")
-    assert dict(last.detail) == {"step": "do_it", "attempt": 1, "worker": "w-1"}
+    assert dict(last.detail) == {"step": "do_it", "attempt": 1, "worker": "w-1", "error": "the disk is full"}
     assert worker.stats.failed == 1
 
 
@@ -220,28 +258,37 @@ def test_a_long_error_is_cut_to_4000_characters(store: StoreCore) -> None:
     assert store.get(r.id).error == "x" * 4000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the failure event's journal entry does not record the error (worker._apply passes it "
-    "only to the row, whose error the next transition clears)",
-)
 @pytest.mark.parametrize(
     ("outcome", "error"),
     [
         pytest.param(Fail("the disk is full"), "the disk is full", id="fail"),
-        pytest.param(None, "step do_it returned None", id="non-outcome"),
+        pytest.param(
+            None, "step do_it returned None; a step returns Advance, Wait, RetryLater or Fail", id="non-outcome"
+        ),
+        pytest.param(Fail("x" * 5000), "x" * 4000, id="cut-like-the-row"),
     ],
 )
 def test_the_failure_is_journaled_with_its_error(store: StoreCore, outcome: object, error: str) -> None:
+    """The row's error is cleared by the next write; the journal keeps it, exactly as the row had it."""
     worker = worker_for(store, returning(outcome))
     r = store.create("chore")
 
     worker.tick()
 
+    after = store.get(r.id)
+    assert after.error == error
     last = store.journal(r.id)[-1]
-    assert last.event == "fail"
-    assert error in str(last.detail.get("error"))
+    assert (last.event, last.version) == ("fail", after.version)
+    assert dict(last.detail) == {"step": "do_it", "attempt": 1, "worker": "w-1", "error": error}
+
+
+def test_only_failures_journal_an_error(store: StoreCore) -> None:
+    worker = worker_for(store, returning(Advance("finish", detail={"note": "fine"})))
+    r = store.create("chore")
+
+    worker.tick()
+
+    assert [("error" in e.detail) for e in store.journal(r.id)] == [False, False]
 
 
 # --- outcomes the worker refuses -----------------------------------------------------------------
@@ -317,30 +364,40 @@ def test_an_outcome_the_kind_cannot_apply_ends_in_the_failure_event_naming_the_p
     assert (worker.stats.failed, worker.stats.advanced, worker.stats.waited) == (1, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidSpec,
-    reason="BUG: outcome data that is not JSON makes Worker.run_claim raise InvalidSpec out of _apply; "
-    "the resource stays claimed and never reaches its failure event",
-)
+NOT_JSON = {1, 2}
+
+
 @pytest.mark.parametrize(
     "outcome",
     [
-        pytest.param(Advance("finish", {"when": {1, 2}}), id="advance"),
-        pytest.param(Fail("broken", data={"when": {1, 2}}), id="fail"),
+        pytest.param(Advance("finish", {"when": NOT_JSON}), id="advance-data"),
+        pytest.param(Advance("finish", detail={"when": NOT_JSON}), id="advance-detail"),
+        pytest.param(Fail("broken", data={"when": NOT_JSON}), id="fail-data"),
+        pytest.param(
+            Wait("ask", ["k"], on_done="answered", on_failed="refused", data={"when": NOT_JSON}), id="wait-data"
+        ),
+        pytest.param(RetryLater("later", data={"when": NOT_JSON}), id="retry-later-data"),
     ],
 )
 def test_outcome_data_that_is_not_json_ends_in_the_failure_event(store: StoreCore, outcome: Outcome) -> None:
     worker = worker_for(store, returning(outcome))
-    r = store.create("chore")
+    r = store.create("chore", data={"keep": "me"})
 
-    worker.tick()
+    assert worker.tick() == 1
 
     after = store.get(r.id)
-    assert after.state == "failed"
+    assert (after.state, after.claim_token, after.claimed_by) == ("failed", None, None)
     assert after.error is not None
-    assert "JSON" in after.error
-    assert after.claim_token is None
+    assert after.error.startswith("step do_it ended in an outcome that cannot be stored: "), after.error
+    assert "must be JSON-serialisable" in after.error
+    assert "{1, 2}" not in after.error, "the error names the problem, not the data"
+    assert dict(after.data) == {"keep": "me"}, "none of the outcome's data is stored"
+    assert events(store, r.id) == ["@create", "fail"]
+    last = store.journal(r.id)[-1]
+    assert dict(last.detail) == {"step": "do_it", "attempt": 1, "worker": "w-1", "error": after.error}
+    assert store.current_wait(r.id, after.version) is None
+    assert (worker.stats.failed, worker.stats.advanced, worker.stats.waited, worker.stats.retried) == (1, 0, 0, 0)
+    assert worker.tick() == 0
 
 
 def test_steps_are_registered_only_for_work_states_with_a_failure_event() -> None:

@@ -180,7 +180,12 @@ def test_the_limit_is_exactly_max_attempts_runs_then_the_failure_event(
     assert len(step.calls) == max_attempts
     journal = store.journal(r.id)
     assert [e.event for e in journal] == ["@create", *["@retry"] * (max_attempts - 1), "give_up"]
-    assert dict(journal[-1].detail) == {"step": "flaky_step", "attempt": max_attempts, "worker": "retrier"}
+    assert dict(journal[-1].detail) == {
+        "step": "flaky_step",
+        "attempt": max_attempts,
+        "worker": "retrier",
+        "error": f"gave up after {max_attempts} attempts: RuntimeError: still broken",
+    }
     assert (worker.stats.retried, worker.stats.failed) == (max_attempts - 1, 1)
     clock.advance(timedelta(days=1))
     assert worker.tick() == 0
@@ -353,27 +358,49 @@ def test_the_schedule_survives_a_new_worker_on_a_new_store_object(
 # --- error text the database cannot keep ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception message with NUL reaches the store unescaped (worker._describe); the failure "
-    "write raises InvalidArgument out of run_claim, the retry write raises psycopg.DataError on PostgreSQL "
-    "and stores a raw NUL on SQLite",
-)
 @pytest.mark.parametrize(
-    ("raised", "state", "error"),
+    ("raised", "state", "event", "error"),
     [
-        pytest.param(RuntimeError("bad\x00byte"), "todo", "RuntimeError: bad\\x00byte", id="retried"),
-        pytest.param(Fatal("bad\x00byte"), "failed", "Fatal: bad\\x00byte", id="fatal"),
+        pytest.param(RuntimeError("bad\x00byte"), "todo", "@retry", "RuntimeError: bad\\x00byte", id="retried"),
+        pytest.param(Retryable("bad\x00byte"), "todo", "@retry", "Retryable: bad\\x00byte", id="retryable"),
+        pytest.param(Fatal("bad\x00byte"), "failed", "give_up", "Fatal: bad\\x00byte", id="fatal"),
+        pytest.param(Fail("bad\x00byte"), "failed", "give_up", "bad\\x00byte", id="returned-fail"),
+        pytest.param(
+            RetryLater("bad\x00byte"),
+            "todo",
+            "@retry",
+            "bad\\x00byte",
+            id="returned-retry-later",
+        ),
     ],
 )
 def test_an_error_message_with_nul_is_recorded_escaped(
-    store: StoreCore, raised: BaseException, state: str, error: str
+    store: StoreCore, raised: BaseException | Outcome, state: str, event: str, error: str
 ) -> None:
+    """NUL cannot be stored (PostgreSQL refuses it): it is kept as the four characters \\x00."""
     kind = flaky_kind(Backoff(max_attempts=3))
     worker = make_worker(store, kind, Script(then=raised))
     r = store.create("flaky")
 
-    worker.tick()
+    assert worker.tick() == 1
 
     after = store.get(r.id)
     assert (after.state, after.error, after.claim_token) == (state, error, None)
+    last = store.journal(r.id)[-1]
+    assert (last.event, last.detail["error"]) == (event, error)
+
+
+def test_a_nul_in_the_last_attempts_error_is_escaped_in_the_failure(store: StoreCore) -> None:
+    kind = flaky_kind(Backoff(max_attempts=2, base=timedelta(0), cap=timedelta(0)))
+    worker = make_worker(store, kind, Script(then=RuntimeError("bad\x00byte")))
+    r = store.create("flaky")
+
+    assert worker.run_until_idle() == 2
+
+    after = store.get(r.id)
+    assert (after.state, after.error) == ("failed", "gave up after 2 attempts: RuntimeError: bad\\x00byte")
+    assert [(e.event, e.detail.get("error")) for e in store.journal(r.id)] == [
+        ("@create", None),
+        ("@retry", "RuntimeError: bad\\x00byte"),
+        ("give_up", "gave up after 2 attempts: RuntimeError: bad\\x00byte"),
+    ]
