@@ -8,21 +8,15 @@ a takeover, or after somebody else moved the resource, is refused with ClaimLost
 from __future__ import annotations
 
 import itertools
-import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
 from hypothesis import strategies as st
-from psycopg import sql
 
 from store_support import FakeClock, all_journal
 from tenure import (
@@ -86,61 +80,10 @@ RULES = {"done": "answered", "failed": "cancel", "retry": "again", "data_key": "
 # --- fixtures --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared_pg_url(pg_admin_url: str) -> Iterator[str]:
-    """One migrated PostgreSQL database for the whole module (creating one per test is slow)."""
-    name = f"tenure_test_{secrets.token_hex(6)}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
-    try:
-        migrating = open_store(url, check_schema=False)
-        migrating.migrate()
-        migrating.close()
-        yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def empty_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    """Delete every row but the migrations' (deleting is much faster than TRUNCATE on tiny tables)."""
-    tables = {
-        str(row[0])
-        for row in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'tenure_migrations'"
-        )
-    }
-    refs = [
-        (str(child), str(parent))
-        for child, parent in conn.execute(
-            "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
-        )
-    ]
-    with conn.transaction():
-        while tables:
-            # Tables no remaining table refers to go first.
-            free = sorted(t for t in tables if not any(p == t and c in tables and c != t for c, p in refs))
-            assert free, f"a cycle of foreign keys among {tables}"
-            for table in free:
-                conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
-            tables -= set(free)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Overrides conftest's: an empty database of each dialect; PostgreSQL's is the module's, emptied."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/t.db"
-    url = str(request.getfixturevalue("shared_pg_url"))
-    with psycopg.connect(url, autocommit=True) as conn:
-        empty_tables(conn)
-    return url
+@pytest.fixture
+def store_url(reused_store_url: str) -> str:
+    """Overrides the root conftest's: one database per module, emptied before each test."""
+    return reused_store_url
 
 
 @pytest.fixture

@@ -368,10 +368,11 @@ class Worker:
         by_wait: dict[str, list[CallbackRow]] = {}
         for cb in pending:
             by_wait.setdefault(cb.token_hash, []).append(cb)
-        return sum(self._settle(hashed, [cb.seq for cb in rows]) for hashed, rows in by_wait.items())
+        return sum(self._settle(hashed, rows) for hashed, rows in by_wait.items())
 
-    def _settle(self, hashed: str, seqs: list[int]) -> int:
-        """Apply the callbacks ``seqs`` of one wait; returns how many were settled."""
+    def _settle(self, hashed: str, rows: list[CallbackRow]) -> int:
+        """Apply the unsettled callbacks ``rows`` of one wait; returns how many were settled."""
+        seqs = [cb.seq for cb in rows]
         store = self.store
         wait = store.wait(hashed)
         resource = store._get_or_none(wait.resource_id) if wait else None
@@ -388,7 +389,9 @@ class Worker:
             return len(seqs)
         if wait.provisional:
             return 0  # the step that handed out the token still runs: applied once it waits
-        answers = store.callbacks(hashed)
+        # When the unsettled rows answer every awaited key, they are all the answers there can be.
+        complete = set(wait.keys) <= {cb.key for cb in rows}
+        answers = rows if complete else store.callbacks(hashed)
         unawaited = [cb.seq for cb in answers if cb.seq in seqs and cb.key not in wait.keys]
         if unawaited:
             # Early answers (sent while the step ran) for keys the step did not end up waiting for.
