@@ -903,3 +903,10 @@ def test_a_blind_fire_gives_up_with_a_conflict_when_it_keeps_losing(store: Store
     )
     assert caught.value.expected_version < caught.value.actual_version
     assert [e.event for e in store.journal(r.id)] == [CREATE_EVENT] + ["pull"] * interloper.writes
+
+
+def test_both_stores_provide_the_whole_engine_protocol(store: StoreCore) -> None:
+    from tenure.store.protocol import EngineStore, Store
+
+    assert isinstance(store, Store)
+    assert isinstance(store, EngineStore)

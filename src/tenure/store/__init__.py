@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
-from tenure.store.protocol import Store
+from tenure.store.protocol import EngineStore, Store
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 
 __all__ = [
     "CREATE_EVENT",
     "DEFAULT_DATABASE_URL",
+    "EngineStore",
     "JournalEntry",
     "Page",
     "Resource",

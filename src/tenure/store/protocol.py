@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from tenure.machine import Kind
+from tenure.store.claims import Agenda, Claim, WaitPlan
+from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitRow
 from tenure.store.model import JournalEntry, Page, Resource
+from tenure.store.signal import Listener, WorkSignal
 
-__all__ = ["Store"]
+__all__ = ["EngineStore", "Store"]
 
 
 @runtime_checkable
@@ -116,4 +120,116 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class EngineStore(Store, Protocol):
+    """What the engine needs from a store besides :class:`Store`: claims, fenced writes, the inbox.
+
+    Both built-in stores provide it; see :mod:`tenure.store.claims` and :mod:`tenure.store.inbox`.
+    """
+
+    #: Bumped by every write of this store object that makes work due.
+    signal: WorkSignal
+
+    def listen(self) -> Listener | None:
+        """Relay other processes' writes to :attr:`signal` (None where the database cannot)."""
+        ...
+
+    def claim(
+        self, worker: str, due: Sequence[tuple[str, str]], *, limit: int = 10, lease: timedelta
+    ) -> builtins.list[Claim]:
+        """Claim up to ``limit`` due resources in the (kind, state) pairs ``due``."""
+        ...
+
+    def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
+        """Extend the claims held under ``tokens``; returns the tokens still held."""
+        ...
+
+    def release(self, claim: Claim) -> bool:
+        """Give a claim back unworked."""
+        ...
+
+    def fire_claimed(
+        self,
+        claim: Claim,
+        event: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        actor: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        wait: WaitPlan | None = None,
+    ) -> Resource:
+        """Fire as the claim holder (raises ClaimLost once the claim no longer holds)."""
+        ...
+
+    def fire_settling(
+        self,
+        before: Resource,
+        event: str,
+        callbacks: Sequence[int],
+        *,
+        result: str,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        actor: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Resource:
+        """Fire on a snapshot and settle ``callbacks`` in the same transaction."""
+        ...
+
+    def retry_later(
+        self,
+        claim: Claim,
+        *,
+        error: str,
+        at: datetime,
+        attempts: int,
+        data: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        """Record a failed attempt and schedule the next one (fenced, journaled as ``@retry``)."""
+        ...
+
+    def expired_waits(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[Resource]:
+        """Resources of ``kinds`` whose wait outlived its deadline."""
+        ...
+
+    def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
+        """When each kind of engine work is next due."""
+        ...
+
+    def deliver(
+        self,
+        resource_id: str,
+        token: str,
+        key: str,
+        status: CallbackStatus | str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Receipt:
+        """Record an external party's callback; says accepted, duplicate or refused (and why)."""
+        ...
+
+    def open_wait(self, resource: Resource, hashed: str) -> None:
+        """Open a provisional wait for a token a running step handed out."""
+        ...
+
+    def wait(self, hashed: str) -> WaitRow | None:
+        """The wait opened under a token hash."""
+        ...
+
+    def callbacks(self, hashed: str) -> builtins.list[CallbackRow]:
+        """Every callback recorded for a wait."""
+        ...
+
+    def unsettled(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[CallbackRow]:
+        """Callbacks not yet applied, for resources of ``kinds``."""
+        ...
+
+    def mark_settled(self, seqs: Sequence[int], result: str) -> int:
+        """Settle callbacks without a resource write; returns how many this call settled."""
         ...
