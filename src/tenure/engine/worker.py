@@ -45,6 +45,9 @@ log = logging.getLogger("tenure.engine")
 
 _OUTCOMES = (Advance, Wait, RetryLater, Fail)
 
+#: While busy, the longest a worker claims without reading its agenda (callbacks, deadlines, sleep).
+_REPLAN = 0.25
+
 
 @dataclass
 class WorkerStats:
@@ -110,6 +113,7 @@ class Worker:
         self._due = steps.due()
         self._kinds = sorted(store.kinds)
         self._poll = 5.0
+        self._planned_at = -_REPLAN
         self._inflight: dict[str, tuple[Claim, StepContext]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -187,14 +191,28 @@ class Worker:
         """
         self.stats.rounds += 1
         store = self.store
+        free = min(self.concurrency - len(self._inflight), self.batch)
+        since = time.monotonic() - self._planned_at
+        if since < _REPLAN:
+            # Busy: the agenda was read a moment ago. Claim straight away (one query per pass), or
+            # with every slot taken just wait for a step to finish (it bumps the signal); callbacks,
+            # deadlines and the sleep time are looked at again within _REPLAN either way.
+            if free <= 0:
+                return _REPLAN - since
+            if self._due:
+                claims = store.claim(self.name, self._due, limit=free, lease=self.lease)
+                for claim in claims:
+                    self._submit(claim)
+                if claims:
+                    return 0.0 if len(claims) == free else _REPLAN
         agenda = store.agenda(self._due, self._kinds)
+        self._planned_at = time.monotonic()
         now = store._now()
         worked = 0
         if agenda.callback is not None:
             worked += self.apply_callbacks()
         if agenda.deadline is not None and agenda.deadline <= now:
             worked += self.sweep_deadlines()
-        free = min(self.concurrency - len(self._inflight), self.batch)
         if free > 0 and agenda.claims_due(now):
             claims = store.claim(self.name, self._due, limit=free, lease=self.lease)
             for claim in claims:
@@ -204,7 +222,7 @@ class Worker:
         if worked:
             return 0.0
         if free <= 0:
-            return self._poll  # a finishing step bumps the signal
+            return _REPLAN  # a finishing step bumps the signal; callbacks and deadlines go on meanwhile
         upcoming = [t for t in (agenda.step, agenda.claim_expiry, agenda.deadline) if t is not None and t > now]
         if not upcoming:
             return self._poll
