@@ -294,6 +294,30 @@ def test_wait_state_deadline_may_fire_a_self_loop_to_retry() -> None:
     assert kind.target("w", "retry") == "w"
 
 
+def _refuse(subject: object) -> bool:
+    return False
+
+
+def test_a_guarded_deadline_event_is_refused() -> None:
+    # The engine fires it when nothing else can: a guard that refused would leave the wait stuck.
+    wait = State("w", 2, Role.WAIT, deadline=timedelta(minutes=1), on_deadline="timeout")
+    states, events = wait_kind(wait, Event("timeout", "w", "z", guard=_refuse))
+    assert_problems(problems_of(states, events), ("'w'", "'timeout'", "at its deadline", "must not be guarded"))
+
+
+def test_a_guarded_failure_event_is_refused() -> None:
+    states = [State("a", 1), State("b", 2, Role.WORK, on_failure="fail"), State("z", 9, Role.FINAL)]
+    events = [*base_events(), Event("fail", "b", "z", guard=_refuse)]
+    assert_problems(problems_of(states, events), ("'b'", "'fail'", "when its step fails", "must not be guarded"))
+
+
+def test_a_failure_event_guarded_only_from_another_state_is_accepted() -> None:
+    states = [State("a", 1), State("b", 2, Role.WORK, on_failure="fail"), State("z", 9, Role.FINAL)]
+    events = [*base_events(), Event("fail", "b", "z"), Event("fail", "a", "z", guard=_refuse)]
+    kind = Kind("k", states=states, events=events, initial="a")
+    assert kind.state("b").on_failure == "fail"
+
+
 @pytest.mark.parametrize(("name", "role"), [("a", Role.REST), ("b", Role.WORK), ("z", Role.FINAL)])
 def test_deadline_on_a_non_wait_state(name: str, role: Role) -> None:
     states = [

@@ -65,6 +65,12 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
+def _pool_size(workers: int, concurrency: int) -> int:
+    # A connection for each running step, plus each worker's loop and heartbeat: fewer, and steps
+    # queue for connections while their claims tick away.
+    return min(workers * (concurrency + 2), 100)
+
+
 def worker(
     database: DatabaseOption = None,
     kinds: KindsOption = None,
@@ -80,7 +86,7 @@ def worker(
     """
     _configure_logging(verbose)
     with reported():
-        store = open_store(database, all_kinds(kinds))
+        store = open_store(database, all_kinds(kinds), pool_size=_pool_size(1, concurrency))
         steps = _steps(store, kinds)
     try:
         w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)
@@ -116,7 +122,7 @@ def serve(
                 migrator.close()
             if applied:
                 console.print(f"migrated {migrator.target} to schema version {max(applied)}")
-        store = open_store(url, all_kinds(kinds))
+        store = open_store(url, all_kinds(kinds), pool_size=_pool_size(workers, concurrency))
         steps = _steps(store, kinds)
     try:
         pool = [Worker(store, steps, concurrency=concurrency, lease=timedelta(seconds=lease)) for _ in range(workers)]

@@ -17,6 +17,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from tenure.errors import (
     ResourceNotFound,
     StoreUnavailable,
     TenureError,
+    TransitionNotAllowed,
 )
 from tenure.machine import Kind, Role, State
 from tenure.store.claims import Claim, WaitPlan
 from tenure.store.core import StoreCore
 from tenure.store.inbox import CallbackRow, token_hash
+from tenure.store.model import Resource
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -47,6 +50,9 @@ _OUTCOMES = (Advance, Wait, RetryLater, Fail)
 
 #: While busy, the longest a worker claims without reading its agenda (callbacks, deadlines, sleep).
 _REPLAN = 0.25
+
+#: The longest explicit delay a step may ask for before its next attempt.
+MAX_RETRY_DELAY = timedelta(days=30)
 
 
 @dataclass
@@ -66,7 +72,8 @@ class WorkerStats:
     callbacks_superseded: int = 0
     store_errors: int = 0
     engine_errors: int = 0
-    step_seconds: list[float] = field(default_factory=list, repr=False)
+    #: How long the most recent steps took (the last 1024).
+    step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
 
 
 def default_worker_name() -> str:
@@ -280,6 +287,13 @@ class Worker:
                 self.store.release(claim)
                 return
             state = reg.kind.state(r.state)
+            spent = state.backoff.max_attempts
+            if claim.takeover and r.attempts >= spent:
+                # Each holder before died or stalled past its lease mid-step (a crash the step
+                # causes, say): those were attempts too, and the budget is spent.
+                why = "every worker that ran it died or stalled past its lease"
+                self._apply(reg, state, ctx, Fail(f"gave up after {r.attempts} attempts: {why}"))
+                return
             started = time.perf_counter()
             outcome = self._call(reg, ctx)
             self.stats.step_seconds.append(time.perf_counter() - started)
@@ -300,16 +314,36 @@ class Worker:
             # The outcome is lost with the connection; the claim expires and the step runs again.
             self.stats.store_errors += 1
             log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc)
-        except Exception:
-            # A bug in the engine (step errors never get here): say so, and hand the resource back
-            # rather than leave it to be taken over again and again in silence.
+        except Exception as exc:
+            # A bug in the engine (step errors never get here): say so, and count it as a failed
+            # attempt, so that it backs off and ends in the failure event instead of looping.
             self.stats.engine_errors += 1
             log.exception("worker %s: unexpected error running %s", self.name, r.id, extra={"resource_id": r.id})
-            with contextlib.suppress(TenureError):
-                self.store.release(claim)
+            self._recover(ctx, exc)
         finally:
             with self._lock:
                 self._inflight.pop(claim.token, None)
+
+    def _recover(self, ctx: StepContext, exc: Exception) -> None:
+        r = ctx.claim.resource
+        error = f"engine error: {_describe(exc)}"
+        reg = self.steps.get(r.kind, r.state)
+        state = reg.kind.state(r.state) if reg is not None else None
+        try:
+            if reg is not None and state is not None:
+                self._apply(reg, state, ctx, RetryLater(error))
+                return
+        except Exception:
+            log.exception("worker %s: could not record the engine error on %s", self.name, r.id, extra=_about(r))
+        # Not even the failure could be recorded: come back after the longest backoff, not at once.
+        cap = state.backoff.cap if state is not None else timedelta(minutes=5)
+        try:
+            self.store.retry_later(
+                ctx.claim, error=error[:4000], at=self.store._now() + cap, attempts=r.attempts + 1, actor=self.name
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.store.release(ctx.claim)
 
     def _call(self, reg: Registered, ctx: StepContext) -> Outcome:
         r = ctx.claim.resource
@@ -335,26 +369,37 @@ class Worker:
         if isinstance(outcome, Advance):
             problem = _event_problem(kind, r.state, outcome.event)
             if problem is None:
-                store.fire_claimed(
-                    claim, outcome.event, data=outcome.data, actor=self.name, detail={**detail, **outcome.detail}
-                )
-                self.stats.advanced += 1
-                return
+                try:
+                    store.fire_claimed(
+                        claim, outcome.event, data=outcome.data, actor=self.name, detail={**detail, **outcome.detail}
+                    )
+                    self.stats.advanced += 1
+                    return
+                except TransitionNotAllowed as exc:  # a guard refused it
+                    problem = exc.reason or str(exc)
             outcome = Fail(f"step {reg.name} asked to fire {outcome.event!r}: {problem}")
         if isinstance(outcome, Wait):
             problem = _wait_problem(kind, r.state, outcome)
             if problem is None:
                 plan = WaitPlan(token_hash(ctx.token), tuple(outcome.keys), outcome.rules())
-                detail = {**detail, **outcome.detail, "awaiting": list(outcome.keys)}
-                store.fire_claimed(claim, outcome.event, data=outcome.data, actor=self.name, detail=detail, wait=plan)
-                self.stats.waited += 1
-                return
+                waiting = {**detail, **outcome.detail, "awaiting": list(outcome.keys)}
+                try:
+                    store.fire_claimed(
+                        claim, outcome.event, data=outcome.data, actor=self.name, detail=waiting, wait=plan
+                    )
+                    self.stats.waited += 1
+                    return
+                except TransitionNotAllowed as exc:  # a guard refused it
+                    problem = f"event {outcome.event!r}: {exc.reason or exc}"
             outcome = Fail(f"step {reg.name} asked to wait: {problem}")
         if isinstance(outcome, RetryLater):
             failed = r.attempts + 1
             policy = state.backoff
             if failed < policy.max_attempts:
                 delay = outcome.delay if outcome.delay is not None else policy.delay(failed, self._rand())
+                # An explicit delay is the step's call, within reason: never negative, never past
+                # what a timestamp can hold.
+                delay = min(max(delay, timedelta(0)), MAX_RETRY_DELAY)
                 store.retry_later(
                     claim,
                     error=_printable(outcome.error)[:4000],
@@ -367,15 +412,20 @@ class Worker:
                 return
             outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
         event = outcome.event or state.on_failure
-        assert event is not None, "steps are registered only for states with on_failure"
+        assert state.on_failure is not None, "steps are registered only for states with on_failure"
+        assert event is not None
         problem = _event_problem(kind, r.state, event)
         if problem is not None:
-            outcome, event = (
-                Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"),
-                state.on_failure or event,
-            )
+            outcome, event = Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"), state.on_failure
         error = _printable(outcome.error)[:4000]
-        store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.name, detail=detail)
+        try:
+            store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.name, detail=detail)
+        except TransitionNotAllowed as exc:
+            if event == state.on_failure:
+                raise  # kind validation keeps the state's own failure event unguarded
+            # A guard refused the step's chosen failure event: the state's own one always goes.
+            error = _printable(f"{outcome.error} (and its failure event {event!r}: {exc.reason or exc})")[:4000]
+            store.fire_claimed(claim, state.on_failure, data=outcome.data, error=error, actor=self.name, detail=detail)
         self.stats.failed += 1
 
     # --- callbacks and deadlines ---------------------------------------------------------------
@@ -409,7 +459,15 @@ class Worker:
             return 0  # the step that handed out the token still runs: applied once it waits
         # When the unsettled rows answer every awaited key, they are all the answers there can be.
         complete = set(wait.keys) <= {cb.key for cb in rows}
-        answers = rows if complete else store.callbacks(hashed)
+        if not complete:
+            # Read them all: answers recorded earlier count, and answers that arrived since the
+            # batch was read are used (so settled) by this same decision.
+            answers = store.callbacks(hashed)
+            seqs = [cb.seq for cb in answers if cb.applied_at is None]
+            if not seqs:
+                return 0  # another worker settled them meanwhile
+        else:
+            answers = rows
         unawaited = [cb.seq for cb in answers if cb.seq in seqs and cb.key not in wait.keys]
         if unawaited:
             # Early answers (sent while the step ran) for keys the step did not end up waiting for.
@@ -440,26 +498,52 @@ class Worker:
         return len(seqs) + len(unawaited)
 
     def sweep_deadlines(self) -> int:
-        """Fire the deadline event of every resource whose wait outlived its deadline."""
+        """Fire the deadline event of every resource whose wait outlived its deadline.
+
+        Answers already in the inbox win over the deadline: they are applied first, and the
+        deadline fires only if they do not decide the wait (keeping what they said in the data).
+        """
         fired = 0
         for r in self.store.expired_waits(self._kinds, limit=self.batch):
-            state = self.store.kind(r.kind).state(r.state)
-            if state.role is not Role.WAIT or state.on_deadline is None:
-                continue
-            deadline = r.deadline.isoformat() if r.deadline else "?"
             try:
-                self.store.fire(
-                    r,
-                    state.on_deadline,
-                    error=f"no answer in state {r.state!r} before its deadline ({deadline})",
-                    actor=self.name,
-                    detail={"deadline": deadline},
-                )
-                fired += 1
-            except Conflict:
+                fired += self._expire(r)
+            except (Conflict, ResourceNotFound):
                 continue  # answered, or swept by another worker, in the meantime
+            except (StoreUnavailable, OSError):
+                raise
+            except Exception:
+                # One resource must not hold up the deadlines of the others.
+                self.stats.engine_errors += 1
+                log.exception("worker %s: could not fire the deadline of %s", self.name, r.id, extra=_about(r))
         self.stats.deadlines_fired += fired
         return fired
+
+    def _expire(self, r: Resource) -> int:
+        state = self.store.kind(r.kind).state(r.state)
+        if state.role is not Role.WAIT or state.on_deadline is None:
+            return 0
+        data = None
+        wait = self.store.current_wait(r.id, r.version)
+        if wait is not None and not wait.provisional:
+            answers = self.store.callbacks(wait.token_hash)
+            unsettled = [cb for cb in answers if cb.applied_at is None]
+            if unsettled and self._settle(wait.token_hash, unsettled):
+                now = self.store._get_or_none(r.id)
+                if now is None or now.version != r.version:
+                    return 0  # the answers decided the wait
+            if answers:
+                # Partial answers are kept: a retry then asks again only for what is missing.
+                data = roll_up(wait, answers, r.data).data
+        deadline = r.deadline.isoformat() if r.deadline else "?"
+        self.store.fire(
+            r,
+            state.on_deadline,
+            data=data,
+            error=f"no answer in state {r.state!r} before its deadline ({deadline})",
+            actor=self.name,
+            detail={"deadline": deadline},
+        )
+        return 1
 
     # --- heartbeats and shutdown ---------------------------------------------------------------
 
@@ -478,6 +562,11 @@ class Worker:
             held = self.store.renew(list(running), lease=self.lease)
         except StoreUnavailable as exc:
             log.warning("worker %s: could not renew claims: %s", self.name, exc)
+            return
+        except Exception:
+            # The heartbeat must outlive a surprise: without it every long step is taken over.
+            self.stats.engine_errors += 1
+            log.exception("worker %s: unexpected error renewing claims", self.name)
             return
         for token, (claim, ctx) in running.items():
             if token not in held and not ctx.lost.is_set():
@@ -500,6 +589,10 @@ class Worker:
             with contextlib.suppress(StoreUnavailable):
                 self.store.release(claim)
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _about(r: Resource) -> dict[str, str]:
+    return {"resource_id": r.id, "kind": r.kind}
 
 
 def _describe(exc: BaseException) -> str:

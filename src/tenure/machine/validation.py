@@ -109,6 +109,8 @@ def _edge_problems(
                     f"wait state {s.name!r} fires {s.on_deadline!r} at its deadline, "
                     f"but that event does not leave {s.name!r}"
                 )
+            elif guarded.get((s.name, s.on_deadline)):
+                problems.append(_guarded_last_resort(s.name, s.on_deadline, "at its deadline"))
         elif s.deadline is not None or s.on_deadline is not None:
             problems.append(f"state {s.name!r} is a {s.role.value} state; only wait states have a deadline")
         if s.role is Role.WORK:
@@ -117,6 +119,8 @@ def _edge_problems(
                     f"work state {s.name!r} fires {s.on_failure!r} when its step fails, "
                     f"but that event does not leave {s.name!r}"
                 )
+            elif s.on_failure is not None and guarded.get((s.name, s.on_failure)):
+                problems.append(_guarded_last_resort(s.name, s.on_failure, "when its step fails"))
             if s.retry is not None:
                 problems.extend(f"work state {s.name!r} retry policy: {p}" for p in s.retry.problems())
         elif s.on_failure is not None or s.retry is not None:
@@ -124,6 +128,15 @@ def _edge_problems(
         if not s.is_final and not edges.get(s.name):
             problems.append(f"state {s.name!r} is not final but has no way out (a dead end)")
     return problems
+
+
+def _guarded_last_resort(state: str, event: str, when: str) -> str:
+    # The engine fires these events when nothing else can be done; a guard that refused would leave
+    # the resource stuck where no step or deadline moves it on.
+    return (
+        f"state {state!r} fires {event!r} {when}, but that event has a guard from {state!r}; "
+        "failure and deadline events must not be guarded"
+    )
 
 
 def _reachability_problems(initial: str, edges: Mapping[str, Mapping[str, str]], names: Sequence[str]) -> list[str]:

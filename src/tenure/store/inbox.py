@@ -109,6 +109,8 @@ class CallbackRow:
 
 
 _MAX_KEY = 200
+#: How many answers a wait takes while the step that handed out its token still runs.
+MAX_EARLY_CALLBACKS = 64
 _MAX_ERROR = 4000
 
 
@@ -201,6 +203,17 @@ class Inbox(Dialect):
             return Receipt(
                 Delivery.REFUSED, resource_id, key, f"{key!r} is not awaited; expected one of {', '.join(wait.keys)}"
             )
+        if wait.provisional:
+            # The step has not said yet which keys it awaits, so any key is taken, but not without end.
+            (early,) = conn.execute(self._sql["count_callbacks_of_wait"], (hashed,)).fetchone()
+            if int(early) >= MAX_EARLY_CALLBACKS:
+                return Receipt(
+                    Delivery.REFUSED,
+                    resource_id,
+                    key,
+                    f"{MAX_EARLY_CALLBACKS} answers were already recorded before the step said what it awaits; "
+                    "send the rest once the resource is waiting",
+                )
         current = conn.execute(self._sql["get_version_state"], (resource_id,)).fetchone()
         if current is None or int(current[0]) != wait.version:
             where = "" if current is None else f"; the resource is now in state {current[1]!r} at version {current[0]}"

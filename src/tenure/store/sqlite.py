@@ -359,7 +359,7 @@ class SQLiteStore(StoreCore):
         # updates below: the whole claim is one write transaction.
         with self._write() as tx:
             for resource_id, takeover in tx.execute(Q["claim_candidates"], params).fetchall():
-                row = tx.execute(Q["claim_one"], (worker, to_iso(expires), resource_id)).fetchone()
+                row = tx.execute(Q["claim_one"], (worker, to_iso(expires), int(takeover), resource_id)).fetchone()
                 claimed.append((resource_from_sqlite(row), bool(takeover)))
         return claimed
 

@@ -37,13 +37,14 @@ def open_store(
     *,
     clock: Clock = system_clock,
     check_schema: bool = True,
+    pool_size: int | None = None,
 ) -> StoreCore:
     """Open the store a URL names.
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` open the embedded store (query
     options: ``synchronous=full|normal``, ``busy_timeout`` in seconds); ``postgresql://...`` opens
     the shared store (options: ``pool_size``, ``connect_timeout``; every other parameter goes to
-    libpq).
+    libpq). ``pool_size`` given here is the size when the URL does not set one (default 4).
     """
     url = database_url(url)
     scheme = urlsplit(url).scheme.lower()
@@ -65,7 +66,7 @@ def open_store(
     if scheme in ("postgresql", "postgres"):
         from tenure.store.postgres import PostgresStore
 
-        pool_size = int(_number(url, options, "pool_size", 4))
+        pool_size = int(_number(url, options, "pool_size", pool_size or 4))
         timeout = _number(url, options, "connect_timeout", 5.0)
         conninfo = _strip_options(url, ("pool_size", "connect_timeout"))
         return PostgresStore(

@@ -210,7 +210,9 @@ SELECT (SELECT min(next_attempt_at) FROM resources
        (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
-        WHERE i.applied_at IS NULL AND r.kind = ANY(%s))
+        LEFT JOIN waits AS w ON w.token_hash = i.token_hash
+        WHERE i.applied_at IS NULL AND r.kind = ANY(%s)
+          AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version))
 
 -- === the engine: waits and the callback inbox ===
 
@@ -250,10 +252,16 @@ SELECT seq, digest, result FROM inbox WHERE token_hash = %s AND key = %s
 SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
 FROM inbox WHERE token_hash = %s ORDER BY seq
 
+-- name: count_callbacks_of_wait
+SELECT count(*) FROM inbox WHERE token_hash = %s
+
 -- name: unsettled_callbacks
+-- Early answers to a step still running (its wait is provisional, at the resource's version) wait
+-- until the step says what it waits for: they are not due yet, and must not crowd out the rest.
 SELECT i.seq, i.token_hash, i.resource_id, i.key, i.status, i.data, i.error, i.received_at, i.applied_at, i.result
-FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id LEFT JOIN waits AS w ON w.token_hash = i.token_hash
 WHERE i.applied_at IS NULL AND r.kind = ANY(%s)
+  AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)
 ORDER BY i.seq LIMIT %s
 
 -- name: settle_callback
@@ -267,6 +275,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 -- Take up to 'limit' due resources no live worker holds, oldest due first. SKIP LOCKED lets many
 -- workers claim at once without queueing on each other's rows; each claim gets its own token. NO KEY
 -- (the lock the UPDATE takes anyway) lets callbacks and journal rows that reference the row go on.
+-- Taking over an expired claim counts the dead holder's attempt: a step that kills its worker runs
+-- out of retries like any other failing step.
 WITH due AS (
     SELECT id, claim_token IS NOT NULL AS takeover
     FROM resources
@@ -278,7 +288,7 @@ WITH due AS (
 )
 UPDATE resources AS r
 SET claim_token = replace(gen_random_uuid()::text, '-', ''), claimed_by = %(worker)s,
-    claim_expires_at = %(expires)s
+    claim_expires_at = %(expires)s, attempts = r.attempts + CASE WHEN due.takeover THEN 1 ELSE 0 END
 FROM due
 WHERE r.id = due.id
 RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,

@@ -168,7 +168,9 @@ SELECT (SELECT min(next_attempt_at) FROM resources
        (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
-        WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?)))
+        LEFT JOIN waits AS w ON w.token_hash = i.token_hash
+        WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
+          AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version))
 
 -- === the engine: waits and the callback inbox ===
 
@@ -208,10 +210,16 @@ SELECT seq, digest, result FROM inbox WHERE token_hash = ? AND key = ?
 SELECT seq, token_hash, resource_id, key, status, data, error, received_at, applied_at, result
 FROM inbox WHERE token_hash = ? ORDER BY seq
 
+-- name: count_callbacks_of_wait
+SELECT count(*) FROM inbox WHERE token_hash = ?
+
 -- name: unsettled_callbacks
+-- Early answers to a step still running (its wait is provisional, at the resource's version) wait
+-- until the step says what it waits for: they are not due yet, and must not crowd out the rest.
 SELECT i.seq, i.token_hash, i.resource_id, i.key, i.status, i.data, i.error, i.received_at, i.applied_at, i.result
-FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id LEFT JOIN waits AS w ON w.token_hash = i.token_hash
 WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
+  AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version)
 ORDER BY i.seq LIMIT ?
 
 -- name: settle_callback
@@ -226,7 +234,9 @@ ORDER BY next_attempt_at
 LIMIT :limit
 
 -- name: claim_one
-UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, claim_expires_at = ?
+-- A takeover (the third parameter is 1) counts the dead holder's attempt.
+UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, claim_expires_at = ?,
+    attempts = attempts + ?
 WHERE id = ?
 RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
