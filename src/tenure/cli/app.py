@@ -25,7 +25,8 @@ from tenure.cli.common import (
 )
 from tenure.cli.demo import demo
 from tenure.cli.runs import runs
-from tenure.cli.worker import serve, worker
+from tenure.cli.serve import serve
+from tenure.cli.worker import worker
 from tenure.errors import TenureError
 from tenure.store import open_store
 from tenure.store.core import StoreCore

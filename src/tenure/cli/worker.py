@@ -11,14 +11,13 @@ from typing import Annotated
 
 import typer
 
-from tenure.cli.common import DatabaseOption, KindsOption, all_kinds, console, errors, reported
+from tenure.cli.common import DatabaseOption, KindsOption, all_kinds, console, reported
 from tenure.engine import Steps, Worker
 from tenure.kinds import builtin_steps, load_steps
 from tenure.store import open_store
 from tenure.store.core import StoreCore
-from tenure.store.url import database_url
 
-__all__ = ["serve", "worker"]
+__all__ = ["ConcurrencyOption", "LeaseOption", "VerboseOption", "pool_size", "steps_for", "worker"]
 
 ConcurrencyOption = Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Steps run at once.")]
 LeaseOption = Annotated[
@@ -32,7 +31,7 @@ NameOption = Annotated[str | None, typer.Option("--name", help="Worker name (def
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the engine does.")]
 
 
-def _steps(store: StoreCore, kinds: list[str] | None) -> Steps:
+def steps_for(store: StoreCore, kinds: list[str] | None) -> Steps:
     return builtin_steps(store) | load_steps(kinds or [])
 
 
@@ -65,7 +64,7 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-def _pool_size(workers: int, concurrency: int) -> int:
+def pool_size(workers: int, concurrency: int) -> int:
     # A connection for each running step, plus each worker's loop and heartbeat: fewer, and steps
     # queue for connections while their claims tick away.
     return min(workers * (concurrency + 2), 100)
@@ -86,8 +85,8 @@ def worker(
     """
     _configure_logging(verbose)
     with reported():
-        store = open_store(database, all_kinds(kinds), pool_size=_pool_size(1, concurrency))
-        steps = _steps(store, kinds)
+        store = open_store(database, all_kinds(kinds), pool_size=pool_size(1, concurrency))
+        steps = steps_for(store, kinds)
     try:
         w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)
         console.print(
@@ -95,42 +94,5 @@ def worker(
         )
         _run_workers(store, steps, [w])
         console.print(f"worker {w.name} stopped: {w.stats.claimed} claimed, {w.stats.advanced} advanced")
-    finally:
-        store.close()
-
-
-def serve(
-    database: DatabaseOption = None,
-    kinds: KindsOption = None,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="Workers to run.")] = 1,
-    concurrency: ConcurrencyOption = 4,
-    lease: LeaseOption = 30.0,
-    verbose: VerboseOption = False,
-) -> None:
-    """Run tenure: migrate the database if it is the embedded default, then run the engine.
-
-    The HTTP API and dashboard join this command in a later release; today it runs the workers.
-    """
-    _configure_logging(verbose)
-    url = database_url(database)
-    with reported():
-        if url.startswith("sqlite:"):
-            migrator = open_store(url, check_schema=False)
-            try:
-                applied = migrator.migrate()
-            finally:
-                migrator.close()
-            if applied:
-                console.print(f"migrated {migrator.target} to schema version {max(applied)}")
-        store = open_store(url, all_kinds(kinds), pool_size=_pool_size(workers, concurrency))
-        steps = _steps(store, kinds)
-    try:
-        pool = [Worker(store, steps, concurrency=concurrency, lease=timedelta(seconds=lease)) for _ in range(workers)]
-        kinds_loaded = ", ".join(sorted(store.kinds))
-        console.print(f"tenure serving {store.target} with {workers} worker(s); kinds: {kinds_loaded}; Ctrl-C to stop")
-        _run_workers(store, steps, pool)
-    except Exception as exc:  # a last word instead of a traceback
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
     finally:
         store.close()

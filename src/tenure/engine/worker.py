@@ -42,7 +42,7 @@ from tenure.store.core import StoreCore
 from tenure.store.inbox import CallbackRow, token_hash
 from tenure.store.model import Resource
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
 
 log = logging.getLogger("tenure.engine")
 
@@ -50,6 +50,9 @@ _OUTCOMES = (Advance, Wait, RetryLater, Fail)
 
 #: While busy, the longest a worker claims without reading its agenda (callbacks, deadlines, sleep).
 _REPLAN = 0.25
+
+#: Upper bounds (seconds) of the step-duration histogram.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 #: The longest explicit delay a step may ask for before its next attempt.
 MAX_RETRY_DELAY = timedelta(days=30)
@@ -74,6 +77,19 @@ class WorkerStats:
     engine_errors: int = 0
     #: How long the most recent steps took (the last 1024).
     step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
+    #: Steps run and their total time; with step_buckets, a histogram of step durations.
+    steps_run: int = 0
+    step_seconds_total: float = 0.0
+    #: How many steps took at most STEP_BUCKETS[i] seconds (cumulative, as Prometheus wants them).
+    step_buckets: list[int] = field(default_factory=lambda: [0] * len(STEP_BUCKETS), repr=False)
+
+    def record_step(self, seconds: float) -> None:
+        self.step_seconds.append(seconds)
+        self.steps_run += 1
+        self.step_seconds_total += seconds
+        for i, bound in enumerate(STEP_BUCKETS):
+            if seconds <= bound:
+                self.step_buckets[i] += 1
 
 
 def default_worker_name() -> str:
@@ -296,7 +312,7 @@ class Worker:
                 return
             started = time.perf_counter()
             outcome = self._call(reg, ctx)
-            self.stats.step_seconds.append(time.perf_counter() - started)
+            self.stats.record_step(time.perf_counter() - started)
             if self._stopping.is_set() and ctx.lost.is_set():
                 return
             try:

@@ -25,7 +25,7 @@ from tenure.store.model import Resource
 from tenure.store.ops import Dialect, Executor
 from tenure.store.signal import WorkSignal
 
-__all__ = ["CallbackRow", "CallbackStatus", "Delivery", "Inbox", "Receipt", "WaitRow", "token_hash"]
+__all__ = ["CallbackRow", "CallbackStatus", "Delivery", "Inbox", "Receipt", "Refusal", "WaitRow", "token_hash"]
 
 
 def token_hash(token: str) -> str:
@@ -52,6 +52,21 @@ class Delivery(enum.StrEnum):
     REFUSED = "refused"
 
 
+class Refusal(enum.StrEnum):
+    """Why a callback was refused."""
+
+    #: No wait was opened under this token for this resource.
+    UNKNOWN_TOKEN = "unknown-token"
+    #: The wait does not await this key.
+    NOT_AWAITED = "not-awaited"
+    #: The resource moved on since the attempt that handed out the token.
+    SUPERSEDED = "superseded"
+    #: A different answer for the key was already recorded.
+    CONFLICTING_ANSWER = "conflicting-answer"
+    #: Too many answers came before the step said what it awaits.
+    TOO_EARLY = "too-early"
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """What became of a delivered callback; ``reason`` says why when it was refused."""
@@ -61,6 +76,8 @@ class Receipt:
     key: str
     reason: str = ""
     seq: int | None = None
+    #: Why it was refused (None unless refused).
+    refusal: Refusal | None = None
 
     @property
     def accepted(self) -> bool:
@@ -74,6 +91,7 @@ class Receipt:
             "key": self.key,
             "reason": self.reason,
             "seq": self.seq,
+            "refusal": None if self.refusal is None else self.refusal.value,
         }
 
 
@@ -189,7 +207,13 @@ class Inbox(Dialect):
         wait = self._wait_in(conn, hashed)
         if wait is None or wait.resource_id != resource_id:
             # Whether the token exists for another resource is not the caller's business.
-            return Receipt(Delivery.REFUSED, resource_id, key, "unknown correlation token for this resource")
+            return Receipt(
+                Delivery.REFUSED,
+                resource_id,
+                key,
+                "unknown correlation token for this resource",
+                refusal=Refusal.UNKNOWN_TOKEN,
+            )
         found = conn.execute(self._sql["get_callback_by_key"], (hashed, key)).fetchone()
         if found is not None:
             seq, their_digest, result = found
@@ -197,11 +221,20 @@ class Inbox(Dialect):
                 settled = f" (applied: {result})" if result else " (not applied yet)"
                 return Receipt(Delivery.DUPLICATE, resource_id, key, f"already recorded{settled}", seq=int(seq))
             return Receipt(
-                Delivery.REFUSED, resource_id, key, f"a different answer for {key!r} was already recorded", seq=int(seq)
+                Delivery.REFUSED,
+                resource_id,
+                key,
+                f"a different answer for {key!r} was already recorded",
+                seq=int(seq),
+                refusal=Refusal.CONFLICTING_ANSWER,
             )
         if not wait.provisional and key not in wait.keys:
             return Receipt(
-                Delivery.REFUSED, resource_id, key, f"{key!r} is not awaited; expected one of {', '.join(wait.keys)}"
+                Delivery.REFUSED,
+                resource_id,
+                key,
+                f"{key!r} is not awaited; expected one of {', '.join(wait.keys)}",
+                refusal=Refusal.NOT_AWAITED,
             )
         if wait.provisional:
             # The step has not said yet which keys it awaits, so any key is taken, but not without end.
@@ -213,6 +246,7 @@ class Inbox(Dialect):
                     key,
                     f"{MAX_EARLY_CALLBACKS} answers were already recorded before the step said what it awaits; "
                     "send the rest once the resource is waiting",
+                    refusal=Refusal.TOO_EARLY,
                 )
         current = conn.execute(self._sql["get_version_state"], (resource_id,)).fetchone()
         if current is None or int(current[0]) != wait.version:
@@ -223,6 +257,7 @@ class Inbox(Dialect):
                 key,
                 f"the attempt this token was issued for has been superseded (it waited in state "
                 f"{wait.state!r} at version {wait.version}{where})",
+                refusal=Refusal.SUPERSEDED,
             )
         return None
 

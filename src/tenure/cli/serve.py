@@ -1,0 +1,105 @@
+"""``tenure serve``: the HTTP API and the engine's workers in one process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tenure.cli.common import DatabaseOption, KindsOption, all_kinds, console, errors, reported
+from tenure.cli.worker import ConcurrencyOption, LeaseOption, VerboseOption, pool_size, steps_for
+from tenure.service.config import ServiceConfig, generated_token
+from tenure.service.logs import configure_logging
+from tenure.service.server import run_server
+from tenure.store import open_store
+from tenure.store.url import database_url
+
+__all__ = ["serve"]
+
+#: Where ``tenure serve`` keeps the admin token it makes when auth is on and no token is configured.
+DEFAULT_TOKEN_FILE = Path("tenure.token")
+
+
+def serve(
+    database: DatabaseOption = None,
+    kinds: KindsOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8080,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="TENURE_CONFIG", help="TOML file with auth settings and client tokens."),
+    ] = None,
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file", help="Where to keep a generated admin token when auth is on and none is configured."
+        ),
+    ] = DEFAULT_TOKEN_FILE,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=64, help="Workers to run (0: API only).")] = 1,
+    concurrency: ConcurrencyOption = 4,
+    lease: LeaseOption = 30.0,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    verbose: VerboseOption = False,
+) -> None:
+    """Run tenure: the HTTP API on --host:--port and the engine's workers, until Ctrl-C or SIGTERM.
+
+    The embedded SQLite database (./tenure.db unless --database says otherwise) is migrated first.
+    """
+    if log_format not in ("text", "json"):
+        errors.print(f"[bold red]error:[/] --log-format must be text or json, not {log_format!r}")
+        raise typer.Exit(2)
+    configure_logging(verbose=verbose, fmt=log_format)
+    url = database_url(database)
+    with reported():
+        settings = ServiceConfig.load(config)
+        if url.startswith("sqlite:"):
+            migrator = open_store(url, check_schema=False)
+            try:
+                applied = migrator.migrate()
+            finally:
+                migrator.close()
+            if applied:
+                console.print(f"migrated {migrator.target} to schema version {max(applied)}")
+        store = open_store(url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency))
+    try:
+        with reported():
+            steps = steps_for(store, kinds)
+            settings = _announce_auth(settings, token_file)
+        console.print(
+            f"tenure serving http://{host}:{port} on {store.target} with {workers} worker(s); "
+            f"kinds: {', '.join(sorted(store.kinds))}; API docs at /docs; Ctrl-C to stop"
+        )
+        with reported():
+            run_server(
+                store,
+                steps,
+                settings,
+                host=host,
+                port=port,
+                workers=workers,
+                concurrency=concurrency,
+                lease=timedelta(seconds=lease),
+            )
+    finally:
+        store.close()
+
+
+def _announce_auth(settings: ServiceConfig, token_file: Path) -> ServiceConfig:
+    if not settings.auth:
+        errors.print(
+            "[bold red on white] WARNING [/] [bold red]authentication is OFF (TENURE_AUTH=off): anyone who can "
+            "reach this port can create, change and tear down resources. Use this for local development only.[/]"
+        )
+        return settings
+    if settings.tokens:
+        console.print(f"auth on: {len(settings.tokens)} client token(s) configured")
+        return settings
+    existed = token_file.exists()
+    token = generated_token(token_file)
+    console.print(
+        f"auth on: no client tokens configured, so {'reusing' if existed else 'made'} an admin token in "
+        f"{token_file} (mode 600); send it as 'Authorization: Bearer <token>' (the CLI reads it by itself)"
+    )
+    return settings.with_tokens([token])

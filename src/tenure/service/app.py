@@ -1,0 +1,218 @@
+"""The ASGI application: routes, error handling, body limits and request logging.
+
+>>> from tenure.store import open_store
+>>> from tenure.service import ServiceConfig, create_app
+>>> store = open_store("sqlite:///:memory:")  # doctest: +SKIP
+>>> app = create_app(store, ServiceConfig(auth=False))  # doctest: +SKIP
+
+Serve it with any ASGI server; ``tenure serve`` runs it with uvicorn next to the engine's workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenure import __version__
+from tenure.engine import Worker
+from tenure.errors import TenureError
+from tenure.service import callbacks, kinds, operations, resources, watch
+from tenure.service.config import ServiceConfig
+from tenure.service.metrics import Metrics
+from tenure.service.problems import (
+    BAD_REQUEST,
+    INTERNAL,
+    INVALID_REQUEST,
+    MALFORMED_JSON,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNSUPPORTED_MEDIA,
+    Problem,
+    ProblemError,
+    problem_response,
+    tenure_error_response,
+)
+from tenure.service.watch import Wakeups
+from tenure.store.core import StoreCore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tenure.service")
+access = logging.getLogger("tenure.access")
+
+_BY_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 406: NOT_ACCEPTABLE, 413: TOO_LARGE, 415: UNSUPPORTED_MEDIA}
+
+
+def create_app(
+    store: StoreCore,
+    config: ServiceConfig | None = None,
+    *,
+    workers: Sequence[Worker] = (),
+) -> FastAPI:
+    """The HTTP API over ``store``; ``workers`` (running elsewhere) feed the metrics."""
+    config = config or ServiceConfig()
+    wakeups = Wakeups(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Other processes' writes wake the watchers too, where the database can tell (PostgreSQL).
+        store.listen()
+        try:
+            yield
+        finally:
+            wakeups.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="tenure",
+        version=__version__,
+        description="Durable, race-free lifecycles for provisioned resources.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.config = config
+    app.state.metrics = Metrics(store, workers)
+    app.state.wakeups = wakeups
+    for module in (resources, kinds, callbacks, watch, operations):
+        app.include_router(module.router)
+    _errors(app)
+    app.add_middleware(_Logged)
+    app.add_middleware(_BodyLimit, limit=config.max_body)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def on_problem(request: Request, exc: ProblemError) -> Response:
+        return problem_response(exc.problem, exc.detail, exc.facts, exc.headers, request=request)
+
+    @app.exception_handler(TenureError)
+    async def on_tenure_error(request: Request, exc: TenureError) -> Response:
+        return tenure_error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [_field_problem(err) for err in exc.errors()]
+        for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                why = (err.get("ctx") or {}).get("error") or "it cannot be parsed"
+                at = err.get("loc", ("body", "?"))[-1]
+                detail = f"the body is not valid JSON: {why} at position {at}; send one JSON object"
+                return problem_response(MALFORMED_JSON, detail, {"position": at}, request=request)
+        detail = "; ".join(f"{p['field']}: {p['constraint']}" for p in problems)
+        return problem_response(INVALID_REQUEST, detail, {"errors": problems}, request=request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        problem = _BY_STATUS.get(exc.status_code) or Problem(exc.status_code, "http-error", "HTTP error")
+        if exc.status_code == 400:
+            problem = BAD_REQUEST
+        return problem_response(problem, str(exc.detail), headers=exc.headers, request=request)
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(INTERNAL, "the server failed; the error is logged", request=request)
+
+
+def _field_problem(err: Any) -> dict[str, str]:
+    where = [str(p) for p in err.get("loc", ()) if p != "body"]
+    field = ".".join(where) or "body"
+    constraint = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        constraint = "unknown field (not accepted here)"
+    return {"field": field, "constraint": constraint}
+
+
+class _BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while reading a chunked body."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(TOO_LARGE, f"the body must be at most {self.limit} bytes", {"limit": self.limit})
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Logged:
+    """One structured log line per request: method, path, status, duration, client, resource."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            state = scope.get("state") or {}
+            resource = state.get("resource")
+            extra: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "client": state.get("client"),
+            }
+            if resource is not None:
+                extra.update(resource_id=resource.id, kind=resource.kind)
+            elif state.get("resource_id"):
+                extra["resource_id"] = state["resource_id"]
+            access.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
+            metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+            if metrics is not None:
+                metrics.count_request(scope["method"], status)

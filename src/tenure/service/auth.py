@@ -1,0 +1,64 @@
+"""Bearer-token authentication and scopes, as FastAPI dependencies.
+
+``401`` when no valid token is presented (with ``WWW-Authenticate: Bearer``), ``403`` when the token
+is valid but does not grant the scope the endpoint needs. Tokens are looked up by their sha-256 in
+constant time and never appear in a log line or an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tenure.service.config import ANONYMOUS, Principal, Scope, ServiceConfig
+from tenure.service.problems import FORBIDDEN, UNAUTHORIZED, ProblemError
+
+__all__ = ["Caller", "require"]
+
+_bearer = HTTPBearer(auto_error=False, description="A client token from the service's configuration")
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tenure"'}
+
+
+def _config(request: Request) -> ServiceConfig:
+    config: ServiceConfig = request.app.state.config
+    return config
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that admits callers whose token grants ``scope``, and returns who they are."""
+
+    def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        config = _config(request)
+        if not config.auth:
+            principal = ANONYMOUS
+        else:
+            if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+                raise ProblemError(
+                    UNAUTHORIZED, "send a client token as 'Authorization: Bearer <token>'", headers=_CHALLENGE
+                )
+            found = config.authenticate(credentials.credentials)
+            if found is None:
+                raise ProblemError(UNAUTHORIZED, "the bearer token is not valid", headers=_CHALLENGE)
+            principal = found
+        if not principal.allows(scope):
+            granted = ", ".join(sorted(s.value for s in principal.scopes))
+            raise ProblemError(
+                FORBIDDEN,
+                f"client {principal.client!r} lacks the {scope.value!r} scope (it has: {granted})",
+                {"client": principal.client, "required_scope": scope.value},
+            )
+        request.state.client = principal.client
+        return principal
+
+    return check
+
+
+#: Who is calling, for endpoints that need the ``read`` scope.
+Caller = Annotated[Principal, Depends(require(Scope.READ))]

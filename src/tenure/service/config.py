@@ -1,0 +1,238 @@
+"""What the HTTP service is configured with: who may call it, and with which scopes.
+
+Client tokens come from a TOML file, from the environment, or both::
+
+    # tenure.toml
+    [auth]
+    enabled = true
+
+    [[tokens]]
+    client = "ci-bot"
+    token_env = "CI_BOT_TOKEN"     # or: token = "..." (keep the file private then)
+    scopes = ["read", "write"]
+
+    TENURE_TOKENS="ci-bot:s3cret:read,write;ops:0ther:admin"
+    TENURE_AUTH=off                # local development only: anyone may do anything
+
+A token is only ever compared (in constant time), never logged or shown.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenure.errors import TenureError
+
+__all__ = ["ClientToken", "ConfigError", "Principal", "Scope", "ServiceConfig", "generated_token"]
+
+#: The largest request body the service reads (bigger ones get 413).
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class ConfigError(TenureError):
+    """The service configuration is wrong (the message says where and what would be accepted)."""
+
+    default_message = "invalid service configuration"
+
+
+class Scope(enum.StrEnum):
+    """What a client token allows."""
+
+    #: Read resources, kinds, journals, waits, flows, the watch stream.
+    READ = "read"
+    #: Create resources, fire events, set desired states (implies read).
+    WRITE = "write"
+    #: Everything, including operations on behalf of others (implies every scope).
+    ADMIN = "admin"
+    #: Post callbacks on behalf of external provisioners and data planes.
+    CALLBACK = "callback"
+
+
+_IMPLIES: Mapping[Scope, frozenset[Scope]] = {
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.WRITE: frozenset({Scope.WRITE, Scope.READ}),
+    Scope.ADMIN: frozenset(Scope),
+    Scope.CALLBACK: frozenset({Scope.CALLBACK}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a client identity and the scopes its token grants."""
+
+    client: str
+    scopes: frozenset[Scope]
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+
+#: The caller when authentication is off.
+ANONYMOUS = Principal("anonymous", frozenset(Scope))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientToken:
+    """One client's bearer token (kept as its sha-256 only) and the scopes it grants."""
+
+    client: str
+    digest: bytes = field(repr=False)
+    scopes: frozenset[Scope]
+
+    @classmethod
+    def make(cls, client: str, token: str, scopes: Iterable[str | Scope]) -> ClientToken:
+        if not client or any(c in client for c in ":;\n"):
+            raise ConfigError(f"client name {client!r} must be non-empty, without ':', ';' or newlines")
+        if len(token) < 16:
+            raise ConfigError(f"the token of client {client!r} is too short: use at least 16 characters")
+        granted: set[Scope] = set()
+        for raw in scopes:
+            try:
+                granted |= _IMPLIES[Scope(str(raw).strip())]
+            except ValueError:
+                allowed = ", ".join(s.value for s in Scope)
+                raise ConfigError(f"client {client!r} has unknown scope {raw!r}; scopes are {allowed}") from None
+        if not granted:
+            raise ConfigError(f"client {client!r} has no scopes; give at least one of read, write, admin, callback")
+        return cls(client, _digest(token), frozenset(granted))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """How the service runs: authentication, its tokens, limits, and its public address."""
+
+    auth: bool = True
+    tokens: tuple[ClientToken, ...] = ()
+    max_body: int = DEFAULT_MAX_BODY
+    #: The address external parties reach this service at (callback URLs are built from it).
+    public_url: str | None = None
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal ``token`` belongs to, or None; compares every configured token in constant time."""
+        presented = _digest(token)
+        found: Principal | None = None
+        for t in self.tokens:
+            # No early exit: the time taken does not depend on which token (if any) matched.
+            if hmac.compare_digest(presented, t.digest):
+                found = Principal(t.client, t.scopes)
+        return found
+
+    def with_tokens(self, tokens: Iterable[ClientToken]) -> ServiceConfig:
+        return ServiceConfig(self.auth, (*self.tokens, *tokens), self.max_body, self.public_url)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
+        """The configuration from a TOML file (if given, or named by ``TENURE_CONFIG``) and the environment.
+
+        The environment wins: ``TENURE_AUTH=off`` turns authentication off whatever the file says, and
+        ``TENURE_TOKENS`` adds tokens to the file's.
+        """
+        env = os.environ if env is None else env
+        path = path or env.get("TENURE_CONFIG") or None
+        auth = True
+        tokens: list[ClientToken] = []
+        max_body = DEFAULT_MAX_BODY
+        public_url: str | None = None
+        if path is not None:
+            auth, tokens, max_body, public_url = _from_file(Path(path), env)
+        switch = env.get("TENURE_AUTH")
+        if switch is not None:
+            if switch.lower() not in ("on", "off", "true", "false", "1", "0"):
+                raise ConfigError(f"TENURE_AUTH must be on or off, not {switch!r}")
+            auth = switch.lower() in ("on", "true", "1")
+        tokens += _from_env(env.get("TENURE_TOKENS", ""))
+        public_url = env.get("TENURE_PUBLIC_URL") or public_url
+        return cls(auth, tuple(tokens), max_body, public_url)
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> tuple[bool, list[ClientToken], int, str | None]:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = set(doc) - {"auth", "tokens", "service"}
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; known: auth, tokens, service"
+        )
+    auth_section = _table(doc, "auth", path)
+    enabled = auth_section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"config file {path}: auth.enabled must be true or false")
+    tokens = []
+    entries = doc.get("tokens", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"config file {path}: tokens must be an array of tables ([[tokens]])")
+    for i, entry in enumerate(entries):
+        where = f"config file {path}: tokens[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table with client, token or token_env, and scopes")
+        extra = set(entry) - {"client", "token", "token_env", "scopes"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+        token = entry.get("token")
+        if "token_env" in entry:
+            token = env.get(str(entry["token_env"]))
+            if token is None:
+                raise ConfigError(f"{where}: environment variable {entry['token_env']} is not set")
+        if not isinstance(token, str) or not isinstance(entry.get("client"), str):
+            raise ConfigError(f"{where} needs client and token (or token_env) as strings")
+        scopes = entry.get("scopes", [])
+        if not isinstance(scopes, list):
+            raise ConfigError(f'{where}: scopes must be a list such as ["read", "write"]')
+        tokens.append(ClientToken.make(entry["client"], token, scopes))
+    service = _table(doc, "service", path)
+    max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
+    if not isinstance(max_body, int) or max_body < 1024:
+        raise ConfigError(f"config file {path}: service.max_body_bytes must be an integer of at least 1024")
+    public_url = service.get("public_url")
+    if public_url is not None and not isinstance(public_url, str):
+        raise ConfigError(f"config file {path}: service.public_url must be a string")
+    return enabled, tokens, max_body, public_url
+
+
+def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config file {path}: [{name}] must be a table")
+    return value
+
+
+def _from_env(text: str) -> list[ClientToken]:
+    tokens = []
+    for i, item in enumerate(p for p in text.split(";") if p.strip()):
+        parts = item.strip().split(":")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"TENURE_TOKENS entry {i + 1} is not client:token:scope[,scope...] (the token is not shown)"
+            )
+        client, token, scopes = parts
+        tokens.append(ClientToken.make(client.strip(), token.strip(), scopes.split(",")))
+    return tokens
+
+
+def generated_token(path: Path) -> ClientToken:
+    """An admin token for local use, kept in ``path`` (created with mode 0600 if it does not exist)."""
+    if path.exists():
+        token = path.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    return ClientToken.make("local-admin", token, [Scope.ADMIN])

@@ -1,0 +1,76 @@
+"""``/v1/kinds``: the loaded kinds, each one's states, events and roles, and its diagram."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from tenure.machine import Kind
+from tenure.service.auth import Caller
+from tenure.service.problems import KIND_NOT_FOUND, ProblemError
+from tenure.service.resources import Store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/kinds", tags=["kinds"])
+
+
+class DiagramFormat(enum.StrEnum):
+    MERMAID = "mermaid"
+    DOT = "dot"
+    SVG = "svg"
+
+
+_MEDIA = {
+    DiagramFormat.MERMAID: "text/vnd.mermaid; charset=utf-8",
+    DiagramFormat.DOT: "text/vnd.graphviz; charset=utf-8",
+    DiagramFormat.SVG: "image/svg+xml",
+}
+
+
+def describe(kind: Kind) -> dict[str, Any]:
+    """The kind as JSON: its states (roles, codes, deadlines), events, and the spec's JSON schema."""
+    out = kind.describe()
+    out["specSchema"] = kind.spec_model.model_json_schema() if kind.spec_model is not None else None
+    out["diagram"] = f"/v1/kinds/{kind.name}/diagram"
+    return out
+
+
+def _find(store: Store, name: str) -> Kind:
+    kind = store.kinds.get(name)
+    if kind is None:
+        known = ", ".join(sorted(store.kinds)) or "none"
+        raise ProblemError(KIND_NOT_FOUND, f"no kind {name[:100]!r} is loaded (loaded: {known})", {"kind": name[:100]})
+    return kind
+
+
+@router.get("", summary="The loaded kinds")
+def list_kinds(store: Store, caller: Caller) -> list[dict[str, Any]]:
+    return [describe(store.kinds[name]) for name in sorted(store.kinds)]
+
+
+@router.get("/{name}", summary="One kind: states, events, roles, spec schema")
+def get_kind(name: str, store: Store, caller: Caller) -> dict[str, Any]:
+    return describe(_find(store, name))
+
+
+@router.get(
+    "/{name}/diagram",
+    summary="The kind's state graph as Mermaid, Graphviz DOT or SVG",
+    response_class=Response,
+    responses={200: {"content": {media: {"schema": {"type": "string"}} for media in _MEDIA.values()}}},
+)
+def get_diagram(
+    name: str,
+    store: Store,
+    caller: Caller,
+    fmt: Annotated[DiagramFormat, Query(alias="format")] = DiagramFormat.MERMAID,
+) -> Response:
+    kind = _find(store, name)
+    body = {DiagramFormat.MERMAID: kind.to_mermaid, DiagramFormat.DOT: kind.to_dot, DiagramFormat.SVG: kind.to_svg}[
+        fmt
+    ]()
+    return Response(body, media_type=_MEDIA[fmt])

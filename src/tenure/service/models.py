@@ -1,0 +1,178 @@
+"""The JSON the API speaks: request bodies (strict: unknown fields refused) and responses.
+
+Field names are camelCase on the wire (``desiredState``, ``observedGeneration``), Kubernetes style;
+the Python names are snake_case.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tenure.store.inbox import CallbackStatus, Receipt
+from tenure.store.model import JournalEntry, Resource
+
+__all__ = [
+    "CallbackIn",
+    "CreateIn",
+    "DesiredStateIn",
+    "EventIn",
+    "JournalOut",
+    "JournalPage",
+    "ReceiptOut",
+    "ResourceOut",
+    "ResourcePage",
+]
+
+#: The longest name (kind, state, event, key) a request may carry.
+_NAME = 100
+_ID = 64
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ResourceOut(_Out):
+    """A resource at one version (``version`` is also its ETag)."""
+
+    id: str
+    kind: str
+    state: str
+    version: int
+    spec: dict[str, Any]
+    data: dict[str, Any]
+    desired_state: str | None
+    generation: int
+    observed_generation: int
+    sharable: bool
+    error: str | None
+    attempts: int
+    entered_at: datetime
+    next_attempt_at: datetime | None
+    deadline: datetime | None
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, r: Resource) -> ResourceOut:
+        return cls(
+            id=r.id,
+            kind=r.kind,
+            state=r.state,
+            version=r.version,
+            spec=dict(r.spec),
+            data=dict(r.data),
+            desired_state=r.desired_state,
+            generation=r.generation,
+            observed_generation=r.observed_generation,
+            sharable=r.sharable,
+            error=r.error,
+            attempts=r.attempts,
+            entered_at=r.entered_at,
+            next_attempt_at=r.next_attempt_at,
+            deadline=r.deadline,
+            claimed_by=r.claimed_by,
+            claim_expires_at=r.claim_expires_at,
+            idempotency_key=r.idempotency_key,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+
+
+class ResourcePage(_Out):
+    """One page of resources; pass ``next`` back as ``after`` for the next one (null: the last page)."""
+
+    items: list[ResourceOut]
+    next: str | None
+
+
+class JournalOut(_Out):
+    """One write in a resource's history."""
+
+    seq: int
+    resource_id: str
+    version: int
+    event: str
+    from_state: str | None
+    to_state: str
+    actor: str | None
+    at: datetime
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, j: JournalEntry) -> JournalOut:
+        return cls(
+            seq=j.seq,
+            resource_id=j.resource_id,
+            version=j.version,
+            event=j.event,
+            from_state=j.from_state,
+            to_state=j.to_state,
+            actor=j.actor,
+            at=j.at,
+            detail=dict(j.detail),
+        )
+
+
+class JournalPage(_Out):
+    items: list[JournalOut]
+    #: The version to pass as ``afterVersion`` for the next page (null: nothing more).
+    next_after_version: int | None
+
+
+class CreateIn(_In):
+    """A resource to create in its kind's initial state."""
+
+    kind: str = Field(min_length=1, max_length=_NAME)
+    spec: dict[str, Any] = Field(default_factory=dict)
+    sharable: bool | None = None
+
+
+class EventIn(_In):
+    """An event to fire; ``data`` is merged into the resource's data."""
+
+    event: str = Field(min_length=1, max_length=_NAME)
+    data: dict[str, Any] | None = None
+
+
+class DesiredStateIn(_In):
+    """The state the resource should end up in (null: no preference); the engine acts on it later."""
+
+    desired_state: str | None = Field(max_length=_NAME)
+
+
+class CallbackIn(_In):
+    """An external party's answer for one awaited key, authenticated by the attempt's token."""
+
+    resource_id: str = Field(min_length=1, max_length=_ID, validation_alias=AliasChoices("resourceId", "resource_id"))
+    token: str = Field(min_length=1, max_length=500)
+    key: str = Field(min_length=1, max_length=200)
+    status: CallbackStatus
+    data: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=4000)
+
+
+class ReceiptOut(_Out):
+    """What became of a callback."""
+
+    delivery: Literal["accepted", "duplicate"]
+    resource_id: str
+    key: str
+    reason: str
+    seq: int | None
+
+    @classmethod
+    def of(cls, r: Receipt) -> ReceiptOut:
+        delivery: Literal["accepted", "duplicate"] = "accepted" if r.delivery.value == "accepted" else "duplicate"
+        return cls(delivery=delivery, resource_id=r.resource_id, key=r.key, reason=r.reason, seq=r.seq)

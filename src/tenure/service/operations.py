@@ -1,0 +1,49 @@
+"""Operations endpoints: liveness, readiness, and Prometheus metrics (no token needed for these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tenure.errors import TenureError
+from tenure.service.problems import NOT_READY, ProblemError
+from tenure.service.resources import Store
+from tenure.store.migrator import latest_version
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and its schema is current")
+def readyz(store: Store) -> dict[str, Any]:
+    try:
+        current = store.schema_version()
+    except TenureError as exc:
+        raise ProblemError(NOT_READY, f"the database cannot be queried: {type(exc).__name__}") from None
+    wanted = latest_version(store.dialect)
+    if current != wanted:
+        raise ProblemError(
+            NOT_READY,
+            f"the database schema is at version {current}, this tenure needs {wanted}: run 'tenure migrate'",
+            {"schema_version": current, "required_version": wanted},
+        )
+    return {"status": "ready", "schemaVersion": current, "database": store.dialect}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(request: Request) -> Response:
+    body = request.app.state.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

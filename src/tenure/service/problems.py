@@ -1,0 +1,179 @@
+"""Errors as ``application/problem+json`` documents (RFC 9457).
+
+Every refusal the service makes is a problem document: a ``type`` per error class, a ``title``, the
+HTTP ``status``, a ``detail`` sentence saying what was wrong and what would be accepted, and the
+error's facts (resource id, state, event, allowed events, expected and actual version, ...) as
+extension members. Nothing about the server's internals (no stack trace) ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from tenure import errors as e
+
+__all__ = ["PROBLEM_JSON", "Problem", "ProblemError", "ProblemModel", "problem_for", "problem_response"]
+
+log = logging.getLogger("tenure.service")
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE = "urn:tenure:problem:"
+
+
+class ProblemModel(BaseModel):
+    """A problem document, as the OpenAPI document describes it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One kind of refusal: its status and type slug."""
+
+    status: int
+    slug: str
+    title: str
+
+    @property
+    def type(self) -> str:
+        return _TYPE + self.slug
+
+
+class ProblemError(Exception):
+    """Raised by a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        detail: str,
+        facts: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+        self.facts = dict(facts or {})
+        self.headers = dict(headers or {})
+
+
+BAD_REQUEST = Problem(400, "bad-request", "The request is malformed")
+MALFORMED_JSON = Problem(400, "malformed-json", "The body is not valid JSON")
+INVALID_IF_MATCH = Problem(400, "invalid-if-match", "The If-Match header is not a version ETag")
+INVALID_CURSOR = Problem(400, "invalid-cursor", "The position or page cursor is not valid")
+UNAUTHORIZED = Problem(401, "unauthorized", "Authentication is required")
+FORBIDDEN = Problem(403, "forbidden", "The token does not grant this")
+CALLBACK_REFUSED = Problem(403, "callback-token-refused", "The callback token is not valid for this resource")
+NOT_FOUND = Problem(404, "not-found", "No such thing")
+RESOURCE_NOT_FOUND = Problem(404, "resource-not-found", "No such resource")
+KIND_NOT_FOUND = Problem(404, "kind-not-found", "No such kind")
+METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "The method is not allowed here")
+NOT_ACCEPTABLE = Problem(406, "not-acceptable", "No representation matches the Accept header")
+TRANSITION_NOT_ALLOWED = Problem(409, "transition-not-allowed", "The event is not allowed in the resource's state")
+CONFLICT = Problem(409, "conflict", "The resource was changed concurrently")
+ALREADY_EXISTS = Problem(409, "already-exists", "It already exists")
+CALLBACK_SUPERSEDED = Problem(409, "callback-superseded", "The attempt the callback answers has been superseded")
+CALLBACK_CONFLICT = Problem(409, "callback-conflict", "A different answer was already recorded")
+QUOTA_EXCEEDED = Problem(409, "quota-exceeded", "A quota would be exceeded")
+PRECONDITION_FAILED = Problem(412, "precondition-failed", "The resource is not at the version If-Match names")
+TOO_LARGE = Problem(413, "body-too-large", "The request body is too large")
+UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body must be application/json")
+INVALID_REQUEST = Problem(422, "invalid-request", "The request does not match what this endpoint accepts")
+INVALID_SPEC = Problem(422, "invalid-spec", "The spec does not match what the kind accepts")
+INVALID_ARGUMENT = Problem(422, "invalid-argument", "An argument is outside what is accepted")
+UNKNOWN_KIND = Problem(422, "unknown-kind", "The kind is not loaded")
+UNKNOWN_STATE = Problem(422, "unknown-state", "The kind has no such state")
+UNKNOWN_EVENT = Problem(422, "unknown-event", "The kind has no such event")
+IDEMPOTENCY_KEY_REUSED = Problem(422, "idempotency-key-reused", "The Idempotency-Key was used for another request")
+CALLBACK_NOT_AWAITED = Problem(422, "callback-not-awaited", "The callback answers a key that is not awaited")
+INTERNAL = Problem(500, "internal-error", "The server failed")
+UNAVAILABLE = Problem(503, "unavailable", "The database is unavailable; try again shortly")
+NOT_READY = Problem(503, "not-ready", "The service is not ready")
+
+#: Most specific class first: the first match wins.
+_BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
+    (e.ResourceNotFound, RESOURCE_NOT_FOUND),
+    (e.TransitionNotAllowed, TRANSITION_NOT_ALLOWED),
+    (e.Conflict, CONFLICT),
+    (e.IdempotencyKeyReused, IDEMPOTENCY_KEY_REUSED),
+    (e.AlreadyExists, ALREADY_EXISTS),
+    (e.InvalidSpec, INVALID_SPEC),
+    (e.InvalidArgument, INVALID_ARGUMENT),
+    (e.UnknownKind, UNKNOWN_KIND),
+    (e.UnknownState, UNKNOWN_STATE),
+    (e.UnknownEvent, UNKNOWN_EVENT),
+    (e.QuotaExceeded, QUOTA_EXCEEDED),
+    (e.StoreUnavailable, UNAVAILABLE),
+    (e.SchemaNotMigrated, NOT_READY),
+    (e.SchemaTooNew, NOT_READY),
+)
+
+#: Seconds a client should wait before retrying when the database is unavailable.
+RETRY_AFTER = 5
+
+
+def problem_for(exc: e.TenureError) -> Problem:
+    for cls, problem in _BY_CLASS:
+        if isinstance(exc, cls):
+            return problem
+    return Problem(422, _slug(type(exc).__name__), exc.default_message.capitalize())
+
+
+def _slug(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def problem_response(
+    problem: Problem,
+    detail: str,
+    facts: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    request: Request | None = None,
+) -> JSONResponse:
+    """A problem document response; ``facts`` become camelCase extension members."""
+    body: dict[str, Any] = {"type": problem.type, "title": problem.title, "status": problem.status, "detail": detail}
+    for key, value in (facts or {}).items():
+        name = _camel(key)
+        if name not in body:
+            body[name] = _jsonable(value)
+    if request is not None:
+        body.setdefault("instance", request.url.path)
+    out = dict(headers or {})
+    if problem.status == 503:
+        out.setdefault("Retry-After", str(RETRY_AFTER))
+    return JSONResponse(body, status_code=problem.status, headers=out, media_type=PROBLEM_JSON)
+
+
+def tenure_error_response(request: Request, exc: e.TenureError) -> JSONResponse:
+    problem = problem_for(exc)
+    if problem.status >= 500:
+        # The database's address and the driver's words stay in the log, not in the answer.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(problem, f"{problem.title} (retry after {RETRY_AFTER} s)", request=request)
+    return problem_response(problem, str(exc), exc.facts(), request=request)

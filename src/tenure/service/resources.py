@@ -1,0 +1,268 @@
+"""``/v1/resources``: create, read, list, fire events, set the desired state, read the history.
+
+Every write is the store's compare-and-swap: ``If-Match`` pins the version a client last saw (412
+when the resource has moved on), and an event the state does not allow is answered 409 with the
+state and the events it allows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from tenure.errors import Conflict, ResourceNotFound
+from tenure.service.auth import Caller, require
+from tenure.service.config import Principal, Scope
+from tenure.service.models import (
+    CreateIn,
+    DesiredStateIn,
+    EventIn,
+    JournalOut,
+    JournalPage,
+    ResourceOut,
+    ResourcePage,
+)
+from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, ProblemError
+from tenure.store.core import StoreCore
+from tenure.store.model import Resource
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/resources", tags=["resources"])
+
+Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
+
+_ETAG = re.compile(r'(?:W/)?"(\d{1,18})"')
+_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='The version the change is based on, as the ETag header gave it ("3"); 412 if it moved on.',
+    ),
+]
+
+
+def store_of(request: Request) -> StoreCore:
+    store: StoreCore = request.app.state.store
+    return store
+
+
+Store = Annotated[StoreCore, Depends(store_of)]
+
+
+def etag(r: Resource) -> str:
+    return f'"{r.version}"'
+
+
+def _answer(response: Response, r: Resource) -> ResourceOut:
+    response.headers["ETag"] = etag(r)
+    return ResourceOut.of(r)
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an ``If-Match`` header pins, or None (no header, or ``*``: any version)."""
+    if header is None:
+        return None
+    text = header.strip()
+    if text == "*":
+        return None
+    match = _ETAG.fullmatch(text)
+    if match is None:
+        raise ProblemError(
+            INVALID_IF_MATCH,
+            f'If-Match must be one version ETag as the ETag header gives it, such as "3", or *; got {text[:100]!r}',
+            {"if_match": text[:100]},
+        )
+    return int(match.group(1))
+
+
+def _precondition(exc: Conflict, pinned: int | None) -> Exception:
+    if pinned is None:
+        return exc
+    return ProblemError(
+        PRECONDITION_FAILED,
+        f"resource {exc.resource_id} is at version {exc.actual_version}, not {pinned} as If-Match says; "
+        "read it again and retry with its current ETag",
+        exc.facts(),
+        {"ETag": f'"{exc.actual_version}"'},
+    )
+
+
+def _check_id(resource_id: str) -> None:
+    # No resource has such an id: answer 404 without asking the database.
+    if not re.fullmatch(_ID_PATTERN, resource_id):
+        raise ResourceNotFound(resource_id[:100])
+
+
+def _get(store: StoreCore, resource_id: str) -> Resource:
+    _check_id(resource_id)
+    return store.get(resource_id)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ResourceOut,
+    summary="Create a resource",
+    responses={200: {"description": "The resource an earlier request with the same Idempotency-Key created"}},
+)
+def create_resource(
+    body: CreateIn,
+    request: Request,
+    response: Response,
+    store: Store,
+    caller: Writer,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", max_length=200, description="Send the same key again to get the same resource"),
+    ] = None,
+) -> ResourceOut:
+    before = store._now()
+    r = store.create(body.kind, body.spec, sharable=body.sharable, idempotency_key=idempotency_key, actor=caller.client)
+    response.headers["Location"] = f"/v1/resources/{r.id}"
+    if idempotency_key is not None and r.created_at < before:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    request.state.resource = r
+    return _answer(response, r)
+
+
+@router.get("", response_model=ResourcePage, summary="List resources, oldest first, a page at a time")
+def list_resources(
+    store: Store,
+    caller: Caller,
+    response: Response,
+    request: Request,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    state: Annotated[list[str] | None, Query(max_length=100, description="Repeat for several states")] = None,
+    desired_state: Annotated[str | None, Query(alias="desiredState", max_length=100)] = None,
+    party: Annotated[str | None, Query(max_length=500, description="Resources this party is using")] = None,
+    after: Annotated[str | None, Query(max_length=64, description="The 'next' of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ResourcePage:
+    filters: dict[str, Any] = {}
+    if desired_state is not None:
+        filters["desired_state"] = desired_state
+    if party is not None:
+        filters["party"] = party
+    page = store.list(kind=kind, state=state, after=after, limit=limit, **filters)
+    if page.next_after is not None:
+        nxt = request.url.include_query_params(after=page.next_after)
+        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+    return ResourcePage(items=[ResourceOut.of(r) for r in page.items], next=page.next_after)
+
+
+@router.get("/{resource_id}", response_model=ResourceOut, summary="Get a resource (ETag: its version)")
+def get_resource(
+    resource_id: str,
+    store: Store,
+    caller: Caller,
+    response: Response,
+    request: Request,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Any:
+    r = _get(store, resource_id)
+    request.state.resource = r
+    if if_none_match is not None and if_none_match.strip() in (etag(r), f"W/{etag(r)}", "*"):
+        return Response(status_code=304, headers={"ETag": etag(r)})
+    return _answer(response, r)
+
+
+@router.post(
+    "/{resource_id}/events",
+    response_model=ResourceOut,
+    summary="Fire an event (409 if the state does not allow it; 412 if If-Match is stale)",
+)
+def fire_event(
+    resource_id: str,
+    body: EventIn,
+    store: Store,
+    caller: Writer,
+    response: Response,
+    request: Request,
+    if_match: IfMatch = None,
+) -> ResourceOut:
+    pinned = parse_if_match(if_match)
+    _check_id(resource_id)
+    try:
+        r = store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
+    except Conflict as exc:
+        raise _precondition(exc, pinned) from None
+    request.state.resource = r
+    return _answer(response, r)
+
+
+@router.put(
+    "/{resource_id}/desired-state",
+    status_code=202,
+    response_model=ResourceOut,
+    summary="Set the state the resource should end up in; the engine gets it there",
+)
+def set_desired_state(
+    resource_id: str,
+    body: DesiredStateIn,
+    store: Store,
+    caller: Writer,
+    response: Response,
+    request: Request,
+    if_match: IfMatch = None,
+) -> ResourceOut:
+    pinned = parse_if_match(if_match)
+    _check_id(resource_id)
+    try:
+        r = store.set_desired_state(resource_id, body.desired_state, expected_version=pinned, actor=caller.client)
+    except Conflict as exc:
+        raise _precondition(exc, pinned) from None
+    request.state.resource = r
+    return _answer(response, r)
+
+
+@router.get("/{resource_id}/journal", response_model=JournalPage, summary="A resource's history, oldest first")
+def read_journal(
+    resource_id: str,
+    store: Store,
+    caller: Caller,
+    after_version: Annotated[int, Query(alias="afterVersion", ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JournalPage:
+    _get(store, resource_id)
+    entries = store.journal(resource_id, after_version=after_version, limit=limit)
+    nxt = entries[-1].version if len(entries) == limit else None
+    return JournalPage(items=[JournalOut.of(j) for j in entries], next_after_version=nxt)
+
+
+@router.get("/{resource_id}/waits", summary="What the resource waits for: awaited keys, deadline, answers so far")
+def read_waits(resource_id: str, store: Store, caller: Caller) -> list[dict[str, Any]]:
+    _get(store, resource_id)
+    return [w.to_json() for w in store.pending_waits(resource_id)]
+
+
+@router.get("/{resource_id}/flows", summary="The resource's flow runs with each task's checkpoint")
+def read_flows(
+    resource_id: str, store: Store, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    _get(store, resource_id)
+    runs = []
+    for run in store.flow_runs(resource_id=resource_id, limit=limit):
+        loaded = store.load_flow_run(run.id)
+        tasks = loaded[1] if loaded is not None else []
+        runs.append(
+            {
+                "id": run.id,
+                "flow": run.flow,
+                "version": run.version,
+                "state": run.state,
+                "failure": run.failure,
+                "createdAt": run.created_at,
+                "updatedAt": run.updated_at,
+                "tasks": [
+                    {"task": t.task, "state": t.state, "attempt": t.attempt, "result": t.result, "failure": t.failure}
+                    for t in tasks
+                ],
+            }
+        )
+    return runs

@@ -1,0 +1,69 @@
+"""Running the service: uvicorn for the API next to the engine's workers, in one process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import uvicorn
+
+from tenure.engine import Steps, Worker
+from tenure.errors import TenureError
+from tenure.service.app import create_app
+from tenure.service.config import ServiceConfig
+from tenure.store.core import StoreCore
+
+__all__ = ["ServerFailed", "run_server"]
+
+log = logging.getLogger("tenure.service")
+
+
+class ServerFailed(TenureError):
+    """The HTTP server could not start (the address is taken, say)."""
+
+    default_message = "the HTTP server could not start"
+
+
+def run_server(
+    store: StoreCore,
+    steps: Steps,
+    config: ServiceConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    concurrency: int = 4,
+    lease: timedelta = timedelta(seconds=30),
+) -> Sequence[Worker]:
+    """Serve the API on ``host:port`` and run ``workers`` until SIGINT or SIGTERM; returns the workers.
+
+    On a signal the server stops taking requests, then the workers finish their running steps (or
+    release them for another worker) before this returns.
+    """
+    pool = [Worker(store, steps, concurrency=concurrency, lease=lease) for _ in range(workers)]
+    app = create_app(store, config, workers=pool)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+    )
+    for w in pool:
+        w.start()
+    try:
+        server.run()
+    finally:
+        for w in pool:
+            w.request_stop()
+        for w in pool:
+            w.stop(timeout=30)
+    if not server.started:
+        raise ServerFailed(f"could not serve on {host}:{port} (is the address in use? see the log above)")
+    return pool

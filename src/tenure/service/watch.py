@@ -1,0 +1,144 @@
+"""``/v1/watch``: resource changes as Server-Sent Events, resumable with ``Last-Event-ID``.
+
+Each event is one journal entry (``event: change``) whose ``id`` is its feed position. A client that
+reconnects with the last id it saw (browsers' EventSource does so by itself) gets every change after
+it, none twice and none missed: positions come from the store's commit-ordered feed. Without an id
+the stream starts from now; ``after=beginning`` replays the whole journal first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from tenure.errors import InvalidArgument
+from tenure.service.auth import Caller
+from tenure.service.problems import INVALID_CURSOR, ProblemError
+from tenure.service.resources import Store
+from tenure.store.core import StoreCore
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["watch"])
+
+#: Entries read per query while catching up.
+_BATCH = 200
+#: Without a wake-up, how often a watcher looks anyway (another process may have written).
+_POLL = 1.0
+#: Seconds between keep-alive comments on an idle stream.
+_PING = 15
+
+
+class Wakeups:
+    """Turns the store's work signal (a thread-side condition) into wake-ups for async watchers."""
+
+    def __init__(self, store: StoreCore) -> None:
+        self.store = store
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _relay(self) -> None:
+        signal = self.store.signal
+        seen = signal.seq
+        while not self._stop.is_set():
+            signal.wait(seen, 1.0)
+            if signal.seq == seen:
+                continue
+            seen = signal.seq
+            with self._lock:
+                waiters = list(self._waiters)
+            for loop, event in waiters:
+                loop.call_soon_threadsafe(event.set)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return when the store's signal moves past ``seen``, or after ``timeout`` seconds."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._relay, name="tenure-watch", daemon=True)
+                    self._thread.start()
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiters.add(entry)
+        try:
+            if self.store.signal.seq != seen:
+                return
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+
+
+def _camel(data: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        head, *rest = key.split("_")
+        out[head + "".join(p.capitalize() for p in rest)] = value
+    return out
+
+
+@router.get(
+    "/watch",
+    summary="Stream resource changes (Server-Sent Events), resumable with Last-Event-ID",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
+async def watch(
+    request: Request,
+    store: Store,
+    caller: Caller,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    resource: Annotated[str | None, Query(max_length=64, description="Only this resource's changes")] = None,
+    state: Annotated[str | None, Query(max_length=100, description="Only changes into this state")] = None,
+    after: Annotated[
+        str | None, Query(max_length=100, description="Start after this position ('beginning': replay everything)")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=100)] = None,
+) -> EventSourceResponse:
+    if kind is not None:
+        store.kind(kind)  # unknown kinds are refused up front, not by an empty stream
+    start = last_event_id or after
+    try:
+        if start is None:
+            position: str | None = await anyio.to_thread.run_sync(store.latest_position)
+        elif start == "beginning":
+            position = None
+        else:
+            store.changes(start, limit=1)  # validates the position before the stream starts
+            position = start
+    except InvalidArgument as exc:
+        raise ProblemError(INVALID_CURSOR, str(exc), exc.facts()) from None
+    wakeups: Wakeups = request.app.state.wakeups
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        nonlocal position
+        while True:
+            seen = store.signal.seq
+            batch = await anyio.to_thread.run_sync(
+                functools.partial(store.changes, position, kind=kind, resource_id=resource, state=state, limit=_BATCH)
+            )
+            for change in batch.entries:
+                yield {"id": change.position, "event": "change", "data": json.dumps(_camel(change.to_json()))}
+            position = batch.position
+            if len(batch.entries) >= _BATCH:
+                continue
+            if await request.is_disconnected():
+                return
+            await wakeups.wait(seen, _POLL)
+
+    return EventSourceResponse(stream(), ping=_PING, headers={"Cache-Control": "no-store"})
