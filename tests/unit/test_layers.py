@@ -45,8 +45,8 @@ RULES: tuple[Rule, ...] = (
         may_import=allow("tenure.errors", "tenure.clock", "tenure.machine", "tenure.store", "tenure.flow"),
     ),
     Rule("tenure.engine", must_not_import=allow("tenure.kinds", "tenure.service", "tenure.cli")),
-    # Future layers, one line each, e.g.:
-    # Rule("tenure.service", must_not_import=allow("tenure.cli")),
+    # The service knows the engine and the store, never the example kinds or the command line.
+    Rule("tenure.service", must_not_import=allow("tenure.kinds", "tenure.cli")),
 )
 
 #: target -> the only layers that may import it.
