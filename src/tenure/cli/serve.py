@@ -51,9 +51,10 @@ def serve(
         errors.print(f"[bold red]error:[/] --log-format must be text or json, not {log_format!r}")
         raise typer.Exit(2)
     configure_logging(verbose=verbose, fmt=log_format)
-    url = database_url(database)
     with reported():
         settings = ServiceConfig.load(config)
+        url = database_url(database or settings.database)
+        kinds = [*settings.kinds, *(kinds or [])]
         if url.startswith("sqlite:"):
             migrator = open_store(url, check_schema=False)
             try:

@@ -3,6 +3,12 @@
 Client tokens come from a TOML file, from the environment, or both::
 
     # tenure.toml
+    [service]
+    database = "postgresql://tenure@db.internal/tenure"
+    kinds = ["mypkg.kinds"]          # besides the built-in example kinds
+    public_url = "https://tenure.internal"
+    max_body_bytes = 1048576
+
     [auth]
     enabled = true
 
@@ -19,6 +25,7 @@ A token is only ever compared (in constant time), never logged or shown.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -119,6 +126,10 @@ class ServiceConfig:
     max_body: int = DEFAULT_MAX_BODY
     #: The address external parties reach this service at (callback URLs are built from it).
     public_url: str | None = None
+    #: Import paths of modules defining kinds (and steps) to load, besides the built-in ones.
+    kinds: tuple[str, ...] = ()
+    #: The database URL, when the command line does not give one.
+    database: str | None = None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal ``token`` belongs to, or None; compares every configured token in constant time."""
@@ -131,7 +142,7 @@ class ServiceConfig:
         return found
 
     def with_tokens(self, tokens: Iterable[ClientToken]) -> ServiceConfig:
-        return ServiceConfig(self.auth, (*self.tokens, *tokens), self.max_body, self.public_url)
+        return dataclasses.replace(self, tokens=(*self.tokens, *tokens))
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -142,12 +153,8 @@ class ServiceConfig:
         """
         env = os.environ if env is None else env
         path = path or env.get("TENURE_CONFIG") or None
-        auth = True
-        tokens: list[ClientToken] = []
-        max_body = DEFAULT_MAX_BODY
-        public_url: str | None = None
-        if path is not None:
-            auth, tokens, max_body, public_url = _from_file(Path(path), env)
+        loaded = _from_file(Path(path), env) if path is not None else cls()
+        auth, tokens, public_url = loaded.auth, list(loaded.tokens), loaded.public_url
         switch = env.get("TENURE_AUTH")
         if switch is not None:
             if switch.lower() not in ("on", "off", "true", "false", "1", "0"):
@@ -155,10 +162,10 @@ class ServiceConfig:
             auth = switch.lower() in ("on", "true", "1")
         tokens += _from_env(env.get("TENURE_TOKENS", ""))
         public_url = env.get("TENURE_PUBLIC_URL") or public_url
-        return cls(auth, tuple(tokens), max_body, public_url)
+        return dataclasses.replace(loaded, auth=auth, tokens=tuple(tokens), public_url=public_url)
 
 
-def _from_file(path: Path, env: Mapping[str, str]) -> tuple[bool, list[ClientToken], int, str | None]:
+def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -200,10 +207,24 @@ def _from_file(path: Path, env: Mapping[str, str]) -> tuple[bool, list[ClientTok
     max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
     if not isinstance(max_body, int) or max_body < 1024:
         raise ConfigError(f"config file {path}: service.max_body_bytes must be an integer of at least 1024")
+    extra = set(service) - set(_SERVICE_KEYS)
+    if extra:
+        names = ", ".join(sorted(extra))
+        raise ConfigError(
+            f"config file {path}: unknown key(s) in [service]: {names}; known: {', '.join(_SERVICE_KEYS)}"
+        )
     public_url = service.get("public_url")
-    if public_url is not None and not isinstance(public_url, str):
-        raise ConfigError(f"config file {path}: service.public_url must be a string")
-    return enabled, tokens, max_body, public_url
+    database = service.get("database")
+    for name, value in (("public_url", public_url), ("database", database)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config file {path}: service.{name} must be a string")
+    kinds = service.get("kinds", [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise ConfigError(f'config file {path}: service.kinds must be a list of import paths such as ["mypkg.kinds"]')
+    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database)
+
+
+_SERVICE_KEYS = ("max_body_bytes", "public_url", "kinds", "database")
 
 
 def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
