@@ -202,7 +202,10 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         scopes = entry.get("scopes", [])
         if not isinstance(scopes, list):
             raise ConfigError(f'{where}: scopes must be a list such as ["read", "write"]')
-        tokens.append(ClientToken.make(entry["client"], token, scopes))
+        try:
+            tokens.append(ClientToken.make(entry["client"], token, scopes))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     service = _table(doc, "service", path)
     max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
     if not isinstance(max_body, int) or max_body < 1024:
@@ -243,7 +246,10 @@ def _from_env(text: str) -> list[ClientToken]:
                 f"TENURE_TOKENS entry {i + 1} is not client:token:scope[,scope...] (the token is not shown)"
             )
         client, token, scopes = parts
-        tokens.append(ClientToken.make(client.strip(), token.strip(), scopes.split(",")))
+        try:
+            tokens.append(ClientToken.make(client.strip(), token.strip(), scopes.split(",")))
+        except ConfigError as exc:
+            raise ConfigError(f"TENURE_TOKENS entry {i + 1}: {exc}") from None
     return tokens
 
 
