@@ -323,18 +323,18 @@ class Worker:
                 self._apply(reg, state, ctx, Fail(f"step {reg.name} ended in an outcome that cannot be stored: {exc}"))
         except ClaimLost as exc:
             self.stats.claims_lost += 1
-            log.info("worker %s: %s", self.name, exc, extra={"resource_id": r.id, "kind": r.kind})
+            log.info("worker %s: %s", self.name, exc, extra=_about(r))
         except ResourceNotFound:
-            log.warning("worker %s: resource %s vanished", self.name, r.id)
+            log.warning("worker %s: resource %s vanished", self.name, r.id, extra=_about(r))
         except StoreUnavailable as exc:
             # The outcome is lost with the connection; the claim expires and the step runs again.
             self.stats.store_errors += 1
-            log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc)
+            log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc, extra=_about(r))
         except Exception as exc:
             # A bug in the engine (step errors never get here): say so, and count it as a failed
             # attempt, so that it backs off and ends in the failure event instead of looping.
             self.stats.engine_errors += 1
-            log.exception("worker %s: unexpected error running %s", self.name, r.id, extra={"resource_id": r.id})
+            log.exception("worker %s: unexpected error running %s", self.name, r.id, extra=_about(r))
             self._recover(ctx, exc)
         finally:
             with self._lock:
@@ -372,7 +372,7 @@ class Worker:
         except Exception as exc:
             if isinstance(exc, reg.fatal_on) or not isinstance(exc, reg.retry_on):
                 return Fail(_describe(exc))
-            log.info("step %s of %s raised %s", reg.name, r.id, _describe(exc), extra={"resource_id": r.id})
+            log.info("step %s of %s raised %s", reg.name, r.id, _describe(exc), extra=_about(r))
             return RetryLater(_describe(exc))
         if not isinstance(outcome, _OUTCOMES):
             return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater or Fail")
@@ -587,7 +587,7 @@ class Worker:
         for token, (claim, ctx) in running.items():
             if token not in held and not ctx.lost.is_set():
                 ctx.lost.set()
-                log.info("worker %s lost its claim on %s", self.name, claim.resource.id)
+                log.info("worker %s lost its claim on %s", self.name, claim.resource.id, extra=_about(claim.resource))
 
     def _drain(self) -> None:
         pool = self._pool
