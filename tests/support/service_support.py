@@ -1,0 +1,117 @@
+"""What the HTTP service tests share besides fixtures: their kinds, a running service, a waiting step.
+
+* ``KINDS``: ``image``, ``job`` and ``ticket`` (a work state whose step waits for callbacks);
+* ``Live``: a running service, its store, and a client per scope;
+* ``Asker`` / ``ticket_worker``: the step that hands out its correlation token and waits for keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from live_server import ADMIN, CALLBACK, READER, WRITER, LiveServer
+
+from kinds_for_tests import job
+from tenure import Event, Kind, Resource, Role, State, StepContext, Steps, Wait, Worker
+from tenure.kinds.image import image
+from tenure.store.core import StoreCore
+
+__all__ = ["KINDS", "WAIT_FOR", "Asker", "Live", "Waiting", "ticket", "ticket_worker"]
+
+#: The wait state's deadline of the ``ticket`` kind: long, so no deadline fires during a test.
+WAIT_FOR = timedelta(hours=1)
+
+ticket = Kind(
+    "ticket",
+    initial="todo",
+    states=[
+        State("todo", 1, Role.WORK, on_failure="fail"),
+        State("awaiting", 2, Role.WAIT, deadline=WAIT_FOR, on_deadline="expire"),
+        State("done", 10, Role.FINAL),
+        State("failed", 11, Role.FINAL),
+        State("expired", 12, Role.FINAL),
+        State("cancelled", 13, Role.FINAL),
+    ],
+    events=[
+        Event("ask", "todo", "awaiting"),
+        Event("answered", "awaiting", "done"),
+        Event("refused", "awaiting", "failed"),
+        Event("again", "awaiting", "todo"),
+        Event("expire", "awaiting", "expired"),
+        Event("fail", "todo", "failed"),
+        Event("cancel", ["todo", "awaiting"], "cancelled"),
+    ],
+)
+
+KINDS: tuple[Kind, ...] = (image, job, ticket)
+
+
+@dataclass
+class Live:
+    """A running service, its store, and clients holding each scope's token."""
+
+    server: LiveServer
+    store: StoreCore
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        return self.server.client(token, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.server.shared(ADMIN)
+
+    @property
+    def writer(self) -> httpx.Client:
+        return self.server.shared(WRITER)
+
+    @property
+    def reader(self) -> httpx.Client:
+        return self.server.shared(READER)
+
+    @property
+    def callbacker(self) -> httpx.Client:
+        return self.server.shared(CALLBACK)
+
+    @property
+    def anonymous(self) -> httpx.Client:
+        return self.server.shared(None)
+
+
+# --- a resource in a wait state, put there by the engine ------------------------------------------
+
+
+class Asker:
+    """The ``ticket`` step: hands out its correlation token and waits for ``keys``."""
+
+    def __init__(self, keys: Sequence[str] = ("a", "b")) -> None:
+        self.keys = list(keys)
+        self.tokens: list[str] = []
+        self.__name__ = "asker"
+        self._lock = threading.Lock()
+
+    def __call__(self, resource: Resource, ctx: StepContext) -> Wait:
+        with self._lock:
+            self.tokens.append(ctx.token)
+        return Wait("ask", self.keys, on_done="answered", on_failed="refused", on_retry="again", data_key="answers")
+
+
+@dataclass
+class Waiting:
+    worker: Worker
+    asker: Asker
+    resource: Resource
+    token: str
+
+
+def ticket_worker(store: StoreCore, asker: Asker | None = None) -> Worker:
+    steps = Steps()
+    steps.add(ticket, "todo", asker or Asker())
+    return Worker(store, steps, name="service-test-worker", rand=lambda: 1.0)
