@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tenure.store.interests import Interest, NotSharable
 from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
 from tenure.store.protocol import EngineStore, Store
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
@@ -10,7 +11,9 @@ __all__ = [
     "CREATE_EVENT",
     "DEFAULT_DATABASE_URL",
     "EngineStore",
+    "Interest",
     "JournalEntry",
+    "NotSharable",
     "Page",
     "Resource",
     "Store",

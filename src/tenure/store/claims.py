@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from tenure.errors import ClaimLost, Conflict, InvalidArgument, ResourceNotFound
+from tenure.store.desired import DESIRED_FAILED_EVENT
 from tenure.store.model import Resource
 from tenure.store.ops import Dialect, Executor
 from tenure.store.plans import FirePlan
@@ -255,7 +256,7 @@ class Claims(Dialect):
                 (
                     after.state, after.version, self._json_in(after.data) if plan.data_changed else None,
                     after.error, now, self._time_in(after.next_attempt_at), self._time_in(after.deadline), now,
-                    before.id, before.version, before.state, token, token,
+                    after.observed_generation, before.id, before.version, before.state, token, token,
                 ),
             )  # fmt: skip
             swapped = cur.rowcount == 1
@@ -332,6 +333,63 @@ class Claims(Dialect):
             self._raise_lost(before, fenced=True)
         self.signal.notify()
         return after
+
+    # --- desired state ------------------------------------------------------------------------
+
+    def release_idle(self, claim: Claim) -> bool:
+        """Give back the claim of a resource with nothing left to do: it is not due again until a write says so.
+
+        Only while the resource is still at the claimed version; if it moved on meanwhile (a new
+        desired state, say) the claim is released as by :meth:`release`, due at once. Returns whether
+        the claim was still held.
+        """
+        with self._transaction() as tx:
+            cur = tx.execute(self._sql["release_idle"], (claim.resource.id, claim.token, claim.resource.version))
+            idle = bool(cur.rowcount == 1)
+        return idle or self.release(claim)
+
+    def give_up_desired(self, claim: Claim, *, error: str, actor: str | None = None) -> Resource:
+        """Record that the resource's desired state will not be reached in this generation (fenced).
+
+        ``observed_generation`` catches up with ``generation``, ``error`` says why, and an
+        ``@desired-failed`` entry is journaled; the state does not change. Raises ClaimLost like
+        :meth:`fire_claimed`.
+        """
+        before = claim.resource
+        for name, text in (("error", error), ("actor", actor)):
+            if text is not None and "\x00" in text:
+                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
+        now = self._now()
+        after = dataclasses.replace(
+            before,
+            version=before.version + 1,
+            observed_generation=before.generation,
+            error=error,
+            next_attempt_at=None,
+            claim_token=None,
+            claimed_by=None,
+            claim_expires_at=None,
+            updated_at=now,
+        )
+        stamp = self._time_in(now)
+        detail = {"desired_state": before.desired_state, "generation": before.generation, "error": error}
+        with self._transaction() as tx:
+            cur = tx.execute(
+                self._sql["give_up_desired"], (after.version, error, stamp, before.id, before.version, claim.token)
+            )
+            swapped = cur.rowcount == 1
+            if swapped:
+                entry = (before.id, after.version, DESIRED_FAILED_EVENT, before.state, before.state, actor, stamp)
+                self._journal_in(tx, entry, detail)
+        if not swapped:
+            self._raise_lost(before, fenced=True)
+        return after
+
+    def reconcile_hops(self, resource_id: str, generation: int) -> builtins.list[str]:
+        """The states the engine moved the resource on from towards the desired state of ``generation``, in order."""
+        with self._reading() as conn:
+            rows = conn.execute(self._sql["reconcile_hops"], (resource_id, generation)).fetchall()
+        return [row[0] for row in rows]
 
     def _journal_in(self, tx: Executor, entry: tuple[Any, ...], detail: Mapping[str, Any]) -> None:
         """Append a journal row: ``entry`` is (resource id, version, event, from, to, actor, at)."""

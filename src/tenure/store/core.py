@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -27,10 +28,12 @@ from tenure.errors import (
 )
 from tenure.machine import Kind, Role, State
 from tenure.store.claims import Claims
+from tenure.store.desired import DESIRED_EVENT, desire_pending, reachable_states
 from tenure.store.flowruns import FlowRuns
 from tenure.store.inbox import Inbox
+from tenure.store.interests import Interests, check_party
 from tenure.store.model import JournalEntry, Page, Resource, new_id
-from tenure.store.plans import CreatePlan, FirePlan
+from tenure.store.plans import CreatePlan, FirePlan, PageQuery
 from tenure.store.quotas import QuotaLedger
 from tenure.store.signal import Listener, WorkSignal
 
@@ -50,9 +53,11 @@ def _schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | 
     return None, None
 
 
-class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
+class StoreCore(Claims, Inbox, Interests, FlowRuns, QuotaLedger, abc.ABC):
     """Shared logic of the SQLite and PostgreSQL stores."""
 
+    #: Which database: "sqlite" or "postgres".
+    dialect: str
     target: str
 
     def __init__(
@@ -167,6 +172,12 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
         target = kind.state(transition.target)
         now = self._clock()
         next_attempt_at, deadline = _schedule(target, now)
+        observed = before.observed_generation
+        if before.desired_state == target.name or (target.is_final and desire_pending(before)):
+            # Arrived, or stuck for good short of it: either way the engine is done with this generation.
+            observed = before.generation
+        elif target.role is Role.REST and desire_pending(before):
+            next_attempt_at = now  # come to rest short of the desired state: the reconcile takes it on
         new_data = before.data
         if data:
             new_data = {**before.data, **_json_object(kind.name, "data", data)}
@@ -179,7 +190,7 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
             data=new_data,
             desired_state=before.desired_state,
             generation=before.generation,
-            observed_generation=before.observed_generation,
+            observed_generation=observed,
             sharable=before.sharable,
             error=error,
             attempts=0,
@@ -286,6 +297,99 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
             actual_state=snapshot.state,
         )
 
+    def set_desired_state(
+        self,
+        resource: Resource | str,
+        desired: str | None,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        """Say which state the resource should end up in (None: no wish); the engine takes it there.
+
+        ``desired`` must be a state of the resource's kind reachable from its current state through
+        the kind's events (the current state itself is allowed). A compare-and-swap like :meth:`fire`:
+        given a snapshot (or ``expected_version``), a resource that moved on raises
+        :class:`~tenure.errors.Conflict`. Bumps ``version`` and ``generation`` and journals an
+        ``@desired`` entry in the same transaction; a resource resting short of the new desired state
+        is due for the engine at once. A worker holding the resource keeps its claim, but its write is
+        refused since the version moved.
+        """
+        pinned = expected_version
+        if isinstance(resource, Resource):
+            snapshot = resource
+            pinned = resource.version if expected_version is None else expected_version
+        else:
+            snapshot = self.get(resource)
+        _refuse_nul_text(actor=actor)
+        lost_at = 0
+        for _ in range(BLIND_FIRE_ATTEMPTS):
+            if pinned is not None and snapshot.version != pinned:
+                raise Conflict(
+                    resource_id=snapshot.id,
+                    expected_version=pinned,
+                    actual_version=snapshot.version,
+                    actual_state=snapshot.state,
+                )
+            try:
+                plan = self._plan_desired(snapshot, desired, actor)
+            except InvalidArgument:
+                if isinstance(resource, Resource):
+                    self._raise_if_moved(snapshot)  # refused for a state the resource may have left
+                raise
+            if self._apply_desired(plan):
+                if plan.after.next_attempt_at is not None:
+                    self.signal.notify()
+                return plan.after
+            current = self._get_or_none(snapshot.id)
+            if current is None:
+                raise ResourceNotFound(snapshot.id)
+            if pinned is not None:
+                raise Conflict(
+                    resource_id=snapshot.id,
+                    expected_version=pinned,
+                    actual_version=current.version,
+                    actual_state=current.state,
+                )
+            lost_at, snapshot = snapshot.version, current
+        raise Conflict(
+            resource_id=snapshot.id,
+            expected_version=lost_at,
+            actual_version=snapshot.version,
+            actual_state=snapshot.state,
+        )
+
+    def _plan_desired(self, before: Resource, desired: str | None, actor: str | None) -> FirePlan:
+        kind = self.kind(before.kind)
+        state = kind.state(before.state)
+        if desired is not None:
+            kind.state(desired)  # UnknownState lists the kind's states
+            reachable = reachable_states(kind, before.state)
+            if desired not in reachable:
+                raise InvalidArgument(
+                    "desired_state",
+                    f"must be reachable from state {before.state!r} (reachable: {', '.join(reachable)})",
+                    desired,
+                )
+        now = self._clock()
+        generation = before.generation + 1
+        settled = desired is None or desired == before.state
+        next_attempt_at = before.next_attempt_at
+        if state.role is Role.REST:
+            # A resting resource is due only while it has somewhere to go.
+            next_attempt_at = None if settled else now
+        after = dataclasses.replace(
+            before,
+            version=before.version + 1,
+            desired_state=desired,
+            generation=generation,
+            observed_generation=generation if settled else before.observed_generation,
+            next_attempt_at=next_attempt_at,
+            updated_at=now,
+        )
+        detail = {"desired_state": desired, "generation": generation}
+        return FirePlan(before, after, DESIRED_EVENT, False, actor, detail)
+
     def _raise_if_moved(self, snapshot: Resource) -> None:
         current = self._get_or_none(snapshot.id)
         if current is None:
@@ -311,18 +415,31 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
         *,
         kind: str | None = None,
         state: str | Sequence[str] | None = None,
+        desired_state: str | None = None,
+        party: str | None = None,
         after: str | None = None,
         limit: int = 100,
     ) -> Page[Resource]:
+        """Resources in creation order, one keyset page at a time (pass ``next_after`` back as ``after``).
+
+        Filters combine: ``kind``; ``state`` (one or several); ``desired_state`` (resources whose
+        desired state is that one); ``party`` (resources the party holds an unexpired interest in).
+        """
         if kind is not None:
             k = self.kind(kind)
             states = [state] if isinstance(state, str) else list(state or [])
             for s in states:
                 k.state(s)
+            if desired_state is not None:
+                k.state(desired_state)
+        if party is not None:
+            check_party(party)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}", limit)
         wanted = None if state is None else ([state] if isinstance(state, str) else list(state))
-        items = self._select_page(kind, wanted, after, limit)
+        items = self._select_page(
+            PageQuery(kind, wanted, desired_state, party, self._time_in(self._clock()), after, limit)
+        )
         return Page(items, items[-1].id if len(items) == limit else None)
 
     def listen(self) -> Listener | None:
@@ -350,9 +467,11 @@ class StoreCore(Claims, Inbox, FlowRuns, QuotaLedger, abc.ABC):
     def _get_or_none(self, resource_id: str) -> Resource | None: ...
 
     @abc.abstractmethod
-    def _select_page(
-        self, kind: str | None, states: builtins.list[str] | None, after: str | None, limit: int
-    ) -> builtins.list[Resource]: ...
+    def _select_page(self, query: PageQuery) -> builtins.list[Resource]: ...
+
+    @abc.abstractmethod
+    def _apply_desired(self, plan: FirePlan) -> bool:
+        """Write a planned desired state (a compare-and-swap) and its journal row; False if the swap lost."""
 
     @abc.abstractmethod
     def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tenure.store.model import Resource
 
-__all__ = ["CreatePlan", "FirePlan"]
+__all__ = ["CreatePlan", "FirePlan", "PageQuery"]
 
 
 # Plans are internal and short-lived; plain slotted classes keep the hot path cheap.
@@ -28,3 +28,17 @@ class FirePlan:
     data_changed: bool
     actor: str | None
     detail: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class PageQuery:
+    """One page of :meth:`list`: the filters (None: not filtered), the keyset cursor and the page size."""
+
+    kind: str | None
+    states: list[str] | None
+    desired_state: str | None
+    party: str | None
+    #: The store's clock as the dialect stores times: interests that expired by then do not count.
+    now: Any
+    after: str | None
+    limit: int

@@ -27,6 +27,7 @@ from tenure.store.claims import WaitPlan
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
+from tenure.store.plans import PageQuery
 from tenure.store.records import FlowRunRow, FlowTaskRow
 from tenure.store.rows import journal_from_pg, resource_from_pg
 from tenure.store.signal import Listener
@@ -280,6 +281,7 @@ class PostgresStore(StoreCore):
             "now": after.updated_at,
             "next_attempt_at": after.next_attempt_at,
             "deadline": after.deadline,
+            "observed_generation": after.observed_generation,
             "id": before.id,
             "expected_version": before.version,
             "source": before.state,
@@ -289,6 +291,25 @@ class PostgresStore(StoreCore):
         }
         with self._connection() as conn:
             return conn.execute(Q["fire"], params).fetchone() is not None
+
+    def _apply_desired(self, plan: FirePlan) -> bool:
+        before, after = plan.before, plan.after
+        params = {
+            "version": after.version,
+            "desired": after.desired_state,
+            "generation": after.generation,
+            "observed_generation": after.observed_generation,
+            "next_attempt_at": after.next_attempt_at,
+            "now": after.updated_at,
+            "id": before.id,
+            "expected_version": before.version,
+            "source": before.state,
+            "event": plan.event,
+            "actor": plan.actor,
+            "detail": Jsonb(plan.detail),
+        }
+        with self._connection() as conn:
+            return conn.execute(Q["set_desired"], params).fetchone() is not None
 
     def _resource_out(self, row: Sequence[Any]) -> Resource:
         return resource_from_pg(tuple(row))
@@ -316,6 +337,7 @@ class PostgresStore(StoreCore):
             "now": after.updated_at,
             "next_attempt_at": after.next_attempt_at,
             "deadline": after.deadline,
+            "observed_generation": after.observed_generation,
             "id": before.id,
             "expected_version": before.version,
             "source": before.state,
@@ -338,8 +360,16 @@ class PostgresStore(StoreCore):
             row = conn.execute(Q["get_resource"], (resource_id,)).fetchone()
         return None if row is None else resource_from_pg(row)
 
-    def _select_page(self, kind: str | None, states: list[str] | None, after: str | None, limit: int) -> list[Resource]:
-        params = {"kind": kind, "states": states, "after": after, "limit": limit}
+    def _select_page(self, query: PageQuery) -> list[Resource]:
+        params = {
+            "kind": query.kind,
+            "states": query.states,
+            "desired": query.desired_state,
+            "party": query.party,
+            "now": query.now,
+            "after": query.after,
+            "limit": query.limit,
+        }
         with self._connection() as conn:
             rows = conn.execute(Q["list_resources"], params).fetchall()
         return [resource_from_pg(r) for r in rows]

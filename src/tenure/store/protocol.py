@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from tenure.machine import Kind
 from tenure.store.claims import Agenda, Claim, WaitPlan
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitRow
+from tenure.store.interests import Interest
 from tenure.store.model import JournalEntry, Page, Resource
 from tenure.store.signal import Listener, WorkSignal
 
@@ -68,10 +69,35 @@ class Store(Protocol):
         *,
         kind: str | None = None,
         state: str | Sequence[str] | None = None,
+        desired_state: str | None = None,
+        party: str | None = None,
         after: str | None = None,
         limit: int = 100,
     ) -> Page[Resource]:
         """Resources in creation order, filtered, one keyset page at a time."""
+        ...
+
+    def set_desired_state(
+        self,
+        resource: Resource | str,
+        desired: str | None,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        """Set (or clear) the state the engine should take the resource to; a journaled compare-and-swap."""
+        ...
+
+    def register_interest(self, resource_id: str, party: str, *, ttl: timedelta, max_ttl: timedelta = ...) -> Interest:
+        """Register or renew a party's interest in a resource, until an expiry on the store's clock."""
+        ...
+
+    def deregister_interest(self, resource_id: str, party: str) -> bool:
+        """Remove a party's interest; whether it had an unexpired one."""
+        ...
+
+    def interests(self, resource_id: str) -> builtins.list[Interest]:
+        """The unexpired interests in a resource."""
         ...
 
     def fire(

@@ -30,6 +30,7 @@ from tenure.machine import Kind
 from tenure.store.core import CreatePlan, FirePlan, StoreCore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
+from tenure.store.plans import PageQuery
 from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso
 from tenure.store.signal import Listener
 from tenure.store.sqlfile import load_queries
@@ -77,7 +78,7 @@ class SQLiteStore(StoreCore):
     >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
     >>> store = SQLiteStore(path, [image], check_schema=False)
     >>> store.migrate()
-    [1, 2, 3]
+    [1, 2, 3, 4]
     >>> r = store.create("image", {"name": "debian-12"})
     >>> r.state, r.version
     ('queued', 1)
@@ -321,7 +322,7 @@ class SQLiteStore(StoreCore):
                         (
                             after.state, after.version, _dumps(after.data) if plan.data_changed else None,
                             after.error, now, to_iso(after.next_attempt_at), to_iso(after.deadline), now,
-                            before.id, before.version, before.state,
+                            after.observed_generation, before.id, before.version, before.state,
                         ),
                     )  # fmt: skip
                     swapped = cur.rowcount == 1
@@ -343,6 +344,34 @@ class SQLiteStore(StoreCore):
         except sqlite3.IntegrityError as exc:
             raise _integrity_error(exc) from None
         return swapped
+
+    def _apply_desired(self, plan: FirePlan) -> bool:
+        before, after = plan.before, plan.after
+        now = to_iso(after.updated_at)
+        with self._write() as tx:
+            cur = tx.execute(
+                Q["set_desired"],
+                (
+                    after.version, after.desired_state, after.generation, after.observed_generation,
+                    to_iso(after.next_attempt_at), now, before.id, before.version, before.state,
+                ),
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                return False
+            tx.execute(
+                Q["insert_journal"],
+                (
+                    before.id,
+                    after.version,
+                    plan.event,
+                    before.state,
+                    before.state,
+                    plan.actor,
+                    now,
+                    _dumps(plan.detail),
+                ),
+            )
+        return True
 
     def _resource_out(self, row: Sequence[Any]) -> Resource:
         return resource_from_sqlite(tuple(row))
@@ -368,8 +397,16 @@ class SQLiteStore(StoreCore):
             row = self._conn().execute(Q["get_resource"], (resource_id,)).fetchone()
         return None if row is None else resource_from_sqlite(row)
 
-    def _select_page(self, kind: str | None, states: list[str] | None, after: str | None, limit: int) -> list[Resource]:
-        params = {"kind": kind, "states": None if states is None else _dumps(states), "after": after, "limit": limit}
+    def _select_page(self, query: PageQuery) -> list[Resource]:
+        params = {
+            "kind": query.kind,
+            "states": None if query.states is None else _dumps(query.states),
+            "desired": query.desired_state,
+            "party": query.party,
+            "now": query.now,
+            "after": query.after,
+            "limit": query.limit,
+        }
         with self._translated():
             rows = self._conn().execute(Q["list_resources"], params).fetchall()
         return [resource_from_sqlite(r) for r in rows]

@@ -38,8 +38,13 @@ CREATE TABLE journal (
     actor       text,
     at          timestamptz NOT NULL,
     detail      jsonb NOT NULL DEFAULT '{}',
-    UNIQUE (resource_id, version)
+    UNIQUE (resource_id, version),
+    -- the transaction that wrote the row: the change feed reads in (txid, seq) order, up to the
+    -- oldest transaction still running (below it no new row can appear)
+    txid        xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
+
+CREATE INDEX journal_feed ON journal (txid, seq);
 
 CREATE TABLE flow_runs (
     id          text PRIMARY KEY,
@@ -149,3 +154,18 @@ CREATE TRIGGER resources_work AFTER INSERT OR UPDATE OF next_attempt_at, deadlin
 
 CREATE TRIGGER inbox_work AFTER INSERT ON inbox
     FOR EACH ROW EXECUTE FUNCTION tenure_notify_work();
+
+-- Lists filter on the desired state.
+CREATE INDEX resources_desired ON resources (desired_state, id) WHERE desired_state IS NOT NULL;
+
+CREATE TABLE interests (
+    resource_id   text NOT NULL REFERENCES resources (id),
+    -- a URI the party controls (tag: and urn: preferred)
+    party         text NOT NULL,
+    registered_at timestamptz NOT NULL,
+    -- on the store's clock; an expired interest no longer counts
+    expires_at    timestamptz NOT NULL,
+    PRIMARY KEY (resource_id, party)
+);
+
+CREATE INDEX interests_party ON interests (party, resource_id);

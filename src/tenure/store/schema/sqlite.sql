@@ -134,3 +134,18 @@ CREATE INDEX inbox_unapplied ON inbox (seq) WHERE applied_at IS NULL;
 
 -- Heartbeats renew claims by token.
 CREATE INDEX resources_claim ON resources (claim_token) WHERE claim_token IS NOT NULL;
+
+-- Lists filter on the desired state.
+CREATE INDEX resources_desired ON resources (desired_state, id) WHERE desired_state IS NOT NULL;
+
+CREATE TABLE interests (
+    resource_id   TEXT NOT NULL REFERENCES resources (id),
+    -- a URI the party controls (tag: and urn: preferred)
+    party         TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    -- on the store's clock; an expired interest no longer counts
+    expires_at    TEXT NOT NULL,
+    PRIMARY KEY (resource_id, party)
+);
+
+CREATE INDEX interests_party ON interests (party, resource_id);

@@ -38,12 +38,25 @@ WITH moved AS (
     SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
         attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
         deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-        updated_at = %(now)s
+        updated_at = %(now)s, observed_generation = %(observed_generation)s
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
     RETURNING id
 )
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
 SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
+RETURNING seq
+
+-- name: set_desired
+-- A compare-and-swap like fire that leaves the state (and any claim) alone, with its journal row.
+WITH moved AS (
+    UPDATE resources
+    SET version = %(version)s, desired_state = %(desired)s, generation = %(generation)s,
+        observed_generation = %(observed_generation)s, next_attempt_at = %(next_attempt_at)s, updated_at = %(now)s
+    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
+    RETURNING id
+)
+INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+SELECT id, %(version)s, %(event)s, %(source)s, %(source)s, %(actor)s, %(now)s, %(detail)s FROM moved
 RETURNING seq
 
 -- name: list_resources
@@ -53,6 +66,9 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
 FROM resources
 WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(desired)s::text IS NULL OR desired_state = %(desired)s)
+  AND (%(party)s::text IS NULL OR EXISTS (SELECT 1 FROM interests AS i
+       WHERE i.resource_id = resources.id AND i.party = %(party)s AND i.expires_at > %(now)s))
   AND (%(after)s::text IS NULL OR id > %(after)s)
 ORDER BY id
 LIMIT %(limit)s
@@ -187,7 +203,7 @@ WHERE id = %s AND claim_token = %s
 UPDATE resources
 SET state = %s, version = %s, data = COALESCE(%s, data), error = %s, attempts = 0, entered_at = %s,
     next_attempt_at = %s, deadline = %s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = %s
+    updated_at = %s, observed_generation = %s
 WHERE id = %s AND version = %s AND state = %s AND (%s::text IS NULL OR claim_token = %s)
 
 -- name: retry_later
@@ -307,7 +323,7 @@ WITH moved AS (
     SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
         attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
         deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-        updated_at = %(now)s
+        updated_at = %(now)s, observed_generation = %(observed_generation)s
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
@@ -327,3 +343,52 @@ WITH moved AS (
     WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
 )
 SELECT count(*) FROM moved
+
+-- === desired state ===
+
+-- name: release_idle
+-- Gives back the claim of a resting resource with nothing left to do: not due again until a write
+-- makes it so. Only at the version claimed: a desired state set meanwhile keeps it due.
+UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = NULL
+WHERE id = %s AND claim_token = %s AND version = %s
+
+-- name: give_up_desired
+-- The engine is done with this generation without reaching the desired state (fenced like fire_fenced).
+UPDATE resources
+SET version = %s, observed_generation = generation, error = %s, next_attempt_at = NULL, claim_token = NULL,
+    claimed_by = NULL, claim_expires_at = NULL, updated_at = %s
+WHERE id = %s AND version = %s AND claim_token = %s
+
+-- name: reconcile_hops
+-- The states the engine already moved the resource on from, on its way to this generation's desired state.
+SELECT from_state FROM journal
+WHERE resource_id = %s AND detail ->> 'reconcile' = %s::text
+ORDER BY version
+
+-- === interests ===
+
+-- name: interest_resource
+-- Locks the row, so that two parties racing for a resource that is not sharable go one at a time.
+SELECT sharable FROM resources WHERE id = %s FOR NO KEY UPDATE
+
+-- name: other_party
+SELECT party FROM interests WHERE resource_id = %s AND party <> %s AND expires_at > %s
+ORDER BY registered_at, party
+LIMIT 1
+
+-- name: upsert_interest
+-- Registering again renews; an interest that had expired counts as registered anew.
+INSERT INTO interests AS i (resource_id, party, registered_at, expires_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (resource_id, party) DO UPDATE
+SET registered_at = CASE WHEN i.expires_at > excluded.registered_at THEN i.registered_at ELSE excluded.registered_at END,
+    expires_at = excluded.expires_at
+RETURNING registered_at, expires_at
+
+-- name: delete_interest
+DELETE FROM interests WHERE resource_id = %s AND party = %s
+RETURNING expires_at
+
+-- name: interests_of
+SELECT resource_id, party, registered_at, expires_at FROM interests
+WHERE resource_id = %s AND expires_at > %s
+ORDER BY registered_at, party

@@ -29,7 +29,13 @@ FROM resources WHERE idempotency_key = ?
 UPDATE resources
 SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
     next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?
+    updated_at = ?, observed_generation = ?
+WHERE id = ? AND version = ? AND state = ?
+
+-- name: set_desired
+-- A compare-and-swap like fire that leaves the state (and any claim) alone.
+UPDATE resources
+SET version = ?, desired_state = ?, generation = ?, observed_generation = ?, next_attempt_at = ?, updated_at = ?
 WHERE id = ? AND version = ? AND state = ?
 
 -- name: list_resources
@@ -39,6 +45,9 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
 FROM resources
 WHERE (:kind IS NULL OR kind = :kind)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:desired IS NULL OR desired_state = :desired)
+  AND (:party IS NULL OR EXISTS (SELECT 1 FROM interests AS i
+                                 WHERE i.resource_id = resources.id AND i.party = :party AND i.expires_at > :now))
   AND (:after IS NULL OR id > :after)
 ORDER BY id
 LIMIT :limit
@@ -145,7 +154,7 @@ WHERE id = ? AND claim_token = ?
 UPDATE resources
 SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
     next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?
+    updated_at = ?, observed_generation = ?
 WHERE id = ? AND version = ? AND state = ? AND (? IS NULL OR claim_token = ?)
 
 -- name: retry_later
@@ -241,3 +250,52 @@ WHERE id = ?
 RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
        idempotency_key, created_at, updated_at
+
+-- === desired state ===
+
+-- name: release_idle
+-- Gives back the claim of a resting resource with nothing left to do: not due again until a write
+-- makes it so. Only at the version claimed: a desired state set meanwhile keeps it due.
+UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = NULL
+WHERE id = ? AND claim_token = ? AND version = ?
+
+-- name: give_up_desired
+-- The engine is done with this generation without reaching the desired state (fenced like fire_fenced).
+UPDATE resources
+SET version = ?, observed_generation = generation, error = ?, next_attempt_at = NULL, claim_token = NULL,
+    claimed_by = NULL, claim_expires_at = NULL, updated_at = ?
+WHERE id = ? AND version = ? AND claim_token = ?
+
+-- name: reconcile_hops
+-- The states the engine already moved the resource on from, on its way to this generation's desired state.
+SELECT from_state FROM journal
+WHERE resource_id = ? AND json_extract(detail, '$.reconcile') = ?
+ORDER BY version
+
+-- === interests ===
+
+-- name: interest_resource
+-- (SQLite's single writer serialises registrations; PostgreSQL's version locks the row.)
+SELECT sharable FROM resources WHERE id = ?
+
+-- name: other_party
+SELECT party FROM interests WHERE resource_id = ? AND party <> ? AND expires_at > ?
+ORDER BY registered_at, party
+LIMIT 1
+
+-- name: upsert_interest
+-- Registering again renews; an interest that had expired counts as registered anew.
+INSERT INTO interests AS i (resource_id, party, registered_at, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (resource_id, party) DO UPDATE
+SET registered_at = CASE WHEN i.expires_at > excluded.registered_at THEN i.registered_at ELSE excluded.registered_at END,
+    expires_at = excluded.expires_at
+RETURNING registered_at, expires_at
+
+-- name: delete_interest
+DELETE FROM interests WHERE resource_id = ? AND party = ?
+RETURNING expires_at
+
+-- name: interests_of
+SELECT resource_id, party, registered_at, expires_at FROM interests
+WHERE resource_id = ? AND expires_at > ?
+ORDER BY registered_at, party
