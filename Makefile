@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/transitions.py
 	$(BIN)/python bench/flows.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tenure.db tenure.db-wal tenure.db-shm
