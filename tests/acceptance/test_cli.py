@@ -121,9 +121,10 @@ def test_show_and_history(sqlite_url: str) -> None:
     store.close()
     shown = json.loads(tenure("show", r.id, "-d", sqlite_url, "--json").stdout)
     assert (shown["state"], shown["version"]) == ("saving", 2)
+    assert "claimToken" not in shown
     assert "claim_token" not in shown
     history = json.loads(tenure("history", r.id, "-d", sqlite_url, "--json").stdout)
-    assert [(h["event"], h["to_state"]) for h in history] == [("@create", "queued"), ("upload", "saving")]
+    assert [(h["event"], h["toState"]) for h in history] == [("@create", "queued"), ("upload", "saving")]
     table = tenure("history", r.id, "-d", sqlite_url)
     assert "upload" in table.stdout
     assert "saving" in table.stdout

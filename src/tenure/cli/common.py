@@ -8,7 +8,6 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tenure.errors import TenureError, UnknownKind
 from tenure.kinds import builtin_kinds, load_kinds
@@ -24,7 +23,6 @@ __all__ = [
     "console",
     "errors",
     "find_kind",
-    "journal_table",
     "reported",
     "with_store",
 ]
@@ -81,15 +79,3 @@ def find_kind(name: str, kinds: list[str] | None) -> Kind:
         if name not in found:
             raise UnknownKind(name, sorted(found))
         return found[name]
-
-
-def journal_table(entries: list[dict[str, object]], *, title: str) -> Table:
-    table = Table(title=title)
-    for column in ("version", "event", "from", "to", "actor", "at"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(
-            str(e["version"]), str(e["event"]), str(e["from_state"] or "-"), str(e["to_state"]),
-            str(e["actor"] or "-"), str(e["at"])[:23],
-        )  # fmt: skip
-    return table

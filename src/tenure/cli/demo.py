@@ -11,9 +11,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from tenure.cli.common import DatabaseOption, console, journal_table, reported
+from tenure.cli.common import DatabaseOption, console, reported
+from tenure.cli.resources import journal_table
 from tenure.errors import Conflict, TransitionNotAllowed
 from tenure.kinds import builtin_kinds
+from tenure.service.models import JournalOut
 from tenure.store import CREATE_EVENT, Resource, open_store
 from tenure.store.core import StoreCore
 
@@ -142,7 +144,8 @@ def _run(store: StoreCore, count: int, threads: int) -> None:
         )
     console.print(table)
     sample = created[0].id
-    console.print(journal_table([e.to_json() for e in store.journal(sample)], title=f"journal of {sample}"))
+    entries = [JournalOut.of(e).model_dump(mode="json", by_alias=True) for e in store.journal(sample)]
+    console.print(journal_table(entries, title=f"journal of {sample}"))
 
     outcomes = Counter(a.outcome for a in first + second)
     wins_per_version = Counter((a.resource_id, a.version) for a in first + second if a.outcome == "won")
