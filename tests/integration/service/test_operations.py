@@ -1,0 +1,285 @@
+"""Operations through a real server: /healthz, /readyz, Prometheus /metrics, structured access logs,
+and a database outage answered 503 with Retry-After (never a stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from live_server import ADMIN, READER
+from problems import assert_problem
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+from service_support import KINDS, Asker, Live, ticket_worker
+
+from tenure import open_store
+from tenure.service.logs import JsonFormatter, TextFormatter
+from tenure.store.core import StoreCore
+from tenure.store.migrator import latest_version
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# --- health and readiness ------------------------------------------------------------------------
+
+
+def test_healthz_says_ok_without_a_token(live: Live) -> None:
+    r = live.anonymous.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_readyz_says_ready_with_the_schema_version(live: Live) -> None:
+    r = live.anonymous.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "status": "ready",
+        "schemaVersion": latest_version(live.store.dialect),
+        "database": live.store.dialect,
+    }
+
+
+@pytest.fixture
+def unmigrated(tmp_path: Path) -> Any:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()  # an empty database file: no tables at all
+    s = open_store(f"sqlite:///{path}", KINDS, check_schema=False)
+    yield s
+    s.close()
+
+
+def test_readyz_is_503_with_retry_after_on_a_database_not_migrated(
+    start_live: Callable[..., Live], unmigrated: StoreCore
+) -> None:
+    live = start_live(store=unmigrated)
+    with live.client() as http:
+        r = http.get("/readyz")
+    problem = assert_problem(r, 503, "not-ready")
+    assert (problem["schemaVersion"], problem["requiredVersion"]) == (0, latest_version("sqlite"))
+    assert "tenure migrate" in problem["detail"]
+    with live.client() as http:
+        assert http.get("/healthz").status_code == 200, "the process is alive all the same"
+
+
+def test_requests_on_a_database_not_migrated_are_503_not_500(
+    start_live: Callable[..., Live], unmigrated: StoreCore
+) -> None:
+    live = start_live(store=unmigrated)
+    for method, path, body in [
+        ("GET", "/v1/resources", None),
+        ("GET", "/v1/resources/some-id", None),
+        ("POST", "/v1/resources", {"kind": "image", "spec": {"name": "x"}}),
+    ]:
+        with live.client(ADMIN) as http:
+            problem = assert_problem(http.request(method, path, json=body), 503, "not-ready")
+        assert "Traceback" not in problem["detail"]
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(family: Any, suffix: str = "", **labels: str) -> float:
+    for s in family.samples:
+        if s.name == family.name + suffix and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    raise AssertionError(f"no sample {family.name}{suffix} {labels} in {family.samples}")
+
+
+def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], service_store: StoreCore) -> None:
+    asker = Asker(("a",))
+    worker = ticket_worker(service_store, asker)
+    live = start_live(workers=[worker])
+    for name in ("a", "b"):
+        service_store.create("image", {"name": name})
+    service_store.create("ticket")
+    assert worker.tick() == 1
+    assert live.reader.get("/v1/kinds").status_code == 200
+
+    with live.client() as http:
+        r = http.get("/metrics")
+
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    families = _families(r.text)
+    for name in (
+        "tenure_engine_transitions",
+        "tenure_engine_step_seconds",
+        "tenure_engine_retries",
+        "tenure_engine_claim_takeovers",
+        "tenure_engine_claims",
+        "tenure_engine_steps_waited",
+        "tenure_engine_callbacks_applied",
+        "tenure_resources",
+        "tenure_oldest_wait_seconds",
+        "tenure_workers",
+        "tenure_http_requests",
+    ):
+        assert name in families, f"{name} missing from {sorted(families)}"
+
+    assert _value(families["tenure_engine_transitions"], "_total") >= 1
+    assert _value(families["tenure_engine_steps_waited"], "_total") == 1
+    assert _value(families["tenure_engine_claims"], "_total") == 1
+    assert _value(families["tenure_engine_retries"], "_total") == 0
+    assert _value(families["tenure_engine_claim_takeovers"], "_total") == 0
+    assert _value(families["tenure_engine_step_seconds"], "_count") == 1
+    assert _value(families["tenure_workers"]) == 1
+    resources = families["tenure_resources"]
+    assert _value(resources, kind="image", state="queued", role="rest") == 2
+    assert _value(resources, kind="ticket", state="awaiting", role="wait") == 1
+    assert _value(families["tenure_oldest_wait_seconds"], kind="ticket", state="awaiting") >= 0
+    assert _value(families["tenure_http_requests"], "_total", method="GET", status="200") >= 1
+
+
+def test_metrics_without_workers_still_show_the_backlog(live: Live) -> None:
+    live.store.create("image", {"name": "x"})
+    with live.client() as http:
+        r = http.get("/metrics")
+    assert r.status_code == 200, r.text
+    families = _families(r.text)
+    assert _value(families["tenure_resources"], kind="image", state="queued", role="rest") == 1
+    assert _value(families["tenure_engine_transitions"], "_total") == 0
+
+
+# --- structured logs -----------------------------------------------------------------------------------
+
+
+def _access(caplog: pytest.LogCaptureFixture, path: str) -> logging.LogRecord:
+    """The one access line of ``path`` (it is written just after the answer is sent: wait for it)."""
+    limit = time.monotonic() + 5
+    while True:
+        found = [r for r in caplog.records if r.name == "tenure.access" and r.__dict__.get("path") == path]
+        if found or time.monotonic() > limit:
+            break
+        time.sleep(0.01)
+    assert len(found) == 1, [vars(r) for r in caplog.records]
+    return found[0]
+
+
+def test_each_request_is_one_access_line_with_resource_id_and_kind(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tenure.access")
+    created = live.writer.post("/v1/resources", json={"kind": "image", "spec": {"name": "x"}})
+    rid = created.json()["id"]
+    live.reader.get(f"/v1/resources/{rid}")
+    live.writer.post(f"/v1/resources/{rid}/events", json={"event": "upload"})
+
+    line = _access(caplog, f"/v1/resources/{rid}")
+    fields = line.__dict__
+    assert (fields["method"], fields["status"], fields["client"]) == ("GET", 200, "reader")
+    assert (fields["resource_id"], fields["kind"]) == (rid, "image")
+    assert fields["duration_ms"] >= 0
+    assert f"resource_id={rid}" in TextFormatter().format(line)
+    assert '"kind": "image"' in JsonFormatter().format(line)
+    event_line = _access(caplog, f"/v1/resources/{rid}/events").__dict__
+    assert (event_line["resource_id"], event_line["kind"], event_line["status"]) == (rid, "image", 200)
+    create_line = _access(caplog, "/v1/resources").__dict__
+    assert (create_line["resource_id"], create_line["status"]) == (rid, 201)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: resources.py fire_event/get_resource set request.state.resource only on success, so the "
+    "access line of a refused request on a resource (409, 412, 404) has no resource_id (app.py _Logged)",
+)
+def test_a_refused_request_on_a_resource_is_logged_with_its_id(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tenure.access")
+    rid = live.store.create("image", {"name": "x"}).id
+    assert live.writer.post(f"/v1/resources/{rid}/events", json={"event": "activate"}).status_code == 409
+    line = _access(caplog, f"/v1/resources/{rid}/events").__dict__
+    assert (line["status"], line.get("resource_id")) == (409, rid)
+
+
+def test_a_callback_is_logged_with_its_resource_id(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tenure.access")
+    rid = live.store.create("image", {"name": "x"}).id
+    live.anonymous.post("/v1/callbacks", json={"resourceId": rid, "token": "t" * 20, "key": "k", "status": "done"})
+    line = _access(caplog, "/v1/callbacks").__dict__
+    assert (line["status"], line["resource_id"]) == (403, rid)
+
+
+# --- a database outage ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outage(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> Any:
+    """(store, cut): a store of ``dialect`` on its own database, and a function that takes it away."""
+    if dialect == "postgres":
+        make = request.getfixturevalue("make_pg_database")
+        admin = request.getfixturevalue("pg_admin_url")
+        url = make()
+        name = url.rsplit("/", 1)[1]
+        s = open_store(url + "?connect_timeout=1", KINDS, check_schema=False)
+
+        def cut() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    else:
+        s = open_store(f"sqlite:///{tmp_path}/gone.db", KINDS, check_schema=False)
+
+        def cut() -> None:
+            s.close()  # every later query finds the store unavailable
+
+    s.migrate()
+    yield s, cut
+    s.close()
+
+
+def test_a_database_outage_is_503_with_retry_after_and_no_internals(
+    start_live: Callable[..., Live], outage: Any, dialect: str
+) -> None:
+    store, cut = outage
+    live = start_live(store=store)
+    rid = live.admin.post("/v1/resources", json={"kind": "image", "spec": {"name": "x"}}).json()["id"]
+
+    cut()
+
+    for method, path, body in [
+        ("GET", f"/v1/resources/{rid}", None),
+        ("POST", "/v1/resources", {"kind": "image", "spec": {"name": "y"}}),
+        ("POST", f"/v1/resources/{rid}/events", {"event": "upload"}),
+    ]:
+        with live.client(ADMIN) as http:
+            r = http.request(method, path, json=body)
+        problem = assert_problem(r, 503, "unavailable")
+        text = r.text.lower()
+        for leak in ("psycopg", "sqlite", "tenure_test_", "127.0.0.1", "traceback", "connection"):
+            assert leak not in text, (leak, r.text)
+        assert problem["instance"] == path
+    with live.client() as http:
+        assert http.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/metrics"])
+def test_readiness_and_metrics_during_an_outage_are_503(
+    start_live: Callable[..., Live], outage: Any, path: str, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    if dialect == "postgres" and path == "/readyz":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="BUG: operations.py:27-30 readyz catches only TenureError, but PostgresStore.schema_version "
+                "(store/postgres.py:210-216) uses self._pool.connection() directly, so a lost database raises "
+                "psycopg.OperationalError (AdminShutdown) / PoolTimeout untranslated: 500 internal-error",
+            )
+        )
+    store, cut = outage
+    live = start_live(store=store)
+    cut()
+    with live.client(READER) as http:
+        r = http.get(path)
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert int(r.headers["retry-after"]) > 0
