@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.reconcile import Reconciled, Reconciler
 from tenure.engine.steps import Step, StepContext, Steps
 from tenure.engine.worker import Worker, WorkerStats
 from tenure.store.model import Resource
@@ -12,6 +13,8 @@ __all__ = [
     "Fail",
     "Fatal",
     "Outcome",
+    "Reconciled",
+    "Reconciler",
     "Resource",
     "RetryLater",
     "Retryable",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.reconcile import Reconciled, Reconciler, rest_pairs
 from tenure.engine.rollup import roll_up
 from tenure.engine.steps import Registered, StepContext, Steps
 from tenure.errors import (
@@ -75,6 +76,9 @@ class WorkerStats:
     callbacks_superseded: int = 0
     store_errors: int = 0
     engine_errors: int = 0
+    #: Events fired towards a desired state, and desired states given up on.
+    reconciled: int = 0
+    desired_given_up: int = 0
     #: How long the most recent steps took (the last 1024).
     step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
     #: Steps run and their total time; with step_buckets, a histogram of step durations.
@@ -133,7 +137,9 @@ class Worker:
         self.batch = batch
         self._rand = rand
         self.stats = WorkerStats()
-        self._due = steps.due()
+        # Resting resources are due only while a desired state is pending: the reconcile takes those.
+        self._due = sorted({*steps.due(), *rest_pairs(store.kinds.values())})
+        self._reconciler = Reconciler(store, actor=self.name)
         self._kinds = sorted(store.kinds)
         self._poll = 5.0
         self._planned_at = -_REPLAN
@@ -299,6 +305,11 @@ class Worker:
         r = claim.resource
         try:
             reg = self.steps.get(r.kind, r.state)
+            if reg is None and not ctx.lost.is_set() and self._reconciler.handles(r):
+                done = self._reconciler.reconcile(claim)
+                self.stats.reconciled += done is Reconciled.MOVED
+                self.stats.desired_given_up += done is Reconciled.GAVE_UP
+                return
             if reg is None or ctx.lost.is_set():
                 self.store.release(claim)
                 return
@@ -324,6 +335,10 @@ class Worker:
         except ClaimLost as exc:
             self.stats.claims_lost += 1
             log.info("worker %s: %s", self.name, exc, extra=_about(r))
+            # A write that leaves claims alone (a new desired state) moved the version: the token
+            # still holds the row, so hand it back now instead of leaving it due only at expiry.
+            with contextlib.suppress(TenureError):
+                self.store.release(claim)
         except ResourceNotFound:
             log.warning("worker %s: resource %s vanished", self.name, r.id, extra=_about(r))
         except StoreUnavailable as exc:
