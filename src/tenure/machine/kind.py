@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import pydantic
 
@@ -235,6 +235,22 @@ class Kind:
         from tenure.machine.draw import to_dot
 
         return to_dot(self)
+
+    def to_svg(self, *, direction: Literal["TB", "LR"] = "TB") -> str:
+        """The graph as a standalone SVG document, laid out here (no Graphviz needed).
+
+        States go in layers by their distance from the initial state, top to bottom (``"TB"``) or
+        left to right (``"LR"``); boxes are styled by role. The same kind always gives the same text.
+
+        >>> lamp = Kind("lamp", states=[State("off", 0), State("on", 1)], initial="off",
+        ...             events=[Event("switch_on", "off", "on"), Event("switch_off", "on", "off")])
+        >>> svg = lamp.to_svg()
+        >>> svg.startswith("<svg "), "<title>lamp v1</title>" in svg, svg == lamp.to_svg()
+        (True, True, True)
+        """
+        from tenure.machine.svg import to_svg
+
+        return to_svg(self, direction=direction)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description of the kind (states, roles, codes, events)."""
