@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tenure.store.feed import Change, Changes
 from tenure.store.interests import Interest, NotSharable
 from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
 from tenure.store.protocol import EngineStore, Store
@@ -10,6 +11,8 @@ from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 __all__ = [
     "CREATE_EVENT",
     "DEFAULT_DATABASE_URL",
+    "Change",
+    "Changes",
     "EngineStore",
     "Interest",
     "JournalEntry",

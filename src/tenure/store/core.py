@@ -29,6 +29,7 @@ from tenure.errors import (
 from tenure.machine import Kind, Role, State
 from tenure.store.claims import Claims
 from tenure.store.desired import DESIRED_EVENT, desire_pending, reachable_states
+from tenure.store.feed import ChangeFeed
 from tenure.store.flowruns import FlowRuns
 from tenure.store.inbox import Inbox
 from tenure.store.interests import Interests, check_party
@@ -53,7 +54,7 @@ def _schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | 
     return None, None
 
 
-class StoreCore(Claims, Inbox, Interests, FlowRuns, QuotaLedger, abc.ABC):
+class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc.ABC):
     """Shared logic of the SQLite and PostgreSQL stores."""
 
     #: Which database: "sqlite" or "postgres".

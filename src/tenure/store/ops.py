@@ -17,9 +17,9 @@ __all__ = ["Dialect", "Executor"]
 
 
 class Executor(Protocol):
-    """A connection in a transaction: ``execute(sql, params)`` with positional parameters."""
+    """A connection in a transaction: ``execute(sql, params)`` with positional or named parameters."""
 
-    def execute(self, query: Any, params: Sequence[Any] = ..., /) -> Any: ...
+    def execute(self, query: Any, params: Sequence[Any] | Mapping[str, Any] = ..., /) -> Any: ...
 
 
 class Dialect(abc.ABC):

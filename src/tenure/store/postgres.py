@@ -56,6 +56,7 @@ class PostgresStore(StoreCore):
     """A store in a PostgreSQL database, safe to share between threads, processes and hosts."""
 
     dialect = "postgres"
+    _txid_positions = True
 
     def __init__(
         self,

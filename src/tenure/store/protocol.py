@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tenure.machine import Kind
 from tenure.store.claims import Agenda, Claim, WaitPlan
+from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitRow
 from tenure.store.interests import Interest
 from tenure.store.model import JournalEntry, Page, Resource
@@ -131,9 +132,25 @@ class Store(Protocol):
 
         On PostgreSQL, ``seq`` values are taken before commit, so while writers are active an entry with
         a lower ``seq`` can become visible after one with a higher ``seq``: a reader that tails the
-        feed must not advance past entries of transactions still in flight (the event stream will
-        track that; reading after writers are done is exact).
+        journal should use :meth:`changes`, whose positions never skip such an entry (reading after
+        writers are done is exact either way).
         """
+        ...
+
+    def changes(
+        self,
+        after: str | None = None,
+        *,
+        kind: str | None = None,
+        resource_id: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+    ) -> Changes:
+        """Journal entries after a position, in an order a resuming reader never misses anything in."""
+        ...
+
+    def latest_position(self) -> str:
+        """The change-feed position of now."""
         ...
 
     def migrate(self) -> builtins.list[int]:

@@ -392,3 +392,41 @@ RETURNING expires_at
 SELECT resource_id, party, registered_at, expires_at FROM interests
 WHERE resource_id = %s AND expires_at > %s
 ORDER BY registered_at, party
+
+-- === the change feed ===
+
+-- name: changes
+-- A page of the change feed after the position (txid, seq), and the frontier: the last row below the
+-- horizon, the oldest transaction still running. Below the horizon every transaction has finished,
+-- so no row can appear there any more; rows at or above it wait for a later call. Ordered by
+-- (txid, seq), which keeps each resource's rows in version order (see tenure.store.feed). The
+-- frontier comes on every row; without one (an empty journal) nothing comes at all.
+WITH horizon AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+), frontier AS (
+    SELECT j.txid, j.seq FROM journal AS j
+    WHERE j.txid < (SELECT xmin FROM horizon)
+    ORDER BY j.txid DESC, j.seq DESC
+    LIMIT 1
+), page AS (
+    SELECT j.txid, j.seq, j.resource_id, j.version, j.event, j.from_state, j.to_state, j.actor, j.at, j.detail,
+           r.kind
+    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    WHERE j.txid < (SELECT xmin FROM horizon)
+      AND (j.txid, j.seq) > (%(txid)s::text::xid8, %(seq)s::bigint)
+      AND (%(kind)s::text IS NULL OR r.kind = %(kind)s)
+      AND (%(resource_id)s::text IS NULL OR j.resource_id = %(resource_id)s)
+      AND (%(state)s::text IS NULL OR j.to_state = %(state)s)
+    ORDER BY j.txid, j.seq
+    LIMIT %(limit)s
+)
+SELECT f.txid::text, f.seq, p.txid::text, p.seq, p.resource_id, p.version, p.event, p.from_state, p.to_state,
+       p.actor, p.at, p.detail, p.kind
+FROM frontier AS f LEFT JOIN page AS p ON true
+ORDER BY p.txid, p.seq
+
+-- name: latest_position
+SELECT j.txid::text, j.seq FROM journal AS j
+WHERE j.txid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY j.txid DESC, j.seq DESC
+LIMIT 1

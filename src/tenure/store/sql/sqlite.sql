@@ -299,3 +299,30 @@ RETURNING expires_at
 SELECT resource_id, party, registered_at, expires_at FROM interests
 WHERE resource_id = ? AND expires_at > ?
 ORDER BY registered_at, party
+
+-- === the change feed ===
+
+-- name: changes
+-- A page of the change feed after the position (seq: one writer at a time hands seqs out in commit
+-- order, so nothing can appear below the last one read), and the frontier, the last seq. The
+-- columns are those of the PostgreSQL query, whose positions also carry a transaction id (0 here).
+WITH frontier AS (
+    SELECT max(seq) AS seq FROM journal
+), page AS (
+    SELECT j.seq, j.resource_id, j.version, j.event, j.from_state, j.to_state, j.actor, j.at, j.detail, r.kind
+    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    WHERE j.seq > :seq
+      AND (:kind IS NULL OR r.kind = :kind)
+      AND (:resource_id IS NULL OR j.resource_id = :resource_id)
+      AND (:state IS NULL OR j.to_state = :state)
+    ORDER BY j.seq
+    LIMIT :limit
+)
+SELECT 0, f.seq, 0, p.seq, p.resource_id, p.version, p.event, p.from_state, p.to_state, p.actor, p.at, p.detail,
+       p.kind
+FROM frontier AS f LEFT JOIN page AS p ON 1
+WHERE f.seq IS NOT NULL
+ORDER BY p.seq
+
+-- name: latest_position
+SELECT 0, max(seq) FROM journal
