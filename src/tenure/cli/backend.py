@@ -16,9 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-import click
 import typer
-from click.core import ParameterSource
 
 from tenure.cli.common import all_kinds, reported
 from tenure.errors import TenureError, UnknownKind
@@ -34,6 +32,7 @@ __all__ = [
     "DEFAULT_TOKEN_FILE",
     "Backend",
     "DatabaseBackend",
+    "DatabaseOption",
     "Json",
     "ServerBackend",
     "ServerOption",
@@ -51,13 +50,25 @@ POLL_INTERVAL = 0.2
 #: Seconds ``wait`` keeps trying a server that cannot be reached before it gives up.
 UNREACHABLE_PATIENCE = 30.0
 
+# Neither option reads its environment variable by itself: :func:`connect` does, so that an option
+# typed on the command line always beats a variable (a server in TENURE_SERVER and the database in
+# TENURE_DATABASE_URL for ``tenure serve`` may well both be set in one shell).
 ServerOption = Annotated[
     str | None,
     typer.Option(
         "--server",
-        envvar="TENURE_SERVER",
-        help="URL of a running tenure server, e.g. http://127.0.0.1:8080 (instead of --database). "
+        help="URL of a running tenure server, e.g. http://127.0.0.1:8080 [env var: TENURE_SERVER]. "
         "The token comes from TENURE_TOKEN or --token-file, never from the command line.",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        help="Work on the database directly: sqlite:///path/to/file.db or postgresql://user@host:port/db "
+        "[env var: TENURE_DATABASE_URL; default: sqlite:///tenure.db, unless TENURE_SERVER is set]",
         show_default=False,
     ),
 ]
@@ -331,24 +342,14 @@ def read_token(token_file: Path) -> tuple[str | None, str | None]:
     return (text, str(token_file)) if text else (None, None)
 
 
-def _source(name: str) -> ParameterSource | None:
-    context = click.get_current_context(silent=True)
-    return None if context is None else context.get_parameter_source(name)
-
-
-def _prefer_server(server: str | None, database: str | None) -> bool:
-    """Whether to talk to the server: an option typed on the command line beats an environment variable."""
-    if server is None:
-        return False
-    if database is None:
-        return True
-    server_typed = _source("server") is ParameterSource.COMMANDLINE
-    database_typed = _source("database") is ParameterSource.COMMANDLINE
-    if server_typed and database_typed:
+def _choose(server: str | None, database: str | None) -> tuple[str | None, str | None]:
+    """The server to talk to, or else the database (None: the default): options first, then the environment."""
+    if server and database:
         raise TenureError("give --server or --database, not both")
-    # Both set, at most one typed: the typed one wins; if both come from the environment, the
-    # server does (TENURE_SERVER says where clients go; TENURE_DATABASE_URL may be there for serve).
-    return server_typed or not database_typed
+    if server or database:
+        return server or None, database or None
+    from_env = os.environ.get("TENURE_SERVER", "").strip()
+    return (from_env, None) if from_env else (None, None)
 
 
 @contextmanager
@@ -361,8 +362,8 @@ def connect(
     """The backend the options name; errors inside the block become one red line and exit status 1."""
     with reported():
         backend: Backend
-        if _prefer_server(server, database):
-            assert server is not None
+        server, database = _choose(server, database)
+        if server is not None:
             if kinds:
                 raise TenureError("--kinds applies to --database; a server serves the kinds it loaded")
             token, source = read_token(token_file)

@@ -20,8 +20,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tenure.cli.backend import DEFAULT_TOKEN_FILE, Backend, Json, ServerOption, TokenFileOption, connect
-from tenure.cli.common import DatabaseOption, JsonOption, KindsOption, console, errors
+from tenure.cli.backend import (
+    DEFAULT_TOKEN_FILE,
+    Backend,
+    DatabaseOption,
+    Json,
+    ServerOption,
+    TokenFileOption,
+    connect,
+)
+from tenure.cli.common import JsonOption, KindsOption, console, errors
 from tenure.errors import TenureError, UnknownState
 
 __all__ = [
