@@ -4,13 +4,14 @@ journal, waits, flows; ETag / If-Match / If-None-Match; idempotent creation; key
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from live_server import READER
+from live_server import READER, WRITER
 from problems import assert_problem
 from service_support import Live, Waiting
 
@@ -119,6 +120,45 @@ def test_the_same_idempotency_key_for_a_different_request_is_422(
     assert len(live.reader.get("/v1/resources").json()["items"]) == 1, "nothing written"
 
 
+def _race_creates(clients: list[httpx.Client], key: str) -> list[httpx.Response]:
+    """The same create with the same key from every client at once."""
+    barrier = threading.Barrier(len(clients))
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post(http: httpx.Client) -> None:
+        barrier.wait(10)
+        request = {"kind": "image", "spec": {"name": "x"}}
+        r = http.post("/v1/resources", json=request, headers={"Idempotency-Key": key})
+        with lock:
+            answers.append(r)
+
+    threads = [threading.Thread(target=post, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(answers) == len(clients)
+    return answers
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: resources.py create_resource tells a replay from a creation by the clock "
+    "(r.created_at < before, with before read when the request started): of concurrent requests with the same "
+    "Idempotency-Key, every one that started before the winner's insert answers 201 Created without "
+    "Idempotent-Replayed, although only one resource was created",
+)
+def test_concurrent_creates_with_one_idempotency_key_create_once_and_say_so(live: Live) -> None:
+    clients = [live.client(WRITER) for _ in range(8)]
+    for attempt in range(40):
+        answers = _race_creates(clients, f"race-{attempt}")
+        assert len({r.json()["id"] for r in answers}) == 1, "one resource for one key"
+        created = [r for r in answers if r.status_code == 201]
+        replayed = [r for r in answers if r.status_code == 200 and r.headers.get("idempotent-replayed") == "true"]
+        assert (len(created), len(replayed)) == (1, len(clients) - 1), (attempt, [r.status_code for r in answers])
+
+
 def test_an_idempotency_key_over_200_characters_is_refused(live: Live) -> None:
     r = live.writer.post(
         "/v1/resources", json={"kind": "image", "spec": {"name": "x"}}, headers={"Idempotency-Key": "k" * 201}
@@ -164,6 +204,17 @@ def test_get_gives_the_version_as_etag_and_304_for_a_matching_if_none_match(live
     stale = live.reader.get(f"/v1/resources/{rid}", headers={"If-None-Match": '"1"'})
     assert stale.status_code == 200
     assert stale.json()["version"] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: resources.py get_resource compares the whole If-None-Match header with one ETag, so a list "
+    '(RFC 9110 section 13.1.2: If-None-Match: "1", "2") that names the current version answers 200, not 304',
+)
+def test_if_none_match_with_a_list_of_etags(live: Live) -> None:
+    rid = create(live.writer)["id"]
+    r = live.reader.get(f"/v1/resources/{rid}", headers={"If-None-Match": '"7", "1"'})
+    assert r.status_code == 304
 
 
 def test_get_of_an_unknown_id_is_404_naming_it(live: Live) -> None:
@@ -228,7 +279,7 @@ def test_two_writers_with_the_same_if_match_one_wins_one_gets_412(live: Live) ->
     assert live.store.get(rid).state == "saving"
 
 
-@pytest.mark.parametrize("if_match", ["1", "abc", '"abc"', '"1", "2"', 'W/"x"', '"-1"', '"1234567890123456789"', ""])
+@pytest.mark.parametrize("if_match", ["1", "abc", '"abc"', 'W/"x"', '"-1"', '"1234567890123456789"', ""])
 def test_a_malformed_if_match_is_400_and_nothing_is_written(live: Live, if_match: str) -> None:
     rid = create(live.writer)["id"]
     r = fire(live.writer, rid, "upload", **{"If-Match": if_match})
