@@ -289,23 +289,41 @@ def test_watch_resumes_after_a_dropped_connection_with_last_event_id() -> None:
     assert first.headers["Accept"] == "text/event-stream"
 
 
-def test_watch_refusals_are_raised_at_once_and_endless_drops_give_up() -> None:
+def test_watch_refusals_are_raised_at_once_and_endless_drops_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
     def unknown_kind(request: httpx.Request) -> httpx.Response:
         return problem(422, "unknown-kind", "unknown kind 'x'")
 
     with pytest.raises(ApiError, match="unknown kind 'x'"):
         next(client(unknown_kind).watch(kind="x"))
 
+    slept: list[float] = []
+    monkeypatch.setattr("tenure.service.client.time.sleep", slept.append)
     calls = 0
 
     def dropping(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream(["retry: 1\n\n"]))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream([]))
 
-    with pytest.raises(ServerUnreachable, match="failed 3 times in a row"):
-        next(client(dropping).watch(reconnects=2))
-    assert calls == 3
+    with pytest.raises(ServerUnreachable, match="failed 4 times in a row"):
+        next(client(dropping).watch(reconnects=3))
+    assert calls == 4
+    assert slept == [1.0, 2.0, 4.0]  # backing off exponentially
+
+    # A stream that delivers something between drops is working: it is resumed however often it drops.
+    calls = 0
+
+    def pinging(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 6:
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Stream([_change("p9", "x")])
+            )
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream([": ping\n\n"]))
+
+    assert next(client(pinging).watch(reconnects=1)).position == "p9"
+    assert calls == 7
 
 
 def test_watch_close_ends_the_iteration() -> None:

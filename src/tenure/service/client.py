@@ -619,6 +619,9 @@ class Watch:
             parser = SseParser()
             try:
                 for chunk in response.iter_text():
+                    # Bytes arrived (a keep-alive will do): the connection worked, so a later drop
+                    # starts the count afresh; proxies that cut idle streams now and then are fine.
+                    failures = 0
                     for event in parser.feed(chunk):
                         if event.retry is not None:
                             self._retry = event.retry / 1000
@@ -627,7 +630,6 @@ class Watch:
                         if event.event != "change" or event.id is None:
                             continue
                         self.position = event.id
-                        failures = 0
                         yield Change(event.id, _parse_data(event.data))
                     if parser.last_id is not None:
                         self.position = parser.last_id
