@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from tenure.store.feed import Change, Changes
+from tenure.store.inbox import AwaitedKey, WaitInfo
 from tenure.store.interests import Interest, NotSharable
-from tenure.store.model import CREATE_EVENT, JournalEntry, Page, Resource
+from tenure.store.model import CREATE_EVENT, BacklogRow, JournalEntry, Page, Resource
 from tenure.store.protocol import EngineStore, Store
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 
 __all__ = [
     "CREATE_EVENT",
+    "AwaitedKey",
+    "BacklogRow",
     "DEFAULT_DATABASE_URL",
     "Change",
     "Changes",
@@ -20,6 +23,7 @@ __all__ = [
     "Page",
     "Resource",
     "Store",
+    "WaitInfo",
     "database_url",
     "open_store",
 ]

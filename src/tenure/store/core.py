@@ -33,7 +33,7 @@ from tenure.store.feed import ChangeFeed
 from tenure.store.flowruns import FlowRuns
 from tenure.store.inbox import Inbox
 from tenure.store.interests import Interests, check_party
-from tenure.store.model import JournalEntry, Page, Resource, new_id
+from tenure.store.model import BacklogRow, JournalEntry, Page, Resource, new_id
 from tenure.store.plans import CreatePlan, FirePlan, PageQuery
 from tenure.store.quotas import QuotaLedger
 from tenure.store.signal import Listener, WorkSignal
@@ -442,6 +442,32 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
             PageQuery(kind, wanted, desired_state, party, self._time_in(self._clock()), after, limit)
         )
         return Page(items, items[-1].id if len(items) == limit else None)
+
+    def backlog(self, kinds: Sequence[str] | None = None) -> builtins.list[BacklogRow]:
+        """How many resources of each kind are in each state (every declared state, even at 0), in one query.
+
+        For wait states with resources, also how long the oldest one has been waiting, on the store's
+        clock. ``kinds`` defaults to every registered kind; rows come by kind as given, then state
+        in declaration order (then any state the kind no longer declares).
+        """
+        names = sorted(self._kinds) if kinds is None else list(dict.fromkeys(kinds))
+        declared = {name: self.kind(name) for name in names}
+        with self._reading() as conn:
+            rows = conn.execute(self._sql["backlog"], (self._array_in(names),)).fetchall()
+        found = {(row[0], row[1]): (int(row[2]), self._time_out(row[3])) for row in rows}
+        now = self._clock()
+        out: builtins.list[BacklogRow] = []
+        for name, kind in declared.items():
+            for state in kind.states:
+                count, oldest = found.pop((name, state.name), (0, None))
+                age = None
+                if state.role is Role.WAIT and oldest is not None:
+                    age = max(0.0, (now - oldest).total_seconds())
+                out.append(BacklogRow(name, state.name, state.role.value, count, age))
+            for (k, state_name), (count, _) in sorted(found.items()):
+                if k == name:
+                    out.append(BacklogRow(name, state_name, None, count, None))
+        return out
 
     def listen(self) -> Listener | None:
         """Start relaying other processes' writes to :attr:`signal`, where the database can.

@@ -20,12 +20,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tenure.errors import AlreadyExists, InvalidArgument
+from tenure.errors import AlreadyExists, InvalidArgument, ResourceNotFound
 from tenure.store.model import Resource
 from tenure.store.ops import Dialect, Executor
 from tenure.store.signal import WorkSignal
 
-__all__ = ["CallbackRow", "CallbackStatus", "Delivery", "Inbox", "Receipt", "Refusal", "WaitRow", "token_hash"]
+__all__ = [
+    "AwaitedKey",
+    "CallbackRow",
+    "CallbackStatus",
+    "Delivery",
+    "Inbox",
+    "Receipt",
+    "Refusal",
+    "WaitInfo",
+    "WaitRow",
+    "token_hash",
+]
 
 
 def token_hash(token: str) -> str:
@@ -125,6 +136,55 @@ class CallbackRow:
     applied_at: datetime | None
     result: str | None
 
+
+@dataclass(frozen=True, slots=True)
+class AwaitedKey:
+    """One answer a wait awaits, and whether it came."""
+
+    key: str
+    received: bool
+    #: The answer's status (done, failed, retry) once received.
+    status: CallbackStatus | None = None
+    received_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "received": self.received,
+            "status": None if self.status is None else self.status.value,
+            "received_at": None if self.received_at is None else self.received_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WaitInfo:
+    """What a resource waits for, for showing to people: no token, and no way to answer with it.
+
+    ``id`` is a short prefix of the token's hash: enough to tell waits apart, useless to call back with.
+    """
+
+    id: str
+    resource_id: str
+    version: int
+    state: str
+    created_at: datetime
+    deadline: datetime | None
+    keys: tuple[AwaitedKey, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "resource_id": self.resource_id,
+            "version": self.version,
+            "state": self.state,
+            "created_at": self.created_at.isoformat(),
+            "deadline": None if self.deadline is None else self.deadline.isoformat(),
+            "keys": [k.to_json() for k in self.keys],
+        }
+
+
+#: How many hex digits of the token hash identify a wait to people.
+WAIT_ID_LENGTH = 12
 
 _MAX_KEY = 200
 #: How many answers a wait takes while the step that handed out its token still runs.
@@ -284,6 +344,36 @@ class Inbox(Dialect):
         with self._reading() as conn:
             row = conn.execute(self._sql["get_wait_at"], (resource_id, version)).fetchone()
         return None if row is None else self._wait_out(row)
+
+    def pending_waits(self, resource_id: str) -> builtins.list[WaitInfo]:
+        """The waits of the resource at its current version that say what they await, with the answers so far.
+
+        Raises :class:`~tenure.errors.ResourceNotFound` for an unknown resource. Provisional waits (a
+        step handed out a token and has not said yet what it waits for) are left out.
+        """
+        with self._reading() as conn:
+            rows = conn.execute(self._sql["pending_waits"], (resource_id,)).fetchall()
+        if not rows:
+            raise ResourceNotFound(resource_id)
+        waits: dict[str, tuple[Sequence[Any], dict[str, AwaitedKey]]] = {}
+        for row in rows:
+            hashed = row[1]
+            if hashed is None:
+                continue  # the resource, waiting for nothing
+            _, answers = waits.setdefault(hashed, (row, {}))
+            if row[6] is not None:
+                answers[row[6]] = AwaitedKey(row[6], True, CallbackStatus(row[7]), self._time_out(row[8]))
+        out: list[WaitInfo] = []
+        for hashed, (row, answers) in waits.items():
+            created = self._time_out(row[4])
+            assert created is not None
+            keys = tuple(answers.get(key) or AwaitedKey(key, False) for key in self._json_out(row[3]))
+            out.append(
+                WaitInfo(
+                    hashed[:WAIT_ID_LENGTH], resource_id, int(row[0]), row[2], created, self._time_out(row[5]), keys
+                )
+            )
+        return out
 
     def _wait_in(self, conn: Executor, hashed: str) -> WaitRow | None:
         row = conn.execute(self._sql["get_wait"], (hashed,)).fetchone()

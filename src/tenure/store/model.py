@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-__all__ = ["CREATE_EVENT", "JournalEntry", "Page", "Resource", "new_id"]
+__all__ = ["CREATE_EVENT", "BacklogRow", "JournalEntry", "Page", "Resource", "new_id"]
 
 #: The journal event recorded when a resource is created (user event names cannot start with '@').
 CREATE_EVENT = "@create"
@@ -126,6 +126,28 @@ class JournalEntry:
             "actor": self.actor,
             "at": self.at.isoformat(),
             "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogRow:
+    """How many resources of a kind are in a state, and for a wait state how long the oldest has waited."""
+
+    kind: str
+    state: str
+    #: The state's role (None for a state the kind no longer declares).
+    role: str | None
+    count: int
+    #: Seconds since the longest-waiting resource entered the state (wait states with resources only).
+    oldest_seconds: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "role": self.role,
+            "count": self.count,
+            "oldest_seconds": self.oldest_seconds,
         }
 
 

@@ -10,9 +10,9 @@ from typing import Any, Protocol, runtime_checkable
 from tenure.machine import Kind
 from tenure.store.claims import Agenda, Claim, WaitPlan
 from tenure.store.feed import Changes
-from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitRow
+from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
 from tenure.store.interests import Interest
-from tenure.store.model import JournalEntry, Page, Resource
+from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.signal import Listener, WorkSignal
 
 __all__ = ["EngineStore", "Store"]
@@ -151,6 +151,14 @@ class Store(Protocol):
 
     def latest_position(self) -> str:
         """The change-feed position of now."""
+        ...
+
+    def pending_waits(self, resource_id: str) -> builtins.list[WaitInfo]:
+        """What the resource waits for at its current version, with the answers so far (no tokens)."""
+        ...
+
+    def backlog(self, kinds: Sequence[str] | None = None) -> builtins.list[BacklogRow]:
+        """Resources per kind and state, with the age of the oldest in each wait state."""
         ...
 
     def migrate(self) -> builtins.list[int]:

@@ -430,3 +430,18 @@ SELECT j.txid::text, j.seq FROM journal AS j
 WHERE j.txid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
 ORDER BY j.txid DESC, j.seq DESC
 LIMIT 1
+
+-- === reads for people and metrics ===
+
+-- name: pending_waits
+-- The resource (so that an unknown one is told apart from one waiting for nothing), its non-provisional
+-- waits at its current version, and the answers each has received.
+SELECT r.version, w.token_hash, w.state, w.keys, w.created_at, w.deadline, i.key, i.status, i.received_at
+FROM resources AS r
+LEFT JOIN waits AS w ON w.resource_id = r.id AND w.version = r.version AND w.rules <> '{}'::jsonb
+LEFT JOIN inbox AS i ON i.token_hash = w.token_hash
+WHERE r.id = %s
+ORDER BY w.created_at, w.token_hash, i.seq
+
+-- name: backlog
+SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind = ANY(%s) GROUP BY kind, state

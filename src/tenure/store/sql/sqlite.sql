@@ -326,3 +326,18 @@ ORDER BY p.seq
 
 -- name: latest_position
 SELECT 0, max(seq) FROM journal
+
+-- === reads for people and metrics ===
+
+-- name: pending_waits
+-- The resource (so that an unknown one is told apart from one waiting for nothing), its non-provisional
+-- waits at its current version, and the answers each has received.
+SELECT r.version, w.token_hash, w.state, w.keys, w.created_at, w.deadline, i.key, i.status, i.received_at
+FROM resources AS r
+LEFT JOIN waits AS w ON w.resource_id = r.id AND w.version = r.version AND w.rules <> '{}'
+LEFT JOIN inbox AS i ON i.token_hash = w.token_hash
+WHERE r.id = ?
+ORDER BY w.created_at, w.token_hash, i.seq
+
+-- name: backlog
+SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind IN (SELECT value FROM json_each(?)) GROUP BY kind, state
