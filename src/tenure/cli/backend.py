@@ -57,7 +57,7 @@ ServerOption = Annotated[
     str | None,
     typer.Option(
         "--server",
-        help="URL of a running tenure server, e.g. http://127.0.0.1:8080 [env var: TENURE_SERVER]. "
+        help="URL of a running tenure server, e.g. http://127.0.0.1:8080 (env var: TENURE_SERVER). "
         "The token comes from TENURE_TOKEN or --token-file, never from the command line.",
         show_default=False,
     ),
@@ -68,7 +68,7 @@ DatabaseOption = Annotated[
         "--database",
         "-d",
         help="Work on the database directly: sqlite:///path/to/file.db or postgresql://user@host:port/db "
-        "[env var: TENURE_DATABASE_URL; default: sqlite:///tenure.db, unless TENURE_SERVER is set]",
+        "(env var: TENURE_DATABASE_URL; default: sqlite:///tenure.db, unless TENURE_SERVER is set).",
         show_default=False,
     ),
 ]

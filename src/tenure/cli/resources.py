@@ -326,9 +326,11 @@ def wait(
 ) -> None:
     """Wait until a resource reaches a state (exit 0), showing its state while waiting.
 
-    Exits 1 when the resource reaches a state from which STATE cannot be reached (a final state, say)
-    or the timeout passes. Against a server it follows the event stream (polling if the stream is
-    unavailable); against a database it polls. With --json, prints the resource as last seen.
+    Exits 1 when the resource gets where STATE cannot be reached from (a final state, say) or time is up.
+
+    Against a server it follows the event stream (or polls if it cannot); against a database it polls.
+
+    With --json it prints the resource as last seen, also when it exits 1.
     """
     with connect(server, database, kinds, token_file) as backend:
         current = backend.get(resource_id)
