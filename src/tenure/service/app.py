@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenure import __version__
@@ -36,6 +37,7 @@ from tenure.service.problems import (
     METHOD_NOT_ALLOWED,
     NOT_ACCEPTABLE,
     NOT_FOUND,
+    PROBLEM_RESPONSES,
     TOO_LARGE,
     UNSUPPORTED_MEDIA,
     Problem,
@@ -79,6 +81,7 @@ def create_app(
         version=__version__,
         description="Durable, race-free lifecycles for provisioned resources.",
         openapi_url="/openapi.json",
+        responses=PROBLEM_RESPONSES,
         docs_url="/docs",
         redoc_url=None,
     )
@@ -120,12 +123,32 @@ def _errors(app: FastAPI) -> None:
         problem = _BY_STATUS.get(exc.status_code) or Problem(exc.status_code, "http-error", "HTTP error")
         if exc.status_code == 400:
             problem = BAD_REQUEST
-        return problem_response(problem, str(exc.detail), headers=exc.headers, request=request)
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = _methods_for(request.app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        elif exc.status_code == 404:
+            detail = f"no such endpoint: {request.url.path[:200]} (the API is under /v1; see /docs)"
+        return problem_response(problem, detail, headers=headers, request=request)
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(INTERNAL, "the server failed; the error is logged", request=request)
+
+
+def _methods_for(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path (RFC 9110 wants them all in Allow)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"}) if isinstance(route, BaseRoute) else (None, None)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _field_problem(err: Any) -> dict[str, str]:
@@ -149,32 +172,36 @@ class _BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None:
+            # The server holds the client to its Content-Length, so checking the number is enough.
+            if not declared.isdigit() or int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
+        # A body of unknown length (chunked) is read here, up to the limit, before the app sees it.
+        chunks: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(TOO_LARGE, f"the body must be at most {self.limit} bytes", {"limit": self.limit})
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Logged:

@@ -181,7 +181,33 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     enabled = auth_section.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"config file {path}: auth.enabled must be true or false")
-    tokens = []
+    tokens = _tokens_from(doc, path, env)
+    service = _table(doc, "service", path)
+    max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
+    if not isinstance(max_body, int) or max_body < 1024:
+        raise ConfigError(f"config file {path}: service.max_body_bytes must be an integer of at least 1024")
+    extra = set(service) - set(_SERVICE_KEYS)
+    if extra:
+        names = ", ".join(sorted(extra))
+        raise ConfigError(
+            f"config file {path}: unknown key(s) in [service]: {names}; known: {', '.join(_SERVICE_KEYS)}"
+        )
+    public_url = service.get("public_url")
+    database = service.get("database")
+    for name, value in (("public_url", public_url), ("database", database)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config file {path}: service.{name} must be a string")
+    kinds = service.get("kinds", [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise ConfigError(f'config file {path}: service.kinds must be a list of import paths such as ["mypkg.kinds"]')
+    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database)
+
+
+_SERVICE_KEYS = ("max_body_bytes", "public_url", "kinds", "database")
+
+
+def _tokens_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> list[ClientToken]:
+    tokens: list[ClientToken] = []
     entries = doc.get("tokens", [])
     if not isinstance(entries, list):
         raise ConfigError(f"config file {path}: tokens must be an array of tables ([[tokens]])")
@@ -206,28 +232,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
             tokens.append(ClientToken.make(entry["client"], token, scopes))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    service = _table(doc, "service", path)
-    max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
-    if not isinstance(max_body, int) or max_body < 1024:
-        raise ConfigError(f"config file {path}: service.max_body_bytes must be an integer of at least 1024")
-    extra = set(service) - set(_SERVICE_KEYS)
-    if extra:
-        names = ", ".join(sorted(extra))
-        raise ConfigError(
-            f"config file {path}: unknown key(s) in [service]: {names}; known: {', '.join(_SERVICE_KEYS)}"
-        )
-    public_url = service.get("public_url")
-    database = service.get("database")
-    for name, value in (("public_url", public_url), ("database", database)):
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config file {path}: service.{name} must be a string")
-    kinds = service.get("kinds", [])
-    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
-        raise ConfigError(f'config file {path}: service.kinds must be a list of import paths such as ["mypkg.kinds"]')
-    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database)
-
-
-_SERVICE_KEYS = ("max_body_bytes", "public_url", "kinds", "database")
+    return tokens
 
 
 def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tenure.errors import TenureError
 from tenure.service.problems import NOT_READY, ProblemError
 from tenure.service.resources import Store
 from tenure.store.migrator import latest_version
 
 __all__ = ["router"]
+
+log = logging.getLogger("tenure.service")
 
 router = APIRouter(tags=["operations"])
 
@@ -26,8 +28,9 @@ def healthz() -> dict[str, str]:
 def readyz(store: Store) -> dict[str, Any]:
     try:
         current = store.schema_version()
-    except TenureError as exc:
-        raise ProblemError(NOT_READY, f"the database cannot be queried: {type(exc).__name__}") from None
+    except Exception as exc:  # whatever the driver raises, the answer is the same: not ready
+        log.warning("readiness check failed: %s", exc)
+        raise ProblemError(NOT_READY, "the database cannot be queried") from None
     wanted = latest_version(store.dialect)
     if current != wanted:
         raise ProblemError(

@@ -19,7 +19,15 @@ from starlette.responses import JSONResponse
 
 from tenure import errors as e
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemError", "ProblemModel", "problem_for", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "PROBLEM_RESPONSES",
+    "Problem",
+    "ProblemError",
+    "ProblemModel",
+    "problem_for",
+    "problem_response",
+]
 
 log = logging.getLogger("tenure.service")
 
@@ -177,3 +185,29 @@ def tenure_error_response(request: Request, exc: e.TenureError) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
         return problem_response(problem, f"{problem.title} (retry after {RETRY_AFTER} s)", request=request)
     return problem_response(problem, str(exc), exc.facts(), request=request)
+
+
+_DESCRIBED = {
+    400: "Malformed request (bad JSON, a bad If-Match or cursor)",
+    401: "No valid client token",
+    403: "The token lacks the scope, or the callback token is refused",
+    404: "No such resource, kind or endpoint",
+    405: "Method not allowed",
+    409: "The state does not allow it, or a concurrent change won",
+    412: "If-Match names a version the resource has moved past",
+    413: "The body is too large",
+    415: "The body is not JSON",
+    422: "The request does not match what is accepted",
+    500: "The server failed (logged; no details given)",
+    503: "The database is unavailable or not migrated (see Retry-After)",
+}
+
+#: The error answers every endpoint may give, for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": text,
+        "model": ProblemModel,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemModel"}}},
+    }
+    for status, text in _DESCRIBED.items()
+}

@@ -24,9 +24,9 @@ from tenure.service.models import (
     ResourceOut,
     ResourcePage,
 )
-from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, ProblemError
+from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, UNKNOWN_STATE, ProblemError
 from tenure.store.core import StoreCore
-from tenure.store.model import Resource
+from tenure.store.model import Resource, new_id
 
 __all__ = ["router"]
 
@@ -44,6 +44,21 @@ IfMatch = Annotated[
         description='The version the change is based on, as the ETag header gave it ("3"); 412 if it moved on.',
     ),
 ]
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping's keys in camelCase, as the rest of the API speaks."""
+    if isinstance(value, dict):
+        # What parties send (data, spec) is theirs: its keys stay as they are.
+        return {_camel(str(k)): v if k in ("data", "spec") else camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
 
 
 def store_of(request: Request) -> StoreCore:
@@ -92,6 +107,22 @@ def _precondition(exc: Conflict, pinned: int | None) -> Exception:
     )
 
 
+def _check_state_known(store: StoreCore, state: str) -> None:
+    if not any(k.has_state(state) for k in store.kinds.values()):
+        raise ProblemError(
+            UNKNOWN_STATE,
+            f"no loaded kind has a state {state[:100]!r}; give a kind, or a state one of "
+            f"{', '.join(sorted(store.kinds))} has",
+            {"state": state[:100]},
+        )
+
+
+def _matches_any(header: str, r: Resource) -> bool:
+    """Whether an If-None-Match list names the resource's current version (weak comparison)."""
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag(r) in tags
+
+
 def _check_id(resource_id: str) -> None:
     # No resource has such an id: answer 404 without asking the database.
     if not re.fullmatch(_ID_PATTERN, resource_id):
@@ -121,10 +152,19 @@ def create_resource(
         Header(alias="Idempotency-Key", max_length=200, description="Send the same key again to get the same resource"),
     ] = None,
 ) -> ResourceOut:
-    before = store._now()
-    r = store.create(body.kind, body.spec, sharable=body.sharable, idempotency_key=idempotency_key, actor=caller.client)
+    # The id is chosen here so that a replay (the store hands back what the key made before) can be
+    # told from a creation whatever the timing of concurrent requests with the same key.
+    fresh = new_id()
+    r = store.create(
+        body.kind,
+        body.spec,
+        sharable=body.sharable,
+        idempotency_key=idempotency_key,
+        actor=caller.client,
+        resource_id=fresh,
+    )
     response.headers["Location"] = f"/v1/resources/{r.id}"
-    if idempotency_key is not None and r.created_at < before:
+    if r.id != fresh:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     request.state.resource = r
@@ -144,6 +184,9 @@ def list_resources(
     after: Annotated[str | None, Query(max_length=64, description="The 'next' of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResourcePage:
+    if kind is None:
+        for name in state or []:
+            _check_state_known(store, name)
     filters: dict[str, Any] = {}
     if desired_state is not None:
         filters["desired_state"] = desired_state
@@ -165,9 +208,10 @@ def get_resource(
     request: Request,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Any:
+    request.state.resource_id = resource_id
     r = _get(store, resource_id)
     request.state.resource = r
-    if if_none_match is not None and if_none_match.strip() in (etag(r), f"W/{etag(r)}", "*"):
+    if if_none_match is not None and _matches_any(if_none_match, r):
         return Response(status_code=304, headers={"ETag": etag(r)})
     return _answer(response, r)
 
@@ -187,6 +231,7 @@ def fire_event(
     if_match: IfMatch = None,
 ) -> ResourceOut:
     pinned = parse_if_match(if_match)
+    request.state.resource_id = resource_id
     _check_id(resource_id)
     try:
         r = store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
@@ -212,6 +257,7 @@ def set_desired_state(
     if_match: IfMatch = None,
 ) -> ResourceOut:
     pinned = parse_if_match(if_match)
+    request.state.resource_id = resource_id
     _check_id(resource_id)
     try:
         r = store.set_desired_state(resource_id, body.desired_state, expected_version=pinned, actor=caller.client)
@@ -238,7 +284,7 @@ def read_journal(
 @router.get("/{resource_id}/waits", summary="What the resource waits for: awaited keys, deadline, answers so far")
 def read_waits(resource_id: str, store: Store, caller: Caller) -> list[dict[str, Any]]:
     _get(store, resource_id)
-    return [w.to_json() for w in store.pending_waits(resource_id)]
+    return [camel_keys(w.to_json()) for w in store.pending_waits(resource_id)]
 
 
 @router.get("/{resource_id}/flows", summary="The resource's flow runs with each task's checkpoint")
