@@ -19,6 +19,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from tenure.cli.common import all_kinds, reported
+from tenure.cli.serve import DEFAULT_TOKEN_FILE  # where tenure serve writes the token it makes
 from tenure.errors import TenureError, UnknownKind
 from tenure.machine import Kind
 from tenure.service.client import ApiError, Client, Page, ServerUnreachable
@@ -43,8 +44,6 @@ __all__ = [
 
 Json = dict[str, Any]
 
-#: Where ``tenure serve`` writes the admin token it makes (see ``tenure serve --token-file``).
-DEFAULT_TOKEN_FILE = Path("tenure.token")
 #: Seconds between looks at the resource while polling.
 POLL_INTERVAL = 0.2
 #: Seconds ``wait`` keeps trying a server that cannot be reached before it gives up.
