@@ -102,12 +102,22 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
     live = start_live(workers=[worker])
     for name in ("a", "b"):
         service_store.create("image", {"name": name})
-    service_store.create("ticket")
-    assert worker.tick() == 1
-    assert live.reader.get("/v1/kinds").status_code == 200
-
-    with live.client() as http:
-        r = http.get("/metrics")
+    ticket = service_store.create("ticket")
+    worker.start()
+    try:
+        assert live.reader.get("/v1/kinds").status_code == 200
+        limit = time.monotonic() + 10
+        with live.client() as http:
+            while True:  # until the worker has counted the step it ran
+                r = http.get("/metrics")
+                assert r.status_code == 200, r.text
+                if "tenure_engine_steps_waited_total 1.0" in r.text:
+                    break
+                assert time.monotonic() < limit, r.text
+                time.sleep(0.02)
+        assert service_store.get(ticket.id).state == "awaiting"
+    finally:
+        worker.stop(timeout=10)
 
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")

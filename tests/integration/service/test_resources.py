@@ -5,7 +5,7 @@ journal, waits, flows; ETag / If-Match / If-None-Match; idempotent creation; key
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,6 +15,7 @@ from live_server import READER, WRITER
 from problems import assert_problem
 from service_support import Live, Waiting
 
+from tenure.store.inbox import token_hash
 from tenure.store.records import FlowRunRow, FlowTaskRow
 
 pytestmark = pytest.mark.timeout(60)
@@ -572,12 +573,27 @@ def test_waits_show_what_a_waiting_resource_awaits_and_its_deadline(live: Live, 
 
     assert r.status_code == 200, r.text
     (wait,) = r.json()
-    text = r.text
-    assert waiting.token not in text, "the correlation token is a credential: never shown"
-    keys = wait.get("keys")
-    assert keys == ["a", "b"], wait
-    assert wait.get("deadline"), wait
-    assert wait.get("state") == "awaiting", wait
+    assert waiting.token not in r.text, "the correlation token is a credential: never shown"
+    assert token_hash(waiting.token) not in r.text, "nor its whole hash"
+    assert (wait["state"], wait["version"]) == ("awaiting", waiting.resource.version)
+    assert wait["deadline"] is not None
+    deadline = datetime.fromisoformat(wait["deadline"])
+    assert waiting.resource.deadline is not None
+    assert deadline == waiting.resource.deadline
+    assert [(k["key"], k["received"], k["status"]) for k in wait["keys"]] == [("a", True, "done"), ("b", False, None)]
+    assert wait["id"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: resources.py read_waits returns the store's WaitInfo.to_json() as it is, in snake_case "
+    "(resource_id, created_at, received_at) where the rest of the API speaks camelCase (models.py)",
+)
+def test_waits_speak_camel_case_like_the_rest_of_the_api(live: Live, make_waiting: Any) -> None:
+    waiting: Waiting = make_waiting(("a",))
+    (wait,) = live.reader.get(f"/v1/resources/{waiting.resource.id}/waits").json()
+    assert {"resourceId", "createdAt"} <= set(wait), wait
+    assert "receivedAt" in wait["keys"][0], wait
 
 
 def test_waits_of_a_resource_that_waits_for_nothing_are_empty(live: Live) -> None:
@@ -640,6 +656,16 @@ def test_kinds_are_listed_and_described_with_states_roles_and_events(live: Live)
     assert ticket["diagram"] == "/v1/kinds/ticket/diagram"
     image = live.reader.get("/v1/kinds/image").json()
     assert image["specSchema"]["properties"]["name"]["type"] == "string"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: kinds.py describe() passes Kind.describe() through in snake_case (deadline_seconds, "
+    "on_deadline, on_failure, max_attempts) next to its own camelCase specSchema; the API speaks camelCase",
+)
+def test_kinds_speak_camel_case_like_the_rest_of_the_api(live: Live) -> None:
+    state = live.reader.get("/v1/kinds/ticket").json()["states"][1]
+    assert {"deadlineSeconds", "onDeadline", "onFailure", "maxAttempts"} <= set(state), state
 
 
 def test_an_unknown_kind_is_404(live: Live) -> None:

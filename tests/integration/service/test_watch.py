@@ -77,7 +77,16 @@ def test_without_a_position_the_stream_starts_from_now(live: Live) -> None:
     fire(live, before, "upload")
     with watching(live) as stream:
         after = create(live, "after")
-        assert key(stream.next()) == (after, 1, "@create")
+        got = [key(stream.next())]
+        while got[-1][0] != after:
+            got.append(key(stream.next()))
+    if live.store.dialect == "sqlite":
+        assert got == [(after, 1, "@create")]
+    else:
+        # PostgreSQL's feed may start a little before now (while any older transaction in the cluster
+        # is still running it cannot tell what committed before the stream began): never after it.
+        assert got[-1] == (after, 1, "@create")
+        assert set(got[:-1]) <= {(before, 1, "@create"), (before, 2, "upload")}
 
 
 def test_changes_made_by_the_engine_and_the_store_are_streamed_too(live: Live) -> None:
@@ -97,13 +106,13 @@ def test_the_kind_filter(live: Live) -> None:
 
 def test_the_resource_filter(live: Live) -> None:
     mine = create(live, "mine")
-    with watching(live, resource=mine) as stream:
+    with watching(live, resource=mine, after="beginning") as stream:
         other = create(live, "other")
         fire(live, other, "upload", "activate")
         fire(live, mine, "upload")
         fire(live, other, "deactivate")
         fire(live, mine, "activate")
-        assert [key(e) for e in stream.take(2)] == [(mine, 2, "upload"), (mine, 3, "activate")]
+        assert [key(e) for e in stream.take(3)] == [(mine, 1, "@create"), (mine, 2, "upload"), (mine, 3, "activate")]
 
 
 def test_the_state_filter_gives_changes_into_that_state(live: Live) -> None:
