@@ -15,6 +15,7 @@ from live_server import READER, WRITER
 from problems import assert_problem
 from service_support import Live, Waiting
 
+from tenure import Steps, Worker
 from tenure.store.inbox import token_hash
 from tenure.store.records import FlowRunRow, FlowTaskRow
 
@@ -455,6 +456,26 @@ def test_set_desired_state_is_202_and_bumps_the_generation(live: Live) -> None:
     cleared = put_desired(live.writer, rid, None)
     assert cleared.status_code == 202
     assert (cleared.json()["desiredState"], cleared.json()["generation"]) == (None, 3)
+
+
+def test_the_engine_takes_the_resource_to_its_desired_state_later(live: Live) -> None:
+    rid = create(live.writer)["id"]
+    accepted = put_desired(live.writer, rid, "deleted")
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["state"] == "queued", "accepted, not done: the engine acts later"
+    assert accepted.json()["observedGeneration"] < accepted.json()["generation"]
+
+    Worker(live.store, Steps(), name="reconciler").run_until_idle()
+
+    got = live.reader.get(f"/v1/resources/{rid}").json()
+    assert (got["state"], got["desiredState"]) == ("deleted", "deleted")
+    assert got["observedGeneration"] == got["generation"] == 2
+    history = live.reader.get(f"/v1/resources/{rid}/journal").json()["items"]
+    assert [(e["event"], e["actor"]) for e in history] == [
+        ("@create", "writer"),
+        ("@desired", "writer"),
+        ("delete", "reconciler"),
+    ]
 
 
 def test_set_desired_state_with_a_stale_if_match_is_412(live: Live) -> None:
