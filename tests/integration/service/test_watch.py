@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import READER
+from live_server import READER, LiveServer, all_scopes_config
 from problems import assert_problem
 from service_support import Live
 from sse import SseEvent, SseReader
+
+from tenure.service import create_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -230,3 +232,36 @@ def test_an_unknown_kind_filter_is_422(live: Live) -> None:
 def test_overlong_filters_are_422(live: Live) -> None:
     assert_problem(live.reader.get("/v1/watch", params={"resource": "r" * 65}), 422, "invalid-request")
     assert_problem(live.reader.get("/v1/watch", headers={"Last-Event-ID": "1" * 101}), 422, "invalid-request")
+
+
+def test_a_stream_cut_by_a_server_restart_resumes_on_the_next_server(live: Live) -> None:
+    first = LiveServer(create_app(live.store, all_scopes_config()), graceful_seconds=0.5).start()
+    try:
+        with (
+            first.client(READER, timeout=httpx.Timeout(READ_TIMEOUT)) as http,
+            http.stream("GET", "/v1/watch") as r,
+        ):
+            stream = SseReader(r)
+            rid = create(live)
+            fire(live, rid, "upload")
+            seen = stream.take(2)
+            first.stop()  # the server goes away under the open stream
+            with pytest.raises((httpx.HTTPError, StopIteration)):
+                stream.take(1)
+    finally:
+        first.stop()
+    fire(live, rid, "activate")  # while no server was there to tell
+
+    second = LiveServer(create_app(live.store, all_scopes_config())).start()
+    try:
+        with (
+            second.client(READER, timeout=httpx.Timeout(READ_TIMEOUT)) as http,
+            http.stream("GET", "/v1/watch", headers={"Last-Event-ID": str(seen[-1].id)}) as r,
+        ):
+            stream = SseReader(r)
+            assert key(stream.next()) == (rid, 3, "activate")
+            fire(live, rid, "deactivate")
+            assert key(stream.next()) == (rid, 4, "deactivate")
+    finally:
+        second.stop()
+    assert [key(e) for e in seen] == [(rid, 1, "@create"), (rid, 2, "upload")]
