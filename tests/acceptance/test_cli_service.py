@@ -270,19 +270,19 @@ def test_wait_follows_what_the_workers_do(served: Served) -> None:
     on = ("--server", served.url)
     with api(served) as client:
         rid = client.create("transfer", {"asset": "q3-report.csv"})["id"]
-        started = tenure("wait", rid, "--state", "started", "--timeout", "30", *on, cwd=served.dir)
-        assert started.returncode == 0, started.stderr
-        assert f"{rid} transfer started" in started.stdout
+        started = tenure("wait", rid, "--state", "started", "--timeout", "30", "--json", *on, cwd=served.dir).json()
+        assert started["state"] == "started"
 
         # From 'started' nothing moves until a client says 'complete': the wait must see what follows.
         waiting = start("wait", rid, "--state", "deprovisioned", "--timeout", "30", "--json", *on, cwd=served.dir)
-        time.sleep(1.0)
-        assert waiting.poll() is None
+        assert waiting.stderr is not None
+        # Without a terminal, the progress is a line on stderr when waiting starts, and one per state seen.
+        first = waiting.stderr.readline()
+        assert first == f"waiting for {rid} to reach deprovisioned: now started (version {started['version']})\n"
         client.fire(rid, "complete")
     done = finish(waiting)
     clean(done)
     assert done.json()["state"] == "deprovisioned"
-    # Without a terminal, the progress is one line on stderr per state seen.
     assert f"{rid}: deprovisioned (version" in done.stderr
 
 
@@ -378,8 +378,9 @@ def test_the_same_commands_against_the_database(served: Served) -> None:
     # Created straight in the database; the server's workers (same database) take it to 'available'.
     made = tenure("create", "volume", '{"size_gb": 1, "project": "cli-db"}', "--json", *on_db, cwd=served.dir)
     rid = made.json()["id"]
-    waited = tenure("wait", rid, "--state", "available", "--timeout", "30", "--json", *on_db, cwd=served.dir)
-    assert waited.json()["state"] == "available"
+    waited = tenure("wait", rid, "--state", "available", "--timeout", "30", *on_db, cwd=served.dir)
+    assert waited.returncode == 0, waited.stderr
+    assert f"{rid} volume available (version" in waited.stdout
     with api(served) as client:
         queued = client.create("image", {"name": "db-queued"})["id"]
 

@@ -408,6 +408,10 @@ class _Waiter:
         # A daemon: a follower blocked on the stream must not keep the command alive once it is done.
         threading.Thread(target=follow, name="tenure-wait", daemon=True).start()
         live = errors.is_terminal
+        if not live:
+            # No spinner without a terminal: a line when waiting starts, and one per state seen.
+            r = self.current
+            errors.print(f"waiting for {r['id']} to reach {self.target}: now {r['state']} (version {r['version']})")
         try:
             with errors.status(self._line()) if live else contextlib.nullcontext() as status:
                 while True:
