@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
+import pytest
 from live_server import ADMIN, CALLBACK, READER, WRITER, LiveServer
 
 from kinds_for_tests import job
@@ -20,7 +23,7 @@ from tenure import Event, Kind, Resource, Role, State, StepContext, Steps, Wait,
 from tenure.kinds.image import image
 from tenure.store.core import StoreCore
 
-__all__ = ["KINDS", "WAIT_FOR", "Asker", "Live", "Waiting", "ticket", "ticket_worker"]
+__all__ = ["KINDS", "WAIT_FOR", "Asker", "Live", "Waiting", "access_line", "ticket", "ticket_worker"]
 
 #: The wait state's deadline of the ``ticket`` kind: long, so no deadline fires during a test.
 WAIT_FOR = timedelta(hours=1)
@@ -115,3 +118,18 @@ def ticket_worker(store: StoreCore, asker: Asker | None = None) -> Worker:
     steps = Steps()
     steps.add(ticket, "todo", asker or Asker())
     return Worker(store, steps, name="service-test-worker", rand=lambda: 1.0)
+
+
+def access_line(caplog: pytest.LogCaptureFixture, path: str) -> logging.LogRecord:
+    """The one access-log record of a request to ``path``.
+
+    The service writes it just after the answer has gone out, so it is waited for a little.
+    """
+    limit = time.monotonic() + 5
+    while True:
+        found = [r for r in caplog.records if r.name == "tenure.access" and r.__dict__.get("path") == path]
+        if found or time.monotonic() > limit:
+            break
+        time.sleep(0.01)
+    assert len(found) == 1, [vars(r) for r in caplog.records]
+    return found[0]

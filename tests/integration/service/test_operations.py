@@ -17,7 +17,7 @@ from live_server import ADMIN, READER
 from problems import assert_problem
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
-from service_support import KINDS, Asker, Live, ticket_worker
+from service_support import KINDS, Asker, Live, access_line, ticket_worker
 
 from tenure import open_store
 from tenure.service.logs import JsonFormatter, TextFormatter
@@ -164,18 +164,6 @@ def test_metrics_without_workers_still_show_the_backlog(live: Live) -> None:
 # --- structured logs -----------------------------------------------------------------------------------
 
 
-def _access(caplog: pytest.LogCaptureFixture, path: str) -> logging.LogRecord:
-    """The one access line of ``path`` (it is written just after the answer is sent: wait for it)."""
-    limit = time.monotonic() + 5
-    while True:
-        found = [r for r in caplog.records if r.name == "tenure.access" and r.__dict__.get("path") == path]
-        if found or time.monotonic() > limit:
-            break
-        time.sleep(0.01)
-    assert len(found) == 1, [vars(r) for r in caplog.records]
-    return found[0]
-
-
 def test_each_request_is_one_access_line_with_resource_id_and_kind(
     live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -185,29 +173,24 @@ def test_each_request_is_one_access_line_with_resource_id_and_kind(
     live.reader.get(f"/v1/resources/{rid}")
     live.writer.post(f"/v1/resources/{rid}/events", json={"event": "upload"})
 
-    line = _access(caplog, f"/v1/resources/{rid}")
+    line = access_line(caplog, f"/v1/resources/{rid}")
     fields = line.__dict__
     assert (fields["method"], fields["status"], fields["client"]) == ("GET", 200, "reader")
     assert (fields["resource_id"], fields["kind"]) == (rid, "image")
     assert fields["duration_ms"] >= 0
     assert f"resource_id={rid}" in TextFormatter().format(line)
     assert '"kind": "image"' in JsonFormatter().format(line)
-    event_line = _access(caplog, f"/v1/resources/{rid}/events").__dict__
+    event_line = access_line(caplog, f"/v1/resources/{rid}/events").__dict__
     assert (event_line["resource_id"], event_line["kind"], event_line["status"]) == (rid, "image", 200)
-    create_line = _access(caplog, "/v1/resources").__dict__
+    create_line = access_line(caplog, "/v1/resources").__dict__
     assert (create_line["resource_id"], create_line["status"]) == (rid, 201)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resources.py fire_event/get_resource set request.state.resource only on success, so the "
-    "access line of a refused request on a resource (409, 412, 404) has no resource_id (app.py _Logged)",
-)
 def test_a_refused_request_on_a_resource_is_logged_with_its_id(live: Live, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tenure.access")
     rid = live.store.create("image", {"name": "x"}).id
     assert live.writer.post(f"/v1/resources/{rid}/events", json={"event": "activate"}).status_code == 409
-    line = _access(caplog, f"/v1/resources/{rid}/events").__dict__
+    line = access_line(caplog, f"/v1/resources/{rid}/events").__dict__
     assert (line["status"], line.get("resource_id")) == (409, rid)
 
 
@@ -215,7 +198,7 @@ def test_a_callback_is_logged_with_its_resource_id(live: Live, caplog: pytest.Lo
     caplog.set_level(logging.INFO, logger="tenure.access")
     rid = live.store.create("image", {"name": "x"}).id
     live.anonymous.post("/v1/callbacks", json={"resourceId": rid, "token": "t" * 20, "key": "k", "status": "done"})
-    line = _access(caplog, "/v1/callbacks").__dict__
+    line = access_line(caplog, "/v1/callbacks").__dict__
     assert (line["status"], line["resource_id"]) == (403, rid)
 
 
@@ -274,17 +257,8 @@ def test_a_database_outage_is_503_with_retry_after_and_no_internals(
 
 @pytest.mark.parametrize("path", ["/readyz", "/metrics"])
 def test_readiness_and_metrics_during_an_outage_are_503(
-    start_live: Callable[..., Live], outage: Any, path: str, dialect: str, request: pytest.FixtureRequest
+    start_live: Callable[..., Live], outage: Any, path: str
 ) -> None:
-    if dialect == "postgres" and path == "/readyz":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: operations.py:27-30 readyz catches only TenureError, but PostgresStore.schema_version "
-                "(store/postgres.py:210-216) uses self._pool.connection() directly, so a lost database raises "
-                "psycopg.OperationalError (AdminShutdown) / PoolTimeout untranslated: 500 internal-error",
-            )
-        )
     store, cut = outage
     live = start_live(store=store)
     cut()

@@ -144,13 +144,6 @@ def _race_creates(clients: list[httpx.Client], key: str) -> list[httpx.Response]
     return answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resources.py create_resource tells a replay from a creation by the clock "
-    "(r.created_at < before, with before read when the request started): of concurrent requests with the same "
-    "Idempotency-Key, every one that started before the winner's insert answers 201 Created without "
-    "Idempotent-Replayed, although only one resource was created",
-)
 def test_concurrent_creates_with_one_idempotency_key_create_once_and_say_so(live: Live) -> None:
     clients = [live.client(WRITER) for _ in range(8)]
     for attempt in range(40):
@@ -208,11 +201,6 @@ def test_get_gives_the_version_as_etag_and_304_for_a_matching_if_none_match(live
     assert stale.json()["version"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resources.py get_resource compares the whole If-None-Match header with one ETag, so a list "
-    '(RFC 9110 section 13.1.2: If-None-Match: "1", "2") that names the current version answers 200, not 304',
-)
 def test_if_none_match_with_a_list_of_etags(live: Live) -> None:
     rid = create(live.writer)["id"]
     r = live.reader.get(f"/v1/resources/{rid}", headers={"If-None-Match": '"7", "1"'})
@@ -419,11 +407,6 @@ def test_list_with_an_unknown_kind_or_state_is_422(live: Live) -> None:
     assert "queued" in body["known"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resources.py list_resources (store.list) checks states only when kind is given: "
-    "?state=<a state of no loaded kind> answers 200 with an empty page instead of 422 unknown-state",
-)
 def test_list_with_a_state_no_kind_has_is_422(live: Live) -> None:
     assert_problem(live.reader.get("/v1/resources?state=boiling"), 422, "unknown-state")
 
@@ -605,11 +588,6 @@ def test_waits_show_what_a_waiting_resource_awaits_and_its_deadline(live: Live, 
     assert wait["id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resources.py read_waits returns the store's WaitInfo.to_json() as it is, in snake_case "
-    "(resource_id, created_at, received_at) where the rest of the API speaks camelCase (models.py)",
-)
 def test_waits_speak_camel_case_like_the_rest_of_the_api(live: Live, make_waiting: Any) -> None:
     waiting: Waiting = make_waiting(("a",))
     (wait,) = live.reader.get(f"/v1/resources/{waiting.resource.id}/waits").json()
