@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -241,3 +242,43 @@ def test_the_access_log_names_the_client_not_the_token(live: Live, caplog: pytes
     record = access_line(caplog, "/v1/kinds")
     assert record.__dict__["client"] == "writer"
     assert WRITER not in _every_line([record])
+
+
+# --- where the tokens come from ------------------------------------------------------------------------
+
+
+def test_tokens_from_the_environment(start_live: Callable[..., Live]) -> None:
+    ops, bot = "ops-token-from-env-0123456789", "bot-token-from-env-0123456789"
+    config = ServiceConfig.load(env={"TENURE_TOKENS": f"ops:{ops}:admin;bot:{bot}:read"})
+    live = start_live(config)
+    with live.client(ops) as http:
+        r = http.post("/v1/resources", json={"kind": "image", "spec": {"name": "x"}})
+        assert r.status_code == 201, r.text
+    with live.client(bot) as http:
+        assert http.get("/v1/kinds").status_code == 200
+        problem = assert_problem(http.post("/v1/resources", json={"kind": "image"}), 403, "forbidden")
+        assert problem["client"] == "bot"
+    with live.client(ADMIN) as http:
+        assert_problem(http.get("/v1/kinds"), 401, "unauthorized")
+    (entry,) = live.store.journal(r.json()["id"])
+    assert entry.actor == "ops"
+
+
+def test_tokens_from_a_config_file_with_the_secret_in_the_environment(
+    start_live: Callable[..., Live], tmp_path: Path
+) -> None:
+    secret = "file-token-kept-in-the-env-0123456789"
+    path = tmp_path / "tenure.toml"
+    path.write_text('[[tokens]]\nclient = "ci"\ntoken_env = "CI_TOKEN"\nscopes = ["write"]\n')
+    live = start_live(ServiceConfig.load(path, env={"CI_TOKEN": secret}))
+    with live.client(secret) as http:
+        r = http.post("/v1/resources", json={"kind": "image", "spec": {"name": "x"}})
+    assert r.status_code == 201, r.text
+
+
+def test_auth_off_from_the_environment_wins_over_the_file(start_live: Callable[..., Live], tmp_path: Path) -> None:
+    path = tmp_path / "tenure.toml"
+    path.write_text("[auth]\nenabled = true\n")
+    live = start_live(ServiceConfig.load(path, env={"TENURE_AUTH": "off"}))
+    with live.client() as http:
+        assert http.get("/v1/resources").status_code == 200
