@@ -15,7 +15,7 @@ from store_support import FakeClock, all_journal
 from tenure import ClaimLost, Conflict, InvalidArgument, Resource, ResourceNotFound, UnknownState
 from tenure.kinds.image import image
 from tenure.store.core import StoreCore
-from tenure.store.desired import DESIRED_EVENT, desire_pending, next_hop, reachable_states
+from tenure.store.desired import DESIRED_EVENT, desire_pending
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,25 +36,6 @@ def _active(store: StoreCore, name: str = "img") -> Resource:
 def _unchanged(store: StoreCore, before: Resource) -> None:
     assert store.get(before.id) == before
     assert all_journal(store, before.id)[-1].version == before.version
-
-
-# --- the graph -------------------------------------------------------------------------------------
-
-
-def test_reachable_states_follow_the_event_graph_in_declaration_order() -> None:
-    assert reachable_states(image, "active") == ["active", "deactivated", "pending_delete", "deleted"]
-    assert reachable_states(image, "deleted") == ["deleted"]
-    assert reachable_states(image, "queued")[0] == "queued"
-
-
-def test_next_hop_takes_a_shortest_path_and_breaks_ties_by_declaration_order() -> None:
-    assert next_hop(image, "active", "deleted") == "delete"  # one hop, not by pending_delete
-    assert next_hop(image, "active", "deactivated") == "deactivate"
-    # queued -> active: by upload (saving) or by import (importing), both two hops; upload is declared first.
-    assert next_hop(image, "queued", "active") == "upload"
-    assert next_hop(image, "active", "active") is None
-    assert next_hop(image, "deleted", "active") is None
-    assert next_hop(image, "killed", "active") is None
 
 
 # --- setting it ------------------------------------------------------------------------------------
