@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,68 @@ def _recorded_migrations(url: str) -> list[tuple[int, str]]:
             conn.close()
     with psycopg.connect(url) as pg:
         return [(int(v), str(n)) for v, n in pg.execute(query)]
+
+
+# --- upgrading a database that holds data ----------------------------------------------------------------
+
+
+def _at_version(url: str, version: int) -> None:
+    """Apply the migrations up to ``version`` by hand, as an older tenure would have, with one resource."""
+    dialect = _dialect(url)
+    wanted = [m for m in migrations(dialect) if m.version <= version]
+    stamp = "2030-01-02T03:04:05.000000+00:00"
+    resource = (
+        "INSERT INTO resources (id, kind, state, version, entered_at, created_at, updated_at) "
+        f"VALUES ('old-1', 'image', 'saving', 2, '{stamp}', '{stamp}', '{stamp}')"
+    )
+    entries = (
+        "INSERT INTO journal (resource_id, version, event, from_state, to_state, at) VALUES "
+        f"('old-1', 1, '@create', NULL, 'queued', '{stamp}'), ('old-1', 2, 'upload', 'queued', 'saving', '{stamp}')"
+    )
+    record = (
+        "CREATE TABLE tenure_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL)"
+    )
+    if dialect == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            conn.execute(record)
+            for m in wanted:
+                conn.executescript(m.sql)
+                conn.execute("INSERT INTO tenure_migrations VALUES (?, ?, ?)", (m.version, m.name, stamp))
+            conn.execute(resource)
+            conn.execute(entries)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute(record.replace("applied_at text", "applied_at timestamptz"))
+        for m in wanted:
+            pg.execute(m.sql.encode())
+            pg.execute("INSERT INTO tenure_migrations VALUES (%s, %s, %s)", (m.version, m.name, stamp))
+        pg.execute(resource.encode())
+        pg.execute(entries.encode())
+
+
+def test_migration_4_keeps_the_journal_and_feeds_it_before_what_comes_after(store_url: str) -> None:
+    _at_version(store_url, 3)
+    s = _open(store_url)
+    try:
+        assert s.schema_version() == 3
+        assert s.migrate() == list(range(4, latest_version(_dialect(store_url)) + 1))
+        assert [e.event for e in s.journal("old-1")] == ["@create", "upload"]
+        new = s.create("image", {"name": "new"})
+        deadline = time.monotonic() + 20
+        while len(page := s.changes(limit=10).entries) < 3:
+            # On PostgreSQL a transaction running elsewhere on the server may hold the newest entry back.
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [(c.resource_id, c.event) for c in page] == [
+            ("old-1", "@create"),
+            ("old-1", "upload"),
+            (new.id, "@create"),
+        ]
+        assert s.set_desired_state("old-1", "deleted").desired_state == "deleted"
+        assert s.list(desired_state="deleted").items[0].id == "old-1"
+    finally:
+        s.close()
