@@ -167,7 +167,18 @@ def test_a_filtered_reader_moves_past_what_it_does_not_want_but_never_past_what_
 
 @pytest.mark.parametrize(
     "after",
-    ["", "xyz", "0" * 31, "0" * 33, "A" * 32, "g" * 32, " " + "0" * 31, "00000000000000000000000000000001\n"],
+    [
+        "",
+        "xyz",
+        "0" * 31,
+        "0" * 33,
+        "A" * 32,
+        "g" * 32,
+        " " + "0" * 31,
+        "00000000000000000000000000000001\n",
+        "0" * 16 + "8" + "0" * 15,  # a seq past what a 64-bit signed integer holds
+        "f" * 32,
+    ],
 )
 def test_a_malformed_position_is_refused_saying_what_one_looks_like(store: StoreCore, after: str) -> None:
     with pytest.raises(InvalidArgument) as caught:

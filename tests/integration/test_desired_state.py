@@ -242,6 +242,10 @@ def test_list_filters_by_desired_state_and_pages(store: StoreCore) -> None:
     assert store.list(kind="image", state="deleted", desired_state="deleted").items == []
     with pytest.raises(UnknownState):
         store.list(kind="image", desired_state="gone")
+    for field in ("desired_state", "after"):
+        with pytest.raises(InvalidArgument) as caught:
+            store.list(**{field: "a\x00b"})  # type: ignore[arg-type]
+        assert caught.value.field == field
 
 
 # --- engine bookkeeping ----------------------------------------------------------------------------

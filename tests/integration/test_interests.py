@@ -117,10 +117,14 @@ def test_ttls_must_be_positive(store: StoreCore, ttl: timedelta) -> None:
     assert caught.value.field == "max_ttl"
 
 
-def test_an_unknown_resource_is_refused(store: StoreCore) -> None:
+@pytest.mark.parametrize("resource_id", ["nope", "no\x00pe"])
+def test_an_unknown_resource_is_refused(store: StoreCore, resource_id: str) -> None:
     with pytest.raises(ResourceNotFound) as caught:
-        store.register_interest("nope", ALICE, ttl=HOUR)
-    assert caught.value.resource_id == "nope"
+        store.register_interest(resource_id, ALICE, ttl=HOUR)
+    assert caught.value.resource_id == resource_id
+    assert store.interests(resource_id) == []
+    assert store.deregister_interest(resource_id, ALICE) is False
+    assert store.deregister_interest("nope", "tag:a\x00") is False
 
 
 def test_a_resource_that_is_not_sharable_takes_one_party_at_a_time(store: StoreCore, clock: FakeClock) -> None:

@@ -105,9 +105,10 @@ def test_a_provisional_wait_is_not_shown(store: StoreCore) -> None:
     assert store.pending_waits(claim.resource.id) == []
 
 
-def test_pending_waits_of_an_unknown_resource(store: StoreCore) -> None:
+@pytest.mark.parametrize("resource_id", ["nope", "no\x00pe"])
+def test_pending_waits_of_an_unknown_resource(store: StoreCore, resource_id: str) -> None:
     with pytest.raises(ResourceNotFound):
-        store.pending_waits("nope")
+        store.pending_waits(resource_id)
 
 
 # --- backlog ---------------------------------------------------------------------------------------

@@ -435,6 +435,7 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
                 k.state(desired_state)
         if party is not None:
             check_party(party)
+        _refuse_nul_text(desired_state=desired_state, after=after)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}", limit)
         wanted = None if state is None else ([state] if isinstance(state, str) else list(state))

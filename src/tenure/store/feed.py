@@ -44,6 +44,8 @@ MAX_CHANGES = 1000
 
 _POSITION = re.compile(r"[0-9a-f]{32}")
 _NO_TXID = "0" * 16
+#: Journal seqs are signed 64-bit integers in both databases.
+_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,7 @@ class ChangeFeed(Dialect):
             not isinstance(after, str)
             or _POSITION.fullmatch(after) is None
             or (not self._txid_positions and not after.startswith(_NO_TXID))
+            or int(after[16:], 16) > _MAX_SEQ
         ):
             raise InvalidArgument(
                 "after",

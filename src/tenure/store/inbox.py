@@ -351,6 +351,8 @@ class Inbox(Dialect):
         Raises :class:`~tenure.errors.ResourceNotFound` for an unknown resource. Provisional waits (a
         step handed out a token and has not said yet what it waits for) are left out.
         """
+        if "\x00" in resource_id:
+            raise ResourceNotFound(resource_id)  # no resource can have such an id
         with self._reading() as conn:
             rows = conn.execute(self._sql["pending_waits"], (resource_id,)).fetchall()
         if not rows:

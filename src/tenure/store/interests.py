@@ -24,6 +24,8 @@ __all__ = ["MAX_PARTY", "Interest", "Interests", "NotSharable", "check_party"]
 #: The longest party URI accepted.
 MAX_PARTY = 500
 
+_NUL = "\x00"
+
 # A scheme (RFC 3986: a letter, then letters, digits, '+', '-', '.'), a colon, and no blanks or controls.
 _PARTY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]+")
 
@@ -87,6 +89,8 @@ class Interests(Dialect):
         second party with :class:`NotSharable` while the first one's interest lasts.
         """
         check_party(party)
+        if _NUL in resource_id:
+            raise ResourceNotFound(resource_id)  # no resource can have such an id
         for name, value in (("ttl", ttl), ("max_ttl", max_ttl)):
             if not isinstance(value, timedelta) or value <= timedelta(0):
                 raise InvalidArgument(name, "must be a positive duration", value)
@@ -112,6 +116,8 @@ class Interests(Dialect):
         """Remove ``party``'s interest; whether it had one that had not expired yet."""
         if not isinstance(party, str):
             raise InvalidArgument("party", "must be a string", party)
+        if _NUL in resource_id or _NUL in party:
+            return False  # neither can be stored, so no such interest exists
         with self._transaction() as tx:
             row = tx.execute(self._sql["delete_interest"], (resource_id, party)).fetchone()
         if row is None:
@@ -121,6 +127,8 @@ class Interests(Dialect):
 
     def interests(self, resource_id: str) -> builtins.list[Interest]:
         """The unexpired interests in the resource, oldest registration first."""
+        if _NUL in resource_id:
+            return []
         with self._reading() as conn:
             rows = conn.execute(self._sql["interests_of"], (resource_id, self._time_in(self._now()))).fetchall()
         return [self._interest_out(r) for r in rows]
