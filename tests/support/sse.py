@@ -59,10 +59,16 @@ class SseReader:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._events = parse_sse(response.iter_lines())
+        #: The ``position`` event the stream opens with (where it starts), once read.
+        self.start: SseEvent | None = None
 
     def next(self) -> SseEvent:
-        """The next event (the response's read timeout bounds the wait)."""
-        return next(self._events)
+        """The next change (the response's read timeout bounds the wait); the opening position is kept aside."""
+        event = next(self._events)
+        if event.event == "position" and self.start is None:
+            self.start = event
+            event = next(self._events)
+        return event
 
     def take(self, n: int) -> list[SseEvent]:
         return [self.next() for _ in range(n)]

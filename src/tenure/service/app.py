@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenure import __version__
@@ -89,8 +89,11 @@ def create_app(
     app.state.config = config
     app.state.metrics = Metrics(store, workers)
     app.state.wakeups = wakeups
-    for module in (resources, kinds, callbacks, watch, operations):
+    modules = (resources, kinds, callbacks, watch, operations)
+    for module in modules:
         app.include_router(module.router)
+    # The routes themselves, for the Allow header of a 405 (the app's own list may hold routers).
+    app.state.routes = [route for module in modules for route in module.router.routes]
     _errors(app)
     app.add_middleware(_Logged)
     app.add_middleware(_BodyLimit, limit=config.max_body)
@@ -142,8 +145,9 @@ def _errors(app: FastAPI) -> None:
 def _methods_for(app: FastAPI, scope: Scope) -> list[str]:
     """Every method some route serves at the request's path (RFC 9110 wants them all in Allow)."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"}) if isinstance(route, BaseRoute) else (None, None)
+    probe = {**scope, "method": "GET"}
+    for route in app.state.routes:
+        match, _ = route.matches(probe)
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     if "GET" in methods:
@@ -200,7 +204,8 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(TOO_LARGE, f"the body must be at most {self.limit} bytes", {"limit": self.limit})
+        facts = {"limit": self.limit, "instance": scope.get("path", "")}
+        response = problem_response(TOO_LARGE, f"the body must be at most {self.limit} bytes", facts)
         await response(scope, receive, send)
 
 

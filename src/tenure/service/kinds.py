@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from tenure.machine import Kind
 from tenure.service.auth import Caller
 from tenure.service.problems import KIND_NOT_FOUND, ProblemError
-from tenure.service.resources import Store
+from tenure.service.resources import Store, camel_keys
 
 __all__ = ["router"]
 
@@ -33,7 +33,7 @@ _MEDIA = {
 
 def describe(kind: Kind) -> dict[str, Any]:
     """The kind as JSON: its states (roles, codes, deadlines), events, and the spec's JSON schema."""
-    out = kind.describe()
+    out: dict[str, Any] = camel_keys(kind.describe())
     out["specSchema"] = kind.spec_model.model_json_schema() if kind.spec_model is not None else None
     out["diagram"] = f"/v1/kinds/{kind.name}/diagram"
     return out

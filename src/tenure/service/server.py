@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import uvicorn
@@ -25,6 +28,26 @@ class ServerFailed(TenureError):
     default_message = "the HTTP server could not start"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM or SIGINT only stops it.
+
+    uvicorn raises the signal again once it has shut down, which would kill the process before the
+    workers finish their steps and the store is closed.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def run_server(
     store: StoreCore,
     steps: Steps,
@@ -43,7 +66,7 @@ def run_server(
     """
     pool = [Worker(store, steps, concurrency=concurrency, lease=lease) for _ in range(workers)]
     app = create_app(store, config, workers=pool)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=host,

@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse
 from tenure.errors import InvalidArgument
 from tenure.service.auth import Caller
 from tenure.service.problems import INVALID_CURSOR, ProblemError
-from tenure.service.resources import Store
+from tenure.service.resources import Store, camel_keys
 from tenure.store.core import StoreCore
 
 __all__ = ["router"]
@@ -84,12 +84,13 @@ class Wakeups:
                 self._waiters.discard(entry)
 
 
-def _camel(data: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        head, *rest = key.split("_")
-        out[head + "".join(p.capitalize() for p in rest)] = value
-    return out
+def _wire(data: dict[str, Any]) -> dict[str, Any]:
+    """A change as the rest of the API writes things: camelCase keys, UTC times ending in Z."""
+    out = camel_keys(data)
+    at = out.get("at")
+    if isinstance(at, str) and at.endswith("+00:00"):
+        out["at"] = at.removesuffix("+00:00") + "Z"
+    return dict(out)
 
 
 @router.get(
@@ -127,13 +128,16 @@ async def watch(
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         nonlocal position
+        if position is not None:
+            # Where the stream starts, so that a client dropped before the first change resumes exactly.
+            yield {"id": position, "event": "position", "data": position}
         while True:
             seen = store.signal.seq
             batch = await anyio.to_thread.run_sync(
                 functools.partial(store.changes, position, kind=kind, resource_id=resource, state=state, limit=_BATCH)
             )
             for change in batch.entries:
-                yield {"id": change.position, "event": "change", "data": json.dumps(_camel(change.to_json()))}
+                yield {"id": change.position, "event": "change", "data": json.dumps(_wire(change.to_json()))}
             position = batch.position
             if len(batch.entries) >= _BATCH:
                 continue

@@ -248,12 +248,6 @@ def test_a_wrong_method_is_a_405_problem(live: Live, method: str, path: str, all
     assert "allow" in r.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app.py _methods_for (lines ~142-151) reads route.methods of app.router.routes, but FastAPI's "
-    "include_router puts _IncludedRouter entries there (no methods attribute), so every 405 answers an empty "
-    "Allow header and a detail ending 'allowed: '",
-)
 @pytest.mark.parametrize(("method", "path", "allowed"), WRONG_METHODS)
 def test_a_405_names_every_allowed_method(live: Live, method: str, path: str, allowed: set[str]) -> None:
     r = live.admin.request(method, path)

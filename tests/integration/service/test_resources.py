@@ -657,11 +657,6 @@ def test_kinds_are_listed_and_described_with_states_roles_and_events(live: Live)
     assert image["specSchema"]["properties"]["name"]["type"] == "string"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: kinds.py describe() passes Kind.describe() through in snake_case (deadline_seconds, "
-    "on_deadline, on_failure, max_attempts) next to its own camelCase specSchema; the API speaks camelCase",
-)
 def test_kinds_speak_camel_case_like_the_rest_of_the_api(live: Live) -> None:
     state = live.reader.get("/v1/kinds/ticket").json()["states"][1]
     assert {"deadlineSeconds", "onDeadline", "onFailure", "maxAttempts"} <= set(state), state
