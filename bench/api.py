@@ -603,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     budget = (
-        Budget(count=400, time_limit=1.0, warmup=5, first_warmup=40, repeats=1)
+        Budget(count=400, time_limit=0.75, warmup=5, first_warmup=40, repeats=1)
         if quick
         else Budget(count=3000, time_limit=3.0, warmup=20, first_warmup=200, repeats=2)
     )
