@@ -1,15 +1,22 @@
 """``/v1/callbacks``: where external provisioners and data planes answer what a resource awaits.
 
-The correlation token of the attempt that asked is the credential: no client token is needed, and
-a token opens nothing but the answers to its own wait. The callback is stored through the inbox and
+The correlation token of the attempt that asked is the credential: a token opens nothing but the
+answers to its own wait. A client token is not needed, unless the configuration says callbacks need
+one (``[auth] callbacks_need_client_token = true``); a client token that is sent must be valid and
+grant the ``callback`` scope. The callback is stored through the inbox and
 applied by the engine; the answer says accepted (202), duplicate (200: already recorded, nothing
 changes) or refused, and why.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tenure.service.auth import require
+from tenure.service.config import Scope, ServiceConfig
 from tenure.service.models import CallbackIn, ReceiptOut
 from tenure.service.problems import (
     CALLBACK_CONFLICT,
@@ -25,6 +32,8 @@ from tenure.store.inbox import Delivery, Refusal
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+
+_bearer = HTTPBearer(auto_error=False, description="Optional: a client token with the callback scope")
 
 _PROBLEMS: dict[Refusal, Problem] = {
     Refusal.UNKNOWN_TOKEN: CALLBACK_REFUSED,
@@ -42,7 +51,17 @@ _PROBLEMS: dict[Refusal, Problem] = {
     summary="Answer one awaited key of a resource's wait, with the token of the attempt that asked",
     responses={200: {"description": "A duplicate of an answer already recorded", "model": ReceiptOut}},
 )
-def post_callback(body: CallbackIn, store: Store, request: Request, response: Response) -> ReceiptOut:
+def post_callback(
+    body: CallbackIn,
+    store: Store,
+    request: Request,
+    response: Response,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ReceiptOut:
+    config: ServiceConfig = request.app.state.config
+    if config.auth and (credentials is not None or config.callbacks_need_client):
+        # A client token, where one is sent or required, must be valid and grant "callback".
+        require(Scope.CALLBACK)(request, credentials)
     receipt = store.deliver(body.resource_id, body.token, body.key, body.status, data=body.data, error=body.error)
     request.state.resource_id = body.resource_id
     if receipt.delivery is Delivery.REFUSED:

@@ -11,6 +11,7 @@ Client tokens come from a TOML file, from the environment, or both::
 
     [auth]
     enabled = true
+    callbacks_need_client_token = false   # true: callbacks also need a "callback"-scoped token
 
     [[tokens]]
     client = "ci-bot"
@@ -130,6 +131,8 @@ class ServiceConfig:
     kinds: tuple[str, ...] = ()
     #: The database URL, when the command line does not give one.
     database: str | None = None
+    #: Whether a callback needs a client token with the ``callback`` scope besides its correlation token.
+    callbacks_need_client: bool = False
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal ``token`` belongs to, or None; compares every configured token in constant time."""
@@ -179,8 +182,10 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         )
     auth_section = _table(doc, "auth", path)
     enabled = auth_section.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"config file {path}: auth.enabled must be true or false")
+    strict_callbacks = auth_section.get("callbacks_need_client_token", False)
+    for name, value in (("enabled", enabled), ("callbacks_need_client_token", strict_callbacks)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config file {path}: auth.{name} must be true or false")
     tokens = _tokens_from(doc, path, env)
     service = _table(doc, "service", path)
     max_body = service.get("max_body_bytes", DEFAULT_MAX_BODY)
@@ -200,7 +205,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     kinds = service.get("kinds", [])
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
         raise ConfigError(f'config file {path}: service.kinds must be a list of import paths such as ["mypkg.kinds"]')
-    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database)
+    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database, strict_callbacks)
 
 
 _SERVICE_KEYS = ("max_body_bytes", "public_url", "kinds", "database")

@@ -214,3 +214,32 @@ def test_the_snake_case_resource_id_is_accepted_too(live: Live, make_waiting: Ma
     body = answer(waiting, "a")
     body["resource_id"] = body.pop("resourceId")
     assert live.anonymous.post("/v1/callbacks", json=body).status_code == 202
+
+
+# --- client tokens on callbacks --------------------------------------------------------------------
+
+
+def test_a_client_token_sent_with_a_callback_must_grant_the_callback_scope(
+    live: Live, make_waiting: MakeWaiting
+) -> None:
+    waiting = make_waiting()
+
+    refused = live.reader.post("/v1/callbacks", json=answer(waiting, "a"))
+    accepted = live.callbacker.post("/v1/callbacks", json=answer(waiting, "a"))
+
+    problem = assert_problem(refused, 403, "forbidden")
+    assert problem["requiredScope"] == "callback"
+    assert accepted.status_code == 202, accepted.text
+    assert inbox(live, waiting) == [("a", "done", {})]
+
+
+def test_callbacks_can_be_configured_to_need_a_client_token(
+    start_live: Callable[..., Live], make_waiting: MakeWaiting
+) -> None:
+    from live_server import all_scopes_config
+
+    strict = start_live(config=all_scopes_config(callbacks_need_client=True))
+    waiting = make_waiting()
+
+    assert_problem(strict.anonymous.post("/v1/callbacks", json=answer(waiting, "a")), 401, "unauthorized")
+    assert strict.callbacker.post("/v1/callbacks", json=answer(waiting, "a")).status_code == 202
