@@ -147,6 +147,7 @@ def test_an_accepted_callback_is_recorded_and_leaves_the_resource_alone(s: Store
         "key": "a",
         "reason": "",
         "seq": receipt.seq,
+        "refusal": None,
     }
     [row] = s.callbacks(token_hash("tok-1"))
     assert row == CallbackRow(

@@ -209,7 +209,7 @@ def test_each_source_goes_through_the_three_flows_to_available(cloud: Cloud, sou
     assert r.data["volume_record"]["id"] == r.id
     assert r.data["volume_record"]["source_type"] == source
     assert cloud.store.quota(PROJECT, "gigabytes").in_use == 10
-    scheduling_run = step_run_id(r)
+    scheduling_run = step_run_id(cloud.store, r)
     r = cloud.step(r)
     assert r.state == "creating"
     assert (r.data["host"], r.data["alternate_hosts"]) == ("host-a", ["host-b", "host-c"])

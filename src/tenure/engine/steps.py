@@ -37,7 +37,7 @@ __all__ = ["Step", "StepContext", "Steps"]
 class StepContext:
     """What a running step may know and use besides the resource."""
 
-    __slots__ = ("_token", "attempt", "claim", "lost", "now", "store", "worker")
+    __slots__ = ("_stay", "_token", "attempt", "claim", "lost", "now", "store", "worker")
 
     def __init__(
         self, *, worker: str, claim: Claim, attempt: int, store: StoreCore, now: Callable[[], datetime]
@@ -52,6 +52,7 @@ class StepContext:
         #: Set when the worker could not renew the claim: the step's outcome will be refused.
         self.lost = threading.Event()
         self._token: str | None = None
+        self._stay: int | None = None
 
     @property
     def token(self) -> str:
@@ -74,8 +75,9 @@ class StepContext:
     @property
     def idempotency_key(self) -> str:
         """The same for every attempt of the step in this stay in the state (and after a crash)."""
-        r = self.claim.resource
-        return f"{r.id}@{r.version - r.attempts}"
+        if self._stay is None:
+            self._stay = self.store.stay_version(self.claim.resource)
+        return f"{self.claim.resource.id}@{self._stay}"
 
 
 class Step(Protocol):

@@ -52,13 +52,13 @@ class StepResult:
     outcome: FlowOutcome
 
 
-def step_run_id(resource: Resource) -> str:
+def step_run_id(store: StoreCore, resource: Resource) -> str:
     """The flow run a step of ``resource`` in its current state belongs to.
 
-    Keyed by the version the resource entered its state at (the engine's retries of a step bump the
-    version and the attempt count together), so every attempt of one stay resumes one run.
+    Keyed by the version the resource entered its state at, so every attempt of one stay (retries,
+    takeovers after a crash) resumes one run, and a later stay in the same state starts a new one.
     """
-    return f"{resource.id}@{resource.version - resource.attempts}"
+    return f"{resource.id}@{store.stay_version(resource)}"
 
 
 def execute_flow(store: StoreCore, resource: Resource, step: FlowStep) -> tuple[FlowOutcome, dict[str, Any]]:
@@ -72,7 +72,7 @@ def execute_flow(store: StoreCore, resource: Resource, step: FlowStep) -> tuple[
             kind.transition(resource.state, event, resource, resource_id=resource.id)
     engine = FlowEngine(step.flow, checkpoints=StoreCheckpoints(store), **dict(step.engine_options))
     try:
-        run_id = step_run_id(resource)
+        run_id = step_run_id(store, resource)
         stored = engine.checkpoints.load_run(run_id)
         if stored is None:
             outcome = engine.run(step.inputs(resource), run_id=run_id, resource_id=resource.id)

@@ -470,6 +470,20 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
                     out.append(BacklogRow(name, state_name, None, count, None))
         return out
 
+    def stay_version(self, resource: Resource) -> int:
+        """The version at which ``resource`` entered the state it is in (its current stay there).
+
+        The same for every attempt of a step in one stay — retries, takeovers of dead workers, a
+        desired state set meanwhile — and different for each new entry into the state, so it keys
+        what must survive a crash mid-step (flow runs, idempotency keys) without repeating work of
+        an earlier stay.
+        """
+        with self._reading() as conn:
+            row = conn.execute(self._sql["stay_version"], (resource.id, resource.version)).fetchone()
+        if row is None or row[0] is None:
+            raise ResourceNotFound(resource.id)
+        return int(row[0])
+
     def listen(self) -> Listener | None:
         """Start relaying other processes' writes to :attr:`signal`, where the database can.
 

@@ -445,3 +445,9 @@ ORDER BY w.created_at, w.token_hash, i.seq
 
 -- name: backlog
 SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind = ANY(%s) GROUP BY kind, state
+
+-- name: stay_version
+-- The version at which the resource entered the state it is in at the given version: the newest entry that
+-- changed (or re-entered) its state. Bookkeeping entries (@retry, @desired, ...) do not start a stay.
+SELECT max(version) FROM journal
+WHERE resource_id = %s AND version <= %s AND (event = '@create' OR left(event, 1) <> '@')
