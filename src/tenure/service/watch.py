@@ -38,7 +38,7 @@ _PING = 15
 
 
 class Wakeups:
-    """Turns the store's work signal (a thread-side condition) into wake-ups for async watchers."""
+    """Turns the store's change signal (a thread-side condition) into wake-ups for async watchers."""
 
     def __init__(self, store: StoreCore) -> None:
         self.store = store
@@ -48,7 +48,7 @@ class Wakeups:
         self._stop = threading.Event()
 
     def _relay(self) -> None:
-        signal = self.store.signal
+        signal = self.store.changed
         seen = signal.seq
         while not self._stop.is_set():
             signal.wait(seen, 1.0)
@@ -64,7 +64,7 @@ class Wakeups:
         self._stop.set()
 
     async def wait(self, seen: int, timeout: float) -> None:
-        """Return when the store's signal moves past ``seen``, or after ``timeout`` seconds."""
+        """Return when the store's change signal moves past ``seen``, or after ``timeout`` seconds."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
@@ -75,7 +75,7 @@ class Wakeups:
         with self._lock:
             self._waiters.add(entry)
         try:
-            if self.store.signal.seq != seen:
+            if self.store.changed.seq != seen:
                 return
             with anyio.move_on_after(timeout):
                 await event.wait()
@@ -132,7 +132,7 @@ async def watch(
             # Where the stream starts, so that a client dropped before the first change resumes exactly.
             yield {"id": position, "event": "position", "data": position}
         while True:
-            seen = store.signal.seq
+            seen = store.changed.seq
             batch = await anyio.to_thread.run_sync(
                 functools.partial(store.changes, position, kind=kind, resource_id=resource, state=state, limit=_BATCH)
             )

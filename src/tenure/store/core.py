@@ -67,6 +67,8 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
         self._kinds: dict[str, Kind] = {}
         #: Bumped by every write that makes work due; workers wait on it.
         self.signal = WorkSignal()
+        #: Bumped when the journal may have grown (by :meth:`listen`'s relay); change watchers wait on it.
+        self.changed = WorkSignal()
         #: Operations sent to the database (a statement, or a transaction of several), for metrics.
         self.operations = 0
         self._clock = clock

@@ -186,10 +186,12 @@ class PostgresStore(StoreCore):
             self.conninfo, autocommit=True, connect_timeout=timeout, keepalives_idle=10, keepalives_interval=5
         ) as conn:
             conn.execute(Q["listen_work"])
+            conn.execute(Q["listen_changes"])
             connected()
+            self.changed.notify()
             while not stop.is_set():
-                for _ in conn.notifies(timeout=0.25):
-                    self.signal.notify()
+                for note in conn.notifies(timeout=0.25):
+                    (self.changed if note.channel == "tenure_changes" else self.signal).notify()
                     if stop.is_set():
                         break
 

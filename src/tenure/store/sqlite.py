@@ -232,11 +232,13 @@ class SQLiteStore(StoreCore):
         try:
             seen = conn.execute("PRAGMA data_version").fetchone()[0]
             connected()
+            self.changed.notify()
             while not stop.wait(0.1):
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
                 if version != seen:
                     seen = version
                     self.signal.notify()
+                    self.changed.notify()
         finally:
             conn.close()
 

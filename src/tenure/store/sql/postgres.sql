@@ -315,6 +315,10 @@ RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.g
 -- The channel migration 3's triggers notify whenever work becomes due.
 LISTEN tenure_work
 
+-- name: listen_changes
+-- The channel migration 4's trigger notifies whenever the journal grows.
+LISTEN tenure_changes
+
 -- name: fire_fenced_once
 -- An engine transition in one statement: the fenced compare-and-swap, its journal row, the wait it
 -- opens and the callbacks it settles; every part is written only if the swap matched.

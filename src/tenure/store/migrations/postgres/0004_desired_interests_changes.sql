@@ -20,3 +20,15 @@ CREATE TABLE interests (
 );
 
 CREATE INDEX interests_party ON interests (party, resource_id);
+
+-- Watchers of the change feed LISTEN on this channel: one notification per transaction that
+-- journals anything (NOTIFY folds identical ones), so a stream wakes at once for every change.
+CREATE FUNCTION tenure_notify_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tenure_changes', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER journal_changes AFTER INSERT ON journal
+    FOR EACH STATEMENT EXECUTE FUNCTION tenure_notify_changes();
