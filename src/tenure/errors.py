@@ -28,6 +28,7 @@ __all__ = [
     "InvalidFlow",
     "InvalidKind",
     "InvalidSpec",
+    "NotSharable",
     "QuotaExceeded",
     "QuotaNotFound",
     "ResourceNotFound",
@@ -347,6 +348,23 @@ class QuotaNotFound(TenureError):
 
 
 # --- stores ------------------------------------------------------------------------------------
+
+
+class NotSharable(TenureError):
+    """A second party asked to use a resource that is not sharable."""
+
+    default_message = "resource not sharable"
+
+    def __init__(self, *, resource_id: str, party: str, refused: str) -> None:
+        self.resource_id = resource_id
+        #: The party using the resource now.
+        self.party = party
+        #: The party that was refused.
+        self.refused = refused
+        super().__init__(
+            f"resource {resource_id} is not sharable and is in use by {party}; {refused} cannot register "
+            f"an interest until that party deregisters or its interest expires"
+        )
 
 
 class StoreError(TenureError):

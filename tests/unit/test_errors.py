@@ -23,6 +23,7 @@ from tenure.errors import (
     InvalidKind,
     InvalidSpec,
     InvalidSteps,
+    NotSharable,
     QuotaExceeded,
     QuotaNotFound,
     ResourceNotFound,
@@ -73,6 +74,7 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     FlowChanged: {"run_id": "run-1", "stored": "volume v1 (abc)", "current": "volume v2 (def)"},
     QuotaExceeded: {"project": "p1", "resource": "gigabytes", "requested": 80, "available": 70, "hard_limit": 100},
     QuotaNotFound: {"what": "p1/gigabytes"},
+    NotSharable: {"resource_id": "r1", "party": "tag:a,2026:x", "refused": "tag:b,2026:y"},
     AlreadyExists: {"what": "resource", "key": "r-1"},
 }
 

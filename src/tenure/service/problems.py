@@ -94,6 +94,7 @@ ALREADY_EXISTS = Problem(409, "already-exists", "It already exists")
 CALLBACK_SUPERSEDED = Problem(409, "callback-superseded", "The attempt the callback answers has been superseded")
 CALLBACK_CONFLICT = Problem(409, "callback-conflict", "A different answer was already recorded")
 QUOTA_EXCEEDED = Problem(409, "quota-exceeded", "A quota would be exceeded")
+NOT_SHARABLE = Problem(409, "not-sharable", "The resource is not sharable and another party uses it")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "The resource is not at the version If-Match names")
 TOO_LARGE = Problem(413, "body-too-large", "The request body is too large")
 UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body must be application/json")
@@ -122,6 +123,7 @@ _BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
     (e.UnknownState, UNKNOWN_STATE),
     (e.UnknownEvent, UNKNOWN_EVENT),
     (e.QuotaExceeded, QUOTA_EXCEEDED),
+    (e.NotSharable, NOT_SHARABLE),
     (e.StoreUnavailable, UNAVAILABLE),
     (e.SchemaNotMigrated, NOT_READY),
     (e.SchemaTooNew, NOT_READY),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenure.errors import InvalidArgument, ResourceNotFound, TenureError
+from tenure.errors import InvalidArgument, NotSharable, ResourceNotFound
 from tenure.store.ops import Dialect
 
 __all__ = ["MAX_PARTY", "Interest", "Interests", "NotSharable", "check_party"]
@@ -40,23 +40,6 @@ def check_party(party: object) -> str:
             party,
         )
     return party
-
-
-class NotSharable(TenureError):
-    """A second party asked to use a resource that is not sharable."""
-
-    default_message = "resource not sharable"
-
-    def __init__(self, *, resource_id: str, party: str, refused: str) -> None:
-        self.resource_id = resource_id
-        #: The party using the resource now.
-        self.party = party
-        #: The party that was refused.
-        self.refused = refused
-        super().__init__(
-            f"resource {resource_id} is not sharable and is in use by {party}; {refused} cannot register "
-            f"an interest until that party deregisters or its interest expires"
-        )
 
 
 @dataclass(frozen=True, slots=True)
