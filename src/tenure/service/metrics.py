@@ -45,6 +45,8 @@ class Metrics(Collector):
         self.store = store
         self.workers = list(workers)
         self.requests: Counter[tuple[str, str]] = Counter()
+        #: Writes made through the API, by operation (create, event, desired).
+        self.api_writes: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -52,6 +54,10 @@ class Metrics(Collector):
     def count_request(self, method: str, status: int) -> None:
         with self._lock:
             self.requests[(method, str(status))] += 1
+
+    def count_write(self, operation: str) -> None:
+        with self._lock:
+            self.api_writes[operation] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -75,11 +81,18 @@ class Metrics(Collector):
             family.add_metric([], sum(getattr(s, attribute) for s in stats))
             yield family
         transitions = CounterMetricFamily(
-            "tenure_engine_transitions", "Transitions written by the engine (advance, wait, fail, deadline, callback)"
+            "tenure_transitions",
+            "Journaled writes made in this process: by the engine (advance, wait, fail, deadline, callback, "
+            "reconcile) and through the API (create, event, desired)",
+            labels=["source", "operation"],
         )
-        transitions.add_metric(
-            [], sum(s.advanced + s.waited + s.failed + s.deadlines_fired + s.callbacks_applied for s in stats)
-        )
+        transitions.add_metric(["engine", "step"], sum(s.advanced + s.waited + s.failed for s in stats))
+        transitions.add_metric(["engine", "deadline"], sum(s.deadlines_fired for s in stats))
+        transitions.add_metric(["engine", "callback"], sum(s.callbacks_applied for s in stats))
+        transitions.add_metric(["engine", "reconcile"], sum(s.reconciled for s in stats))
+        with self._lock:
+            for operation in ("create", "event", "desired"):
+                transitions.add_metric(["api", operation], self.api_writes[operation])
         yield transitions
         buckets = [0] * len(STEP_BUCKETS)
         for s in stats:

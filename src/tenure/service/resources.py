@@ -164,7 +164,9 @@ def create_resource(
         resource_id=fresh,
     )
     response.headers["Location"] = f"/v1/resources/{r.id}"
-    if r.id != fresh:
+    if r.id == fresh:
+        request.app.state.metrics.count_write("create")
+    else:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     request.state.resource = r
@@ -237,6 +239,7 @@ def fire_event(
         r = store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
     except Conflict as exc:
         raise _precondition(exc, pinned) from None
+    request.app.state.metrics.count_write("event")
     request.state.resource = r
     return _answer(response, r)
 
@@ -263,6 +266,7 @@ def set_desired_state(
         r = store.set_desired_state(resource_id, body.desired_state, expected_version=pinned, actor=caller.client)
     except Conflict as exc:
         raise _precondition(exc, pinned) from None
+    request.app.state.metrics.count_write("desired")
     request.state.resource = r
     return _answer(response, r)
 

@@ -123,7 +123,7 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
     assert r.headers["content-type"].startswith("text/plain")
     families = _families(r.text)
     for name in (
-        "tenure_engine_transitions",
+        "tenure_transitions",
         "tenure_engine_step_seconds",
         "tenure_engine_retries",
         "tenure_engine_claim_takeovers",
@@ -137,7 +137,7 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
     ):
         assert name in families, f"{name} missing from {sorted(families)}"
 
-    assert _value(families["tenure_engine_transitions"], "_total") >= 1
+    assert _value(families["tenure_transitions"], "_total", source="engine", operation="step") >= 1
     assert _value(families["tenure_engine_steps_waited"], "_total") == 1
     assert _value(families["tenure_engine_claims"], "_total") == 1
     assert _value(families["tenure_engine_retries"], "_total") == 0
@@ -153,12 +153,16 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
 
 def test_metrics_without_workers_still_show_the_backlog(live: Live) -> None:
     live.store.create("image", {"name": "x"})
+    created = live.writer.post("/v1/resources", json={"kind": "image", "spec": {"name": "y"}})
+    assert live.writer.post(f"/v1/resources/{created.json()['id']}/events", json={"event": "upload"}).is_success
     with live.client() as http:
         r = http.get("/metrics")
     assert r.status_code == 200, r.text
     families = _families(r.text)
     assert _value(families["tenure_resources"], kind="image", state="queued", role="rest") == 1
-    assert _value(families["tenure_engine_transitions"], "_total") == 0
+    assert _value(families["tenure_transitions"], "_total", source="engine", operation="step") == 0
+    assert _value(families["tenure_transitions"], "_total", source="api", operation="create") >= 1
+    assert _value(families["tenure_transitions"], "_total", source="api", operation="event") >= 1
 
 
 # --- structured logs -----------------------------------------------------------------------------------
