@@ -95,8 +95,10 @@ def create_app(
     # The routes themselves, for the Allow header of a 405 (the app's own list may hold routers).
     app.state.routes = [route for module in modules for route in module.router.routes]
     _errors(app)
-    app.add_middleware(_Logged)
+    # The last added is the outermost: every answer, a 413 or a HEAD included, is logged and counted.
     app.add_middleware(_BodyLimit, limit=config.max_body)
+    app.add_middleware(_Head)
+    app.add_middleware(_Logged)
     return app
 
 
@@ -207,6 +209,37 @@ class _BodyLimit:
         facts = {"limit": self.limit, "instance": scope.get("path", "")}
         response = problem_response(TOO_LARGE, f"the body must be at most {self.limit} bytes", facts)
         await response(scope, receive, send)
+
+
+class _Head:
+    """Answer HEAD like GET without the body (RFC 9110), wherever GET is served."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        finished = False
+
+        async def headless(message: Message) -> None:
+            nonlocal finished
+            if finished:
+                return
+            if message["type"] == "http.response.body":
+                finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        async def until_finished() -> Message:
+            # A stream (the watch) stops once the headers went out: the client asked for no body.
+            if finished:
+                return {"type": "http.disconnect"}
+            return await receive()
+
+        await self.app({**scope, "method": "GET"}, until_finished, headless)
 
 
 class _Logged:

@@ -111,19 +111,20 @@ async def watch(
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=100)] = None,
 ) -> EventSourceResponse:
-    if kind is not None:
-        store.kind(kind)  # unknown kinds are refused up front, not by an empty stream
     start = last_event_id or after
+    position: str | None = None if start in (None, "beginning") else start
     try:
-        if start is None:
-            position: str | None = await anyio.to_thread.run_sync(store.latest_position)
-        elif start == "beginning":
-            position = None
-        else:
-            store.changes(start, limit=1)  # validates the position before the stream starts
-            position = start
+        # The filters and the position are checked before the answer starts: once it has, a refusal
+        # could only break the stream (and a browser would reconnect to it again and again).
+        await anyio.to_thread.run_sync(
+            functools.partial(store.changes, position, kind=kind, resource_id=resource, state=state, limit=1)
+        )
     except InvalidArgument as exc:
-        raise ProblemError(INVALID_CURSOR, str(exc), exc.facts()) from None
+        if exc.field == "after":
+            raise ProblemError(INVALID_CURSOR, str(exc), exc.facts()) from None
+        raise
+    if start is None:
+        position = await anyio.to_thread.run_sync(store.latest_position)
     wakeups: Wakeups = request.app.state.wakeups
 
     async def stream() -> AsyncIterator[dict[str, str]]:

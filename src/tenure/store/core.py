@@ -114,6 +114,7 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
         resource_id: str | None,
     ) -> CreatePlan:
         kind = self.kind(kind_name)
+        _refuse_deep_json(kind.name, "spec", spec)
         clean_spec = kind.validate_spec(spec)
         _refuse_nul_json(kind.name, "", clean_spec)
         clean_data = _json_object(kind.name, "data", data)
@@ -157,6 +158,12 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
             raise IdempotencyKeyReused(key, existing.id, f"kind {existing.kind!r} there, {wanted.kind!r} here")
         if dict(existing.spec) != dict(wanted.spec):
             raise IdempotencyKeyReused(key, existing.id, "the spec differs")
+        if existing.sharable != wanted.sharable:
+            raise IdempotencyKeyReused(
+                key,
+                existing.id,
+                f"sharable is {str(existing.sharable).lower()} there, {str(wanted.sharable).lower()} here",
+            )
         return existing
 
     def _plan_fire(
@@ -334,6 +341,10 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
                     actual_version=snapshot.version,
                     actual_state=snapshot.state,
                 )
+            if snapshot.desired_state == desired:
+                # Asked again for what is already asked: nothing changes (a retried PUT keeps the
+                # ETag, and a worker's or a waiting provisioner's write is not disturbed).
+                return snapshot
             try:
                 plan = self._plan_desired(snapshot, desired, actor)
             except InvalidArgument:
@@ -543,12 +554,29 @@ def _json_object(kind: str, field: str, value: Mapping[str, Any] | None) -> dict
         return {}
     if not isinstance(value, Mapping):
         raise InvalidSpec(kind, [(field, f"must be a JSON object, got {type(value).__name__}")])
+    _refuse_deep_json(kind, field, value)
     try:
         out: dict[str, Any] = json.loads(json.dumps(dict(value), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidSpec(kind, [(field, f"must be JSON-serialisable ({exc})")]) from None
     _refuse_nul_json(kind, field, out)
     return out
+
+
+#: How deep JSON objects and arrays may nest in a spec, data or detail.
+MAX_JSON_DEPTH = 32
+
+
+def _refuse_deep_json(kind: str, field: str, value: Any) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH: it would be stored, then fail every reader."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidSpec(kind, [(field or "spec", f"must not nest deeper than {MAX_JSON_DEPTH} levels")])
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 # PostgreSQL cannot store U+0000 in text or jsonb; both stores refuse it so that they behave alike.

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,16 @@ from tenure.store.signal import Listener
 from tenure.store.sqlfile import load_queries
 
 __all__ = ["SQLiteStore", "Synchronous"]
+
+
+class _Held:
+    """One thread's connection, held by that thread's local storage only."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
 
 Q = load_queries("sqlite.sql")
 _dumps = json.dumps
@@ -109,7 +120,7 @@ class SQLiteStore(StoreCore):
         self._synchronous = Synchronous(synchronous)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._writer = threading.Lock()
         self._listener: Listener | None = None
@@ -121,9 +132,9 @@ class SQLiteStore(StoreCore):
 
     def _conn(self) -> sqlite3.Connection:
         self.operations += 1
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            return held.conn
         if self._closed:
             raise StoreUnavailable(self.target, "the store has been closed")
         try:
@@ -133,9 +144,13 @@ class SQLiteStore(StoreCore):
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.target, f"cannot open the database file ({exc})") from None
-        self._local.conn = conn
+        # The connection lives as long as its thread: when the thread ends, its thread-local holder
+        # goes, and the connection is closed with it (a server's pool retires threads all the time).
+        held = _Held(conn)
+        weakref.finalize(held, conn.close)
+        self._local.held = held
         with self._lock:
-            self._all.append(conn)
+            self._all.add(held)
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
@@ -249,8 +264,8 @@ class SQLiteStore(StoreCore):
             listener.close()
         with self._lock:
             self._closed = True
-            for conn in self._all:
-                conn.close()
+            for held in list(self._all):
+                held.conn.close()
             self._all.clear()
         self._local = threading.local()
 
@@ -360,6 +375,7 @@ class SQLiteStore(StoreCore):
             )  # fmt: skip
             if cur.rowcount != 1:
                 return False
+            tx.execute(Q["carry_waits"], (after.version, before.id, before.version))
             tx.execute(
                 Q["insert_journal"],
                 (

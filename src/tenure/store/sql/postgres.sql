@@ -47,13 +47,17 @@ SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(
 RETURNING seq
 
 -- name: set_desired
--- A compare-and-swap like fire that leaves the state (and any claim) alone, with its journal row.
+-- A compare-and-swap like fire that leaves the state (and any claim) alone, with its journal row. The
+-- wait of a waiting resource moves to the new version with it: its callbacks still answer this stay.
 WITH moved AS (
     UPDATE resources
     SET version = %(version)s, desired_state = %(desired)s, generation = %(generation)s,
         observed_generation = %(observed_generation)s, next_attempt_at = %(next_attempt_at)s, updated_at = %(now)s
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
     RETURNING id
+), carried AS (
+    UPDATE waits SET version = %(version)s
+    WHERE resource_id IN (SELECT id FROM moved) AND version = %(expected_version)s AND rules <> '{}'::jsonb
 )
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
 SELECT id, %(version)s, %(event)s, %(source)s, %(source)s, %(actor)s, %(now)s, %(detail)s FROM moved

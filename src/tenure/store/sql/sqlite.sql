@@ -347,3 +347,8 @@ SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind IN (SELE
 -- changed (or re-entered) its state. Bookkeeping entries (@retry, @desired, ...) do not start a stay.
 SELECT max(version) FROM journal
 WHERE resource_id = ? AND version <= ? AND (event = '@create' OR substr(event, 1, 1) <> '@')
+
+-- name: carry_waits
+-- A desired state set on a waiting resource bumps its version: its wait moves with it, since its
+-- callbacks still answer this stay in the state (provisional waits of a running step do not).
+UPDATE waits SET version = ? WHERE resource_id = ? AND version = ? AND rules <> '{}'
