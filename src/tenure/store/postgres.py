@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -40,12 +41,21 @@ Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
 
 
 def redact(conninfo: str) -> str:
-    """The connection URL with any password replaced by ``***``."""
+    """The connection URL (or key=value string) with any password replaced by ``***``.
+
+    >>> redact("postgresql://app:s3cret@db/tenure?password=other&sslmode=require")
+    'postgresql://app:***@db/tenure?password=***&sslmode=require'
+    >>> redact("host=db password='a b' user=app")
+    'host=db password=*** user=app'
+    """
+    if "://" not in conninfo:
+        return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", conninfo)
     parts = urlsplit(conninfo)
-    if parts.password is None:
-        return conninfo
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
