@@ -10,7 +10,7 @@ import abc
 import builtins
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -261,51 +261,17 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
         actor: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> Resource:
-        pinned = expected_version
-        lost_at = 0
-        if isinstance(resource, Resource):
-            snapshot = resource
-            pinned = resource.version if expected_version is None else expected_version
-        else:
-            snapshot = self.get(resource)
-        for _ in range(BLIND_FIRE_ATTEMPTS):
-            if pinned is not None and snapshot.version != pinned:
-                raise Conflict(
-                    resource_id=snapshot.id,
-                    expected_version=pinned,
-                    actual_version=snapshot.version,
-                    actual_state=snapshot.state,
-                )
-            try:
-                plan = self._plan_fire(snapshot, event, data=data, error=error, actor=actor, detail=detail)
-            except TransitionNotAllowed:
-                if isinstance(resource, Resource):
-                    # A stale snapshot may be refused for a state the resource has already left:
-                    # that is a lost race, and the caller should hear so.
-                    self._raise_if_moved(snapshot)
-                raise
-            if self._apply(plan):
-                if plan.after.next_attempt_at is not None or plan.after.deadline is not None:
-                    self.signal.notify()
-                return plan.after
-            current = self._get_or_none(snapshot.id)
-            if current is None:
-                raise ResourceNotFound(snapshot.id)
-            if pinned is not None:
-                raise Conflict(
-                    resource_id=snapshot.id,
-                    expected_version=pinned,
-                    actual_version=current.version,
-                    actual_state=current.state,
-                )
-            lost_at, snapshot = snapshot.version, current
-        # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
-        raise Conflict(
-            resource_id=snapshot.id,
-            expected_version=lost_at,
-            actual_version=snapshot.version,
-            actual_state=snapshot.state,
-        )
+        def attempt(snapshot: Resource) -> Resource | None:
+            plan = self._plan_fire(snapshot, event, data=data, error=error, actor=actor, detail=detail)
+            if not self._apply(plan):
+                return None
+            if plan.after.next_attempt_at is not None or plan.after.deadline is not None:
+                self.signal.notify()
+            return plan.after
+
+        # A stale snapshot may be refused for a state the resource has already left: that is a
+        # lost race, and the caller hears so.
+        return self._swap(resource, expected_version, attempt, refusal=TransitionNotAllowed)
 
     def set_desired_state(
         self,
@@ -325,13 +291,44 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
         is due for the engine at once. A worker holding the resource keeps its claim, but its write is
         refused since the version moved.
         """
+        _refuse_nul_text(actor=actor)
+
+        def attempt(snapshot: Resource) -> Resource | None:
+            pending = snapshot.generation > snapshot.observed_generation
+            if snapshot.desired_state == desired and (desired is None or pending or snapshot.state == desired):
+                # Asked again for what is already asked (and not given up on): nothing changes, so a
+                # retried PUT keeps the ETag and disturbs no worker. Asking again after the engine
+                # gave up is a new generation: it tries again.
+                return snapshot
+            plan = self._plan_desired(snapshot, desired, actor)
+            if not self._apply_desired(plan):
+                return None
+            if plan.after.next_attempt_at is not None:
+                self.signal.notify()
+            return plan.after
+
+        return self._swap(resource, expected_version, attempt, refusal=InvalidArgument)
+
+    def _swap(
+        self,
+        resource: Resource | str,
+        expected_version: int | None,
+        attempt: Callable[[Resource], Resource | None],
+        *,
+        refusal: type[TenureError],
+    ) -> Resource:
+        """Run ``attempt`` (a compare-and-swap; None when it lost) until it wins or must give up.
+
+        Pinned (a snapshot, or ``expected_version``), a lost swap is a :class:`Conflict`. Unpinned,
+        the resource is read again and the attempt retried a few times: a blind write wins unless the
+        resource is too hot. A ``refusal`` raised for a stale snapshot becomes the Conflict it really is.
+        """
         pinned = expected_version
         if isinstance(resource, Resource):
             snapshot = resource
             pinned = resource.version if expected_version is None else expected_version
         else:
             snapshot = self.get(resource)
-        _refuse_nul_text(actor=actor)
         lost_at = 0
         for _ in range(BLIND_FIRE_ATTEMPTS):
             if pinned is not None and snapshot.version != pinned:
@@ -341,20 +338,14 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
                     actual_version=snapshot.version,
                     actual_state=snapshot.state,
                 )
-            if snapshot.desired_state == desired:
-                # Asked again for what is already asked: nothing changes (a retried PUT keeps the
-                # ETag, and a worker's or a waiting provisioner's write is not disturbed).
-                return snapshot
             try:
-                plan = self._plan_desired(snapshot, desired, actor)
-            except InvalidArgument:
+                done = attempt(snapshot)
+            except refusal:
                 if isinstance(resource, Resource):
-                    self._raise_if_moved(snapshot)  # refused for a state the resource may have left
+                    self._raise_if_moved(snapshot)
                 raise
-            if self._apply_desired(plan):
-                if plan.after.next_attempt_at is not None:
-                    self.signal.notify()
-                return plan.after
+            if done is not None:
+                return done
             current = self._get_or_none(snapshot.id)
             if current is None:
                 raise ResourceNotFound(snapshot.id)
@@ -366,6 +357,7 @@ class StoreCore(Claims, Inbox, Interests, ChangeFeed, FlowRuns, QuotaLedger, abc
                     actual_state=current.state,
                 )
             lost_at, snapshot = snapshot.version, current
+        # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
         raise Conflict(
             resource_id=snapshot.id,
             expected_version=lost_at,
