@@ -661,7 +661,7 @@ def listen_backends(url: str) -> list[int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query LIKE '%LISTEN tenure_work%' AND pid <> pg_backend_pid()"
+            "AND query LIKE '%LISTEN tenure_%' AND pid <> pg_backend_pid()"
         ).fetchall()
     return [int(r[0]) for r in rows]
 
