@@ -12,11 +12,16 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tenure.store.inbox import CallbackStatus, Receipt
+from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource
+from tenure.store.records import FlowRunRow, FlowTaskRow
 
 __all__ = [
+    "AwaitedKeyOut",
     "CallbackIn",
+    "FlowRunOut",
+    "FlowTaskOut",
+    "WaitOut",
     "CreateIn",
     "DesiredStateIn",
     "EventIn",
@@ -176,3 +181,81 @@ class ReceiptOut(_Out):
     def of(cls, r: Receipt) -> ReceiptOut:
         delivery: Literal["accepted", "duplicate"] = "accepted" if r.delivery.value == "accepted" else "duplicate"
         return cls(delivery=delivery, resource_id=r.resource_id, key=r.key, reason=r.reason, seq=r.seq)
+
+
+class AwaitedKeyOut(_Out):
+    """One answer a wait awaits, and whether (and how) it came."""
+
+    key: str
+    received: bool
+    status: CallbackStatus | None
+    received_at: datetime | None
+
+    @classmethod
+    def of(cls, k: AwaitedKey) -> AwaitedKeyOut:
+        return cls(key=k.key, received=k.received, status=k.status, received_at=k.received_at)
+
+
+class WaitOut(_Out):
+    """What a waiting resource awaits (``id`` is a short prefix of the token's hash, never the token)."""
+
+    id: str
+    resource_id: str
+    version: int
+    state: str
+    created_at: datetime
+    deadline: datetime | None
+    keys: list[AwaitedKeyOut]
+
+    @classmethod
+    def of(cls, w: WaitInfo) -> WaitOut:
+        return cls(
+            id=w.id,
+            resource_id=w.resource_id,
+            version=w.version,
+            state=w.state,
+            created_at=w.created_at,
+            deadline=w.deadline,
+            keys=[AwaitedKeyOut.of(k) for k in w.keys],
+        )
+
+
+class FlowTaskOut(_Out):
+    """One task's checkpoint in a flow run."""
+
+    task: str
+    state: str
+    attempt: int
+    result: Any = None
+    failure: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, t: FlowTaskRow) -> FlowTaskOut:
+        failure = None if t.failure is None else dict(t.failure)
+        return cls(task=t.task, state=t.state, attempt=t.attempt, result=t.result, failure=failure)
+
+
+class FlowRunOut(_Out):
+    """A flow run of a resource's step, with each task's checkpoint."""
+
+    id: str
+    flow: str
+    version: int
+    state: str
+    failure: dict[str, Any] | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    tasks: list[FlowTaskOut]
+
+    @classmethod
+    def of(cls, run: FlowRunRow, tasks: list[FlowTaskRow]) -> FlowRunOut:
+        return cls(
+            id=run.id,
+            flow=run.flow,
+            version=run.version,
+            state=run.state,
+            failure=None if run.failure is None else dict(run.failure),
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            tasks=[FlowTaskOut.of(t) for t in tasks],
+        )

@@ -19,10 +19,12 @@ from tenure.service.models import (
     CreateIn,
     DesiredStateIn,
     EventIn,
+    FlowRunOut,
     JournalOut,
     JournalPage,
     ResourceOut,
     ResourcePage,
+    WaitOut,
 )
 from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, UNKNOWN_STATE, ProblemError
 from tenure.store.core import StoreCore
@@ -285,34 +287,27 @@ def read_journal(
     return JournalPage(items=[JournalOut.of(j) for j in entries], next_after_version=nxt)
 
 
-@router.get("/{resource_id}/waits", summary="What the resource waits for: awaited keys, deadline, answers so far")
-def read_waits(resource_id: str, store: Store, caller: Caller) -> list[dict[str, Any]]:
+@router.get(
+    "/{resource_id}/waits",
+    response_model=list[WaitOut],
+    summary="What the resource waits for: awaited keys, deadline, answers so far",
+)
+def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
     _get(store, resource_id)
-    return [camel_keys(w.to_json()) for w in store.pending_waits(resource_id)]
+    return [WaitOut.of(w) for w in store.pending_waits(resource_id)]
 
 
-@router.get("/{resource_id}/flows", summary="The resource's flow runs with each task's checkpoint")
+@router.get(
+    "/{resource_id}/flows",
+    response_model=list[FlowRunOut],
+    summary="The resource's flow runs with each task's checkpoint",
+)
 def read_flows(
     resource_id: str, store: Store, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[dict[str, Any]]:
+) -> list[FlowRunOut]:
     _get(store, resource_id)
     runs = []
     for run in store.flow_runs(resource_id=resource_id, limit=limit):
         loaded = store.load_flow_run(run.id)
-        tasks = loaded[1] if loaded is not None else []
-        runs.append(
-            {
-                "id": run.id,
-                "flow": run.flow,
-                "version": run.version,
-                "state": run.state,
-                "failure": run.failure,
-                "createdAt": run.created_at,
-                "updatedAt": run.updated_at,
-                "tasks": [
-                    {"task": t.task, "state": t.state, "attempt": t.attempt, "result": t.result, "failure": t.failure}
-                    for t in tasks
-                ],
-            }
-        )
+        runs.append(FlowRunOut.of(run, loaded[1] if loaded is not None else []))
     return runs
