@@ -23,8 +23,7 @@ from tenure.cli.serve import DEFAULT_TOKEN_FILE  # where tenure serve writes the
 from tenure.errors import TenureError, UnknownKind
 from tenure.machine import Kind
 from tenure.service.client import ApiError, Client, Page, ServerUnreachable
-from tenure.service.kinds import describe
-from tenure.service.models import JournalOut, ResourceOut
+from tenure.service.models import JournalOut, KindOut, ResourceOut
 from tenure.store import open_store
 from tenure.store.core import StoreCore
 from tenure.store.model import Resource
@@ -258,10 +257,10 @@ class DatabaseBackend:
         return found[name]
 
     def kinds(self) -> builtins.list[Json]:
-        return [describe(k) for k in self.loaded]
+        return [_described(k) for k in self.loaded]
 
     def kind(self, name: str) -> Json:
-        return describe(self._find(name))
+        return _described(self._find(name))
 
     def diagram(self, name: str, fmt: str) -> str:
         kind = self._find(name)
@@ -385,3 +384,8 @@ def _explained(exc: ApiError, backend: Backend) -> TenureError:
     else:
         hint = f"the token from {backend.token_source} was refused"
     return TenureError(f"{exc.detail} ({hint})")
+
+
+def _described(kind: Kind) -> Json:
+    """A kind as the API describes it (the same JSON from either backend)."""
+    return KindOut.of(kind).model_dump(mode="json")

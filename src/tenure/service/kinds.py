@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from tenure.machine import Kind
 from tenure.service.auth import Caller
+from tenure.service.models import KindOut
 from tenure.service.problems import KIND_NOT_FOUND, ProblemError
-from tenure.service.resources import Store, camel_keys
+from tenure.service.resources import Store
 
 __all__ = ["router"]
 
@@ -31,14 +32,6 @@ _MEDIA = {
 }
 
 
-def describe(kind: Kind) -> dict[str, Any]:
-    """The kind as JSON: its states (roles, codes, deadlines), events, and the spec's JSON schema."""
-    out: dict[str, Any] = camel_keys(kind.describe())
-    out["specSchema"] = kind.spec_model.model_json_schema() if kind.spec_model is not None else None
-    out["diagram"] = f"/v1/kinds/{kind.name}/diagram"
-    return out
-
-
 def _find(store: Store, name: str) -> Kind:
     kind = store.kinds.get(name)
     if kind is None:
@@ -47,14 +40,14 @@ def _find(store: Store, name: str) -> Kind:
     return kind
 
 
-@router.get("", summary="The loaded kinds")
-def list_kinds(store: Store, caller: Caller) -> list[dict[str, Any]]:
-    return [describe(store.kinds[name]) for name in sorted(store.kinds)]
+@router.get("", response_model=list[KindOut], summary="The loaded kinds")
+def list_kinds(store: Store, caller: Caller) -> list[KindOut]:
+    return [KindOut.of(store.kinds[name]) for name in sorted(store.kinds)]
 
 
-@router.get("/{name}", summary="One kind: states, events, roles, spec schema")
-def get_kind(name: str, store: Store, caller: Caller) -> dict[str, Any]:
-    return describe(_find(store, name))
+@router.get("/{name}", response_model=KindOut, summary="One kind: states, events, roles, spec schema")
+def get_kind(name: str, store: Store, caller: Caller) -> KindOut:
+    return KindOut.of(_find(store, name))
 
 
 @router.get(

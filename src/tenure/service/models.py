@@ -12,11 +12,13 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tenure.machine import Kind
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource
 from tenure.store.records import FlowRunRow, FlowTaskRow
 
 __all__ = [
+    "KindOut",
     "AwaitedKeyOut",
     "CallbackIn",
     "FlowRunOut",
@@ -258,4 +260,56 @@ class FlowRunOut(_Out):
             created_at=run.created_at,
             updated_at=run.updated_at,
             tasks=[FlowTaskOut.of(t) for t in tasks],
+        )
+
+
+class StateOut(_Out):
+    """One state of a kind: its stable code, its role, and what the engine does there."""
+
+    name: str
+    code: int
+    role: Literal["work", "wait", "rest", "final"]
+    deadline_seconds: float | None
+    on_deadline: str | None
+    on_failure: str | None
+    max_attempts: int | None
+    #: The events allowed in this state.
+    events: list[str]
+    description: str
+
+
+class EventOut(_Out):
+    """One event: the states it leaves from and the state it leads to."""
+
+    name: str
+    sources: list[str]
+    target: str
+    guarded: bool
+    description: str
+
+
+class KindOut(_Out):
+    """A kind: its state machine, and the JSON schema its resources' spec must satisfy (if any)."""
+
+    name: str
+    version: int
+    description: str
+    initial: str
+    states: list[StateOut]
+    events: list[EventOut]
+    spec_schema: dict[str, Any] | None
+    diagram: str
+
+    @classmethod
+    def of(cls, kind: Kind) -> KindOut:
+        described = kind.describe()
+        return cls(
+            name=kind.name,
+            version=kind.version,
+            description=kind.description,
+            initial=kind.initial.name,
+            states=[StateOut.model_validate(s) for s in described["states"]],
+            events=[EventOut.model_validate(e) for e in described["events"]],
+            spec_schema=kind.spec_model.model_json_schema() if kind.spec_model is not None else None,
+            diagram=f"/v1/kinds/{kind.name}/diagram",
         )
