@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from tenure.machine import ANY, Event, Kind, Role, State, Subject
 
-__all__ = ["JOB_WAIT", "approved", "job"]
+__all__ = ["JOB_WAIT", "approved", "job", "ticket_kind"]
 
 #: The deadline of the job kind's wait state.
 JOB_WAIT = timedelta(minutes=10)
@@ -40,3 +40,28 @@ job = Kind(
         Event("cancel", ANY, "expired"),
     ],
 )
+
+
+def ticket_kind(name: str = "ticket", *, wait_for: timedelta = timedelta(minutes=10)) -> Kind:
+    """A work state that asks and a wait state (deadline ``wait_for``) that its answers decide."""
+    return Kind(
+        name,
+        initial="todo",
+        states=[
+            State("todo", 1, Role.WORK, on_failure="fail"),
+            State("awaiting", 2, Role.WAIT, deadline=wait_for, on_deadline="expire"),
+            State("done", 10, Role.FINAL),
+            State("failed", 11, Role.FINAL),
+            State("expired", 12, Role.FINAL),
+            State("cancelled", 13, Role.FINAL),
+        ],
+        events=[
+            Event("ask", "todo", "awaiting"),
+            Event("answered", "awaiting", "done"),
+            Event("refused", "awaiting", "failed"),
+            Event("again", "awaiting", "todo"),
+            Event("expire", "awaiting", "expired"),
+            Event("fail", "todo", "failed"),
+            Event("cancel", ["todo", "awaiting"], "cancelled"),
+        ],
+    )

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from live_server import ADMIN, CALLBACK, READER, WRITER, LiveServer
 
-from kinds_for_tests import job
-from tenure import Event, Kind, Resource, Role, State, StepContext, Steps, Wait, Worker
+from kinds_for_tests import job, ticket_kind
+from tenure import Kind, Resource, StepContext, Steps, Wait, Worker
 from tenure.kinds.image import image
 from tenure.store.core import StoreCore
 
@@ -28,27 +28,7 @@ __all__ = ["KINDS", "WAIT_FOR", "Asker", "Live", "Waiting", "access_line", "tick
 #: The wait state's deadline of the ``ticket`` kind: long, so no deadline fires during a test.
 WAIT_FOR = timedelta(hours=1)
 
-ticket = Kind(
-    "ticket",
-    initial="todo",
-    states=[
-        State("todo", 1, Role.WORK, on_failure="fail"),
-        State("awaiting", 2, Role.WAIT, deadline=WAIT_FOR, on_deadline="expire"),
-        State("done", 10, Role.FINAL),
-        State("failed", 11, Role.FINAL),
-        State("expired", 12, Role.FINAL),
-        State("cancelled", 13, Role.FINAL),
-    ],
-    events=[
-        Event("ask", "todo", "awaiting"),
-        Event("answered", "awaiting", "done"),
-        Event("refused", "awaiting", "failed"),
-        Event("again", "awaiting", "todo"),
-        Event("expire", "awaiting", "expired"),
-        Event("fail", "todo", "failed"),
-        Event("cancel", ["todo", "awaiting"], "cancelled"),
-    ],
-)
+ticket = ticket_kind(wait_for=WAIT_FOR)
 
 KINDS: tuple[Kind, ...] = (image, job, ticket)
 

@@ -13,11 +13,13 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from tenure.machine import Kind
+from tenure.store.feed import Change
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource
 from tenure.store.records import FlowRunRow, FlowTaskRow
 
 __all__ = [
+    "ChangeOut",
     "KindOut",
     "AwaitedKeyOut",
     "CallbackIn",
@@ -130,6 +132,17 @@ class JournalOut(_Out):
             at=j.at,
             detail=dict(j.detail),
         )
+
+
+class ChangeOut(JournalOut):
+    """A journal entry in the change feed, with its resource's kind and its feed position."""
+
+    position: str
+    kind: str
+
+    @classmethod
+    def of_change(cls, c: Change) -> ChangeOut:
+        return cls(position=c.position, kind=c.kind, **JournalOut.of(c.entry).model_dump())
 
 
 class JournalPage(_Out):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -144,11 +145,6 @@ def _slug(name: str) -> str:
     return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.capitalize() for p in rest)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -169,7 +165,7 @@ def problem_response(
     """A problem document response; ``facts`` become camelCase extension members."""
     body: dict[str, Any] = {"type": problem.type, "title": problem.title, "status": problem.status, "detail": detail}
     for key, value in (facts or {}).items():
-        name = _camel(key)
+        name = to_camel(key)
         if name not in body:
             body[name] = _jsonable(value)
     if request is not None:

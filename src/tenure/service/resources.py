@@ -48,21 +48,6 @@ IfMatch = Annotated[
 ]
 
 
-def camel_keys(value: Any) -> Any:
-    """``value`` with every mapping's keys in camelCase, as the rest of the API speaks."""
-    if isinstance(value, dict):
-        # What parties send (data, spec) is theirs: its keys stay as they are.
-        return {_camel(str(k)): v if k in ("data", "spec") else camel_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [camel_keys(v) for v in value]
-    return value
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.capitalize() for p in rest)
-
-
 def store_of(request: Request) -> StoreCore:
     store: StoreCore = request.app.state.store
     return store

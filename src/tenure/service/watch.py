@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import threading
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
@@ -21,8 +20,9 @@ from sse_starlette import EventSourceResponse
 
 from tenure.errors import InvalidArgument
 from tenure.service.auth import Caller
+from tenure.service.models import ChangeOut
 from tenure.service.problems import INVALID_CURSOR, ProblemError
-from tenure.service.resources import Store, camel_keys
+from tenure.service.resources import Store
 from tenure.store.core import StoreCore
 
 __all__ = ["router"]
@@ -84,15 +84,6 @@ class Wakeups:
                 self._waiters.discard(entry)
 
 
-def _wire(data: dict[str, Any]) -> dict[str, Any]:
-    """A change as the rest of the API writes things: camelCase keys, UTC times ending in Z."""
-    out = camel_keys(data)
-    at = out.get("at")
-    if isinstance(at, str) and at.endswith("+00:00"):
-        out["at"] = at.removesuffix("+00:00") + "Z"
-    return dict(out)
-
-
 @router.get(
     "/watch",
     summary="Stream resource changes (Server-Sent Events), resumable with Last-Event-ID",
@@ -138,7 +129,7 @@ async def watch(
                 functools.partial(store.changes, position, kind=kind, resource_id=resource, state=state, limit=_BATCH)
             )
             for change in batch.entries:
-                yield {"id": change.position, "event": "change", "data": json.dumps(_wire(change.to_json()))}
+                yield {"id": change.position, "event": "change", "data": ChangeOut.of_change(change).model_dump_json()}
             position = batch.position
             if len(batch.entries) >= _BATCH:
                 continue

@@ -13,19 +13,17 @@ from datetime import timedelta
 
 import pytest
 
+from kinds_for_tests import ticket_kind as shared_ticket_kind
 from store_support import FakeClock
 from tenure import (
     CallbackStatus,
     Delivery,
-    Event,
     Fail,
     InvalidArgument,
     Kind,
     Receipt,
     Resource,
     RetryLater,
-    Role,
-    State,
     StepContext,
     Steps,
     Wait,
@@ -40,27 +38,7 @@ MICRO = timedelta(microseconds=1)
 
 
 def ticket_kind(name: str = "ticket") -> Kind:
-    return Kind(
-        name,
-        initial="todo",
-        states=[
-            State("todo", 1, Role.WORK, on_failure="fail"),
-            State("awaiting", 2, Role.WAIT, deadline=WAIT_FOR, on_deadline="expire"),
-            State("done", 10, Role.FINAL),
-            State("failed", 11, Role.FINAL),
-            State("expired", 12, Role.FINAL),
-            State("cancelled", 13, Role.FINAL),
-        ],
-        events=[
-            Event("ask", "todo", "awaiting"),
-            Event("answered", "awaiting", "done"),
-            Event("refused", "awaiting", "failed"),
-            Event("again", "awaiting", "todo"),
-            Event("expire", "awaiting", "expired"),
-            Event("fail", "todo", "failed"),
-            Event("cancel", ["todo", "awaiting"], "cancelled"),
-        ],
-    )
+    return shared_ticket_kind(name, wait_for=WAIT_FOR)
 
 
 ticket = ticket_kind()
