@@ -51,7 +51,7 @@ from rich.table import Table  # noqa: E402
 
 from tenure.cli.worker import pool_size  # noqa: E402
 from tenure.store import open_store  # noqa: E402
-from tenure.store.core import StoreCore  # noqa: E402
+from tenure.store.protocol import EngineStore  # noqa: E402
 
 #: This folder: the server imports the bench kind from it.
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -145,7 +145,7 @@ class HttpTarget:
 class DirectTarget:
     """The calls the endpoints make, on a store in this process (shared by every thread, like the server's)."""
 
-    def __init__(self, store: StoreCore) -> None:
+    def __init__(self, store: EngineStore) -> None:
         self.store = store
 
     def create(self) -> Tracked:

@@ -34,8 +34,8 @@ from tenure.engine import Worker  # noqa: E402
 from tenure.engine.provision import MemoryProvisioner, ProvisionRequest, ProvisionResult  # noqa: E402
 from tenure.kinds.transfer import transfer, transfer_steps  # noqa: E402
 from tenure.store import open_store  # noqa: E402
-from tenure.store.core import StoreCore  # noqa: E402
 from tenure.store.inbox import token_hash  # noqa: E402
+from tenure.store.protocol import EngineStore  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TRANSITIONS_PER_LIFECYCLE = 10
@@ -95,7 +95,7 @@ class Workers:
                 p.kill()
 
 
-def _drive(store: StoreCore, count: int, spec: dict[str, Any]) -> float:
+def _drive(store: EngineStore, count: int, spec: dict[str, Any]) -> float:
     """Create ``count`` transfers, complete each once started, wait until all are deprovisioned."""
     started = time.perf_counter()
     for i in range(count):
@@ -167,7 +167,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _latency_samples(store: StoreCore, queue: Any, samples: int, pause: float) -> tuple[list[float], list[float]]:
+def _latency_samples(store: EngineStore, queue: Any, samples: int, pause: float) -> tuple[list[float], list[float]]:
     applied, next_step = [], []
     spec = {"resources": [{"id": "bucket", "type": "async"}]}
     for i in range(samples):

@@ -42,7 +42,7 @@ from rich.table import Table
 from tenure import open_store
 from tenure.flow import Checkpoints, Flow, FlowEngine, FlowOutcome, MemoryCheckpoints, RunState, TaskState, linear, task
 from tenure.flow.durable import StoreCheckpoints
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SMALL = 10  # tasks in the flow of section (1)
@@ -127,7 +127,7 @@ class TenureBackend:
     def __init__(self, label: str, url: str | None) -> None:
         self.label = label
         self.url = url
-        self.store: StoreCore | None = None
+        self.store: EngineStore | None = None
         self.checkpoints: Checkpoints | None = None
         if url is not None:
             self.store = open_store(url, check_schema=False)

@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tenure import Event, Kind, Resource, State, open_store
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 # --- the machine every library runs ------------------------------------------------------------
 
@@ -459,7 +459,7 @@ class LostRace(RuntimeError):
 class TenureWorker:
     """``store.fire(snapshot, event)``, round-robin over its own resources, chaining the snapshots."""
 
-    def __init__(self, store: StoreCore, resources: list[Resource]) -> None:
+    def __init__(self, store: EngineStore, resources: list[Resource]) -> None:
         self.store, self.snapshots = store, resources
 
     def run(self, deadline: float) -> int:
@@ -640,7 +640,7 @@ def measure(contenders: dict[str, list[Worker]], budget: Budget) -> dict[str, fl
     return best
 
 
-def _create(store: StoreCore, count: int) -> list[Resource]:
+def _create(store: EngineStore, count: int) -> list[Resource]:
     return [store.create(KIND.name) for _ in range(count)]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,20 +19,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    # The helper modules beside this file are imported by name, also by spawned worker processes
-    # (which inherit sys.path from this one).
-    sys.path.insert(0, _TESTS)
+# The helpers' own asserts get pytest's messages too (registered before anything imports them).
+pytest.register_assert_rewrite("tests.store_support", "tests.support", "tests.unit.flow.flow_support")
 
-pytest.register_assert_rewrite("store_support")
-
-from kinds_for_tests import job  # noqa: E402
-from store_support import FakeClock  # noqa: E402
 from tenure import Kind, open_store  # noqa: E402
 from tenure.kinds.image import image  # noqa: E402
-from tenure.store.core import StoreCore  # noqa: E402
 from tenure.store.postgres import redact  # noqa: E402
+from tenure.store.protocol import EngineStore  # noqa: E402
+from tests.kinds_for_tests import job  # noqa: E402
+from tests.store_support import FakeClock  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TENURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -126,7 +120,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(store_url: str, clock: FakeClock) -> Iterator[StoreCore]:
+def store(store_url: str, clock: FakeClock) -> Iterator[EngineStore]:
     """A migrated store of each dialect, knowing the ``image`` and ``job`` kinds."""
     s = open_store(store_url, KINDS, clock=clock, check_schema=False)
     try:

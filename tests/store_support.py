@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from tenure import Conflict, JournalEntry, Kind, Resource, TransitionNotAllowed, open_store
 from tenure.kinds.image import image
 from tenure.store import CREATE_EVENT
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 __all__ = [
     "RACE_EVENTS",
@@ -55,7 +55,7 @@ class FakeClock:
 # --- reading and checking histories -------------------------------------------------------------
 
 
-def all_journal(store: StoreCore, resource_id: str) -> list[JournalEntry]:
+def all_journal(store: EngineStore, resource_id: str) -> list[JournalEntry]:
     """Every journal entry of one resource, paging through ``after_version``."""
     out: list[JournalEntry] = []
     while True:
@@ -65,7 +65,7 @@ def all_journal(store: StoreCore, resource_id: str) -> list[JournalEntry]:
             return out
 
 
-def feed_all(store: StoreCore, after_seq: int = 0) -> list[JournalEntry]:
+def feed_all(store: EngineStore, after_seq: int = 0) -> list[JournalEntry]:
     """Every journal entry after ``after_seq``, paging through the feed."""
     out: list[JournalEntry] = []
     cursor = after_seq
@@ -151,7 +151,7 @@ class Report:
 
 
 def check_history(
-    store: StoreCore, resource_ids: Iterable[str], wins: Sequence[Win], *, after_seq: int = 0
+    store: EngineStore, resource_ids: Iterable[str], wins: Sequence[Win], *, after_seq: int = 0
 ) -> dict[str, list[JournalEntry]]:
     """The invariants every history must keep, whoever wrote it; returns the journals read.
 
@@ -225,7 +225,7 @@ def check_lockstep(reports: Sequence[Report], workers: int) -> int:
 # --- the race worker ------------------------------------------------------------------------------
 
 
-def bring_to_active(store: StoreCore, count: int) -> tuple[list[str], list[Win]]:
+def bring_to_active(store: EngineStore, count: int) -> tuple[list[str], list[Win]]:
     """Create ``count`` images and take each to ``active``; returns their ids and the wins doing so."""
     ids: list[str] = []
     wins: list[Win] = []
@@ -268,14 +268,14 @@ class BarrierLike(Protocol):
     def abort(self) -> None: ...
 
 
-def _fire(store: StoreCore, rid: str, rng: random.Random, report: Report, *, style: str) -> None:
+def _fire(store: EngineStore, rid: str, rng: random.Random, report: Report, *, style: str) -> None:
     snap = store.get(rid)
     event = choose_event(rng, snap.state)
     if event is not None:
         _fire_at(store, snap, event, report, style=style, rnd=None)
 
 
-def _fire_at(store: StoreCore, snap: Resource, event: str, report: Report, *, style: str, rnd: int | None) -> None:
+def _fire_at(store: EngineStore, snap: Resource, event: str, report: Report, *, style: str, rnd: int | None) -> None:
     actor = report.actor
     try:
         if style == "snapshot":

@@ -6,8 +6,76 @@ attributes, and a message that says what was wrong and what would have been acce
 >>> err = Conflict(resource_id="r1", expected_version=3, actual_version=5)
 >>> str(err)
 'resource r1 was changed concurrently: expected version 3, found version 5'
->>> isinstance(err, TenureError)
+>>> isinstance(err, WriteConflict) and isinstance(err, TenureError)
 True
+
+The errors form one tree; catch the group that says what you will do about it:
+
+    TenureError
+    ├── KindError
+    │   ├── InvalidKind
+    │   ├── InvalidSteps
+    │   ├── DuplicateKind
+    │   ├── ModuleNotImportable
+    │   ├── NoKindFound
+    │   ├── UnknownKind
+    │   ├── UnknownState
+    │   └── UnknownEvent
+    ├── InputError
+    │   ├── InvalidArgument
+    │   ├── InvalidSpec
+    │   └── InvalidUsage
+    ├── ResourceNotFound
+    ├── WriteConflict
+    │   ├── TransitionNotAllowed
+    │   ├── Conflict
+    │   │   └── ClaimLost
+    │   ├── AlreadyExists
+    │   ├── IdempotencyKeyReused
+    │   └── NotSharable
+    ├── QuotaError
+    │   ├── QuotaExceeded
+    │   └── QuotaNotFound
+    ├── FlowError
+    │   ├── InvalidFlow
+    │   ├── FlowFailed
+    │   ├── FlowChanged
+    │   ├── FlowRunNotFound
+    │   └── FlowActionNotAllowed
+    └── StoreError
+        ├── InvalidDatabaseURL
+        ├── StoreUnavailable
+        ├── SchemaNotMigrated
+        └── SchemaTooNew
+
+``KindError``
+    A kind (or the steps, or the module, that should provide it) is declared wrong, two different
+    kinds share a name, or a request names a kind, state or event that is not declared. Fix the
+    declaration or the name: trying the same thing again fails the same way.
+``InputError``
+    An argument, a spec or a command line is outside what the operation accepts; the message says
+    what would be accepted. Fix the input.
+``ResourceNotFound``
+    The id names no resource (never created, or a stale id). It stands alone: it is the one error
+    every reader of an id has to expect, and it needs nothing but a different id.
+``WriteConflict``
+    What is stored refuses the change: the resource is at another version (``Conflict``, and
+    ``ClaimLost`` for a worker's fenced write), its state does not allow the event
+    (``TransitionNotAllowed``), a key is taken (``AlreadyExists``, ``IdempotencyKeyReused``) or
+    another party holds it (``NotSharable``). Re-read, then decide whether the change still makes
+    sense; nothing was written.
+``QuotaError``
+    A reservation would exceed a project's limit, or names a quota that does not exist.
+``FlowError``
+    A flow cannot run, a flow run failed or cannot be resumed as asked, or a run id names no run.
+``StoreError``
+    The database: a URL that cannot be used, a database that cannot be reached (retry later), or a
+    schema that is not at this version of tenure (run ``tenure migrate``, or upgrade tenure).
+
+Catch ``TenureError`` to handle everything tenure refuses on purpose. A few errors live beside the
+code that raises them and derive from ``TenureError`` directly: ``ApiError`` and
+``ServerUnreachable`` (:mod:`tenure.service.client`), ``ConfigError`` (:mod:`tenure.service.config`)
+and ``ServerFailed`` (:mod:`tenure.service.server`).
 """
 
 from __future__ import annotations
@@ -19,16 +87,26 @@ __all__ = [
     "AlreadyExists",
     "ClaimLost",
     "Conflict",
-    "InvalidSteps",
+    "DuplicateKind",
+    "FlowActionNotAllowed",
+    "FlowChanged",
+    "FlowError",
+    "FlowFailed",
+    "FlowRunNotFound",
     "IdempotencyKeyReused",
+    "InputError",
     "InvalidArgument",
     "InvalidDatabaseURL",
-    "FlowChanged",
-    "FlowFailed",
     "InvalidFlow",
     "InvalidKind",
     "InvalidSpec",
+    "InvalidSteps",
+    "InvalidUsage",
+    "KindError",
+    "ModuleNotImportable",
+    "NoKindFound",
     "NotSharable",
+    "QuotaError",
     "QuotaExceeded",
     "QuotaNotFound",
     "ResourceNotFound",
@@ -41,6 +119,7 @@ __all__ = [
     "UnknownEvent",
     "UnknownKind",
     "UnknownState",
+    "WriteConflict",
 ]
 
 
@@ -74,10 +153,51 @@ def _restore(cls: type[TenureError], message: str, facts: dict[str, Any]) -> Ten
     return err
 
 
+# --- the groups --------------------------------------------------------------------------------
+# Each group only classifies: it adds no facts, so raising one directly works like TenureError
+# (an optional message). Code raises the specific classes below; callers catch the groups.
+
+
+class KindError(TenureError):
+    """A kind (or what provides it) is declared wrong, or a name is not one a kind declares."""
+
+    default_message = "kind declaration or name not accepted"
+
+
+class InputError(TenureError):
+    """An argument, spec or command line is outside what the operation accepts."""
+
+    default_message = "invalid input"
+
+
+class WriteConflict(TenureError):
+    """What is stored (a version, a state, a key, a holder) refuses the change; nothing was written."""
+
+    default_message = "the change conflicts with what is stored"
+
+
+class QuotaError(TenureError):
+    """A quota refuses a reservation, or is not there."""
+
+    default_message = "quota error"
+
+
+class FlowError(TenureError):
+    """A flow cannot run, a run failed, or a run cannot be found or moved on as asked."""
+
+    default_message = "flow error"
+
+
+class StoreError(TenureError):
+    """The database cannot be used: its URL, its availability, or its schema version."""
+
+    default_message = "store error"
+
+
 # --- declaring kinds ---------------------------------------------------------------------------
 
 
-class InvalidKind(TenureError):
+class InvalidKind(KindError):
     """A kind declaration breaks a rule; ``problems`` lists every rule it breaks."""
 
     default_message = "invalid kind declaration"
@@ -89,7 +209,56 @@ class InvalidKind(TenureError):
         super().__init__(f"kind {kind!r} is invalid:\n{lines}")
 
 
-class UnknownKind(TenureError):
+class InvalidSteps(KindError):
+    """Steps given to the engine do not fit their kinds; ``problems`` lists every one."""
+
+    default_message = "invalid steps"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid steps:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class DuplicateKind(KindError):
+    """A store was given a second, different kind under a name it already has a kind for."""
+
+    default_message = "duplicate kind"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"a different kind named {kind!r} is already registered with this store")
+
+
+class ModuleNotImportable(KindError):
+    """A module named to load kinds (or steps) from cannot be imported; ``reason`` is Python's."""
+
+    default_message = "module cannot be imported"
+
+    def __init__(self, module: str, reason: str, *, what: str = "kinds") -> None:
+        self.module = module
+        self.reason = reason
+        #: What the module was imported for: ``kinds`` or ``steps``.
+        self.what = what
+        super().__init__(f"cannot import {what} from {module!r}: {reason}")
+
+
+class NoKindFound(KindError):
+    """A module imported for kinds defines none (or not the one ``module:name`` asks for)."""
+
+    default_message = "no kind found"
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self.module = module
+        self.name = name
+        if name is None:
+            super().__init__(f"module {module!r} defines no Kind at top level")
+        else:
+            super().__init__(f"{f'{module}:{name}'!r} is not a Kind (module {module!r} has no kind named {name!r})")
+
+
+class UnknownKind(KindError):
+    """A kind name that is not loaded; ``known`` lists the ones that are."""
+
     default_message = "unknown kind"
 
     def __init__(self, kind: str, known: Sequence[str]) -> None:
@@ -98,7 +267,9 @@ class UnknownKind(TenureError):
         super().__init__(f"unknown kind {kind!r}; known kinds: {_names(self.known)}")
 
 
-class UnknownState(TenureError):
+class UnknownState(KindError):
+    """A state name the kind does not declare; ``known`` lists the ones it does."""
+
     default_message = "unknown state"
 
     def __init__(self, kind: str, state: str, known: Sequence[str]) -> None:
@@ -108,7 +279,9 @@ class UnknownState(TenureError):
         super().__init__(f"kind {kind!r} has no state {state!r}; its states are: {_names(self.known)}")
 
 
-class UnknownEvent(TenureError):
+class UnknownEvent(KindError):
+    """An event name the kind does not declare; ``known`` lists the ones it does."""
+
     default_message = "unknown event"
 
     def __init__(self, kind: str, event: str, known: Sequence[str]) -> None:
@@ -118,7 +291,64 @@ class UnknownEvent(TenureError):
         super().__init__(f"kind {kind!r} has no event {event!r}; its events are: {_names(self.known)}")
 
 
-class TransitionNotAllowed(TenureError):
+# --- input -------------------------------------------------------------------------------------
+
+
+class InvalidArgument(InputError):
+    """An argument is outside what the operation accepts."""
+
+    default_message = "invalid argument"
+
+    def __init__(self, field: str, constraint: str, got: Any = None) -> None:
+        self.field = field
+        self.constraint = constraint
+        self.got = got
+        super().__init__(f"{field} {constraint}, got {got!r}")
+
+
+class InvalidSpec(InputError):
+    """A resource's spec does not match what its kind accepts."""
+
+    default_message = "invalid spec"
+
+    def __init__(self, kind: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.kind = kind
+        self.problems = tuple(problems)
+        detail = "; ".join(f"{field}: {constraint}" for field, constraint in self.problems)
+        super().__init__(f"invalid spec for kind {kind!r}: {detail}")
+
+
+class InvalidUsage(InputError):
+    """A command line asks for something that cannot be done as given.
+
+    Options that do not go together, a file it names that cannot be read, text that is not the JSON
+    asked for: ``problem`` says which, and what would be accepted.
+    """
+
+    default_message = "invalid usage"
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+class ResourceNotFound(TenureError):
+    """No resource has this id."""
+
+    default_message = "resource not found"
+
+    def __init__(self, resource_id: str) -> None:
+        self.resource_id = resource_id
+        super().__init__(f"no resource with id {resource_id!r}")
+
+
+# --- writes that what is stored refuses ----------------------------------------------------------
+
+
+class TransitionNotAllowed(WriteConflict):
     """The event is not allowed in the resource's current state (or a guard refused it)."""
 
     default_message = "transition not allowed"
@@ -147,86 +377,7 @@ class TransitionNotAllowed(TenureError):
         )
 
 
-class InvalidSpec(TenureError):
-    """A resource's spec does not match what its kind accepts."""
-
-    default_message = "invalid spec"
-
-    def __init__(self, kind: str, problems: Sequence[tuple[str, str]]) -> None:
-        self.kind = kind
-        self.problems = tuple(problems)
-        detail = "; ".join(f"{field}: {constraint}" for field, constraint in self.problems)
-        super().__init__(f"invalid spec for kind {kind!r}: {detail}")
-
-
-class InvalidArgument(TenureError):
-    """An argument is outside what the operation accepts."""
-
-    default_message = "invalid argument"
-
-    def __init__(self, field: str, constraint: str, got: Any = None) -> None:
-        self.field = field
-        self.constraint = constraint
-        self.got = got
-        super().__init__(f"{field} {constraint}, got {got!r}")
-
-
-# --- flows -------------------------------------------------------------------------------------
-
-
-class InvalidFlow(TenureError):
-    """A flow or task declaration cannot run; ``problems`` lists why."""
-
-    default_message = "invalid flow"
-
-    def __init__(self, flow: str, problems: Sequence[str]) -> None:
-        self.flow = flow
-        self.problems = tuple(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"flow {flow!r} cannot run:\n{lines}")
-
-
-class FlowFailed(TenureError):
-    """A flow run ended without succeeding (reverted, or its revert failed)."""
-
-    default_message = "flow failed"
-
-    def __init__(self, flow: str, run_id: str, state: str, failures: Mapping[str, str]) -> None:
-        self.flow = flow
-        self.run_id = run_id
-        self.state = state
-        self.failures = dict(failures)
-        detail = "; ".join(f"{task}: {why}" for task, why in self.failures.items()) or "no failure recorded"
-        super().__init__(f"flow {flow!r} run {run_id} ended {state}: {detail}")
-
-
-class FlowChanged(TenureError):
-    """A stored run was made by a different definition of its flow than the one resuming it."""
-
-    default_message = "flow definition changed"
-
-    def __init__(self, run_id: str, *, stored: str, current: str) -> None:
-        self.run_id = run_id
-        self.stored = stored
-        self.current = current
-        super().__init__(
-            f"flow run {run_id} was started by {stored} but the flow is now {current}; "
-            "resume it with the definition that started it, or bump the flow's version and migrate the run"
-        )
-
-
-# --- resources ---------------------------------------------------------------------------------
-
-
-class ResourceNotFound(TenureError):
-    default_message = "resource not found"
-
-    def __init__(self, resource_id: str) -> None:
-        self.resource_id = resource_id
-        super().__init__(f"no resource with id {resource_id!r}")
-
-
-class Conflict(TenureError):
+class Conflict(WriteConflict):
     """A compare-and-swap lost: the resource is not at the version the writer expected."""
 
     default_message = "concurrent modification"
@@ -284,17 +435,7 @@ class ClaimLost(Conflict):
         self.args = (self.message,)
 
 
-class InvalidSteps(TenureError):
-    """Steps given to the engine do not fit their kinds; ``problems`` lists every one."""
-
-    default_message = "invalid steps"
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("invalid steps:\n" + "\n".join(f"  - {p}" for p in self.problems))
-
-
-class AlreadyExists(TenureError):
+class AlreadyExists(WriteConflict):
     """Something was created with a key that is already taken."""
 
     default_message = "already exists"
@@ -305,7 +446,7 @@ class AlreadyExists(TenureError):
         super().__init__(f"a {what} with key {key!r} already exists; use another key or read the existing one")
 
 
-class IdempotencyKeyReused(TenureError):
+class IdempotencyKeyReused(WriteConflict):
     """An idempotency key was sent again with a different request."""
 
     default_message = "idempotency key reused with a different request"
@@ -320,37 +461,7 @@ class IdempotencyKeyReused(TenureError):
         )
 
 
-class QuotaExceeded(TenureError):
-    """A reservation would take a project over its limit."""
-
-    default_message = "quota exceeded"
-
-    def __init__(self, *, project: str, resource: str, requested: int, available: int, hard_limit: int) -> None:
-        self.project = project
-        self.resource = resource
-        self.requested = requested
-        self.available = available
-        self.hard_limit = hard_limit
-        super().__init__(
-            f"project {project!r} cannot reserve {requested} {resource}: only {available} of its "
-            f"limit of {hard_limit} are free"
-        )
-
-
-class QuotaNotFound(TenureError):
-    """A quota or reservation that does not exist."""
-
-    default_message = "no such quota"
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        super().__init__(f"no such quota or reservation: {what}")
-
-
-# --- stores ------------------------------------------------------------------------------------
-
-
-class NotSharable(TenureError):
+class NotSharable(WriteConflict):
     """A second party asked to use a resource that is not sharable."""
 
     default_message = "resource not sharable"
@@ -367,11 +478,111 @@ class NotSharable(TenureError):
         )
 
 
-class StoreError(TenureError):
-    default_message = "store error"
+# --- quotas ------------------------------------------------------------------------------------
+
+
+class QuotaExceeded(QuotaError):
+    """A reservation would take a project over its limit."""
+
+    default_message = "quota exceeded"
+
+    def __init__(self, *, project: str, resource: str, requested: int, available: int, hard_limit: int) -> None:
+        self.project = project
+        self.resource = resource
+        self.requested = requested
+        self.available = available
+        self.hard_limit = hard_limit
+        super().__init__(
+            f"project {project!r} cannot reserve {requested} {resource}: only {available} of its "
+            f"limit of {hard_limit} are free"
+        )
+
+
+class QuotaNotFound(QuotaError):
+    """A quota or reservation that does not exist."""
+
+    default_message = "no such quota"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"no such quota or reservation: {what}")
+
+
+# --- flows -------------------------------------------------------------------------------------
+
+
+class InvalidFlow(FlowError):
+    """A flow or task declaration cannot run; ``problems`` lists why."""
+
+    default_message = "invalid flow"
+
+    def __init__(self, flow: str, problems: Sequence[str]) -> None:
+        self.flow = flow
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"flow {flow!r} cannot run:\n{lines}")
+
+
+class FlowFailed(FlowError):
+    """A flow run ended without succeeding (reverted, or its revert failed)."""
+
+    default_message = "flow failed"
+
+    def __init__(self, flow: str, run_id: str, state: str, failures: Mapping[str, str]) -> None:
+        self.flow = flow
+        self.run_id = run_id
+        self.state = state
+        self.failures = dict(failures)
+        detail = "; ".join(f"{task}: {why}" for task, why in self.failures.items()) or "no failure recorded"
+        super().__init__(f"flow {flow!r} run {run_id} ended {state}: {detail}")
+
+
+class FlowChanged(FlowError):
+    """A stored run was made by a different definition of its flow than the one resuming it."""
+
+    default_message = "flow definition changed"
+
+    def __init__(self, run_id: str, *, stored: str, current: str) -> None:
+        self.run_id = run_id
+        self.stored = stored
+        self.current = current
+        super().__init__(
+            f"flow run {run_id} was started by {stored} but the flow is now {current}; "
+            "resume it with the definition that started it, or bump the flow's version and migrate the run"
+        )
+
+
+class FlowRunNotFound(FlowError):
+    """No flow run has this id."""
+
+    default_message = "flow run not found"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no flow run with id {run_id!r}")
+
+
+class FlowActionNotAllowed(FlowError):
+    """An operator's action on a flow run (retry its revert, resolve it) does not fit the run's state."""
+
+    default_message = "action not allowed in the flow run's state"
+
+    def __init__(self, run_id: str, *, state: str, action: str, required: str) -> None:
+        self.run_id = run_id
+        self.state = state
+        #: What was asked, as the message says it ("retry its revert", "be resolved").
+        self.action = action
+        #: The state the run must be in for it.
+        self.required = required
+        super().__init__(f"flow run {run_id} is {state}; only a {required} run can {action}")
+
+
+# --- stores ------------------------------------------------------------------------------------
 
 
 class InvalidDatabaseURL(StoreError):
+    """A database URL that names no store tenure can open; the message lists the accepted forms."""
+
     default_message = "invalid database URL"
 
     def __init__(self, url: str, reason: str) -> None:
@@ -385,6 +596,8 @@ class InvalidDatabaseURL(StoreError):
 
 
 class StoreUnavailable(StoreError):
+    """The database cannot be reached or did not answer; trying again later may succeed."""
+
     default_message = "database unavailable"
 
     def __init__(self, target: str, reason: str) -> None:
@@ -394,6 +607,8 @@ class StoreUnavailable(StoreError):
 
 
 class SchemaNotMigrated(StoreError):
+    """The database's schema is older than this tenure needs; ``tenure migrate`` brings it up."""
+
     default_message = "database schema is not migrated"
 
     def __init__(self, target: str, current: int, required: int) -> None:
@@ -407,6 +622,8 @@ class SchemaNotMigrated(StoreError):
 
 
 class SchemaTooNew(StoreError):
+    """The database's schema is newer than this tenure knows; upgrade tenure."""
+
     default_message = "database schema is newer than this tenure"
 
     def __init__(self, target: str, current: int, known: int) -> None:

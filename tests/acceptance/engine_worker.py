@@ -2,7 +2,7 @@
 
 Usage::
 
-    python engine_worker.py URL --name NAME --stats PATH [options]
+    python -m tests.acceptance.engine_worker URL --name NAME --stats PATH [options]   # from the project's root
 
 It opens the store at ``URL`` (PostgreSQL), builds the ``transfer`` kind with short deadlines and a
 short backoff (:func:`chaos_kind`), the transfer steps driving one provisioner plug-in,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python flow_crash_worker.py URL RUN_ID LOG --launch N [--fail] [--kill-at POINT]
+    python -m tests.acceptance.flow_crash_worker URL RUN_ID LOG --launch N [--fail] [--kill-at POINT]
 
 The flow is the api flow of seed 004 on a real store: ``validate`` the request, ``reserve`` quota
 (the task's idempotency key is the reservation id; reverted by rolling it back), ``create_entry``
@@ -32,9 +32,9 @@ wrote ``LABEL`` committed (a task boundary); ``mid:TASK.execute.before`` / ``.af
 The worker also logs ``N point POINT`` for every point it passes, so a run without a kill point
 lists every place it could have been killed.
 
-The test launches this module either as a script (a cold interpreter) or through a fork server
-that has it imported already (:func:`forked`); both run :func:`main` in a process of their own
-that shares nothing with the test but the database and the log file.
+The test launches this module either in a cold interpreter (``python -m``, from the project's root)
+or through a fork server that has it imported already (:func:`forked`); both run :func:`main` in a
+process of their own that shares nothing with the test but the database and the log file.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from tenure.flow import FlowEngine, FunctionTask, RunRecord, TaskContext, TaskRe
 from tenure.flow.durable import StoreCheckpoints
 from tenure.flow.patterns import Flow
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 from tenure.store.records import ReservationState
 
 __all__ = [
@@ -149,7 +149,7 @@ class SideEffects:
 class LoggedCheckpoints(StoreCheckpoints):
     """Store checkpoints that log every committed transaction and offer a kill point after it."""
 
-    def __init__(self, store: StoreCore, effects: SideEffects) -> None:
+    def __init__(self, store: EngineStore, effects: SideEffects) -> None:
         super().__init__(store)
         self.effects = effects
 
@@ -173,7 +173,7 @@ class LoggedCheckpoints(StoreCheckpoints):
 class ApiFlow:
     """The tasks of the flow, bound to a store and a side-effect log."""
 
-    def __init__(self, store: StoreCore, effects: SideEffects) -> None:
+    def __init__(self, store: EngineStore, effects: SideEffects) -> None:
         self.store = store
         self.effects = effects
 

@@ -65,24 +65,20 @@ from psycopg import sql
 from tenure import Conflict, Delivery, JournalEntry, Kind, Receipt, Resource, TransitionNotAllowed, open_store
 from tenure.errors import StoreUnavailable
 from tenure.machine import Backoff
-from tenure.store.core import StoreCore
 from tenure.store.inbox import token_hash
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import engine_worker as ew  # noqa: E402
-from pg_cluster import ClusterUnavailable, PrivateCluster  # noqa: E402
-
-from store_support import all_journal, replay  # noqa: E402
+from tenure.store.protocol import EngineStore
+from tests.acceptance import engine_worker as ew
+from tests.acceptance.pg_cluster import ClusterUnavailable, PrivateCluster
+from tests.store_support import all_journal, replay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 SOAK = os.environ.get("TENURE_SOAK", "").strip() == "1"
 only_when_soaking = pytest.mark.skipif(not SOAK, reason="long soak test: set TENURE_SOAK=1 to run it")
 
-WORKER_SCRIPT = str(Path(ew.__file__).resolve())
+#: The worker processes run ``engine_worker`` as a module of the ``tests`` package, from the project's root.
+WORKER_MODULE = ew.__name__
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: The longest the test waits for any one thing to happen (CI machines are slow).
 PATIENCE = 120.0
 #: A run whose journal has not grown for this long is stuck.
@@ -205,9 +201,10 @@ class Fleet:
         err = self.tmp / f"{name}.stderr"
         with open(err, "wb") as stderr:
             popen = subprocess.Popen(
-                [sys.executable, WORKER_SCRIPT, url, "--name", name, "--stats", str(stats), *self.options.argv()],
+                [sys.executable, "-m", WORKER_MODULE, url, "--name", name, "--stats", str(stats), *self.options.argv()],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                cwd=PROJECT_ROOT,
             )
         proc = Proc(name, popen, stats, err)
         self.procs.append(proc)
@@ -352,7 +349,7 @@ def effects(db: Db, resource_id: str | None = None) -> list[Effect]:
     return [Effect(*row) for row in db.rows(query, {"rid": resource_id})]
 
 
-def prepare(url: str, kind: Kind) -> StoreCore:
+def prepare(url: str, kind: Kind) -> EngineStore:
     store = open_store(url, [kind], check_schema=False)
     store.migrate()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -384,7 +381,7 @@ def transfer_spec(n: int, *, resources: Sequence[Mapping[str, Any]] | None = Non
     return {"asset": f"asset-{n}", "dataplane": ew.PLUGIN, "resources": [dict(d) for d in defs]}
 
 
-def describe_resources(store: StoreCore, ids: Sequence[str], limit: int = 10) -> str:
+def describe_resources(store: EngineStore, ids: Sequence[str], limit: int = 10) -> str:
     lines = []
     for rid in ids[:limit]:
         r = store.get(rid)
@@ -396,7 +393,7 @@ def describe_resources(store: StoreCore, ids: Sequence[str], limit: int = 10) ->
     return "\n".join(lines)
 
 
-def complete_started(store: StoreCore) -> int:
+def complete_started(store: EngineStore) -> int:
     """Fire ``complete`` on every transfer that reached ``started`` (the client's part of the lifecycle)."""
     fired = 0
     for r in store.list(kind=ew.KIND_NAME, state="started", limit=1000).items:
@@ -406,7 +403,7 @@ def complete_started(store: StoreCore) -> int:
     return fired
 
 
-def all_ended(store: StoreCore, ids: Iterable[str]) -> bool:
+def all_ended(store: EngineStore, ids: Iterable[str]) -> bool:
     """Complete the transfers that started; True once every one of ``ids`` is in a final state."""
     complete_started(store)
     return all(store.get(i).state in FINAL for i in ids)
@@ -416,7 +413,7 @@ def all_ended(store: StoreCore, ids: Iterable[str]) -> bool:
 
 
 def drive(
-    store: StoreCore,
+    store: EngineStore,
     db: Db,
     fleet: Fleet,
     *,
@@ -467,7 +464,7 @@ def drive(
         time.sleep(0.05)
 
 
-def _all(store: StoreCore) -> list[Resource]:
+def _all(store: EngineStore) -> list[Resource]:
     out: list[Resource] = []
     after: str | None = None
     while True:
@@ -511,7 +508,7 @@ class Findings:
 
 
 def check_transfers(
-    store: StoreCore,
+    store: EngineStore,
     db: Db,
     kind: Kind,
     ids: Sequence[str],
@@ -973,7 +970,7 @@ def test_soak_postgres_restarts_mid_run(
 class Scenario:
     """One fleet run over a few labelled transfers, kept for the tests of this module that read it."""
 
-    store: StoreCore
+    store: EngineStore
     db: Db
     kind: Kind
     fleet: Fleet
@@ -1037,7 +1034,7 @@ def scenario(admin_url: str, tmp: Path, options: WorkerOptions, workers: int) ->
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def deliver_at_once(store: StoreCore, times: int, *args: Any, **kwargs: Any) -> list[Receipt]:
+def deliver_at_once(store: EngineStore, times: int, *args: Any, **kwargs: Any) -> list[Receipt]:
     """Deliver the same callback from ``times`` threads at the same moment."""
     barrier = threading.Barrier(times)
     out: list[Receipt] = []

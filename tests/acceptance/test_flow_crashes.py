@@ -43,15 +43,9 @@ import pytest
 
 from tenure import open_store
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 from tenure.store.records import ReservationState
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    # The worker module beside this file is imported by name, here and in the fork server.
-    sys.path.insert(0, _HERE)
-
-import flow_crash_worker as worker  # noqa: E402
+from tests.acceptance import flow_crash_worker as worker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -129,8 +123,8 @@ class ForkLauncher:
     """
 
     #: Imported once by the fork server, so that a launch costs a fork, not an interpreter's start.
-    #: (Python 3.11's fork server does not apply the parent's sys.path, so the worker module itself
-    #: is imported by each child, which is cheap once tenure is loaded.)
+    #: (Python 3.11's fork server does not take the parent's module search path, so where it cannot
+    #: import the worker module itself, each child does, which is cheap once tenure is loaded.)
     PRELOAD = (
         "__main__",
         "tenure.flow",
@@ -138,7 +132,7 @@ class ForkLauncher:
         "tenure.kinds.image",
         "tenure.store.sqlite",
         "tenure.store.postgres",
-        "flow_crash_worker",
+        worker.__name__,
     )
 
     def __init__(self) -> None:
@@ -167,13 +161,21 @@ class PopenHandle:
             return None
 
 
+#: The project's root: cold worker processes run ``flow_crash_worker`` as a module of the ``tests`` package.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 class ScriptLauncher:
-    """Each launch is a cold interpreter running ``flow_crash_worker.py`` as a script."""
+    """Each launch is a cold interpreter running ``flow_crash_worker`` (``python -m``) from the project's root."""
 
     def start(self, argv: list[str]) -> Handle:
-        script = str(Path(worker.__file__).resolve())
         with open(f"{argv[2]}.stderr", "ab") as stderr:  # argv[2]: the run's log
-            popen = subprocess.Popen([sys.executable, script, *argv], stdout=subprocess.DEVNULL, stderr=stderr)
+            popen = subprocess.Popen(
+                [sys.executable, "-m", worker.__name__, *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=PROJECT_ROOT,
+            )
         return PopenHandle(popen)
 
 
@@ -278,7 +280,7 @@ class Driver:
         self._made = 0
         self._lock = threading.Lock()
 
-    def new_run(self, store: StoreCore, fail: bool, label: str) -> Run:
+    def new_run(self, store: EngineStore, fail: bool, label: str) -> Run:
         with self._lock:
             self._made += 1
             n = self._made
@@ -336,7 +338,7 @@ class Driver:
         run.exit_codes.append(code)
         assert code == worker.EXIT_DONE, f"the restarted worker ended with {code}\n{run.describe()}"
 
-    def drive(self, store: StoreCore, fail: bool, points: Sequence[str], label: str) -> Run:
+    def drive(self, store: EngineStore, fail: bool, points: Sequence[str], label: str) -> Run:
         run = self.new_run(store, fail, label)
         for point in points:
             self.kill_at(run, point)
@@ -346,9 +348,9 @@ class Driver:
 
 def drive_all(
     driver: Driver,
-    store: StoreCore,
+    store: EngineStore,
     cases: Iterable[tuple[bool, Sequence[str]]],
-    check: Callable[[StoreCore, Run], None],
+    check: Callable[[EngineStore, Run], None],
 ) -> int:
     """Drive runs concurrently and check each; fail with every broken case listed. Returns the count."""
     cases = list(cases)
@@ -377,7 +379,7 @@ def _labels(line: Line) -> set[str]:
     return set(line.subject.split(","))
 
 
-def _entries_named(store: StoreCore, name: str) -> list[Any]:
+def _entries_named(store: EngineStore, name: str) -> list[Any]:
     found: list[Any] = []
     after: str | None = None
     while True:
@@ -411,7 +413,7 @@ def kills_inside(run: Run, lines: Sequence[Line]) -> Counter[str]:
     return where
 
 
-def check_run(store: StoreCore, run: Run) -> None:
+def check_run(store: EngineStore, run: Run) -> None:
     """The invariants every run keeps, whatever happened to its processes."""
     lines = read_log(run.log)
     context = run.describe()
@@ -516,7 +518,7 @@ def check_log(run: Run, lines: Sequence[Line]) -> None:
             assert counts["started", name] == 0, f"{name} ran in a run that succeeded\n{context}"
 
 
-def check_single_kill(store: StoreCore, run: Run) -> None:
+def check_single_kill(store: EngineStore, run: Run) -> None:
     """A run killed once at a known point: exactly what must have run, how often, and as which attempt."""
     check_run(store, run)
     assert len(run.kills) == 1, run.kills
@@ -561,7 +563,7 @@ def check_single_kill(store: StoreCore, run: Run) -> None:
 # --- fixtures ---------------------------------------------------------------------------------------
 
 
-def _migrated(url: str) -> StoreCore:
+def _migrated(url: str) -> EngineStore:
     store = open_store(url, [image], check_schema=False)
     store.migrate()
     return store
@@ -573,21 +575,21 @@ def fork_launcher() -> ForkLauncher:
 
 
 @pytest.fixture
-def sqlite_store(sqlite_url: str) -> Iterator[StoreCore]:
+def sqlite_store(sqlite_url: str) -> Iterator[EngineStore]:
     store = _migrated(sqlite_url)
     yield store
     store.close()
 
 
 @pytest.fixture
-def pg_store(pg_url: str) -> Iterator[StoreCore]:
+def pg_store(pg_url: str) -> Iterator[EngineStore]:
     store = _migrated(pg_url)
     yield store
     store.close()
 
 
 @pytest.fixture
-def any_store(store_url: str) -> Iterator[StoreCore]:
+def any_store(store_url: str) -> Iterator[EngineStore]:
     store = _migrated(store_url)
     yield store
     store.close()
@@ -598,7 +600,7 @@ def any_store(store_url: str) -> Iterator[StoreCore]:
 
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_kill_points_cover_every_checkpoint_and_task(
-    fork_launcher: ForkLauncher, sqlite_store: StoreCore, sqlite_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, sqlite_store: EngineStore, sqlite_url: str, tmp_path: Path, fail: bool
 ) -> None:
     """A run without kills passes exactly the points the other tests kill at: none is missed."""
     driver = Driver(fork_launcher, sqlite_url, tmp_path)
@@ -614,7 +616,7 @@ def test_kill_points_cover_every_checkpoint_and_task(
 
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_sqlite_kill_at_every_boundary_and_middle(
-    fork_launcher: ForkLauncher, sqlite_store: StoreCore, sqlite_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, sqlite_store: EngineStore, sqlite_url: str, tmp_path: Path, fail: bool
 ) -> None:
     driver = Driver(fork_launcher, sqlite_url, tmp_path)
     cases = [(fail, [point]) for point in all_points(fail)]
@@ -624,7 +626,7 @@ def test_sqlite_kill_at_every_boundary_and_middle(
 @pytest.mark.postgres
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_postgres_kill_at_every_other_point(
-    fork_launcher: ForkLauncher, pg_store: StoreCore, pg_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, pg_store: EngineStore, pg_url: str, tmp_path: Path, fail: bool
 ) -> None:
     driver = Driver(fork_launcher, pg_url, tmp_path)
     points = all_points(fail)
@@ -634,7 +636,7 @@ def test_postgres_kill_at_every_other_point(
 
 
 def test_cold_processes_killed_forward_and_while_reverting(
-    any_store: StoreCore, store_url: str, tmp_path: Path
+    any_store: EngineStore, store_url: str, tmp_path: Path
 ) -> None:
     """The same through freshly started interpreters, killed twice in one run that fails."""
     driver = Driver(ScriptLauncher(), store_url, tmp_path)
@@ -652,7 +654,7 @@ def test_cold_processes_killed_forward_and_while_reverting(
 @pytest.mark.postgres
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_soak_postgres_kill_at_every_point(
-    fork_launcher: ForkLauncher, pg_store: StoreCore, pg_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, pg_store: EngineStore, pg_url: str, tmp_path: Path, fail: bool
 ) -> None:
     driver = Driver(fork_launcher, pg_url, tmp_path)
     drive_all(driver, pg_store, [(fail, [point]) for point in all_points(fail)], check_single_kill)
@@ -663,7 +665,7 @@ def test_soak_postgres_kill_at_every_point(
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_soak_one_run_killed_at_every_point_in_turn(
-    fork_launcher: ForkLauncher, any_store: StoreCore, store_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, any_store: EngineStore, store_url: str, tmp_path: Path, fail: bool
 ) -> None:
     driver = Driver(fork_launcher, store_url, tmp_path)
     reference = driver.drive(any_store, fail, [], "reference")
@@ -687,7 +689,7 @@ def test_soak_one_run_killed_at_every_point_in_turn(
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "fail"])
 def test_soak_killed_twice_at_the_same_point(
-    fork_launcher: ForkLauncher, any_store: StoreCore, store_url: str, tmp_path: Path, fail: bool
+    fork_launcher: ForkLauncher, any_store: EngineStore, store_url: str, tmp_path: Path, fail: bool
 ) -> None:
     driver = Driver(fork_launcher, store_url, tmp_path)
     # Only the points a resumed launch passes again: inside tasks, and the records of a task start.
@@ -699,7 +701,7 @@ def test_soak_killed_twice_at_the_same_point(
 @only_when_soaking
 @pytest.mark.timeout(3600)
 def test_soak_kills_at_random_moments(
-    fork_launcher: ForkLauncher, any_store: StoreCore, store_url: str, tmp_path: Path
+    fork_launcher: ForkLauncher, any_store: EngineStore, store_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL at random times: inside checkpoint transactions and task effects, not only at points."""
     driver = Driver(fork_launcher, store_url, tmp_path)

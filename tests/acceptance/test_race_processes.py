@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from store_support import Report, bring_to_active, check_history, check_lockstep, process_main
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import Report, bring_to_active, check_history, check_lockstep, process_main
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,7 +26,7 @@ FREE_OPS = 3
 REPORT_TIMEOUT = 180.0
 
 
-def test_racing_processes_never_lose_an_update(store: StoreCore, store_url: str) -> None:
+def test_racing_processes_never_lose_an_update(store: EngineStore, store_url: str) -> None:
     ids, wins = bring_to_active(store, RESOURCES)
 
     ctx = multiprocessing.get_context("spawn")

@@ -7,7 +7,7 @@ work becomes due, so a change into a rest or final state must still move the cha
 from __future__ import annotations
 
 from tenure import Event, Kind, Role, State, open_store
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 lamp = Kind(
     "lamp",
@@ -17,7 +17,7 @@ lamp = Kind(
 )
 
 
-def test_another_connection_s_rest_to_rest_change_moves_the_change_signal(store: StoreCore, store_url: str) -> None:
+def test_another_connection_s_rest_to_rest_change_moves_the_change_signal(store: EngineStore, store_url: str) -> None:
     store.register(lamp)
     writer = store
     watcher = open_store(store_url, [lamp])
@@ -39,7 +39,7 @@ def test_another_connection_s_rest_to_rest_change_moves_the_change_signal(store:
         watcher.close()
 
 
-def test_a_store_that_does_not_listen_is_not_woken(store: StoreCore) -> None:
+def test_a_store_that_does_not_listen_is_not_woken(store: EngineStore) -> None:
     store.register(lamp)
     seen = store.changed.seq
     store.fire(store.create("lamp"), "turn_on")

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from store_support import FakeClock, all_journal, feed_all
 from tenure import Conflict, InvalidArgument, Resource, TransitionNotAllowed, UnknownKind, UnknownState, open_store
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
 from tenure.store.feed import BEGINNING, Change, Changes
 from tenure.store.postgres import Q as PG_QUERIES
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock, all_journal, feed_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,12 +33,12 @@ def store_url(reused_store_url: str) -> str:
     return reused_store_url
 
 
-def _active(store: StoreCore, name: str = "img") -> Resource:
+def _active(store: EngineStore, name: str = "img") -> Resource:
     r = store.create("image", {"name": name})
     return store.fire(store.fire(r, "upload"), "activate")
 
 
-def settle(store: StoreCore) -> None:
+def settle(store: EngineStore) -> None:
     """Wait until the feed can deliver every committed entry.
 
     On PostgreSQL the feed holds back entries above the oldest transaction still running anywhere on
@@ -58,7 +58,7 @@ def settle(store: StoreCore) -> None:
             time.sleep(0.005)
 
 
-def read_all(store: StoreCore, after: str | None = None, *, limit: int = 3, **filters: str) -> tuple[list[Change], str]:
+def read_all(store: EngineStore, after: str | None = None, *, limit: int = 3, **filters: str) -> tuple[list[Change], str]:
     """Every change after ``after``, page by page (once the feed has settled); returns them and the final position."""
     settle(store)
     out: list[Change] = []
@@ -76,7 +76,7 @@ def read_all(store: StoreCore, after: str | None = None, *, limit: int = 3, **fi
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def test_the_feed_from_the_beginning_is_the_journal_with_kinds(store: StoreCore) -> None:
+def test_the_feed_from_the_beginning_is_the_journal_with_kinds(store: EngineStore) -> None:
     a = _active(store, "a")
     b = store.create("job")
     store.fire(a, "deactivate")
@@ -93,14 +93,14 @@ def test_the_feed_from_the_beginning_is_the_journal_with_kinds(store: StoreCore)
     assert first.to_json() == {"position": first.position, "kind": "image", **first.entry.to_json()}
 
 
-def test_an_empty_feed_stays_at_the_beginning(store: StoreCore) -> None:
+def test_an_empty_feed_stays_at_the_beginning(store: EngineStore) -> None:
     assert store.changes() == Changes([], BEGINNING)
     assert store.changes(BEGINNING) == Changes([], BEGINNING)
     assert store.latest_position() == BEGINNING
     assert Changes([], BEGINNING).to_json() == {"entries": [], "position": BEGINNING}
 
 
-def test_a_reader_resumes_where_it_stopped_and_misses_nothing(store: StoreCore) -> None:
+def test_a_reader_resumes_where_it_stopped_and_misses_nothing(store: EngineStore) -> None:
     r = _active(store)
     seen, position = read_all(store)
     assert store.changes(position) == Changes([], position)  # nothing new: the same position back
@@ -113,7 +113,7 @@ def test_a_reader_resumes_where_it_stopped_and_misses_nothing(store: StoreCore) 
     assert position2 > position
 
 
-def test_pages_cover_everything_exactly_once(store: StoreCore) -> None:
+def test_pages_cover_everything_exactly_once(store: EngineStore) -> None:
     for i in range(7):
         _active(store, f"r{i}")
     for limit in (1, 2, 5, 21, 1000):
@@ -121,7 +121,7 @@ def test_pages_cover_everything_exactly_once(store: StoreCore) -> None:
         assert [c.entry for c in changes] == feed_all(store), limit
 
 
-def test_latest_position_starts_a_watcher_at_now(store: StoreCore) -> None:
+def test_latest_position_starts_a_watcher_at_now(store: EngineStore) -> None:
     r = _active(store)
     settle(store)
     now = store.latest_position()
@@ -133,7 +133,7 @@ def test_latest_position_starts_a_watcher_at_now(store: StoreCore) -> None:
     assert store.latest_position() == change.position
 
 
-def test_filters_by_kind_resource_and_state(store: StoreCore) -> None:
+def test_filters_by_kind_resource_and_state(store: EngineStore) -> None:
     a = _active(store, "a")
     b = _active(store, "b")
     job = store.create("job")
@@ -150,7 +150,7 @@ def test_filters_by_kind_resource_and_state(store: StoreCore) -> None:
     assert read_all(store, resource_id="nope")[0] == []
 
 
-def test_a_filtered_reader_moves_past_what_it_does_not_want_but_never_past_what_it_does(store: StoreCore) -> None:
+def test_a_filtered_reader_moves_past_what_it_does_not_want_but_never_past_what_it_does(store: EngineStore) -> None:
     a = _active(store, "a")
     settle(store)
     page = store.changes(kind="job")
@@ -180,20 +180,20 @@ def test_a_filtered_reader_moves_past_what_it_does_not_want_but_never_past_what_
         "f" * 32,
     ],
 )
-def test_a_malformed_position_is_refused_saying_what_one_looks_like(store: StoreCore, after: str) -> None:
+def test_a_malformed_position_is_refused_saying_what_one_looks_like(store: EngineStore, after: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         store.changes(after)
     assert (caught.value.field, caught.value.got) == ("after", after)
     assert "32 lowercase hexadecimal digits" in caught.value.constraint
 
 
-def test_a_position_that_is_not_text_is_refused(store: StoreCore) -> None:
+def test_a_position_that_is_not_text_is_refused(store: EngineStore) -> None:
     with pytest.raises(InvalidArgument) as caught:
         store.changes(12)  # type: ignore[arg-type]
     assert caught.value.field == "after"
 
 
-def test_sqlite_positions_carry_no_transaction(store: StoreCore) -> None:
+def test_sqlite_positions_carry_no_transaction(store: EngineStore) -> None:
     foreign = "00000000000003e8" + "0" * 16
     if getattr(store, "dialect", "") == "postgres":
         assert store.changes(foreign).entries == []
@@ -203,13 +203,13 @@ def test_sqlite_positions_carry_no_transaction(store: StoreCore) -> None:
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001])
-def test_limits_are_bounded(store: StoreCore, limit: int) -> None:
+def test_limits_are_bounded(store: EngineStore, limit: int) -> None:
     with pytest.raises(InvalidArgument) as caught:
         store.changes(limit=limit)
     assert caught.value.field == "limit"
 
 
-def test_unknown_kinds_and_states_are_refused(store: StoreCore) -> None:
+def test_unknown_kinds_and_states_are_refused(store: EngineStore) -> None:
     with pytest.raises(UnknownKind):
         store.changes(kind="nope")
     with pytest.raises(UnknownState):
@@ -221,7 +221,7 @@ def test_unknown_kinds_and_states_are_refused(store: StoreCore) -> None:
 # --- concurrent writers ----------------------------------------------------------------------------
 
 
-def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(store_url: str, store: StoreCore) -> None:
+def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(store_url: str, store: EngineStore) -> None:
     writers, per_writer = 6, 25
     ids = [_active(store, f"w{i}").id for i in range(writers * 2)]
     settle(store)
@@ -286,7 +286,7 @@ def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(st
 
 
 @pytest.fixture
-def pg_store(pg_url: str, clock: FakeClock) -> Iterator[StoreCore]:
+def pg_store(pg_url: str, clock: FakeClock) -> Iterator[EngineStore]:
     s = open_store(pg_url, [image], clock=clock, check_schema=False)
     s.migrate()
     yield s
@@ -294,7 +294,7 @@ def pg_store(pg_url: str, clock: FakeClock) -> Iterator[StoreCore]:
 
 
 @pytest.mark.postgres
-def test_an_entry_that_commits_after_a_later_one_is_not_skipped(pg_url: str, pg_store: StoreCore) -> None:
+def test_an_entry_that_commits_after_a_later_one_is_not_skipped(pg_url: str, pg_store: EngineStore) -> None:
     """A transaction takes seq N and stays open while one with seq N+1 commits: a cursor on seq alone
     would read N+1 and never see N; the feed holds both back until N commits, then delivers both."""
     store = pg_store
@@ -342,7 +342,7 @@ def test_an_entry_that_commits_after_a_later_one_is_not_skipped(pg_url: str, pg_
 
 @pytest.mark.postgres
 def test_an_open_transaction_holds_back_later_commits_and_latest_position_never_runs_past_it(
-    pg_url: str, pg_store: StoreCore
+    pg_url: str, pg_store: EngineStore
 ) -> None:
     store = pg_store
     r = _active(store)

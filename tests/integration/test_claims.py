@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
 from hypothesis import strategies as st
 
-from store_support import FakeClock, all_journal
 from tenure import (
     ANY,
     Backoff,
@@ -34,8 +33,9 @@ from tenure import (
     open_store,
 )
 from tenure.store.claims import RETRY_EVENT, Agenda, Claim, WaitPlan
-from tenure.store.core import StoreCore
 from tenure.store.inbox import token_hash
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock, all_journal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,13 +87,13 @@ def store_url(reused_store_url: str) -> str:
 
 
 @pytest.fixture
-def s(store: StoreCore) -> StoreCore:
+def s(store: EngineStore) -> EngineStore:
     """The migrated store of each dialect, also knowing the ticket kind."""
     store.register(ticket)
     return store
 
 
-def claim_one(s: StoreCore, worker: str = "w1", due: Sequence[tuple[str, str]] = QUEUED) -> Claim:
+def claim_one(s: EngineStore, worker: str = "w1", due: Sequence[tuple[str, str]] = QUEUED) -> Claim:
     claims = s.claim(worker, due, lease=LEASE)
     assert len(claims) == 1, claims
     return claims[0]
@@ -105,7 +105,7 @@ def expiry(c: Claim) -> datetime:
     return expires
 
 
-def unchanged(s: StoreCore, expected: Resource) -> None:
+def unchanged(s: EngineStore, expected: Resource) -> None:
     """The row is exactly ``expected`` and its journal ends at that version."""
     assert s.get(expected.id) == expected
     journal = all_journal(s, expected.id)
@@ -115,7 +115,7 @@ def unchanged(s: StoreCore, expected: Resource) -> None:
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def test_a_new_work_resource_is_claimed_at_once(s: StoreCore, clock: FakeClock) -> None:
+def test_a_new_work_resource_is_claimed_at_once(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket", data={"n": 1})
     c = claim_one(s, "w1")
     assert c.takeover is False
@@ -126,7 +126,7 @@ def test_a_new_work_resource_is_claimed_at_once(s: StoreCore, clock: FakeClock) 
     assert s.get(r.id) == c.resource, "the claim's snapshot is the row as claimed"
 
 
-def test_claiming_neither_bumps_the_version_nor_journals(s: StoreCore) -> None:
+def test_claiming_neither_bumps_the_version_nor_journals(s: EngineStore) -> None:
     r = s.create("ticket")
     feed_before = s.feed()
     c = claim_one(s)
@@ -136,7 +136,7 @@ def test_claiming_neither_bumps_the_version_nor_journals(s: StoreCore) -> None:
     assert s.feed() == feed_before
 
 
-def test_claim_honours_the_due_time(s: StoreCore, clock: FakeClock) -> None:
+def test_claim_honours_the_due_time(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s)
     later = clock.now + timedelta(seconds=10)
@@ -148,7 +148,7 @@ def test_claim_honours_the_due_time(s: StoreCore, clock: FakeClock) -> None:
     assert claim_one(s).resource.next_attempt_at == later
 
 
-def test_only_the_given_kinds_and_states_are_claimed(s: StoreCore) -> None:
+def test_only_the_given_kinds_and_states_are_claimed(s: EngineStore) -> None:
     queued = s.create("ticket")
     building = s.fire(s.create("ticket"), "build")
     job = s.create("job")
@@ -162,7 +162,7 @@ def test_only_the_given_kinds_and_states_are_claimed(s: StoreCore) -> None:
     assert claim_one(s, due=[("ticket", "queued"), ("ticket", "building")]).resource.id == queued.id
 
 
-def test_limit_caps_each_claim(s: StoreCore, clock: FakeClock) -> None:
+def test_limit_caps_each_claim(s: EngineStore, clock: FakeClock) -> None:
     ids = []
     for _ in range(5):
         ids.append(s.create("ticket").id)
@@ -176,7 +176,7 @@ def test_limit_caps_each_claim(s: StoreCore, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001])
-def test_limit_must_be_between_1_and_1000(s: StoreCore, limit: int) -> None:
+def test_limit_must_be_between_1_and_1000(s: EngineStore, limit: int) -> None:
     s.create("ticket")
     with pytest.raises(InvalidArgument) as info:
         s.claim("w", QUEUED, limit=limit, lease=LEASE)
@@ -185,7 +185,7 @@ def test_limit_must_be_between_1_and_1000(s: StoreCore, limit: int) -> None:
 
 
 @pytest.mark.parametrize("lease", [timedelta(0), timedelta(seconds=-5)])
-def test_lease_must_be_positive(s: StoreCore, lease: timedelta) -> None:
+def test_lease_must_be_positive(s: EngineStore, lease: timedelta) -> None:
     s.create("ticket")
     with pytest.raises(InvalidArgument) as info:
         s.claim("w", QUEUED, lease=lease)
@@ -193,7 +193,7 @@ def test_lease_must_be_positive(s: StoreCore, lease: timedelta) -> None:
     claim_one(s)
 
 
-def test_claims_come_oldest_due_first(s: StoreCore, clock: FakeClock) -> None:
+def test_claims_come_oldest_due_first(s: EngineStore, clock: FakeClock) -> None:
     t0 = clock.now
     made: dict[int, str] = {}
     for offset in (3, 1, 4, 0, 2):
@@ -206,7 +206,7 @@ def test_claims_come_oldest_due_first(s: StoreCore, clock: FakeClock) -> None:
     assert [c.resource.next_attempt_at for c in claims] == [t0 + timedelta(seconds=n) for n in (2, 3, 4)]
 
 
-def test_a_rescheduled_resource_goes_behind_the_others(s: StoreCore, clock: FakeClock) -> None:
+def test_a_rescheduled_resource_goes_behind_the_others(s: EngineStore, clock: FakeClock) -> None:
     a = s.create("ticket")
     clock.advance()
     b = s.create("ticket")
@@ -217,7 +217,7 @@ def test_a_rescheduled_resource_goes_behind_the_others(s: StoreCore, clock: Fake
     assert [x.resource.id for x in s.claim("w", QUEUED, lease=LEASE)] == [b.id, a.id]
 
 
-def test_a_live_claim_is_skipped_by_everybody(s: StoreCore, clock: FakeClock) -> None:
+def test_a_live_claim_is_skipped_by_everybody(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s, "w1")
     assert s.claim("w2", QUEUED, lease=LEASE) == []
@@ -227,7 +227,7 @@ def test_a_live_claim_is_skipped_by_everybody(s: StoreCore, clock: FakeClock) ->
     assert s.get(c.resource.id) == c.resource
 
 
-def test_an_expired_claim_is_taken_over_with_a_new_token(s: StoreCore, clock: FakeClock) -> None:
+def test_an_expired_claim_is_taken_over_with_a_new_token(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket")
     old = claim_one(s, "w1")
     clock.now = expiry(old)
@@ -243,7 +243,7 @@ def test_an_expired_claim_is_taken_over_with_a_new_token(s: StoreCore, clock: Fa
 # --- renewing and releasing ----------------------------------------------------------------------
 
 
-def test_renew_extends_only_the_claims_still_held(s: StoreCore, clock: FakeClock) -> None:
+def test_renew_extends_only_the_claims_still_held(s: EngineStore, clock: FakeClock) -> None:
     for _ in range(4):
         s.create("ticket")
     a, b, c = s.claim("w1", QUEUED, limit=3, lease=LEASE)
@@ -261,7 +261,7 @@ def test_renew_extends_only_the_claims_still_held(s: StoreCore, clock: FakeClock
     assert s.renew([], lease=LEASE) == set()
 
 
-def test_renew_reports_a_claim_taken_over_as_lost(s: StoreCore, clock: FakeClock) -> None:
+def test_renew_reports_a_claim_taken_over_as_lost(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     old = claim_one(s, "w1")
     clock.advance(LEASE)
@@ -271,7 +271,7 @@ def test_renew_reports_a_claim_taken_over_as_lost(s: StoreCore, clock: FakeClock
     assert s.renew([old.token, new.token], lease=LEASE) == {new.token}
 
 
-def test_a_renewed_claim_is_not_taken_over_at_its_first_expiry(s: StoreCore, clock: FakeClock) -> None:
+def test_a_renewed_claim_is_not_taken_over_at_its_first_expiry(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s, "w1")
     clock.advance(LEASE - TINY)
@@ -282,7 +282,7 @@ def test_a_renewed_claim_is_not_taken_over_at_its_first_expiry(s: StoreCore, clo
     assert claim_one(s, "w2").takeover
 
 
-def test_an_expired_claim_nobody_took_over_is_still_held(s: StoreCore, clock: FakeClock) -> None:
+def test_an_expired_claim_nobody_took_over_is_still_held(s: EngineStore, clock: FakeClock) -> None:
     """Fencing is by token and version, not by the clock: until somebody takes it over, it holds."""
     s.create("ticket")
     c = claim_one(s)
@@ -292,7 +292,7 @@ def test_an_expired_claim_nobody_took_over_is_still_held(s: StoreCore, clock: Fa
     assert after.state == "building"
 
 
-def test_release_makes_the_resource_due_again_at_once(s: StoreCore, clock: FakeClock) -> None:
+def test_release_makes_the_resource_due_again_at_once(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket")
     c = claim_one(s, "w1")
     clock.advance(timedelta(seconds=5))
@@ -306,7 +306,7 @@ def test_release_makes_the_resource_due_again_at_once(s: StoreCore, clock: FakeC
     assert (again.resource.id, again.takeover) == (r.id, False)
 
 
-def test_releasing_a_lost_claim_changes_nothing(s: StoreCore, clock: FakeClock) -> None:
+def test_releasing_a_lost_claim_changes_nothing(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     old = claim_one(s, "w1")
     clock.advance(LEASE)
@@ -317,7 +317,7 @@ def test_releasing_a_lost_claim_changes_nothing(s: StoreCore, clock: FakeClock) 
     assert s.release(new) is False
 
 
-def test_release_wakes_the_store_own_waiters(s: StoreCore) -> None:
+def test_release_wakes_the_store_own_waiters(s: EngineStore) -> None:
     s.create("ticket")
     c = claim_one(s)
     seen = s.signal.seq
@@ -328,7 +328,7 @@ def test_release_wakes_the_store_own_waiters(s: StoreCore) -> None:
 # --- fenced writes -------------------------------------------------------------------------------
 
 
-def test_fire_claimed_writes_the_transition_and_drops_the_claim(s: StoreCore, clock: FakeClock) -> None:
+def test_fire_claimed_writes_the_transition_and_drops_the_claim(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket", data={"keep": 1})
     c = claim_one(s)
     clock.advance(timedelta(seconds=3))
@@ -351,7 +351,7 @@ def test_fire_claimed_writes_the_transition_and_drops_the_claim(s: StoreCore, cl
     assert s.signal.seq > seen, "entering a work state is work for somebody"
 
 
-def test_fire_claimed_into_a_wait_opens_the_wait_in_the_same_write(s: StoreCore, clock: FakeClock) -> None:
+def test_fire_claimed_into_a_wait_opens_the_wait_in_the_same_write(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket")
     c = claim_one(s)
     hashed = token_hash("secret-1")
@@ -378,7 +378,7 @@ def test_fire_claimed_into_a_wait_opens_the_wait_in_the_same_write(s: StoreCore,
     assert s.wait(token_hash("secret-2")) is None
 
 
-def test_fire_claimed_is_refused_after_a_takeover(s: StoreCore, clock: FakeClock) -> None:
+def test_fire_claimed_is_refused_after_a_takeover(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket")
     old = claim_one(s, "w1")
     clock.advance(LEASE)
@@ -400,7 +400,7 @@ def test_fire_claimed_is_refused_after_a_takeover(s: StoreCore, clock: FakeClock
     assert s.fire_claimed(new, "build").state == "building", "the new holder writes"
 
 
-def test_fire_claimed_is_refused_after_a_client_moved_the_resource(s: StoreCore) -> None:
+def test_fire_claimed_is_refused_after_a_client_moved_the_resource(s: EngineStore) -> None:
     r = s.create("ticket")
     c = claim_one(s, "w1")
     moved = s.fire(r, "cancel", actor="client")
@@ -418,7 +418,7 @@ def test_fire_claimed_is_refused_after_a_client_moved_the_resource(s: StoreCore)
     unchanged(s, moved)
 
 
-def test_a_claim_writes_once(s: StoreCore) -> None:
+def test_a_claim_writes_once(s: EngineStore) -> None:
     s.create("ticket")
     c = claim_one(s)
     after = s.fire_claimed(c, "build")
@@ -428,7 +428,7 @@ def test_a_claim_writes_once(s: StoreCore) -> None:
     unchanged(s, after)
 
 
-def test_fire_claimed_with_an_event_not_allowed_writes_nothing_and_keeps_the_claim(s: StoreCore) -> None:
+def test_fire_claimed_with_an_event_not_allowed_writes_nothing_and_keeps_the_claim(s: EngineStore) -> None:
     s.create("ticket")
     c = claim_one(s)
     with pytest.raises(TransitionNotAllowed):
@@ -440,7 +440,7 @@ def test_fire_claimed_with_an_event_not_allowed_writes_nothing_and_keeps_the_cla
 # --- retry_later ---------------------------------------------------------------------------------
 
 
-def test_retry_later_records_the_failed_attempt_and_keeps_the_state(s: StoreCore, clock: FakeClock) -> None:
+def test_retry_later_records_the_failed_attempt_and_keeps_the_state(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket", data={"orig": 1})
     c = claim_one(s, "w1")
     clock.advance(timedelta(seconds=2))
@@ -471,7 +471,7 @@ def test_retry_later_records_the_failed_attempt_and_keeps_the_state(s: StoreCore
     assert entry.detail == {"attempt": 1, "error": "boom", "next_attempt_at": at.isoformat()}
 
 
-def test_retries_count_up_and_a_transition_resets_them(s: StoreCore, clock: FakeClock) -> None:
+def test_retries_count_up_and_a_transition_resets_them(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket", data={"orig": 1})
     for attempt in (1, 2):
         c = claim_one(s)
@@ -487,7 +487,7 @@ def test_retries_count_up_and_a_transition_resets_them(s: StoreCore, clock: Fake
     assert [e.event for e in all_journal(s, r.id)] == ["@create", RETRY_EVENT, RETRY_EVENT, "build"]
 
 
-def test_retry_later_is_fenced(s: StoreCore, clock: FakeClock) -> None:
+def test_retry_later_is_fenced(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     old = claim_one(s, "w1")
     clock.advance(LEASE)
@@ -503,7 +503,7 @@ def test_retry_later_is_fenced(s: StoreCore, clock: FakeClock) -> None:
     unchanged(s, moved)
 
 
-def test_retry_later_refuses_nul_in_the_error_like_fire(s: StoreCore, clock: FakeClock) -> None:
+def test_retry_later_refuses_nul_in_the_error_like_fire(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s)
     with pytest.raises(InvalidArgument) as info:
@@ -516,7 +516,7 @@ def test_retry_later_refuses_nul_in_the_error_like_fire(s: StoreCore, clock: Fak
     unchanged(s, c.resource)
 
 
-def test_retry_later_refuses_nul_in_the_actor_like_fire(s: StoreCore, clock: FakeClock) -> None:
+def test_retry_later_refuses_nul_in_the_actor_like_fire(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s)
     with pytest.raises(InvalidArgument) as fired:
@@ -531,12 +531,12 @@ def test_retry_later_refuses_nul_in_the_actor_like_fire(s: StoreCore, clock: Fak
 # --- what is due, and when -----------------------------------------------------------------------
 
 
-def ask(s: StoreCore, r: Resource) -> Resource:
+def ask(s: EngineStore, r: Resource) -> Resource:
     """A client moves ``r`` into the ticket's wait state (deadline: TICKET_WAIT from now)."""
     return s.fire(r, "ask")
 
 
-def test_expired_waits_lists_waits_past_their_deadline_earliest_first(s: StoreCore, clock: FakeClock) -> None:
+def test_expired_waits_lists_waits_past_their_deadline_earliest_first(s: EngineStore, clock: FakeClock) -> None:
     t0 = clock.now
     a = ask(s, s.create("ticket"))
     clock.advance(timedelta(seconds=10))
@@ -560,13 +560,13 @@ def test_expired_waits_lists_waits_past_their_deadline_earliest_first(s: StoreCo
     assert [r.id for r in s.expired_waits(["ticket"])] == [b.id]
 
 
-def test_next_wakeup_is_none_when_nothing_is_scheduled(s: StoreCore) -> None:
+def test_next_wakeup_is_none_when_nothing_is_scheduled(s: EngineStore) -> None:
     assert s.next_wakeup(QUEUED, ["ticket"]) is None
     s.fire(s.fire(s.create("ticket"), "ask"), "answered")
     assert s.next_wakeup(QUEUED, ["ticket"]) is None
 
 
-def test_next_wakeup_sees_a_due_resource(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_sees_a_due_resource(s: EngineStore, clock: FakeClock) -> None:
     t0 = clock.now
     s.create("ticket")
     clock.advance(timedelta(seconds=5))
@@ -575,27 +575,27 @@ def test_next_wakeup_sees_a_due_resource(s: StoreCore, clock: FakeClock) -> None
     assert s.next_wakeup([("ticket", "building")], []) is None, "only the worker's (kind, state) pairs count"
 
 
-def test_next_wakeup_sees_a_retry_time(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_sees_a_retry_time(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     at = clock.now + timedelta(seconds=42)
     s.retry_later(claim_one(s), error="x", at=at, attempts=1)
     assert s.next_wakeup(QUEUED, []) == at
 
 
-def test_next_wakeup_sees_a_claim_expiry_not_the_claimed_due_time(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_sees_a_claim_expiry_not_the_claimed_due_time(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s)
     assert s.next_wakeup(QUEUED, []) == c.resource.claim_expires_at == clock.now + LEASE
     assert s.next_wakeup([("ticket", "building")], []) is None
 
 
-def test_next_wakeup_sees_a_deadline_of_the_given_kinds(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_sees_a_deadline_of_the_given_kinds(s: EngineStore, clock: FakeClock) -> None:
     waiting = ask(s, s.create("ticket"))
     assert s.next_wakeup([], ["ticket"]) == waiting.deadline == clock.now + TICKET_WAIT
     assert s.next_wakeup(QUEUED, ["job"]) is None
 
 
-def test_next_wakeup_sees_an_unsettled_callback_of_the_given_kinds(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_sees_an_unsettled_callback_of_the_given_kinds(s: EngineStore, clock: FakeClock) -> None:
     r = s.create("ticket")
     waiting = s.fire_claimed(claim_one(s), "ask", wait=WaitPlan(token_hash("t"), ("a",), RULES))
     clock.advance(timedelta(seconds=4))
@@ -606,7 +606,7 @@ def test_next_wakeup_sees_an_unsettled_callback_of_the_given_kinds(s: StoreCore,
     assert s.next_wakeup([], ["ticket"]) == waiting.deadline
 
 
-def test_the_agenda_says_when_each_kind_of_work_is_due(s: StoreCore, clock: FakeClock) -> None:
+def test_the_agenda_says_when_each_kind_of_work_is_due(s: EngineStore, clock: FakeClock) -> None:
     t0 = clock.now
     assert s.agenda(QUEUED, ["ticket"]) == Agenda(None, None, None, None)
     assert s.agenda(QUEUED, ["ticket"]).earliest is None
@@ -637,7 +637,7 @@ def test_the_agenda_says_when_each_kind_of_work_is_due(s: StoreCore, clock: Fake
     )
 
 
-def test_next_wakeup_is_the_earliest_of_everything(s: StoreCore, clock: FakeClock) -> None:
+def test_next_wakeup_is_the_earliest_of_everything(s: EngineStore, clock: FakeClock) -> None:
     t0 = clock.now
     s.create("ticket")
     s.retry_later(claim_one(s), error="x", at=t0 + timedelta(seconds=50), attempts=1)  # retry at +50
@@ -654,7 +654,7 @@ def test_next_wakeup_is_the_earliest_of_everything(s: StoreCore, clock: FakeCloc
 # --- the store's own signal ----------------------------------------------------------------------
 
 
-def test_writes_that_make_work_due_bump_the_signal(s: StoreCore, clock: FakeClock) -> None:
+def test_writes_that_make_work_due_bump_the_signal(s: EngineStore, clock: FakeClock) -> None:
     writes: list[Callable[[], object]] = [
         lambda: s.create("ticket"),
         lambda: s.fire_claimed(claim_one(s), "build"),
@@ -673,7 +673,7 @@ THREADS = 8
 RESOURCES = 60
 
 
-def run_threads(url: str, clock: FakeClock, work: Callable[[StoreCore, int, threading.Barrier], None]) -> None:
+def run_threads(url: str, clock: FakeClock, work: Callable[[EngineStore, int, threading.Barrier], None]) -> None:
     """Run ``work(store, n, barrier)`` in THREADS threads, each with its own store object."""
     barrier = threading.Barrier(THREADS)
     failures: list[str] = []
@@ -697,18 +697,18 @@ def run_threads(url: str, clock: FakeClock, work: Callable[[StoreCore, int, thre
     assert failures == []
 
 
-def claim_all(store: StoreCore, worker: str) -> list[Claim]:
+def claim_all(store: EngineStore, worker: str) -> list[Claim]:
     got: list[Claim] = []
     while batch := store.claim(worker, QUEUED, limit=3, lease=timedelta(hours=1)):
         got.extend(batch)
     return got
 
 
-def test_racing_claimers_never_share_a_resource(s: StoreCore, store_url: str, clock: FakeClock) -> None:
+def test_racing_claimers_never_share_a_resource(s: EngineStore, store_url: str, clock: FakeClock) -> None:
     ids = {s.create("ticket").id for _ in range(RESOURCES)}
     claims: list[Claim] = []
 
-    def work(store: StoreCore, n: int, barrier: threading.Barrier) -> None:
+    def work(store: EngineStore, n: int, barrier: threading.Barrier) -> None:
         barrier.wait(60)
         claims.extend(claim_all(store, f"w{n}"))
 
@@ -720,7 +720,7 @@ def test_racing_claimers_never_share_a_resource(s: StoreCore, store_url: str, cl
         assert s.get(c.resource.id) == c.resource, "the row holds the one claim handed out"
 
 
-def test_racing_takeovers_and_late_writes_have_one_winner_each(s: StoreCore, store_url: str, clock: FakeClock) -> None:
+def test_racing_takeovers_and_late_writes_have_one_winner_each(s: EngineStore, store_url: str, clock: FakeClock) -> None:
     """Everybody claims; the leases run out; everybody takes over; then every claim, stale or not, writes.
 
     Each resource is taken over by exactly one worker, and only the write under that claim lands.
@@ -730,7 +730,7 @@ def test_racing_takeovers_and_late_writes_have_one_winner_each(s: StoreCore, sto
     live: list[Claim] = []
     outcomes: dict[str, Resource | ClaimLost] = {}
 
-    def work(store: StoreCore, n: int, barrier: threading.Barrier) -> None:
+    def work(store: EngineStore, n: int, barrier: threading.Barrier) -> None:
         barrier.wait(60)
         stale.extend(claim_all(store, f"w{n}"))
         if barrier.wait(60) == 0:
@@ -801,7 +801,7 @@ OPS = st.lists(
 )
 @given(first=st.integers(min_value=1, max_value=4), ops=OPS)
 def test_claims_follow_the_lease_model(
-    s: StoreCore, clock: FakeClock, first: int, ops: list[tuple[str, str, int]]
+    s: EngineStore, clock: FakeClock, first: int, ops: list[tuple[str, str, int]]
 ) -> None:
     """Random creates, claims, clock moves, renewals, releases and fenced writes by three workers.
 
@@ -894,7 +894,7 @@ def test_claims_follow_the_lease_model(
             )
 
 
-def test_the_lease_model_property_isolates_examples(s: StoreCore) -> None:
+def test_the_lease_model_property_isolates_examples(s: EngineStore) -> None:
     """Kinds made for the property never collide (each example claims only its own resources)."""
     a, b = lease_kind(), lease_kind()
     assert a.name != b.name

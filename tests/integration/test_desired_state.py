@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import pytest
 
-from store_support import FakeClock, all_journal
 from tenure import ClaimLost, Conflict, InvalidArgument, Resource, ResourceNotFound, UnknownState
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
 from tenure.store.desired import DESIRED_EVENT, desire_pending
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock, all_journal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,12 +28,12 @@ def store_url(reused_store_url: str) -> str:
     return reused_store_url
 
 
-def _active(store: StoreCore, name: str = "img") -> Resource:
+def _active(store: EngineStore, name: str = "img") -> Resource:
     r = store.create("image", {"name": name})
     return store.fire(store.fire(r, "upload"), "activate")
 
 
-def _unchanged(store: StoreCore, before: Resource) -> None:
+def _unchanged(store: EngineStore, before: Resource) -> None:
     assert store.get(before.id) == before
     assert all_journal(store, before.id)[-1].version == before.version
 
@@ -41,7 +41,7 @@ def _unchanged(store: StoreCore, before: Resource) -> None:
 # --- setting it ------------------------------------------------------------------------------------
 
 
-def test_setting_a_desired_state_is_a_journaled_compare_and_swap(store: StoreCore, clock: FakeClock) -> None:
+def test_setting_a_desired_state_is_a_journaled_compare_and_swap(store: EngineStore, clock: FakeClock) -> None:
     r = _active(store)
     clock.advance()
 
@@ -64,7 +64,7 @@ def test_setting_a_desired_state_is_a_journaled_compare_and_swap(store: StoreCor
     assert entry.detail == {"desired_state": "deleted", "generation": after.generation}
 
 
-def test_desiring_the_current_state_is_observed_at_once(store: StoreCore) -> None:
+def test_desiring_the_current_state_is_observed_at_once(store: EngineStore) -> None:
     r = _active(store)
     after = store.set_desired_state(r, "active")
     assert (after.desired_state, after.generation, after.observed_generation) == ("active", 2, 2)
@@ -72,7 +72,7 @@ def test_desiring_the_current_state_is_observed_at_once(store: StoreCore) -> Non
     assert not desire_pending(after)
 
 
-def test_clearing_the_desired_state_is_observed_at_once_and_no_longer_due(store: StoreCore) -> None:
+def test_clearing_the_desired_state_is_observed_at_once_and_no_longer_due(store: EngineStore) -> None:
     r = store.set_desired_state(_active(store), "deleted")
     cleared = store.set_desired_state(r, None)
     assert (cleared.desired_state, cleared.generation, cleared.observed_generation) == (None, 3, 3)
@@ -80,7 +80,7 @@ def test_clearing_the_desired_state_is_observed_at_once_and_no_longer_due(store:
     assert all_journal(store, r.id)[-1].detail == {"desired_state": None, "generation": 3}
 
 
-def test_a_state_the_kind_does_not_have_is_refused_listing_its_states(store: StoreCore) -> None:
+def test_a_state_the_kind_does_not_have_is_refused_listing_its_states(store: EngineStore) -> None:
     r = _active(store)
     with pytest.raises(UnknownState) as caught:
         store.set_desired_state(r, "gone")
@@ -89,7 +89,7 @@ def test_a_state_the_kind_does_not_have_is_refused_listing_its_states(store: Sto
     _unchanged(store, r)
 
 
-def test_an_unreachable_desired_state_is_refused_naming_what_is_reachable(store: StoreCore) -> None:
+def test_an_unreachable_desired_state_is_refused_naming_what_is_reachable(store: EngineStore) -> None:
     r = _active(store)
     with pytest.raises(InvalidArgument) as caught:
         store.set_desired_state(r.id, "queued")
@@ -100,7 +100,7 @@ def test_an_unreachable_desired_state_is_refused_naming_what_is_reachable(store:
     _unchanged(store, r)
 
 
-def test_a_final_resource_can_only_desire_where_it_is(store: StoreCore) -> None:
+def test_a_final_resource_can_only_desire_where_it_is(store: EngineStore) -> None:
     r = store.fire(_active(store), "delete")
     with pytest.raises(InvalidArgument):
         store.set_desired_state(r, "active")
@@ -108,7 +108,7 @@ def test_a_final_resource_can_only_desire_where_it_is(store: StoreCore) -> None:
     assert after.observed_generation == after.generation
 
 
-def test_a_stale_snapshot_or_expected_version_conflicts_and_writes_nothing(store: StoreCore) -> None:
+def test_a_stale_snapshot_or_expected_version_conflicts_and_writes_nothing(store: EngineStore) -> None:
     r = _active(store)
     moved = store.fire(r, "deactivate")
     with pytest.raises(Conflict) as caught:
@@ -126,7 +126,7 @@ def test_a_stale_snapshot_or_expected_version_conflicts_and_writes_nothing(store
     assert store.set_desired_state(r.id, "deleted").version == moved.version + 1
 
 
-def test_a_stale_snapshot_refused_for_a_state_it_left_is_a_conflict(store: StoreCore) -> None:
+def test_a_stale_snapshot_refused_for_a_state_it_left_is_a_conflict(store: EngineStore) -> None:
     """Whatever the stale snapshot's state would allow, the resource moved on: say so."""
     r = _active(store)
     moved = store.fire(r.id, "delete")
@@ -135,12 +135,12 @@ def test_a_stale_snapshot_refused_for_a_state_it_left_is_a_conflict(store: Store
     assert (caught.value.actual_version, caught.value.actual_state) == (moved.version, "deleted")
 
 
-def test_unknown_resource(store: StoreCore) -> None:
+def test_unknown_resource(store: EngineStore) -> None:
     with pytest.raises(ResourceNotFound):
         store.set_desired_state("nope", "deleted")
 
 
-def test_setting_it_and_a_client_event_on_one_snapshot_race_one_wins(store: StoreCore) -> None:
+def test_setting_it_and_a_client_event_on_one_snapshot_race_one_wins(store: EngineStore) -> None:
     r = _active(store)
     store.fire(r, "deactivate")
     with pytest.raises(Conflict):
@@ -151,7 +151,7 @@ def test_setting_it_and_a_client_event_on_one_snapshot_race_one_wins(store: Stor
         store.fire(r2, "deactivate")
 
 
-def test_a_work_state_keeps_its_schedule(store: StoreCore, clock: FakeClock) -> None:
+def test_a_work_state_keeps_its_schedule(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("job")  # pending is a work state, due since creation
     due = r.next_attempt_at
     clock.advance(timedelta(minutes=1))
@@ -160,7 +160,7 @@ def test_a_work_state_keeps_its_schedule(store: StoreCore, clock: FakeClock) -> 
     assert (after.state, after.generation, after.observed_generation) == ("pending", 2, 0)
 
 
-def test_setting_it_leaves_a_claim_alone_and_the_claimed_write_is_then_refused(store: StoreCore) -> None:
+def test_setting_it_leaves_a_claim_alone_and_the_claimed_write_is_then_refused(store: EngineStore) -> None:
     store.create("job")
     (claim,) = store.claim("w1", [("job", "pending")], lease=LEASE)
     after = store.set_desired_state(claim.resource.id, "held")
@@ -173,14 +173,14 @@ def test_setting_it_leaves_a_claim_alone_and_the_claimed_write_is_then_refused(s
 # --- transitions observe it ------------------------------------------------------------------------
 
 
-def test_arriving_in_the_desired_state_observes_the_generation(store: StoreCore) -> None:
+def test_arriving_in_the_desired_state_observes_the_generation(store: EngineStore) -> None:
     r = store.set_desired_state(_active(store), "deactivated")
     after = store.fire(r, "deactivate")
     assert (after.generation, after.observed_generation, after.next_attempt_at) == (2, 2, None)
     assert store.get(r.id) == after
 
 
-def test_coming_to_rest_short_of_it_makes_the_resource_due(store: StoreCore, clock: FakeClock) -> None:
+def test_coming_to_rest_short_of_it_makes_the_resource_due(store: EngineStore, clock: FakeClock) -> None:
     r = store.set_desired_state(store.create("image", {"name": "x"}), "deactivated")
     r = store.fire(r, "upload")  # saving: a work state
     clock.advance()
@@ -189,14 +189,14 @@ def test_coming_to_rest_short_of_it_makes_the_resource_due(store: StoreCore, clo
     assert store.get(r.id) == r
 
 
-def test_a_final_state_short_of_it_observes_the_generation(store: StoreCore) -> None:
+def test_a_final_state_short_of_it_observes_the_generation(store: EngineStore) -> None:
     r = store.set_desired_state(_active(store), "deactivated")
     after = store.fire(r, "delete")
     assert (after.state, after.observed_generation) == ("deleted", after.generation)
     assert store.get(r.id) == after
 
 
-def test_fenced_writes_observe_it_too(store: StoreCore, clock: FakeClock) -> None:
+def test_fenced_writes_observe_it_too(store: EngineStore, clock: FakeClock) -> None:
     r = store.set_desired_state(store.create("image", {"name": "x"}), "deactivated")
     store.fire(r, "upload")
     (claim,) = store.claim("w1", [("image", "saving")], lease=LEASE)
@@ -210,7 +210,7 @@ def test_fenced_writes_observe_it_too(store: StoreCore, clock: FakeClock) -> Non
     assert store.get(r.id) == arrived
 
 
-def test_a_fire_without_a_pending_desire_changes_nothing_about_it(store: StoreCore) -> None:
+def test_a_fire_without_a_pending_desire_changes_nothing_about_it(store: EngineStore) -> None:
     r = _active(store)
     after = store.fire(r, "deactivate")
     assert (after.desired_state, after.generation, after.observed_generation, after.next_attempt_at) == (
@@ -224,7 +224,7 @@ def test_a_fire_without_a_pending_desire_changes_nothing_about_it(store: StoreCo
 # --- listing by it ---------------------------------------------------------------------------------
 
 
-def test_list_filters_by_desired_state_and_pages(store: StoreCore) -> None:
+def test_list_filters_by_desired_state_and_pages(store: EngineStore) -> None:
     doomed = [store.set_desired_state(_active(store, f"d{i}"), "deleted").id for i in range(5)]
     store.set_desired_state(_active(store, "kept"), "deactivated")
     _active(store, "plain")
@@ -251,7 +251,7 @@ def test_list_filters_by_desired_state_and_pages(store: StoreCore) -> None:
 # --- engine bookkeeping ----------------------------------------------------------------------------
 
 
-def test_release_idle_clears_the_schedule_only_at_the_claimed_version(store: StoreCore, clock: FakeClock) -> None:
+def test_release_idle_clears_the_schedule_only_at_the_claimed_version(store: EngineStore, clock: FakeClock) -> None:
     r = store.set_desired_state(_active(store), "deleted")
     (claim,) = store.claim("w1", [("image", "active")], lease=LEASE)
     assert store.release_idle(claim)
@@ -266,7 +266,7 @@ def test_release_idle_clears_the_schedule_only_at_the_claimed_version(store: Sto
     assert (after.claim_token, after.next_attempt_at, after.version) == (None, clock.now, moved.version)
 
 
-def test_give_up_desired_is_fenced_and_journaled(store: StoreCore) -> None:
+def test_give_up_desired_is_fenced_and_journaled(store: EngineStore) -> None:
     r = store.set_desired_state(_active(store), "deleted")
     (claim,) = store.claim("w1", [("image", "active")], lease=LEASE)
     after = store.give_up_desired(claim, error="no way", actor="w1")
@@ -285,7 +285,7 @@ def test_give_up_desired_is_fenced_and_journaled(store: StoreCore) -> None:
         store.give_up_desired(claim, error="again")
 
 
-def test_reconcile_hops_are_read_from_the_journal_by_generation(store: StoreCore) -> None:
+def test_reconcile_hops_are_read_from_the_journal_by_generation(store: EngineStore) -> None:
     r = store.set_desired_state(store.create("image", {"name": "x"}), "deactivated")
     r = store.fire(r, "upload", detail={"reconcile": r.generation, "desired_state": "deactivated"})
     r = store.fire(r, "activate")

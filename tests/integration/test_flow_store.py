@@ -9,11 +9,11 @@ import pytest
 from tenure import AlreadyExists, InvalidArgument, QuotaExceeded
 from tenure.flow import FlowEngine, RunState, TaskState, linear, task, unordered
 from tenure.flow.durable import StoreCheckpoints
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 
 @pytest.mark.parametrize("bad", ["a\x00b", {1, 2}], ids=["nul", "set"])
-def test_a_result_the_store_cannot_keep_is_the_task_failure_not_a_stuck_run(store: StoreCore, bad: object) -> None:
+def test_a_result_the_store_cannot_keep_is_the_task_failure_not_a_stuck_run(store: EngineStore, bad: object) -> None:
     @task(provides="x")
     def produce() -> object:
         return bad
@@ -28,7 +28,7 @@ def test_a_result_the_store_cannot_keep_is_the_task_failure_not_a_stuck_run(stor
     assert loaded.tasks["produce"].state is TaskState.REVERTED
 
 
-def test_a_failure_message_with_nul_is_stored(store: StoreCore) -> None:
+def test_a_failure_message_with_nul_is_stored(store: EngineStore) -> None:
     @task
     def fail() -> None:
         raise ValueError("bad\x00byte")
@@ -41,7 +41,7 @@ def test_a_failure_message_with_nul_is_stored(store: StoreCore) -> None:
     assert failure.message == "bad\\x00byte"
 
 
-def test_a_run_id_is_taken_once(store: StoreCore) -> None:
+def test_a_run_id_is_taken_once(store: EngineStore) -> None:
     engine = FlowEngine(linear("once", task(lambda: None, name="noop")), checkpoints=StoreCheckpoints(store))
     engine.run(run_id="same")
     with pytest.raises(AlreadyExists) as caught:
@@ -49,7 +49,7 @@ def test_a_run_id_is_taken_once(store: StoreCore) -> None:
     assert (caught.value.what, caught.value.key) == ("flow run", "same")
 
 
-def test_a_resource_id_is_taken_once(store: StoreCore) -> None:
+def test_a_resource_id_is_taken_once(store: EngineStore) -> None:
     store.create("image", {"name": "a"}, resource_id="img-1")
     with pytest.raises(AlreadyExists) as caught:
         store.create("image", {"name": "b"}, resource_id="img-1")
@@ -57,7 +57,7 @@ def test_a_resource_id_is_taken_once(store: StoreCore) -> None:
     assert store.get("img-1").spec["name"] == "a"
 
 
-def test_a_finished_sibling_is_committed_while_the_other_still_runs(store: StoreCore) -> None:
+def test_a_finished_sibling_is_committed_while_the_other_still_runs(store: EngineStore) -> None:
     checkpoints = StoreCheckpoints(store)
     release = threading.Event()
     seen: dict[str, str] = {}
@@ -83,7 +83,7 @@ def test_a_finished_sibling_is_committed_while_the_other_still_runs(store: Store
     assert seen == {"fast": "success"}
 
 
-def test_concurrent_reserves_and_commits_with_one_id_are_one(store: StoreCore) -> None:
+def test_concurrent_reserves_and_commits_with_one_id_are_one(store: EngineStore) -> None:
     store.set_quota("p", "gb", 100)
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
@@ -107,7 +107,7 @@ def test_concurrent_reserves_and_commits_with_one_id_are_one(store: StoreCore) -
     assert (quota.in_use, quota.reserved) == (30, 0)
 
 
-def test_a_reservation_id_reused_for_another_amount_is_refused(store: StoreCore) -> None:
+def test_a_reservation_id_reused_for_another_amount_is_refused(store: EngineStore) -> None:
     store.set_quota("p", "gb", 100)
     store.reserve("r-1", "p", "gb", 30)
     with pytest.raises(InvalidArgument, match="already used for 30 gb"):
@@ -118,7 +118,7 @@ def test_a_reservation_id_reused_for_another_amount_is_refused(store: StoreCore)
     assert store.quota("p", "gb").reserved == 30
 
 
-def test_giving_back_twice_either_way_is_a_no_op(store: StoreCore) -> None:
+def test_giving_back_twice_either_way_is_a_no_op(store: EngineStore) -> None:
     store.set_quota("p", "gb", 100)
     store.reserve("r-1", "p", "gb", 30)
     store.commit_reservation("r-1")

@@ -18,7 +18,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from store_support import FakeClock, all_journal
 from tenure import (
     CallbackStatus,
     ClaimLost,
@@ -36,9 +35,10 @@ from tenure import (
     open_store,
 )
 from tenure.store.claims import Claim, WaitPlan
-from tenure.store.core import StoreCore
-from tenure.store.inbox import CallbackRow, token_hash
+from tenure.store.inbox import MAX_EARLY_CALLBACKS, CallbackRow, token_hash
+from tenure.store.protocol import EngineStore
 from tenure.store.signal import WorkSignal
+from tests.store_support import FakeClock, all_journal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,7 +83,7 @@ def store_url(reused_store_url: str) -> str:
 
 
 @pytest.fixture
-def s(store: StoreCore) -> StoreCore:
+def s(store: EngineStore) -> EngineStore:
     """The migrated store of each dialect, also knowing the order kind."""
     store.register(order)
     return store
@@ -93,7 +93,7 @@ def s(store: StoreCore) -> StoreCore:
 
 
 def waiting_order(
-    s: StoreCore, token: str = "tok-1", keys: tuple[str, ...] = ("a", "b"), *, into: str = "request"
+    s: EngineStore, token: str = "tok-1", keys: tuple[str, ...] = ("a", "b"), *, into: str = "request"
 ) -> Resource:
     """A new order, claimed and moved by ``into`` with a wait for ``keys`` under ``token``."""
     r = s.create("order")
@@ -102,7 +102,7 @@ def waiting_order(
     return s.fire_claimed(claims[0], into, wait=WaitPlan(token_hash(token), keys, RULES), actor="w")
 
 
-def nothing_recorded(s: StoreCore, token: str = "tok-1") -> None:
+def nothing_recorded(s: EngineStore, token: str = "tok-1") -> None:
     assert s.callbacks(token_hash(token)) == []
     assert s.unsettled(["order"]) == []
 
@@ -128,7 +128,7 @@ def test_token_hash_is_the_sha256_of_the_token() -> None:
     assert token_hash("abc") != token_hash("abd")
 
 
-def test_an_accepted_callback_is_recorded_and_leaves_the_resource_alone(s: StoreCore, clock: FakeClock) -> None:
+def test_an_accepted_callback_is_recorded_and_leaves_the_resource_alone(s: EngineStore, clock: FakeClock) -> None:
     waiting = waiting_order(s)
     clock.advance(timedelta(seconds=3))
     seen = s.signal.seq
@@ -168,7 +168,7 @@ def test_an_accepted_callback_is_recorded_and_leaves_the_resource_alone(s: Store
     assert s.signal.wait(seen, timeout=0) > seen, "a callback is work for the engine"
 
 
-def test_status_may_be_given_as_text_and_errors_are_kept(s: StoreCore) -> None:
+def test_status_may_be_given_as_text_and_errors_are_kept(s: EngineStore) -> None:
     waiting = waiting_order(s)
     assert s.deliver(waiting.id, "tok-1", "a", "failed", error="no capacity").delivery is Delivery.ACCEPTED
     assert s.deliver(waiting.id, "tok-1", "b", "retry").delivery is Delivery.ACCEPTED
@@ -179,7 +179,7 @@ def test_status_may_be_given_as_text_and_errors_are_kept(s: StoreCore) -> None:
     ]
 
 
-def test_the_same_answer_again_is_a_duplicate(s: StoreCore) -> None:
+def test_the_same_answer_again_is_a_duplicate(s: EngineStore) -> None:
     waiting = waiting_order(s)
     first = s.deliver(waiting.id, "tok-1", "a", "done", data={"x": 1, "y": [1, 2]})
     again = s.deliver(waiting.id, "tok-1", "a", CallbackStatus.DONE, data={"y": [1, 2], "x": 1})
@@ -189,13 +189,13 @@ def test_the_same_answer_again_is_a_duplicate(s: StoreCore) -> None:
     assert len(s.callbacks(token_hash("tok-1"))) == 1
 
 
-def test_no_data_and_empty_data_are_the_same_answer(s: StoreCore) -> None:
+def test_no_data_and_empty_data_are_the_same_answer(s: EngineStore) -> None:
     waiting = waiting_order(s)
     assert s.deliver(waiting.id, "tok-1", "a", "done").delivery is Delivery.ACCEPTED
     assert s.deliver(waiting.id, "tok-1", "a", "done", data={}).delivery is Delivery.DUPLICATE
 
 
-def test_a_duplicate_after_settling_says_how_it_was_applied(s: StoreCore) -> None:
+def test_a_duplicate_after_settling_says_how_it_was_applied(s: EngineStore) -> None:
     waiting = waiting_order(s)
     first = s.deliver(waiting.id, "tok-1", "a", "done")
     assert first.seq is not None
@@ -205,7 +205,7 @@ def test_a_duplicate_after_settling_says_how_it_was_applied(s: StoreCore) -> Non
     assert again.reason == "already recorded (applied: recorded; still waiting for b)"
 
 
-def test_a_duplicate_stays_a_duplicate_after_the_resource_moved_on(s: StoreCore) -> None:
+def test_a_duplicate_stays_a_duplicate_after_the_resource_moved_on(s: EngineStore) -> None:
     waiting = waiting_order(s)
     first = s.deliver(waiting.id, "tok-1", "a", "done")
     s.fire(waiting, "time_out")
@@ -213,7 +213,7 @@ def test_a_duplicate_stays_a_duplicate_after_the_resource_moved_on(s: StoreCore)
     assert (again.delivery, again.seq) == (Delivery.DUPLICATE, first.seq)
 
 
-def test_a_wrong_token_is_refused(s: StoreCore) -> None:
+def test_a_wrong_token_is_refused(s: EngineStore) -> None:
     waiting = waiting_order(s)
     receipt = s.deliver(waiting.id, "tok-2", "a", "done")
     refused(receipt, UNKNOWN_TOKEN)
@@ -222,7 +222,7 @@ def test_a_wrong_token_is_refused(s: StoreCore) -> None:
     nothing_recorded(s, "tok-2")
 
 
-def test_the_token_of_another_resource_is_refused_like_an_unknown_one(s: StoreCore) -> None:
+def test_the_token_of_another_resource_is_refused_like_an_unknown_one(s: EngineStore) -> None:
     mine = waiting_order(s, "tok-1")
     other = waiting_order(s, "tok-2")
     refused(s.deliver(other.id, "tok-1", "a", "done"), UNKNOWN_TOKEN)
@@ -231,7 +231,7 @@ def test_the_token_of_another_resource_is_refused_like_an_unknown_one(s: StoreCo
     assert s.deliver(mine.id, "tok-1", "a", "done").delivery is Delivery.ACCEPTED
 
 
-def test_a_key_not_awaited_is_refused_naming_the_keys_expected(s: StoreCore) -> None:
+def test_a_key_not_awaited_is_refused_naming_the_keys_expected(s: EngineStore) -> None:
     waiting = waiting_order(s, keys=("vm", "disk", "net"))
     refused(s.deliver(waiting.id, "tok-1", "zzz", "done"), "'zzz' is not awaited; expected one of vm, disk, net")
     nothing_recorded(s)
@@ -247,7 +247,7 @@ def test_a_key_not_awaited_is_refused_naming_the_keys_expected(s: StoreCore) -> 
     ],
     ids=["status", "data", "error", "no-data"],
 )
-def test_a_different_answer_for_a_key_is_refused(s: StoreCore, change: Mapping[str, Any]) -> None:
+def test_a_different_answer_for_a_key_is_refused(s: EngineStore, change: Mapping[str, Any]) -> None:
     waiting = waiting_order(s)
     first = s.deliver(waiting.id, "tok-1", "a", "done", data={"x": 1})
     answer: dict[str, Any] = {"status": "done", "data": {"x": 1}, "error": None, **change}
@@ -258,7 +258,7 @@ def test_a_different_answer_for_a_key_is_refused(s: StoreCore, change: Mapping[s
     assert (row.status, dict(row.data), row.error) == (CallbackStatus.DONE, {"x": 1}, None)
 
 
-def test_an_answer_to_a_superseded_attempt_is_refused_naming_where_the_resource_is(s: StoreCore) -> None:
+def test_an_answer_to_a_superseded_attempt_is_refused_naming_where_the_resource_is(s: EngineStore) -> None:
     waiting = waiting_order(s)
     assert waiting.version == 2
     s.fire(waiting, "time_out")
@@ -270,7 +270,7 @@ def test_an_answer_to_a_superseded_attempt_is_refused_naming_where_the_resource_
     nothing_recorded(s)
 
 
-def test_only_the_latest_attempt_takes_answers(s: StoreCore) -> None:
+def test_only_the_latest_attempt_takes_answers(s: EngineStore) -> None:
     first = waiting_order(s, "tok-1")
     assert s.deliver(first.id, "tok-1", "a", "retry").accepted
     retried = s.fire(first, "again")  # back to new: due for another attempt
@@ -288,14 +288,14 @@ def test_only_the_latest_attempt_takes_answers(s: StoreCore) -> None:
 # --- provisional waits: a step read its token before saying what it waits for ------------------
 
 
-def claimed_order(s: StoreCore) -> Claim:
+def claimed_order(s: EngineStore) -> Claim:
     r = s.create("order")
     claims = [c for c in s.claim("w", [("order", "new")], limit=100, lease=LEASE) if c.resource.id == r.id]
     assert len(claims) == 1
     return claims[0]
 
 
-def test_a_provisional_wait_records_answers_to_any_key(s: StoreCore) -> None:
+def test_a_provisional_wait_records_answers_to_any_key(s: EngineStore) -> None:
     c = claimed_order(s)
     s.open_wait(c.resource, token_hash("early"))
     wait = s.wait(token_hash("early"))
@@ -313,7 +313,7 @@ def test_a_provisional_wait_records_answers_to_any_key(s: StoreCore) -> None:
     assert s.get(c.resource.id) == c.resource, "the claim and the row are untouched"
 
 
-def test_the_write_into_the_wait_state_completes_the_provisional_wait(s: StoreCore, clock: FakeClock) -> None:
+def test_the_write_into_the_wait_state_completes_the_provisional_wait(s: EngineStore, clock: FakeClock) -> None:
     c = claimed_order(s)
     s.open_wait(c.resource, token_hash("early"))
     early = seq_of(s.deliver(c.resource.id, "early", "a", "done", data={"x": 1}))
@@ -337,7 +337,7 @@ def test_the_write_into_the_wait_state_completes_the_provisional_wait(s: StoreCo
     assert s.deliver(c.resource.id, "early", "b", "done").delivery is Delivery.ACCEPTED
 
 
-def test_a_provisional_wait_is_superseded_when_the_step_ends_otherwise(s: StoreCore, clock: FakeClock) -> None:
+def test_a_provisional_wait_is_superseded_when_the_step_ends_otherwise(s: EngineStore, clock: FakeClock) -> None:
     c = claimed_order(s)
     s.open_wait(c.resource, token_hash("early"))
     s.retry_later(c, error="flaky", at=clock.now, attempts=1)
@@ -349,9 +349,22 @@ def test_a_provisional_wait_is_superseded_when_the_step_ends_otherwise(s: StoreC
     nothing_recorded(s, "early")
 
 
+def test_a_provisional_wait_takes_a_bounded_number_of_early_answers(s: EngineStore) -> None:
+    c = claimed_order(s)
+    s.open_wait(c.resource, token_hash("t"))
+    for i in range(MAX_EARLY_CALLBACKS):
+        assert s.deliver(c.resource.id, "t", f"k{i}", "done").delivery.value == "accepted"
+
+    one_more = s.deliver(c.resource.id, "t", "one-more", "done")
+
+    assert one_more.delivery.value == "refused"
+    assert f"{MAX_EARLY_CALLBACKS} answers were already recorded" in one_more.reason
+    assert s.deliver(c.resource.id, "t", "k0", "done").delivery.value == "duplicate"
+
+
 # --- invalid deliveries --------------------------------------------------------------------------
 
-Deliver = Callable[[StoreCore, str], object]
+Deliver = Callable[[EngineStore, str], object]
 
 
 @pytest.mark.parametrize(
@@ -392,7 +405,7 @@ Deliver = Callable[[StoreCore, str], object]
     ],
 )
 def test_invalid_arguments_are_refused_before_anything_is_written(
-    s: StoreCore, deliver: Deliver, field: str, constraint: str
+    s: EngineStore, deliver: Deliver, field: str, constraint: str
 ) -> None:
     waiting = waiting_order(s)
     with pytest.raises(InvalidArgument) as info:
@@ -402,7 +415,7 @@ def test_invalid_arguments_are_refused_before_anything_is_written(
     assert s.get(waiting.id) == waiting
 
 
-def test_a_bad_status_names_the_allowed_values(s: StoreCore) -> None:
+def test_a_bad_status_names_the_allowed_values(s: EngineStore) -> None:
     waiting = waiting_order(s)
     with pytest.raises(InvalidArgument) as info:
         s.deliver(waiting.id, "tok-1", "a", "maybe")
@@ -410,7 +423,7 @@ def test_a_bad_status_names_the_allowed_values(s: StoreCore) -> None:
     assert str(info.value) == "status must be one of done, failed, retry, got 'maybe'"
 
 
-def test_a_nul_in_the_error_reports_the_error(s: StoreCore) -> None:
+def test_a_nul_in_the_error_reports_the_error(s: EngineStore) -> None:
     waiting = waiting_order(s)
     with pytest.raises(InvalidArgument) as info:
         s.deliver(waiting.id, "tok-1", "a", "failed", error="bad\x00")
@@ -428,7 +441,7 @@ def test_a_nul_in_the_error_reports_the_error(s: StoreCore) -> None:
     ],
     ids=["object", "nan", "nul-value", "nul-key", "list"],
 )
-def test_data_must_be_a_storable_json_object(s: StoreCore, data: Any, field: str) -> None:
+def test_data_must_be_a_storable_json_object(s: EngineStore, data: Any, field: str) -> None:
     waiting = waiting_order(s)
     with pytest.raises(InvalidSpec) as info:
         s.deliver(waiting.id, "tok-1", "a", "done", data=data)
@@ -437,7 +450,7 @@ def test_data_must_be_a_storable_json_object(s: StoreCore, data: Any, field: str
     nothing_recorded(s)
 
 
-def test_the_longest_key_and_error_are_accepted(s: StoreCore) -> None:
+def test_the_longest_key_and_error_are_accepted(s: EngineStore) -> None:
     key = "k" * 200
     waiting = waiting_order(s, keys=(key,))
     receipt = s.deliver(waiting.id, "tok-1", key, "failed", error="e" * 4000)
@@ -449,7 +462,7 @@ def test_the_longest_key_and_error_are_accepted(s: StoreCore) -> None:
 # --- reading the inbox ---------------------------------------------------------------------------
 
 
-def test_waits_callbacks_and_unsettled_read_oldest_first(s: StoreCore, clock: FakeClock) -> None:
+def test_waits_callbacks_and_unsettled_read_oldest_first(s: EngineStore, clock: FakeClock) -> None:
     one = waiting_order(s, "tok-1", ("a", "b"))
     two = waiting_order(s, "tok-2", ("a",))
     seqs = []
@@ -466,7 +479,7 @@ def test_waits_callbacks_and_unsettled_read_oldest_first(s: StoreCore, clock: Fa
     assert s.callbacks(token_hash("tok-3")) == []
 
 
-def test_mark_settled_settles_once(s: StoreCore, clock: FakeClock) -> None:
+def test_mark_settled_settles_once(s: EngineStore, clock: FakeClock) -> None:
     waiting = waiting_order(s)
     a = seq_of(s.deliver(waiting.id, "tok-1", "a", "done"))
     b = seq_of(s.deliver(waiting.id, "tok-1", "b", "done"))
@@ -484,7 +497,7 @@ def test_mark_settled_settles_once(s: StoreCore, clock: FakeClock) -> None:
 # --- applying callbacks: fire_settling -----------------------------------------------------------
 
 
-def test_fire_settling_settles_exactly_the_given_callbacks_with_the_write(s: StoreCore, clock: FakeClock) -> None:
+def test_fire_settling_settles_exactly_the_given_callbacks_with_the_write(s: EngineStore, clock: FakeClock) -> None:
     waiting = waiting_order(s, "tok-1")
     other = waiting_order(s, "tok-2")
     a = seq_of(s.deliver(waiting.id, "tok-1", "a", "done", data={"ip": "10.0.0.1"}))
@@ -512,7 +525,7 @@ def test_fire_settling_settles_exactly_the_given_callbacks_with_the_write(s: Sto
     assert [cb.seq for cb in s.unsettled(["order"])] == [elsewhere]
 
 
-def test_fire_settling_loses_to_a_concurrent_write_and_settles_nothing(s: StoreCore) -> None:
+def test_fire_settling_loses_to_a_concurrent_write_and_settles_nothing(s: EngineStore) -> None:
     waiting = waiting_order(s)
     a = seq_of(s.deliver(waiting.id, "tok-1", "a", "done"))
     b = seq_of(s.deliver(waiting.id, "tok-1", "b", "done"))
@@ -533,7 +546,7 @@ def test_fire_settling_loses_to_a_concurrent_write_and_settles_nothing(s: StoreC
     assert all_journal(s, waiting.id)[-1].version == 3
 
 
-def test_fire_settling_with_an_event_not_allowed_settles_nothing(s: StoreCore) -> None:
+def test_fire_settling_with_an_event_not_allowed_settles_nothing(s: EngineStore) -> None:
     waiting = waiting_order(s)
     a = seq_of(s.deliver(waiting.id, "tok-1", "a", "done"))
     with pytest.raises(TransitionNotAllowed):
@@ -542,7 +555,7 @@ def test_fire_settling_with_an_event_not_allowed_settles_nothing(s: StoreCore) -
     assert s.get(waiting.id) == waiting
 
 
-def test_fire_settling_keeps_the_result_of_a_callback_already_settled(s: StoreCore) -> None:
+def test_fire_settling_keeps_the_result_of_a_callback_already_settled(s: EngineStore) -> None:
     waiting = waiting_order(s)
     a = seq_of(s.deliver(waiting.id, "tok-1", "a", "done"))
     b = seq_of(s.deliver(waiting.id, "tok-1", "b", "done"))
@@ -555,7 +568,7 @@ def test_fire_settling_keeps_the_result_of_a_callback_already_settled(s: StoreCo
 # --- callbacks do not wait for workers -----------------------------------------------------------
 
 
-def test_callbacks_are_accepted_while_a_worker_holds_the_resource(s: StoreCore) -> None:
+def test_callbacks_are_accepted_while_a_worker_holds_the_resource(s: EngineStore) -> None:
     checking = waiting_order(s, into="check")  # a work state that also waits for an answer
     [c] = s.claim("w2", [("order", "checking")], lease=LEASE)
     assert (c.resource.id, c.resource.version) == (checking.id, checking.version)
@@ -594,7 +607,7 @@ THREADS = 8
 KEYS = ("k0", "k1", "k2", "k3", "k4")
 
 
-def race(url: str, clock: FakeClock, deliver: Callable[[StoreCore, int, str], Receipt]) -> dict[str, list[Receipt]]:
+def race(url: str, clock: FakeClock, deliver: Callable[[EngineStore, int, str], Receipt]) -> dict[str, list[Receipt]]:
     """Every thread (each with its own store) delivers every key, all threads at once per key."""
     barrier = threading.Barrier(THREADS)
     receipts: dict[str, list[Receipt]] = {k: [] for k in KEYS}
@@ -622,7 +635,7 @@ def race(url: str, clock: FakeClock, deliver: Callable[[StoreCore, int, str], Re
     return receipts
 
 
-def test_racing_duplicates_are_accepted_exactly_once(s: StoreCore, store_url: str, clock: FakeClock) -> None:
+def test_racing_duplicates_are_accepted_exactly_once(s: EngineStore, store_url: str, clock: FakeClock) -> None:
     waiting = waiting_order(s, keys=KEYS)
     receipts = race(store_url, clock, lambda st, n, key: st.deliver(waiting.id, "tok-1", key, "done", data={"k": key}))
     rows = {cb.key: cb for cb in s.callbacks(token_hash("tok-1"))}
@@ -633,7 +646,7 @@ def test_racing_duplicates_are_accepted_exactly_once(s: StoreCore, store_url: st
         assert {r.seq for r in got} == {rows[key].seq}
 
 
-def test_racing_different_answers_keep_the_first(s: StoreCore, store_url: str, clock: FakeClock) -> None:
+def test_racing_different_answers_keep_the_first(s: EngineStore, store_url: str, clock: FakeClock) -> None:
     waiting = waiting_order(s, keys=KEYS)
     receipts = race(store_url, clock, lambda st, n, key: st.deliver(waiting.id, "tok-1", key, "done", data={"n": n}))
     rows = {cb.key: cb for cb in s.callbacks(token_hash("tok-1"))}
@@ -673,7 +686,7 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = RELAY_TIME
         time.sleep(0.02)
 
 
-def start_listening(s: StoreCore) -> int:
+def start_listening(s: EngineStore) -> int:
     """Start the store's listener; returns the signal's value once the listener is subscribed."""
     before = s.signal.seq
     listener = s.listen()
@@ -682,7 +695,7 @@ def start_listening(s: StoreCore) -> int:
     return bumped(s.signal, before)  # every (re)connection bumps the signal once
 
 
-def test_another_store_objects_writes_wake_the_listening_store(s: StoreCore, store_url: str, clock: FakeClock) -> None:
+def test_another_store_objects_writes_wake_the_listening_store(s: EngineStore, store_url: str, clock: FakeClock) -> None:
     """PostgreSQL relays its triggers' NOTIFY; SQLite watches the file's data_version."""
     seen = start_listening(s)
     assert s.listen() is s.listen(), "one listener per store"
@@ -702,7 +715,7 @@ def test_another_store_objects_writes_wake_the_listening_store(s: StoreCore, sto
 
 
 @pytest.fixture
-def pg_pair(pg_url: str, clock: FakeClock) -> Iterator[tuple[StoreCore, StoreCore]]:
+def pg_pair(pg_url: str, clock: FakeClock) -> Iterator[tuple[EngineStore, EngineStore]]:
     """Two store objects on one fresh database of its own: the first listens, the second writes."""
     listening = open_store(pg_url, [order], clock=clock, check_schema=False)
     listening.migrate()
@@ -716,7 +729,7 @@ def pg_pair(pg_url: str, clock: FakeClock) -> Iterator[tuple[StoreCore, StoreCor
 
 @pytest.mark.postgres
 def test_the_listener_reconnects_after_its_connection_is_killed(
-    pg_pair: tuple[StoreCore, StoreCore], pg_url: str
+    pg_pair: tuple[EngineStore, EngineStore], pg_url: str
 ) -> None:
     listening, writer = pg_pair
     seen = start_listening(listening)

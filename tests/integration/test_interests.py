@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from store_support import FakeClock, all_journal
 from tenure import InvalidArgument, ResourceNotFound, open_store
 from tenure.kinds.image import image
 from tenure.store import Interest, NotSharable
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock, all_journal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +27,7 @@ def store_url(reused_store_url: str) -> str:
     return reused_store_url
 
 
-def test_registering_records_an_interest_until_its_expiry(store: StoreCore, clock: FakeClock) -> None:
+def test_registering_records_an_interest_until_its_expiry(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     interest = store.register_interest(r.id, ALICE, ttl=HOUR)
     assert interest == Interest(r.id, ALICE, clock.now, clock.now + HOUR)
@@ -43,14 +43,14 @@ def test_registering_records_an_interest_until_its_expiry(store: StoreCore, cloc
     assert len(all_journal(store, r.id)) == 1
 
 
-def test_the_ttl_is_capped_by_the_maximum(store: StoreCore, clock: FakeClock) -> None:
+def test_the_ttl_is_capped_by_the_maximum(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     assert store.register_interest(r.id, ALICE, ttl=timedelta(days=30)).expires_at == clock.now + timedelta(days=1)
     capped = store.register_interest(r.id, BOB, ttl=HOUR, max_ttl=timedelta(minutes=5))
     assert capped.expires_at == clock.now + timedelta(minutes=5)
 
 
-def test_registering_again_renews_and_keeps_when_it_began(store: StoreCore, clock: FakeClock) -> None:
+def test_registering_again_renews_and_keeps_when_it_began(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     first = store.register_interest(r.id, ALICE, ttl=HOUR)
     clock.advance(timedelta(minutes=50))
@@ -61,7 +61,7 @@ def test_registering_again_renews_and_keeps_when_it_began(store: StoreCore, cloc
 
 
 def test_an_expired_interest_no_longer_counts_and_registering_again_starts_anew(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     r = store.create("image", {"name": "x"})
     store.register_interest(r.id, ALICE, ttl=HOUR)
@@ -73,7 +73,7 @@ def test_an_expired_interest_no_longer_counts_and_registering_again_starts_anew(
     assert store.interests(r.id) == [bob, again]
 
 
-def test_deregistering_says_whether_there_was_an_interest(store: StoreCore, clock: FakeClock) -> None:
+def test_deregistering_says_whether_there_was_an_interest(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     store.register_interest(r.id, ALICE, ttl=HOUR)
     store.register_interest(r.id, BOB, ttl=timedelta(minutes=1))
@@ -89,7 +89,7 @@ def test_deregistering_says_whether_there_was_an_interest(store: StoreCore, cloc
     "party",
     ["alice", "", "tag:", ":x", "tag:with space", "tag:tab\there", "1tag:x", "tag:" + "x" * 497, "tag:\x00"],
 )
-def test_a_party_must_be_a_uri_with_a_scheme(store: StoreCore, party: str) -> None:
+def test_a_party_must_be_a_uri_with_a_scheme(store: EngineStore, party: str) -> None:
     r = store.create("image", {"name": "x"})
     with pytest.raises(InvalidArgument) as caught:
         store.register_interest(r.id, party, ttl=HOUR)
@@ -100,14 +100,14 @@ def test_a_party_must_be_a_uri_with_a_scheme(store: StoreCore, party: str) -> No
     assert store.interests(r.id) == []
 
 
-def test_the_longest_party_is_accepted(store: StoreCore) -> None:
+def test_the_longest_party_is_accepted(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     party = "tag:" + "x" * 496
     assert store.register_interest(r.id, party, ttl=HOUR).party == party
 
 
 @pytest.mark.parametrize("ttl", [timedelta(0), timedelta(seconds=-1)])
-def test_ttls_must_be_positive(store: StoreCore, ttl: timedelta) -> None:
+def test_ttls_must_be_positive(store: EngineStore, ttl: timedelta) -> None:
     r = store.create("image", {"name": "x"})
     with pytest.raises(InvalidArgument) as caught:
         store.register_interest(r.id, ALICE, ttl=ttl)
@@ -118,7 +118,7 @@ def test_ttls_must_be_positive(store: StoreCore, ttl: timedelta) -> None:
 
 
 @pytest.mark.parametrize("resource_id", ["nope", "no\x00pe"])
-def test_an_unknown_resource_is_refused(store: StoreCore, resource_id: str) -> None:
+def test_an_unknown_resource_is_refused(store: EngineStore, resource_id: str) -> None:
     with pytest.raises(ResourceNotFound) as caught:
         store.register_interest(resource_id, ALICE, ttl=HOUR)
     assert caught.value.resource_id == resource_id
@@ -127,7 +127,7 @@ def test_an_unknown_resource_is_refused(store: StoreCore, resource_id: str) -> N
     assert store.deregister_interest("nope", "tag:a\x00") is False
 
 
-def test_a_resource_that_is_not_sharable_takes_one_party_at_a_time(store: StoreCore, clock: FakeClock) -> None:
+def test_a_resource_that_is_not_sharable_takes_one_party_at_a_time(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"}, sharable=False)
     store.register_interest(r.id, ALICE, ttl=HOUR)
     with pytest.raises(NotSharable) as caught:
@@ -145,7 +145,7 @@ def test_a_resource_that_is_not_sharable_takes_one_party_at_a_time(store: StoreC
     assert [i.party for i in store.interests(r.id)] == [CAROL]
 
 
-def test_a_sharable_resource_takes_many_parties(store: StoreCore) -> None:
+def test_a_sharable_resource_takes_many_parties(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     for party in (ALICE, BOB, CAROL):
         store.register_interest(r.id, party, ttl=HOUR)
@@ -153,7 +153,7 @@ def test_a_sharable_resource_takes_many_parties(store: StoreCore) -> None:
 
 
 def test_two_parties_racing_for_a_resource_that_is_not_sharable_one_wins(
-    store: StoreCore, store_url: str, clock: FakeClock
+    store: EngineStore, store_url: str, clock: FakeClock
 ) -> None:
     rounds, racers = 10, 4
     stores = [open_store(store_url, [image], clock=clock, check_schema=False) for _ in range(racers)]
@@ -197,7 +197,7 @@ def test_two_parties_racing_for_a_resource_that_is_not_sharable_one_wins(
             s.close()
 
 
-def test_list_by_party_finds_unexpired_interests_and_pages(store: StoreCore, clock: FakeClock) -> None:
+def test_list_by_party_finds_unexpired_interests_and_pages(store: EngineStore, clock: FakeClock) -> None:
     used = [store.create("image", {"name": f"u{i}"}).id for i in range(5)]
     other = store.create("image", {"name": "other"})
     for rid in used:

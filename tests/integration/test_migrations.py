@@ -20,8 +20,8 @@ import pytest
 
 from tenure import SchemaNotMigrated, open_store
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
 from tenure.store.migrator import current_schema, latest_version, migrations
+from tenure.store.protocol import EngineStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,7 +97,7 @@ def describe_postgres(url: str) -> dict[str, Any]:
     return {"columns": columns, "indexes": indexes, "constraints": constraints}
 
 
-def _open(url: str) -> StoreCore:
+def _open(url: str) -> EngineStore:
     return open_store(url, [image], check_schema=False)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from store_support import Report, Win, bring_to_active, check_history, check_lockstep, race_worker
 from tenure import Conflict, Resource, open_store
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import Report, Win, bring_to_active, check_history, check_lockstep, race_worker
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,7 +52,7 @@ def run_threads(url: str, ids: Sequence[str], *, seed: int) -> list[Report]:
     return done
 
 
-def test_racing_threads_never_lose_an_update(store: StoreCore, store_url: str) -> None:
+def test_racing_threads_never_lose_an_update(store: EngineStore, store_url: str) -> None:
     ids, setup_wins = bring_to_active(store, RESOURCES)
     reports = run_threads(store_url, ids, seed=1)
 
@@ -87,7 +87,7 @@ def _shoot(url: str, snap: Resource, event: str, actor: str, barrier: threading.
         s.close()
 
 
-def test_delete_races_deactivate_on_one_resource(store: StoreCore, store_url: str) -> None:
+def test_delete_races_deactivate_on_one_resource(store: EngineStore, store_url: str) -> None:
     """Half the writers delete, half deactivate, all from the same snapshot: exactly one wins."""
     ids, setup_wins = bring_to_active(store, 6)
     wins: list[Win] = list(setup_wins)

@@ -9,15 +9,15 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from kinds_for_tests import JOB_WAIT, job
-from store_support import FakeClock
 from tenure import Conflict, ResourceNotFound, TransitionNotAllowed, UnknownKind
+from tenure.flow.records import FlowRunRow
 from tenure.kinds.image import image
 from tenure.store import AwaitedKey, BacklogRow, WaitInfo
 from tenure.store.claims import WaitPlan
-from tenure.store.core import StoreCore
 from tenure.store.inbox import CallbackStatus, token_hash
-from tenure.store.records import FlowRunRow
+from tenure.store.protocol import EngineStore
+from tests.kinds_for_tests import JOB_WAIT, job
+from tests.store_support import FakeClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,7 +31,7 @@ def store_url(reused_store_url: str) -> str:
     return reused_store_url
 
 
-def waiting_job(store: StoreCore, token: str = "tok-1", keys: tuple[str, ...] = ("a", "b")) -> str:
+def waiting_job(store: EngineStore, token: str = "tok-1", keys: tuple[str, ...] = ("a", "b")) -> str:
     """A job in its wait state, awaiting ``keys`` under ``token``; returns its id."""
     store.create("job")
     (claim,) = store.claim("w1", [("job", "pending")], lease=LEASE)
@@ -39,7 +39,7 @@ def waiting_job(store: StoreCore, token: str = "tok-1", keys: tuple[str, ...] = 
     return claim.resource.id
 
 
-def settle(store: StoreCore) -> None:
+def settle(store: EngineStore) -> None:
     """Wait until the feed can deliver every committed entry (on PostgreSQL a transaction running
     anywhere on the server, another test's included, holds back what committed after it began)."""
     if getattr(store, "dialect", "") != "postgres":
@@ -55,7 +55,7 @@ def settle(store: StoreCore) -> None:
 # --- pending waits ---------------------------------------------------------------------------------
 
 
-def test_pending_waits_say_what_is_awaited_and_what_came(store: StoreCore, clock: FakeClock) -> None:
+def test_pending_waits_say_what_is_awaited_and_what_came(store: EngineStore, clock: FakeClock) -> None:
     rid = waiting_job(store)
     waited_at = clock.now
     clock.advance()
@@ -90,14 +90,14 @@ def test_pending_waits_say_what_is_awaited_and_what_came(store: StoreCore, clock
     assert token_hash("tok-1") not in repr(shown)
 
 
-def test_a_resource_that_moved_on_waits_for_nothing(store: StoreCore) -> None:
+def test_a_resource_that_moved_on_waits_for_nothing(store: EngineStore) -> None:
     rid = waiting_job(store)
     store.fire(rid, "callback")
     assert store.pending_waits(rid) == []
     assert store.pending_waits(store.create("image", {"name": "x"}).id) == []
 
 
-def test_a_provisional_wait_is_not_shown(store: StoreCore) -> None:
+def test_a_provisional_wait_is_not_shown(store: EngineStore) -> None:
     store.create("job")
     (claim,) = store.claim("w1", [("job", "pending")], lease=LEASE)
     store.open_wait(claim.resource, token_hash("early"))
@@ -106,7 +106,7 @@ def test_a_provisional_wait_is_not_shown(store: StoreCore) -> None:
 
 
 @pytest.mark.parametrize("resource_id", ["nope", "no\x00pe"])
-def test_pending_waits_of_an_unknown_resource(store: StoreCore, resource_id: str) -> None:
+def test_pending_waits_of_an_unknown_resource(store: EngineStore, resource_id: str) -> None:
     with pytest.raises(ResourceNotFound):
         store.pending_waits(resource_id)
 
@@ -114,7 +114,7 @@ def test_pending_waits_of_an_unknown_resource(store: StoreCore, resource_id: str
 # --- backlog ---------------------------------------------------------------------------------------
 
 
-def test_the_backlog_counts_every_state_and_ages_the_waits(store: StoreCore, clock: FakeClock) -> None:
+def test_the_backlog_counts_every_state_and_ages_the_waits(store: EngineStore, clock: FakeClock) -> None:
     for name in ("a", "b", "c"):
         store.create("image", {"name": name})
     store.fire(store.create("image", {"name": "d"}), "upload")
@@ -149,7 +149,7 @@ def test_the_backlog_counts_every_state_and_ages_the_waits(store: StoreCore, clo
     assert store.backlog([]) == []
 
 
-def test_the_backlog_refuses_an_unknown_kind(store: StoreCore) -> None:
+def test_the_backlog_refuses_an_unknown_kind(store: EngineStore) -> None:
     with pytest.raises(UnknownKind):
         store.backlog(["nope"])
 
@@ -157,7 +157,7 @@ def test_the_backlog_refuses_an_unknown_kind(store: StoreCore) -> None:
 # --- many readers at once ---------------------------------------------------------------------------
 
 
-def test_reads_are_safe_from_many_threads_while_writes_go_on(store: StoreCore) -> None:
+def test_reads_are_safe_from_many_threads_while_writes_go_on(store: EngineStore) -> None:
     """The HTTP service reads from a thread pool: every read API at once, with writers busy beside."""
     ids = [store.create("image", {"name": f"r{i}"}).id for i in range(4)]
     ids = [store.fire(store.fire(rid, "upload"), "activate").id for rid in ids]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from store_support import FakeClock
 from tenure import Event, Kind, Role, State
-from tenure.flow.step import step_run_id
-from tenure.store.core import StoreCore
+from tenure.engine.flows import step_run_id
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 LEASE = timedelta(seconds=30)
 
@@ -33,7 +33,7 @@ looping = Kind(
 )
 
 
-def test_attempts_of_one_stay_share_it_and_each_entry_starts_a_new_one(store: StoreCore, clock: FakeClock) -> None:
+def test_attempts_of_one_stay_share_it_and_each_entry_starts_a_new_one(store: EngineStore, clock: FakeClock) -> None:
     store.register(looping)
     r = store.create("looping")
     assert store.stay_version(r) == 1

@@ -6,9 +6,12 @@ have written nothing: neither the row nor the journal moves.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +20,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from kinds_for_tests import JOB_WAIT, job
-from store_support import FakeClock, all_journal, feed_all
 from tenure import (
     Conflict,
     IdempotencyKeyReused,
@@ -40,8 +41,10 @@ from tenure import (
 from tenure.kinds.image import image
 from tenure.machine import Event, Kind, State
 from tenure.store import CREATE_EVENT
-from tenure.store.core import StoreCore
 from tenure.store.migrator import latest_version
+from tenure.store.protocol import EngineStore
+from tests.kinds_for_tests import JOB_WAIT, job
+from tests.store_support import FakeClock, all_journal, feed_all
 
 FULL_IMAGE_SPEC = {
     "name": "debian-12",
@@ -52,13 +55,13 @@ FULL_IMAGE_SPEC = {
 }
 
 
-def _active(store: StoreCore, name: str = "img") -> Resource:
+def _active(store: EngineStore, name: str = "img") -> Resource:
     r = store.create("image", {"name": name})
     r = store.fire(r, "upload")
     return store.fire(r, "activate")
 
 
-def _fire_styled(store: StoreCore, r: Resource, event: str, style: str) -> Resource:
+def _fire_styled(store: EngineStore, r: Resource, event: str, style: str) -> Resource:
     """Fire ``event`` at ``r`` by snapshot, by id with ``r``'s version, or by id alone."""
     if style == "snapshot":
         return store.fire(r, event)
@@ -70,7 +73,7 @@ def _fire_styled(store: StoreCore, r: Resource, event: str, style: str) -> Resou
 class Unchanged:
     """Asserts that nothing was written: same row, same journal, same feed."""
 
-    def __init__(self, store: StoreCore, resource_id: str | None = None) -> None:
+    def __init__(self, store: EngineStore, resource_id: str | None = None) -> None:
         self.store = store
         self.resource_id = resource_id
         self.row = store.get(resource_id) if resource_id else None
@@ -93,7 +96,7 @@ def _dialect(url: str) -> str:
 # --- create --------------------------------------------------------------------------------------
 
 
-def test_create_starts_in_the_initial_state_at_version_1(store: StoreCore, clock: FakeClock) -> None:
+def test_create_starts_in_the_initial_state_at_version_1(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "debian-12"}, actor="alice")
 
     assert (r.kind, r.state, r.version) == ("image", image.initial.name, 1)
@@ -119,13 +122,13 @@ def test_create_starts_in_the_initial_state_at_version_1(store: StoreCore, clock
     assert feed_all(store) == [entry]
 
 
-def test_create_with_data_id_and_sharable(store: StoreCore) -> None:
+def test_create_with_data_id_and_sharable(store: EngineStore) -> None:
     r = store.create("job", {"anything": [1, 2]}, data={"x": {"y": 1}}, sharable=False, resource_id="my-id")
     assert (r.id, r.spec, r.data, r.sharable) == ("my-id", {"anything": [1, 2]}, {"x": {"y": 1}}, False)
     assert store.get("my-id") == r
 
 
-def test_create_in_a_work_state_schedules_the_engine(store: StoreCore, clock: FakeClock) -> None:
+def test_create_in_a_work_state_schedules_the_engine(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("job")
     assert (r.state, r.next_attempt_at, r.deadline) == ("pending", clock.now, None)
     assert store.get(r.id).next_attempt_at == clock.now
@@ -142,7 +145,7 @@ def test_create_in_a_work_state_schedules_the_engine(store: StoreCore, clock: Fa
     ],
 )
 def test_create_refuses_an_invalid_spec_naming_the_fields(
-    store: StoreCore, spec: dict[str, Any], fields: set[str]
+    store: EngineStore, spec: dict[str, Any], fields: set[str]
 ) -> None:
     before = Unchanged(store)
     with pytest.raises(InvalidSpec) as caught:
@@ -156,7 +159,7 @@ def test_create_refuses_an_invalid_spec_naming_the_fields(
 
 
 @pytest.mark.parametrize("spec", [["name", "x"], "name=x"])
-def test_create_refuses_a_spec_that_is_not_an_object(store: StoreCore, spec: Any) -> None:
+def test_create_refuses_a_spec_that_is_not_an_object(store: EngineStore, spec: Any) -> None:
     before = Unchanged(store)
     with pytest.raises(InvalidSpec) as caught:
         store.create("image", spec)
@@ -164,7 +167,7 @@ def test_create_refuses_a_spec_that_is_not_an_object(store: StoreCore, spec: Any
     before.check()
 
 
-def test_create_refuses_data_that_is_not_json(store: StoreCore) -> None:
+def test_create_refuses_data_that_is_not_json(store: EngineStore) -> None:
     before = Unchanged(store)
     with pytest.raises(InvalidSpec) as caught:
         store.create("job", data={"when": datetime(2030, 1, 1)})
@@ -172,7 +175,7 @@ def test_create_refuses_data_that_is_not_json(store: StoreCore) -> None:
     before.check()
 
 
-def test_create_of_an_unknown_kind_lists_the_known_kinds(store: StoreCore) -> None:
+def test_create_of_an_unknown_kind_lists_the_known_kinds(store: EngineStore) -> None:
     before = Unchanged(store)
     with pytest.raises(UnknownKind) as caught:
         store.create("volume", {"size": 1})
@@ -185,7 +188,7 @@ def test_create_of_an_unknown_kind_lists_the_known_kinds(store: StoreCore) -> No
 @pytest.mark.parametrize(
     ("field", "value"), [("idempotency_key", ""), ("idempotency_key", "k" * 256), ("resource_id", "r" * 65)]
 )
-def test_create_refuses_out_of_range_identifiers(store: StoreCore, field: str, value: str) -> None:
+def test_create_refuses_out_of_range_identifiers(store: EngineStore, field: str, value: str) -> None:
     before = Unchanged(store)
     kwargs: dict[str, Any] = {field: value}
     with pytest.raises(InvalidArgument) as caught:
@@ -197,7 +200,7 @@ def test_create_refuses_out_of_range_identifiers(store: StoreCore, field: str, v
 # --- idempotency -----------------------------------------------------------------------------------
 
 
-def test_same_idempotency_key_and_request_returns_the_same_resource(store: StoreCore, clock: FakeClock) -> None:
+def test_same_idempotency_key_and_request_returns_the_same_resource(store: EngineStore, clock: FakeClock) -> None:
     first = store.create("image", {"name": "a"}, idempotency_key="key-1")
     assert first.idempotency_key == "key-1"
     before = Unchanged(store, first.id)
@@ -209,13 +212,13 @@ def test_same_idempotency_key_and_request_returns_the_same_resource(store: Store
     before.check()
 
 
-def test_idempotent_replay_returns_the_resource_as_it_is_now(store: StoreCore) -> None:
+def test_idempotent_replay_returns_the_resource_as_it_is_now(store: EngineStore) -> None:
     first = store.create("image", {"name": "a"}, idempotency_key="key-1")
     moved = store.fire(first, "upload")
     assert store.create("image", {"name": "a"}, idempotency_key="key-1") == moved
 
 
-def test_same_idempotency_key_with_another_spec_is_refused(store: StoreCore) -> None:
+def test_same_idempotency_key_with_another_spec_is_refused(store: EngineStore) -> None:
     first = store.create("image", {"name": "a"}, idempotency_key="key-1")
     before = Unchanged(store, first.id)
     with pytest.raises(IdempotencyKeyReused) as caught:
@@ -230,7 +233,7 @@ def test_same_idempotency_key_with_another_spec_is_refused(store: StoreCore) -> 
     before.check()
 
 
-def test_different_idempotency_keys_create_different_resources(store: StoreCore) -> None:
+def test_different_idempotency_keys_create_different_resources(store: EngineStore) -> None:
     a = store.create("image", {"name": "a"}, idempotency_key="key-a")
     b = store.create("image", {"name": "a"}, idempotency_key="key-b")
     c = store.create("image", {"name": "a"})
@@ -241,13 +244,13 @@ def test_different_idempotency_keys_create_different_resources(store: StoreCore)
 # --- get and list --------------------------------------------------------------------------------
 
 
-def test_get_of_an_unknown_id(store: StoreCore) -> None:
+def test_get_of_an_unknown_id(store: EngineStore) -> None:
     with pytest.raises(ResourceNotFound) as caught:
         store.get("no-such-id")
     assert caught.value.resource_id == "no-such-id"
 
 
-def test_list_filters_by_kind_and_state(store: StoreCore) -> None:
+def test_list_filters_by_kind_and_state(store: EngineStore) -> None:
     queued = [store.create("image", {"name": f"q{i}"}) for i in range(3)]
     saving = [store.fire(store.create("image", {"name": f"s{i}"}), "upload") for i in range(2)]
     active = [_active(store, f"a{i}") for i in range(2)]
@@ -269,7 +272,7 @@ def test_list_filters_by_kind_and_state(store: StoreCore) -> None:
     assert store.list(kind="image", state="saving").items == saving  # whole snapshots, not just ids
 
 
-def test_list_pages_cover_everything_once_in_creation_order(store: StoreCore) -> None:
+def test_list_pages_cover_everything_once_in_creation_order(store: EngineStore) -> None:
     made = [store.create("image", {"name": f"n{i}"}).id for i in range(23)]
     for limit in (1, 5, 23, 100):
         seen: list[str] = []
@@ -288,7 +291,7 @@ def test_list_pages_cover_everything_once_in_creation_order(store: StoreCore) ->
         assert pages <= len(made) // limit + 1
 
 
-def test_list_pages_through_a_filter(store: StoreCore) -> None:
+def test_list_pages_through_a_filter(store: EngineStore) -> None:
     wanted = []
     for i in range(12):
         r = store.create("image", {"name": f"n{i}"})
@@ -307,21 +310,21 @@ def test_list_pages_through_a_filter(store: StoreCore) -> None:
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001])
-def test_list_refuses_a_limit_out_of_range(store: StoreCore, limit: int) -> None:
+def test_list_refuses_a_limit_out_of_range(store: EngineStore, limit: int) -> None:
     with pytest.raises(InvalidArgument) as caught:
         store.list(limit=limit)
     assert (caught.value.field, caught.value.got) == ("limit", limit)
     assert "1000" in caught.value.constraint
 
 
-def test_list_refuses_a_state_the_kind_does_not_have(store: StoreCore) -> None:
+def test_list_refuses_a_state_the_kind_does_not_have(store: EngineStore) -> None:
     with pytest.raises(UnknownState) as caught:
         store.list(kind="image", state=["active", "provisioned"])
     assert (caught.value.kind, caught.value.state) == ("image", "provisioned")
     assert caught.value.known == tuple(s.name for s in image.states)
 
 
-def test_list_refuses_an_unknown_kind(store: StoreCore) -> None:
+def test_list_refuses_an_unknown_kind(store: EngineStore) -> None:
     with pytest.raises(UnknownKind) as caught:
         store.list(kind="volume")
     assert (caught.value.kind, caught.value.known) == ("volume", ("image", "job"))
@@ -330,7 +333,7 @@ def test_list_refuses_an_unknown_kind(store: StoreCore) -> None:
 # --- fire ----------------------------------------------------------------------------------------
 
 
-def test_fire_with_a_snapshot(store: StoreCore, clock: FakeClock) -> None:
+def test_fire_with_a_snapshot(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     clock.advance(timedelta(seconds=5))
     after = store.fire(r, "upload", actor="bob", detail={"why": "test"})
@@ -351,7 +354,7 @@ def test_fire_with_a_snapshot(store: StoreCore, clock: FakeClock) -> None:
     )
 
 
-def test_fire_by_id_with_the_expected_version(store: StoreCore) -> None:
+def test_fire_by_id_with_the_expected_version(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     after = store.fire(r.id, "stage", expected_version=1)
     assert (after.state, after.version) == ("uploading", 2)
@@ -360,7 +363,7 @@ def test_fire_by_id_with_the_expected_version(store: StoreCore) -> None:
     assert store.get(r.id) == after
 
 
-def test_fire_by_id_alone_applies_to_the_current_state(store: StoreCore) -> None:
+def test_fire_by_id_alone_applies_to_the_current_state(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     store.fire(r, "upload")
     after = store.fire(r.id, "activate")
@@ -369,7 +372,7 @@ def test_fire_by_id_alone_applies_to_the_current_state(store: StoreCore) -> None
 
 
 @pytest.mark.parametrize("style", ["snapshot", "pinned", "id"])
-def test_fire_refuses_an_event_not_allowed_in_the_state(store: StoreCore, style: str) -> None:
+def test_fire_refuses_an_event_not_allowed_in_the_state(store: EngineStore, style: str) -> None:
     r = store.create("image", {"name": "x"})
     before = Unchanged(store, r.id)
     with pytest.raises(TransitionNotAllowed) as caught:
@@ -383,7 +386,7 @@ def test_fire_refuses_an_event_not_allowed_in_the_state(store: StoreCore, style:
     before.check()
 
 
-def test_nothing_leaves_a_final_state(store: StoreCore) -> None:
+def test_nothing_leaves_a_final_state(store: EngineStore) -> None:
     r = store.fire(store.create("image", {"name": "x"}), "delete")
     assert r.state == "deleted"
     before = Unchanged(store, r.id)
@@ -394,7 +397,7 @@ def test_nothing_leaves_a_final_state(store: StoreCore) -> None:
     before.check()
 
 
-def test_a_guard_refusal_names_the_guard(store: StoreCore) -> None:
+def test_a_guard_refusal_names_the_guard(store: EngineStore) -> None:
     r = store.create("job")
     r = store.fire(r, "request")
     r = store.fire(r, "callback")
@@ -413,7 +416,7 @@ def test_a_guard_refusal_names_the_guard(store: StoreCore) -> None:
 
 
 @pytest.mark.parametrize("style", ["snapshot", "pinned"])
-def test_a_stale_writer_gets_a_conflict(store: StoreCore, style: str) -> None:
+def test_a_stale_writer_gets_a_conflict(store: EngineStore, style: str) -> None:
     r = store.create("image", {"name": "x"})
     current = store.fire(r, "upload")
     before = Unchanged(store, r.id)
@@ -434,7 +437,7 @@ def test_a_stale_writer_gets_a_conflict(store: StoreCore, style: str) -> None:
     before.check()
 
 
-def test_a_conflict_for_an_event_allowed_now_but_written_against_an_old_version(store: StoreCore) -> None:
+def test_a_conflict_for_an_event_allowed_now_but_written_against_an_old_version(store: EngineStore) -> None:
     r = _active(store)
     deactivated = store.fire(r, "deactivate")
     back = store.fire(deactivated, "reactivate")
@@ -448,7 +451,7 @@ def test_a_conflict_for_an_event_allowed_now_but_written_against_an_old_version(
 
 
 @pytest.mark.parametrize("style", ["snapshot", "pinned", "id"])
-def test_fire_refuses_an_unknown_event(store: StoreCore, style: str) -> None:
+def test_fire_refuses_an_unknown_event(store: EngineStore, style: str) -> None:
     r = store.create("image", {"name": "x"})
     before = Unchanged(store, r.id)
     with pytest.raises(UnknownEvent) as caught:
@@ -458,7 +461,7 @@ def test_fire_refuses_an_unknown_event(store: StoreCore, style: str) -> None:
     before.check()
 
 
-def test_fire_at_an_unknown_id(store: StoreCore) -> None:
+def test_fire_at_an_unknown_id(store: EngineStore) -> None:
     before = Unchanged(store)
     with pytest.raises(ResourceNotFound) as caught:
         store.fire("no-such-id", "upload")
@@ -468,7 +471,7 @@ def test_fire_at_an_unknown_id(store: StoreCore) -> None:
     before.check()
 
 
-def test_fire_refuses_data_that_is_not_json(store: StoreCore) -> None:
+def test_fire_refuses_data_that_is_not_json(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     before = Unchanged(store, r.id)
     with pytest.raises(InvalidSpec) as caught:
@@ -477,7 +480,7 @@ def test_fire_refuses_data_that_is_not_json(store: StoreCore) -> None:
     before.check()
 
 
-def test_fire_merges_data_shallowly(store: StoreCore) -> None:
+def test_fire_merges_data_shallowly(store: EngineStore) -> None:
     r = store.create("job", data={"keep": 1, "nested": {"a": 1, "b": 2}, "over": "old"})
     r = store.fire(r, "request", data={"over": "new", "nested": {"c": 3}, "added": [1, "two", None]})
     expected = {"keep": 1, "nested": {"c": 3}, "over": "new", "added": [1, "two", None]}
@@ -492,7 +495,7 @@ def test_fire_merges_data_shallowly(store: StoreCore) -> None:
     assert store.get(r.id).data == {**expected, **unicode}
 
 
-def test_fire_records_and_clears_the_error(store: StoreCore) -> None:
+def test_fire_records_and_clears_the_error(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     r = store.fire(r, "upload")
     r = store.fire(r, "kill", error="disk full")
@@ -502,7 +505,7 @@ def test_fire_records_and_clears_the_error(store: StoreCore) -> None:
     assert store.get(r.id).error is None
 
 
-def test_a_wait_state_gets_its_deadline_from_the_clock(store: StoreCore, clock: FakeClock) -> None:
+def test_a_wait_state_gets_its_deadline_from_the_clock(store: EngineStore, clock: FakeClock) -> None:
     r = _active(store)
     clock.advance(timedelta(hours=3))
     waiting = store.fire(r, "delay_delete")
@@ -524,7 +527,7 @@ def test_a_wait_state_gets_its_deadline_from_the_clock(store: StoreCore, clock: 
     assert store.get(j.id).deadline == clock.now + JOB_WAIT
 
 
-def test_a_work_state_is_due_at_once_and_other_states_are_not(store: StoreCore, clock: FakeClock) -> None:
+def test_a_work_state_is_due_at_once_and_other_states_are_not(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("image", {"name": "x"})
     clock.advance(timedelta(minutes=1))
     saving = store.fire(r, "upload")
@@ -536,7 +539,7 @@ def test_a_work_state_is_due_at_once_and_other_states_are_not(store: StoreCore, 
     assert store.get(r.id).next_attempt_at is None
 
 
-def test_fire_resets_the_per_state_bookkeeping(store: StoreCore) -> None:
+def test_fire_resets_the_per_state_bookkeeping(store: EngineStore) -> None:
     r = store.create("image", {"name": "x"})
     after = store.fire(r, "upload")
     assert (after.attempts, after.claim_token, after.claimed_by, after.claim_expires_at) == (0, None, None, None)
@@ -551,7 +554,7 @@ def test_fire_resets_the_per_state_bookkeeping(store: StoreCore) -> None:
 # --- journal and feed ------------------------------------------------------------------------------
 
 
-def test_journal_is_in_version_order_and_pages_by_version(store: StoreCore, clock: FakeClock) -> None:
+def test_journal_is_in_version_order_and_pages_by_version(store: EngineStore, clock: FakeClock) -> None:
     r = _active(store)
     for _ in range(4):
         clock.advance()
@@ -570,7 +573,7 @@ def test_journal_is_in_version_order_and_pages_by_version(store: StoreCore, cloc
     assert store.journal("no-such-id") == []
 
 
-def test_feed_interleaves_resources_in_seq_order(store: StoreCore) -> None:
+def test_feed_interleaves_resources_in_seq_order(store: EngineStore) -> None:
     a = store.create("image", {"name": "a"})
     b = store.create("job")
     a = store.fire(a, "upload")
@@ -594,7 +597,7 @@ def test_feed_interleaves_resources_in_seq_order(store: StoreCore) -> None:
     )
 
 
-def test_journal_entries_and_resources_serialise_to_json(store: StoreCore, clock: FakeClock) -> None:
+def test_journal_entries_and_resources_serialise_to_json(store: EngineStore, clock: FakeClock) -> None:
     r = store.create("job", data={"k": "v"}, idempotency_key="idem", actor="me")
     r = store.fire(r, "request", detail={"n": 1})
     doc = r.to_json()
@@ -625,7 +628,7 @@ def test_journal_entries_and_resources_serialise_to_json(store: StoreCore, clock
 # --- kinds -----------------------------------------------------------------------------------------
 
 
-def test_the_store_knows_its_kinds(store: StoreCore) -> None:
+def test_the_store_knows_its_kinds(store: EngineStore) -> None:
     assert dict(store.kinds) == {"image": image, "job": job}
     assert store.kind("job") is job
     with pytest.raises(UnknownKind) as caught:
@@ -662,7 +665,7 @@ def test_using_a_store_before_migrating_says_so(store_url: str) -> None:
         s.close()
 
 
-def test_a_migrated_database_opens_with_the_schema_check(store: StoreCore, store_url: str) -> None:
+def test_a_migrated_database_opens_with_the_schema_check(store: EngineStore, store_url: str) -> None:
     r = store.create("image", {"name": "x"})
     other = open_store(store_url, [image])
     try:
@@ -672,7 +675,7 @@ def test_a_migrated_database_opens_with_the_schema_check(store: StoreCore, store
         other.close()
 
 
-def test_a_database_newer_than_this_tenure_is_refused(store: StoreCore, store_url: str) -> None:
+def test_a_database_newer_than_this_tenure_is_refused(store: EngineStore, store_url: str) -> None:
     newer = latest_version(_dialect(store_url)) + 1
     if store_url.startswith("sqlite"):
         with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
@@ -754,6 +757,51 @@ def test_invalid_database_urls(url: str, reason: str, tmp_path: Path, monkeypatc
     assert list(tmp_path.iterdir()) == []  # nothing was created on the way
 
 
+# --- connections ---------------------------------------------------------------------------------
+
+
+def _open_files_on(path: str) -> int:
+    """How many file descriptors of this process are open on ``path`` (Linux /proc)."""
+    wanted = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == wanted:
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
+def test_sqlite_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = open_store(f"sqlite:///{db}", [image], check_schema=False)
+    try:
+        store.migrate()
+        r = store.create("image", {"name": "debian"})
+        baseline = _open_files_on(str(db))
+
+        # Short-lived threads, as a thread pool that retires idle workers makes them.
+        for _ in range(20):
+            batch = [threading.Thread(target=store.get, args=(r.id,)) for _ in range(10)]
+            for t in batch:
+                t.start()
+            for t in batch:
+                t.join()
+        gc.collect()
+
+        # None of those 200 threads is alive any more, and none of their connections is. SQLite keeps
+        # the descriptors of closed connections while another connection of the process holds a lock
+        # on the file (closing one would drop that lock) and reuses them: bounded by one batch.
+        alive = [c for c in gc.get_objects() if isinstance(c, sqlite3.Connection)]
+        assert len(alive) <= 2, f"{len(alive)} connections outlived their threads"
+        assert _open_files_on(str(db)) <= baseline + 10
+    finally:
+        store.close()
+
+
 # --- text both databases can hold ----------------------------------------------------------------
 
 NUL = "\x00"
@@ -768,7 +816,7 @@ NUL = "\x00"
     ],
     ids=["spec-value", "nested-data-value", "data-key"],
 )
-def test_create_refuses_json_with_a_nul_character(store: StoreCore, kwargs: dict[str, Any], field: str) -> None:
+def test_create_refuses_json_with_a_nul_character(store: EngineStore, kwargs: dict[str, Any], field: str) -> None:
     # PostgreSQL cannot store U+0000; SQLite could, but both stores must answer alike.
     before = Unchanged(store)
     kwargs = {"spec": {"name": "x"}, **kwargs}
@@ -780,7 +828,7 @@ def test_create_refuses_json_with_a_nul_character(store: StoreCore, kwargs: dict
 
 
 @pytest.mark.parametrize("field", ["idempotency_key", "resource_id", "actor"])
-def test_create_refuses_text_with_a_nul_character(store: StoreCore, field: str) -> None:
+def test_create_refuses_text_with_a_nul_character(store: EngineStore, field: str) -> None:
     before = Unchanged(store)
     kwargs: dict[str, Any] = {field: f"a{NUL}b"}
     with pytest.raises(InvalidArgument) as caught:
@@ -800,7 +848,7 @@ def test_create_refuses_text_with_a_nul_character(store: StoreCore, field: str) 
     ids=["data", "detail", "error", "actor"],
 )
 def test_fire_refuses_text_with_a_nul_character(
-    store: StoreCore, kwargs: dict[str, Any], error: type[TenureError], field: str
+    store: EngineStore, kwargs: dict[str, Any], error: type[TenureError], field: str
 ) -> None:
     r = store.create("image", {"name": "x"})
     before = Unchanged(store, r.id)
@@ -812,7 +860,7 @@ def test_fire_refuses_text_with_a_nul_character(
     before.check()
 
 
-def test_an_id_with_a_nul_character_is_simply_not_found(store: StoreCore) -> None:
+def test_an_id_with_a_nul_character_is_simply_not_found(store: EngineStore) -> None:
     with pytest.raises(ResourceNotFound) as caught:
         store.get(f"a{NUL}")
     assert caught.value.resource_id == f"a{NUL}"
@@ -831,7 +879,7 @@ class Interloper:
     """
 
     def __init__(self) -> None:
-        self.store: StoreCore | None = None
+        self.store: EngineStore | None = None
         self.armed = 0
         self.writes = 0
 
@@ -844,7 +892,7 @@ class Interloper:
 
 
 @pytest.fixture
-def interloper(store: StoreCore, store_url: str) -> Iterator[Interloper]:
+def interloper(store: EngineStore, store_url: str) -> Iterator[Interloper]:
     """Registers the ``door`` kind, whose ``push`` is guarded by the returned interloper."""
     it = Interloper()
     door = Kind(
@@ -862,7 +910,7 @@ def interloper(store: StoreCore, store_url: str) -> Iterator[Interloper]:
 
 
 def test_a_blind_fire_that_loses_a_race_rereads_and_applies_to_the_new_state(
-    store: StoreCore, interloper: Interloper
+    store: EngineStore, interloper: Interloper
 ) -> None:
     r = store.create("door")
     interloper.armed = 1
@@ -877,7 +925,7 @@ def test_a_blind_fire_that_loses_a_race_rereads_and_applies_to_the_new_state(
 
 @pytest.mark.parametrize("style", ["snapshot", "pinned"])
 def test_a_pinned_fire_that_loses_a_race_at_the_swap_is_a_conflict(
-    store: StoreCore, interloper: Interloper, style: str
+    store: EngineStore, interloper: Interloper, style: str
 ) -> None:
     r = store.create("door")
     interloper.armed = 1
@@ -888,7 +936,7 @@ def test_a_pinned_fire_that_loses_a_race_at_the_swap_is_a_conflict(
     assert store.get(r.id).version == 2
 
 
-def test_a_blind_fire_gives_up_with_a_conflict_when_it_keeps_losing(store: StoreCore, interloper: Interloper) -> None:
+def test_a_blind_fire_gives_up_with_a_conflict_when_it_keeps_losing(store: EngineStore, interloper: Interloper) -> None:
     r = store.create("door")
     interloper.armed = 10_000
     with pytest.raises(Conflict) as caught:
@@ -905,7 +953,7 @@ def test_a_blind_fire_gives_up_with_a_conflict_when_it_keeps_losing(store: Store
     assert [e.event for e in store.journal(r.id)] == [CREATE_EVENT] + ["pull"] * interloper.writes
 
 
-def test_both_stores_provide_the_whole_engine_protocol(store: StoreCore) -> None:
+def test_both_stores_provide_the_whole_engine_protocol(store: EngineStore) -> None:
     from tenure.store.protocol import EngineStore, Store
 
     assert isinstance(store, Store)

@@ -28,7 +28,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from store_support import all_journal, feed_all, replay
 from tenure import (
     Conflict,
     IdempotencyKeyReused,
@@ -39,7 +38,8 @@ from tenure import (
     UnknownEvent,
 )
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import all_journal, feed_all, replay
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,7 +75,7 @@ class Model:
 
 class StoreMachine(RuleBasedStateMachine):
     #: Bound per test to a migrated store; one database serves every example of a run.
-    store: ClassVar[StoreCore]
+    store: ClassVar[EngineStore]
     #: Where the previous example left off, so each example sees only its own resources and rows.
     last_id: ClassVar[str | None] = None
     last_seq: ClassVar[int] = 0
@@ -238,6 +238,6 @@ class StoreMachine(RuleBasedStateMachine):
             assert replay(image, all_journal(self.store, rid)) == (m.state, m.version)
 
 
-def test_the_store_behaves_like_the_model(store: StoreCore) -> None:
+def test_the_store_behaves_like_the_model(store: EngineStore) -> None:
     machine = type("BoundStoreMachine", (StoreMachine,), {"store": store})
     run_state_machine_as_test(machine, settings=SETTINGS)

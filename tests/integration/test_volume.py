@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tenure import Conflict, Resource
-from tenure.flow.step import FlowStep, run_step, step_run_id
+from tenure.engine.flows import FlowStep, step_run_id
 from tenure.kinds.volume import (
     Host,
     MemoryNotifier,
@@ -28,7 +28,8 @@ from tenure.kinds.volume import (
     volume,
     volume_steps,
 )
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.support.flow_steps import run_step
 
 PROJECT = "proj"
 
@@ -87,7 +88,7 @@ class ScriptedDriver(MemoryVolumeDriver):
 class Ledger:
     """The store's quota ledger, with faults a test can switch on (each fires once)."""
 
-    def __init__(self, store: StoreCore) -> None:
+    def __init__(self, store: EngineStore) -> None:
         self.store = store
         self.calls: list[tuple[str, str]] = []
         self.fail_commit_before: BaseException | None = None
@@ -133,7 +134,7 @@ class Ledger:
 class Cloud:
     """One store with the volume kind, its collaborators, and the steps built from them."""
 
-    store: StoreCore
+    store: EngineStore
     ledger: Ledger
     driver: ScriptedDriver
     notifier: MemoryNotifier
@@ -178,7 +179,7 @@ class Cloud:
 HOSTS = (Host("host-a", 100), Host("host-b", 80), Host("host-c", 60))
 
 
-def make_cloud(store: StoreCore, *, hosts: tuple[Host, ...] = HOSTS, **options: Any) -> Cloud:
+def make_cloud(store: EngineStore, *, hosts: tuple[Host, ...] = HOSTS, **options: Any) -> Cloud:
     store.register(volume)
     ledger = Ledger(store)
     driver = ScriptedDriver()
@@ -188,7 +189,7 @@ def make_cloud(store: StoreCore, *, hosts: tuple[Host, ...] = HOSTS, **options: 
 
 
 @pytest.fixture
-def cloud(store: StoreCore) -> Cloud:
+def cloud(store: EngineStore) -> Cloud:
     c = make_cloud(store, reschedule_on=(Busy,))
     store.set_quota(PROJECT, "gigabytes", 100)
     return c
@@ -332,7 +333,7 @@ def test_unschedulable_notifies_exactly_once_and_keeps_the_quota_until_deleted(c
     cloud.check_quota()
 
 
-def test_a_failing_scheduler_plugin_fails_the_step(store: StoreCore) -> None:
+def test_a_failing_scheduler_plugin_fails_the_step(store: EngineStore) -> None:
     class Down:
         def candidates(self, request_spec: Mapping[str, Any]) -> list[str]:
             raise ConnectionError("scheduler service down")
@@ -476,7 +477,7 @@ def volume_plans(draw: st.DrawFn) -> dict[str, Any]:
     plans=st.lists(volume_plans(), min_size=1, max_size=4),
 )
 def test_random_volumes_with_random_failures_keep_the_quota_invariant(
-    store: StoreCore, limit: int, capacities: list[int], plans: list[dict[str, Any]]
+    store: EngineStore, limit: int, capacities: list[int], plans: list[dict[str, Any]]
 ) -> None:
     hosts = tuple(Host(f"h{i}", cap) for i, cap in enumerate(capacities))
     c = make_cloud(store, hosts=hosts, reschedule_on=(Busy,))

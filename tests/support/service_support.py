@@ -16,12 +16,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from live_server import ADMIN, CALLBACK, READER, WRITER, LiveServer
 
-from kinds_for_tests import job, ticket_kind
 from tenure import Kind, Resource, StepContext, Steps, Wait, Worker
 from tenure.kinds.image import image
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.kinds_for_tests import job, ticket_kind
+from tests.support.live_server import ADMIN, CALLBACK, READER, WRITER, LiveServer
 
 __all__ = ["KINDS", "WAIT_FOR", "Asker", "Live", "Waiting", "access_line", "ticket", "ticket_worker"]
 
@@ -38,7 +38,7 @@ class Live:
     """A running service, its store, and clients holding each scope's token."""
 
     server: LiveServer
-    store: StoreCore
+    store: EngineStore
 
     @property
     def url(self) -> str:
@@ -94,7 +94,7 @@ class Waiting:
     token: str
 
 
-def ticket_worker(store: StoreCore, asker: Asker | None = None) -> Worker:
+def ticket_worker(store: EngineStore, asker: Asker | None = None) -> Worker:
     steps = Steps()
     steps.add(ticket, "todo", asker or Asker())
     return Worker(store, steps, name="service-test-worker", rand=lambda: 1.0)

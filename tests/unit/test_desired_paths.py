@@ -8,7 +8,8 @@ import pytest
 
 from tenure.kinds.image import image
 from tenure.machine import ANY, Event, Kind, Role, State
-from tenure.store.desired import desire_pending, next_hop, reachable_states
+from tenure.machine.graph import next_hop, reachable_states
+from tenure.store.desired import desire_pending
 from tenure.store.model import Resource
 
 #: Two equally short ways from a to d (by b, declared first, and by c), a longer one, and a dead end.

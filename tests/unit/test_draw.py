@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from tenure.draw import to_dot, to_mermaid
 from tenure.kinds.image import image
 from tenure.machine import ANY, Event, Kind, Role, State
 
@@ -105,13 +106,13 @@ def parse_mermaid(text: str) -> Mermaid:
 
 
 def test_mermaid_header(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     assert m.header == "stateDiagram-v2"
     assert m.comments == ["    %% kind pipe-line.v2 v7"]
 
 
 def test_mermaid_has_every_state_with_code_and_role(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     assert set(m.states) == {s.name for s in kind.states}
     for s in kind.states:
         code, role, _ = m.states[s.name]
@@ -119,20 +120,20 @@ def test_mermaid_has_every_state_with_code_and_role(kind: Kind) -> None:
 
 
 def test_mermaid_ids_are_valid_identifiers(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     for _, _, ident in m.states.values():
         assert MERMAID_ID.match(ident), ident
 
 
 def test_mermaid_start_and_end(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     ids = {name: ident for name, (_, _, ident) in m.states.items()}
     assert m.starts == [ids["new"]]
     assert sorted(m.ends) == sorted([ids["done"], ids["failed"]])
 
 
 def test_mermaid_has_every_edge_with_its_event_labels(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     ids = {name: ident for name, (_, _, ident) in m.states.items()}
     expected = {(ids[src], ids[dst]): labels for (src, dst), labels in expected_edges(kind).items()}
     assert m.edges == expected
@@ -143,7 +144,7 @@ def test_mermaid_has_every_edge_with_its_event_labels(kind: Kind) -> None:
 
 
 def test_mermaid_classes_by_role(kind: Kind) -> None:
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     assert set(m.class_defs) == {r.value for r in Role}
     assert all("fill:" in style for style in m.class_defs.values())
     assert "stroke-dasharray" in m.class_defs["wait"]
@@ -154,7 +155,7 @@ def test_mermaid_classes_by_role(kind: Kind) -> None:
 
 def test_mermaid_classes_only_for_used_roles() -> None:
     kind = Kind("tiny", states=[State("a", 1), State("z", 2, Role.FINAL)], events=[Event("e", "a", "z")], initial="a")
-    m = parse_mermaid(kind.to_mermaid())
+    m = parse_mermaid(to_mermaid(kind))
     assert set(m.classes.values()) == {"rest", "final"}
 
 
@@ -166,7 +167,7 @@ def test_mermaid_ids_are_unique_even_when_names_differ_only_in_punctuation() -> 
         states=[State("a.b", 1), State("a-b", 2), State("a_b", 3, Role.FINAL)],
         events=[Event("x", "a.b", "a-b"), Event("y", "a-b", "a_b")],
     )
-    ids = [m["id"] for line in kind.to_mermaid().splitlines() if (m := MERMAID_STATE.match(line))]
+    ids = [m["id"] for line in to_mermaid(kind).splitlines() if (m := MERMAID_STATE.match(line))]
     assert len(ids) == 3
     assert len(set(ids)) == 3, f"state ids collide: {ids}"
 
@@ -212,14 +213,14 @@ def parse_dot(text: str) -> Dot:
 
 
 def test_dot_is_a_digraph(kind: Kind) -> None:
-    text = kind.to_dot()
+    text = to_dot(kind)
     d = parse_dot(text)
     assert d.header == 'digraph "pipe-line.v2" {'
     assert text.splitlines()[-1] == "}"
 
 
 def test_dot_has_every_state(kind: Kind) -> None:
-    d = parse_dot(kind.to_dot())
+    d = parse_dot(to_dot(kind))
     assert set(d.nodes) == {s.name for s in kind.states}
     for s in kind.states:
         label, attrs = d.nodes[s.name]
@@ -232,14 +233,14 @@ def test_dot_has_every_state(kind: Kind) -> None:
 
 
 def test_dot_has_start_and_every_edge(kind: Kind) -> None:
-    d = parse_dot(kind.to_dot())
+    d = parse_dot(to_dot(kind))
     assert len(d.start_nodes) == 1
     assert d.start_edges == [(d.start_nodes[0], "new")]
     assert d.edges == expected_edges(kind)
 
 
 def test_dot_quoting_escapes_quotes_and_backslashes() -> None:
-    from tenure.machine.draw import _dot_quote
+    from tenure.draw.text import _dot_quote
 
     assert _dot_quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
     assert _dot_quote("plain") == '"plain"'
@@ -253,25 +254,28 @@ def test_dot_start_node_does_not_collide_with_a_state() -> None:
         states=[State("__start", 1), State("z", 2, Role.FINAL)],
         events=[Event("go", "__start", "z")],
     )
-    d = parse_dot(kind.to_dot())
+    d = parse_dot(to_dot(kind))
     assert d.start_nodes
     assert d.start_nodes[0] not in d.nodes, "the start point and state '__start' are the same DOT node"
 
 
 def test_image_kind_draws_every_state() -> None:
-    m = parse_mermaid(image.to_mermaid())
-    d = parse_dot(image.to_dot())
+    m = parse_mermaid(to_mermaid(image))
+    d = parse_dot(to_dot(image))
     names = {s.name for s in image.states}
     assert set(m.states) == names
     assert set(d.nodes) == names
     assert d.edges == expected_edges(image)
 
 
-def test_drawing_functions_match_kind_methods(kind: Kind) -> None:
-    from tenure.machine.draw import to_dot, to_mermaid
+def test_package_functions_are_the_text_module_functions(kind: Kind) -> None:
+    from tenure.draw import text
 
-    assert to_mermaid(kind) == kind.to_mermaid()
-    assert to_dot(kind) == kind.to_dot()
+    assert to_mermaid is text.to_mermaid
+    assert to_dot is text.to_dot
+    # Drawing only reads the kind: the same kind gives the same text every time.
+    assert to_mermaid(kind) == text.to_mermaid(kind)
+    assert to_dot(kind) == text.to_dot(kind)
 
 
 DOT_BINARY = shutil.which("dot")
@@ -280,7 +284,7 @@ if DOT_BINARY is not None:  # Graphviz is optional; the render check exists only
 
     @pytest.mark.parametrize("which", ["sample", "image"])
     def test_dot_renders_with_graphviz(kind: Kind, which: str) -> None:
-        source = kind.to_dot() if which == "sample" else image.to_dot()
+        source = to_dot(kind) if which == "sample" else to_dot(image)
         assert DOT_BINARY is not None
         result = subprocess.run(
             [DOT_BINARY, "-Tsvg"], input=source.encode(), capture_output=True, timeout=20, check=False

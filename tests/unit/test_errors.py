@@ -1,4 +1,8 @@
-"""The one exception hierarchy: every error is a TenureError whose message carries its facts."""
+"""The one exception hierarchy: every error is a TenureError whose message carries its facts.
+
+The errors form one tree under a few groups (what a caller catches); the tree is pinned here and
+drawn in the docstring of :mod:`tenure.errors`, which must show exactly this tree.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,26 @@ from tenure.errors import (
     AlreadyExists,
     ClaimLost,
     Conflict,
+    DuplicateKind,
+    FlowActionNotAllowed,
     FlowChanged,
+    FlowError,
     FlowFailed,
+    FlowRunNotFound,
     IdempotencyKeyReused,
+    InputError,
     InvalidArgument,
     InvalidDatabaseURL,
     InvalidFlow,
     InvalidKind,
     InvalidSpec,
     InvalidSteps,
+    InvalidUsage,
+    KindError,
+    ModuleNotImportable,
+    NoKindFound,
     NotSharable,
+    QuotaError,
     QuotaExceeded,
     QuotaNotFound,
     ResourceNotFound,
@@ -36,6 +50,7 @@ from tenure.errors import (
     UnknownEvent,
     UnknownKind,
     UnknownState,
+    WriteConflict,
 )
 
 #: One sample per error class: the keyword arguments it is built from, which are also its facts.
@@ -76,10 +91,63 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     QuotaNotFound: {"what": "p1/gigabytes"},
     NotSharable: {"resource_id": "r1", "party": "tag:a,2026:x", "refused": "tag:b,2026:y"},
     AlreadyExists: {"what": "resource", "key": "r-1"},
+    DuplicateKind: {"kind": "image"},
+    ModuleNotImportable: {"module": "mypkg.kinds", "reason": "No module named 'mypkg'", "what": "steps"},
+    NoKindFound: {"module": "mypkg.kinds", "name": "volume"},
+    InvalidUsage: {"problem": "give --server or --database, not both"},
+    FlowRunNotFound: {"run_id": "run-404"},
+    FlowActionNotAllowed: {
+        "run_id": "run-2",
+        "state": "reverted",
+        "action": "be resolved",
+        "required": "revert_failed",
+    },
 }
 
+#: The groups: they classify and take only an optional message (no facts of their own).
+GROUPS = (KindError, InputError, WriteConflict, QuotaError, FlowError, StoreError)
 #: Classes that take only an optional message (no facts of their own).
-PLAIN = (TenureError, StoreError)
+PLAIN = (TenureError, *GROUPS)
+
+#: The tree: each class and its one direct base. A class may gain a group, never lose a base.
+BASE: dict[type[TenureError], type[Exception]] = {
+    TenureError: Exception,
+    KindError: TenureError,
+    InvalidKind: KindError,
+    InvalidSteps: KindError,
+    DuplicateKind: KindError,
+    ModuleNotImportable: KindError,
+    NoKindFound: KindError,
+    UnknownKind: KindError,
+    UnknownState: KindError,
+    UnknownEvent: KindError,
+    InputError: TenureError,
+    InvalidArgument: InputError,
+    InvalidSpec: InputError,
+    InvalidUsage: InputError,
+    ResourceNotFound: TenureError,
+    WriteConflict: TenureError,
+    TransitionNotAllowed: WriteConflict,
+    Conflict: WriteConflict,
+    ClaimLost: Conflict,
+    AlreadyExists: WriteConflict,
+    IdempotencyKeyReused: WriteConflict,
+    NotSharable: WriteConflict,
+    QuotaError: TenureError,
+    QuotaExceeded: QuotaError,
+    QuotaNotFound: QuotaError,
+    FlowError: TenureError,
+    InvalidFlow: FlowError,
+    FlowFailed: FlowError,
+    FlowChanged: FlowError,
+    FlowRunNotFound: FlowError,
+    FlowActionNotAllowed: FlowError,
+    StoreError: TenureError,
+    InvalidDatabaseURL: StoreError,
+    StoreUnavailable: StoreError,
+    SchemaNotMigrated: StoreError,
+    SchemaTooNew: StoreError,
+}
 
 
 def error_classes() -> list[type[BaseException]]:
@@ -180,6 +248,86 @@ def test_store_errors_share_a_base() -> None:
         assert issubclass(cls, StoreError)
 
 
+# --- the tree ------------------------------------------------------------------------------------
+
+
+def test_the_tree_covers_every_error_class() -> None:
+    assert set(BASE) == set(error_classes())
+
+
+@pytest.mark.parametrize("cls", list(BASE), ids=lambda c: c.__name__)
+def test_each_class_has_its_one_base(cls: type[TenureError]) -> None:
+    assert cls.__bases__ == (BASE[cls],)
+
+
+def test_groups_derive_from_the_root_and_take_no_facts() -> None:
+    for group in GROUPS:
+        assert BASE[group] is TenureError
+        assert "__init__" not in vars(group), f"{group.__name__} must add no facts"
+        assert any(BASE[cls] is group for cls in BASE), f"{group.__name__} has no member"
+
+
+def test_the_relations_callers_rely_on_still_hold() -> None:
+    assert issubclass(ClaimLost, Conflict)
+    for cls in (TransitionNotAllowed, Conflict, ClaimLost, AlreadyExists, IdempotencyKeyReused, NotSharable):
+        assert issubclass(cls, WriteConflict)
+    for cls in (InvalidArgument, InvalidSpec):
+        assert issubclass(cls, InputError)
+    for cls in (InvalidKind, UnknownKind, UnknownState, UnknownEvent):
+        assert issubclass(cls, KindError)
+    with pytest.raises(WriteConflict):
+        raise ClaimLost(resource_id="r", expected_version=1, actual_version=2)
+
+
+def drawn_tree() -> dict[str, str]:
+    """Each class drawn in the module docstring, with the class drawn as its parent."""
+    doc = errors_module.__doc__ or ""
+    lines = doc[doc.index("    TenureError\n") :].split("\n\n", 1)[0].splitlines()
+    parents: dict[str, str] = {}
+    stack: list[str] = []
+    for line in lines:
+        body = line[4:]  # the drawing is indented by four spaces
+        name = body.lstrip("│├└─ ")
+        depth = (len(body) - len(name)) // 4
+        del stack[depth:]
+        if stack:
+            parents[name] = stack[-1]
+        stack.append(name)
+    return parents
+
+
+def test_the_docstring_draws_exactly_this_tree() -> None:
+    expected = {cls.__name__: BASE[cls].__name__ for cls in BASE if cls is not TenureError}
+    assert drawn_tree() == expected
+
+
+def test_the_docstring_says_what_each_group_is_for() -> None:
+    doc = errors_module.__doc__ or ""
+    for group in GROUPS:
+        assert f"``{group.__name__}``\n    " in doc
+
+
+# --- raising -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", PLAIN, ids=lambda c: c.__name__)
+def test_plain_errors_can_be_raised_with_no_arguments(cls: type[TenureError]) -> None:
+    with pytest.raises(cls) as info:
+        raise cls()
+    assert str(info.value).strip()
+    assert str(info.value) == cls.default_message
+
+
+@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+def test_errors_can_be_raised_with_their_documented_arguments(cls: type[TenureError]) -> None:
+    signature = inspect.signature(cls)
+    assert set(SAMPLES[cls]) == set(signature.parameters), "the sample must use every documented argument"
+    with pytest.raises(cls) as info:
+        raise build(cls, SAMPLES[cls])
+    assert str(info.value).strip()
+    assert isinstance(info.value, BASE[cls])
+
+
 def test_errors_can_be_caught_as_exceptions() -> None:
     with pytest.raises(TenureError):
         raise ResourceNotFound("r")
@@ -235,3 +383,19 @@ def test_invalid_database_url_lists_accepted_forms() -> None:
     err = InvalidDatabaseURL("mysql://x", "unsupported")
     assert "sqlite:///" in str(err)
     assert "postgresql://" in str(err)
+
+
+def test_kind_loading_messages_name_the_module() -> None:
+    assert str(ModuleNotImportable("nope", "No module named 'nope'")) == (
+        "cannot import kinds from 'nope': No module named 'nope'"
+    )
+    assert str(NoKindFound("pkg.kinds")) == "module 'pkg.kinds' defines no Kind at top level"
+    assert str(NoKindFound("pkg.kinds", "lamp")) == (
+        "'pkg.kinds:lamp' is not a Kind (module 'pkg.kinds' has no kind named 'lamp')"
+    )
+
+
+def test_flow_run_messages() -> None:
+    assert str(FlowRunNotFound("ghost")) == "no flow run with id 'ghost'"
+    refused = FlowActionNotAllowed("r1", state="resolved", action="retry its revert", required="revert_failed")
+    assert str(refused) == "flow run r1 is resolved; only a revert_failed run can retry its revert"

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tenure.draw import to_dot, to_mermaid
 from tenure.errors import InvalidKind, TransitionNotAllowed
 from tenure.machine import ANY, Event, Kind, Role, State
 
@@ -156,8 +157,8 @@ def check_every_state_is_reachable(g: Generated) -> None:
 
 def check_drawings_mention_every_state(g: Generated) -> None:
     kind = g.kind
-    mermaid = kind.to_mermaid()
-    dot = kind.to_dot()
+    mermaid = to_mermaid(kind)
+    dot = to_dot(kind)
     assert mermaid.startswith("stateDiagram-v2\n")
     assert dot.startswith('digraph "generated" {')
     for s in kind.states:
@@ -261,5 +262,5 @@ def test_any_declaration_is_either_valid_or_invalid_kind(
         for event in kind.allowed_events(s.name):
             assert kind.has_state(kind.target(s.name, event))
     kind.describe()
-    kind.to_mermaid()
-    kind.to_dot()
+    to_mermaid(kind)
+    to_dot(kind)

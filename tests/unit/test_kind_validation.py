@@ -305,6 +305,26 @@ def test_a_guarded_deadline_event_is_refused() -> None:
     assert_problems(problems_of(states, events), ("'w'", "'timeout'", "at its deadline", "must not be guarded"))
 
 
+def test_declaring_a_kind_whose_only_way_out_of_a_wait_at_its_deadline_is_guarded_raises() -> None:
+    # A work state asks, the wait's deadline expires it into a final state: a guard refusing that
+    # event would leave the resource waiting forever, so the kind cannot be declared at all.
+    with pytest.raises(InvalidKind, match="must not be guarded"):
+        Kind(
+            "stuck",
+            initial="todo",
+            states=[
+                State("todo", 1, Role.WORK, on_failure="fail"),
+                State("awaiting", 2, Role.WAIT, deadline=timedelta(minutes=10), on_deadline="expire"),
+                State("expired", 12, Role.FINAL),
+            ],
+            events=[
+                Event("ask", "todo", "awaiting"),
+                Event("fail", "todo", "expired"),
+                Event("expire", "awaiting", "expired", guard=_refuse),
+            ],
+        )
+
+
 def test_a_guarded_failure_event_is_refused() -> None:
     states = [State("a", 1), State("b", 2, Role.WORK, on_failure="fail"), State("z", 9, Role.FINAL)]
     events = [*base_events(), Event("fail", "b", "z", guard=_refuse)]

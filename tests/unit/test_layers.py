@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ def allow(*names: str) -> frozenset[str]:
 RULES: tuple[Rule, ...] = (
     Rule("tenure.errors", may_import=allow("tenure.errors")),
     Rule("tenure.clock", may_import=allow("tenure.clock")),
-    Rule("tenure.machine", may_import=allow("tenure.errors", "tenure.machine")),
+    # The state machine knows nothing of how it is drawn: drawing reads kinds, never the other way round.
+    Rule("tenure.machine", may_import=allow("tenure.errors", "tenure.machine"), must_not_import=allow("tenure.draw")),
+    Rule("tenure.draw", may_import=allow("tenure.machine", "tenure.draw")),
     Rule("tenure.store", may_import=allow("tenure.errors", "tenure.clock", "tenure.machine", "tenure.store")),
     Rule("tenure.kinds", must_not_import=allow("tenure.store", "tenure.cli")),
     Rule(
@@ -48,6 +51,9 @@ RULES: tuple[Rule, ...] = (
     # The service knows the engine and the store, never the example kinds or the command line.
     Rule("tenure.service", must_not_import=allow("tenure.kinds", "tenure.cli")),
 )
+
+#: Layers that need nothing but the standard library (and the tenure layers RULES lets them import).
+STDLIB_ONLY: tuple[str, ...] = ("tenure.draw",)
 
 #: target -> the only layers that may import it.
 ONLY_IMPORTED_BY: dict[str, frozenset[str]] = {
@@ -117,6 +123,17 @@ def violations(module: str, imported: set[str]) -> list[str]:
     return out
 
 
+def outside_imports(source: str) -> set[str]:
+    """The top-level name of every absolute import in ``source`` (``os`` for ``from os.path import join``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return found
+
+
 @functools.cache
 def all_imports() -> dict[str, set[str]]:
     return {
@@ -132,15 +149,24 @@ def test_the_walk_sees_the_layers() -> None:
     names = KNOWN_MODULES
     expected = {"tenure", "tenure.errors", "tenure.clock", "tenure.machine.kind", "tenure.store", "tenure.kinds.image"}
     assert expected <= names
+    assert {"tenure.draw", "tenure.draw.svg", "tenure.draw.text"} <= names
     imports = all_imports()
     assert "tenure.errors" in imports["tenure.machine.kind"]
     assert "tenure.machine.parts" in imports["tenure.machine.validation"]
     assert "tenure.machine" in imports["tenure.kinds.image"]
+    assert "tenure.machine" in imports["tenure.draw.text"]
 
 
 @pytest.mark.parametrize("module", sorted(KNOWN_MODULES))
 def test_module_respects_the_layers(module: str) -> None:
     assert violations(module, all_imports()[module]) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in KNOWN_MODULES if any(within(m, layer) for layer in STDLIB_ONLY)))
+def test_module_needs_only_the_standard_library(module: str) -> None:
+    path = dict(iter_modules())[module]
+    found = outside_imports(path.read_text(encoding="utf-8"))
+    assert sorted(found - set(sys.stdlib_module_names) - {"tenure"}) == []
 
 
 def test_rule_table_is_well_formed() -> None:
@@ -189,6 +215,26 @@ def test_checker_reports_machine_importing_store_or_the_facade() -> None:
     assert len(found) == 2
     assert any("imports tenure.store" in v for v in found)
     assert any("imports tenure;" in v for v in found)
+
+
+def test_checker_reports_machine_importing_draw() -> None:
+    # Even a lazy import inside a method counts (imports_of walks function bodies too).
+    found = violations("tenure.machine.kind", {"tenure.errors", "tenure.machine.parts", "tenure.draw.svg"})
+    assert any("must not import ['tenure.draw']" in v for v in found)
+    assert violations("tenure.machine.kind", {"tenure.errors", "tenure.machine.parts"}) == []
+
+
+def test_checker_lets_draw_import_only_the_machine() -> None:
+    assert violations("tenure.draw.svg", {"tenure.machine", "tenure.machine.validation", "tenure.draw._layout"}) == []
+    for other in ("tenure.errors", "tenure.store", "tenure.engine", "tenure.service", "tenure"):
+        assert violations("tenure.draw.text", {"tenure.machine", other}) != [], other
+
+
+def test_outside_imports_sees_third_party_packages_but_not_relative_imports() -> None:
+    source = "import os.path\nimport pydantic\nfrom xml.etree import ElementTree\nfrom . import parts\n"
+    source += "def late():\n    from fastapi import APIRouter\n"
+    assert outside_imports(source) == {"os", "pydantic", "xml", "fastapi"}
+    assert sorted(outside_imports(source) - set(sys.stdlib_module_names)) == ["fastapi", "pydantic"]
 
 
 def test_checker_reports_store_importing_kinds() -> None:

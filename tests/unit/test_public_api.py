@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import tenure
+import tenure.draw
 import tenure.errors
 import tenure.machine
 
@@ -30,7 +31,7 @@ def test_star_import_gives_exactly_all() -> None:
     assert set(namespace) == set(tenure.__all__)
 
 
-@pytest.mark.parametrize("module", ["tenure.errors", "tenure.machine", "tenure.kinds", "tenure.store"])
+@pytest.mark.parametrize("module", ["tenure.draw", "tenure.errors", "tenure.machine", "tenure.kinds", "tenure.store"])
 def test_sub_package_all_names_exist(module: str) -> None:
     mod = importlib.import_module(module)
     assert [name for name in mod.__all__ if not hasattr(mod, name)] == []
@@ -51,6 +52,14 @@ def test_machine_parts_are_the_same_objects_at_the_top() -> None:
     for name in ("ANY", "Event", "Kind", "Role", "State"):
         assert name in tenure.__all__
         assert getattr(tenure, name) is getattr(tenure.machine, name)
+
+
+def test_drawing_is_its_own_package_not_kind_methods() -> None:
+    assert tenure.draw.__all__ == sorted(tenure.draw.__all__)
+    for name in ("to_dot", "to_mermaid", "to_svg"):
+        assert callable(getattr(tenure.draw, name))
+        # Drawing reads a kind from outside: the state machine has no drawing methods to keep in step.
+        assert not hasattr(tenure.Kind, name)
 
 
 def test_store_entry_points_are_exported() -> None:

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tenure.draw import Direction, to_svg
+from tenure.draw._metrics import duration
 from tenure.kinds import builtin_kinds
 from tenure.kinds.transfer import transfer
 from tenure.machine import ANY, Event, Kind, Role, State
-from tenure.machine.svg import Direction, _duration, to_svg
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 SVG = "{http://www.w3.org/2000/svg}"
@@ -176,16 +177,16 @@ def test_is_a_standalone_svg_document(name: str, direction: Direction) -> None:
         assert box.y + box.h <= height, el.attrib
 
 
-def test_kind_method_matches_function() -> None:
+def test_top_to_bottom_is_the_default_direction() -> None:
     kind = sample_kind()
-    assert kind.to_svg() == to_svg(kind)
-    assert kind.to_svg(direction="LR") == to_svg(kind, direction="LR")
-    assert kind.to_svg() != kind.to_svg(direction="LR")
+    assert to_svg(kind) == to_svg(kind, direction="TB")
+    assert to_svg(kind, direction="LR") == to_svg(kind, direction="LR")
+    assert to_svg(kind) != to_svg(kind, direction="LR")
 
 
 def test_transfer_diagram_keeps_a_sensible_width() -> None:
     # Its 19 states in 9 layers: top to bottom keeps it about as wide as it is high.
-    root = parse(transfer.to_svg())
+    root = parse(to_svg(transfer))
     width, height = float(root.attrib["width"]), float(root.attrib["height"])
     assert width <= 1600
     assert width < 1.25 * height
@@ -214,7 +215,7 @@ def test_one_box_per_state_with_name_code_and_role(name: str, direction: Directi
 
 
 def test_roles_are_told_apart_by_fill_and_border() -> None:
-    root = parse(sample_kind().to_svg())
+    root = parse(to_svg(sample_kind()))
     looks: dict[str, set[tuple[str, str]]] = {}
     for g in groups(root, "state"):
         box = next(r for r in g.findall("svg:rect", NS) if r.attrib.get("class") == "box")
@@ -224,7 +225,7 @@ def test_roles_are_told_apart_by_fill_and_border() -> None:
 
 
 def test_wait_states_show_their_deadline() -> None:
-    root = parse(transfer.to_svg())
+    root = parse(to_svg(transfer))
     for g in groups(root, "state"):
         subtitle = "".join(g.findall("svg:text", NS)[1].itertext())
         if g.attrib["data-role"] == "wait":
@@ -246,13 +247,13 @@ def test_wait_states_show_their_deadline() -> None:
     ],
 )
 def test_deadlines_are_short(delta: timedelta, text: str) -> None:
-    assert _duration(delta) == text
+    assert duration(delta) == text
 
 
 def test_initial_state_is_marked() -> None:
     for direction in DIRECTIONS:
         kind = sample_kind()
-        root = parse(kind.to_svg(direction=direction))
+        root = parse(to_svg(kind, direction=direction))
         (dot,) = [el for el in groups(root, "start") if el.tag == f"{SVG}circle"]
         (arrow,) = [p for p in groups(root, "edge") if "start" in p.attrib["class"].split()]
         points = path_points(arrow.attrib["d"])
@@ -333,7 +334,7 @@ def test_one_labelled_edge_per_pair_of_states(name: str, direction: Direction) -
 
 
 def test_parallel_events_self_loops_and_guards() -> None:
-    root = parse(sample_kind().to_svg())
+    root = parse(to_svg(sample_kind()))
     labels = {
         (g.attrib["data-source"], g.attrib["data-target"]): [t.text for t in g.iter(f"{SVG}tspan")]
         for g in groups(root, "edge-label")
@@ -363,7 +364,7 @@ def test_arrows_end_on_their_target_box(name: str, direction: Direction) -> None
 
 def test_back_edges_into_one_state_share_a_trunk() -> None:
     # Twelve states can terminate a transfer; their edges merge before they reach 'terminating'.
-    root = parse(transfer.to_svg())
+    root = parse(to_svg(transfer))
     into = [p for p in groups(root, "edge") if p.attrib.get("data-target") == "terminating"]
     assert len(into) == len(transfer.sources("terminate"))
     arrows = [p for p in into if "marker-end" in p.attrib]
@@ -384,7 +385,7 @@ def test_text_is_escaped() -> None:
         events=[Event("go", "a", "z", description=HOSTILE)],
     )
     for direction in DIRECTIONS:
-        svg = kind.to_svg(direction=direction)
+        svg = to_svg(kind, direction=direction)
         assert "<script" not in svg
         assert "\x00" not in svg
         root = parse(svg)
@@ -399,7 +400,7 @@ def test_text_is_escaped() -> None:
 
 def test_long_descriptions_are_wrapped_and_cut() -> None:
     kind = sample_kind(description="word " * 2000)
-    root = parse(kind.to_svg())
+    root = parse(to_svg(kind))
     heading = groups(root, "heading")[0]
     lines = ["".join(t.itertext()) for t in heading.findall("svg:text", NS)][1:]
     assert 1 < len(lines) <= 4
@@ -416,7 +417,10 @@ def test_deterministic(name: str) -> None:
 
 
 def test_deterministic_across_processes() -> None:
-    code = "import sys; from tenure.kinds.transfer import transfer; sys.stdout.write(transfer.to_svg())"
+    code = (
+        "import sys; from tenure.draw import to_svg; from tenure.kinds.transfer import transfer; "
+        "sys.stdout.write(to_svg(transfer))"
+    )
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],
@@ -427,7 +431,7 @@ def test_deterministic_across_processes() -> None:
         ).stdout.decode()
         for seed in ("1", "2")
     }
-    assert outputs == {transfer.to_svg()}
+    assert outputs == {to_svg(transfer)}
 
 
 # --- random kinds --------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from tenure.draw import to_mermaid
+from tenure.engine.flows import FlowStep
 from tenure.errors import InvalidSpec, QuotaExceeded, QuotaNotFound
 from tenure.flow import Failure, FlowEngine, MemoryCheckpoints, RunState, TaskContext
-from tenure.flow.step import FlowStep
 from tenure.kinds import builtin_kinds
 from tenure.kinds.volume import (
     CapacityScheduler,
@@ -191,7 +192,7 @@ def test_the_kind_has_stable_codes_and_the_roles_of_seed_004() -> None:
     assert volume.target("available", "delete") == volume.target("error", "delete") == "deleting"
     assert volume.allowed_events("deleted") == ()
     assert volume in builtin_kinds()
-    assert "s0 --> s1: accepted" in volume.to_mermaid()
+    assert "s0 --> s1: accepted" in to_mermaid(volume)
 
 
 @pytest.mark.parametrize("source", sorted(REQUESTS))

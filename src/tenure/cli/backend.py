@@ -14,29 +14,23 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-import typer
-
-from tenure.cli.common import all_kinds, reported
-from tenure.cli.serve import DEFAULT_TOKEN_FILE  # where tenure serve writes the token it makes
-from tenure.errors import TenureError, UnknownKind
+from tenure.cli.common import DEFAULT_TOKEN_FILE, SERVER_ENV, all_kinds, reported
+from tenure.draw import to_dot, to_mermaid, to_svg
+from tenure.errors import InvalidUsage, UnknownKind
 from tenure.machine import Kind
 from tenure.service.client import ApiError, Client, Page, ServerUnreachable
 from tenure.service.models import JournalOut, KindOut, ResourceOut
 from tenure.store import open_store
-from tenure.store.core import StoreCore
 from tenure.store.model import Resource
+from tenure.store.protocol import Store
 
 __all__ = [
-    "DEFAULT_TOKEN_FILE",
     "Backend",
     "DatabaseBackend",
-    "DatabaseOption",
     "Json",
     "ServerBackend",
-    "ServerOption",
-    "TokenFileOption",
     "connect",
     "read_token",
 ]
@@ -47,37 +41,6 @@ Json = dict[str, Any]
 POLL_INTERVAL = 0.2
 #: Seconds ``wait`` keeps trying a server that cannot be reached before it gives up.
 UNREACHABLE_PATIENCE = 30.0
-
-# Neither option reads its environment variable by itself: :func:`connect` does, so that an option
-# typed on the command line always beats a variable (a server in TENURE_SERVER and the database in
-# TENURE_DATABASE_URL for ``tenure serve`` may well both be set in one shell).
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        help="URL of a running tenure server, e.g. http://127.0.0.1:8080 (env var: TENURE_SERVER). "
-        "The token comes from TENURE_TOKEN or --token-file, never from the command line.",
-        show_default=False,
-    ),
-]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        "-d",
-        help="Work on the database directly: sqlite:///path/to/file.db or postgresql://user@host:port/db "
-        "(env var: TENURE_DATABASE_URL; default: sqlite:///tenure.db, unless TENURE_SERVER is set).",
-        show_default=False,
-    ),
-]
-TokenFileOption = Annotated[
-    Path,
-    typer.Option(
-        "--token-file",
-        envvar="TENURE_TOKEN_FILE",
-        help="File holding the bearer token for --server when TENURE_TOKEN is not set (tenure serve writes one there).",
-    ),
-]
 
 
 class Backend(Protocol):
@@ -234,7 +197,7 @@ class DatabaseBackend:
         self._database = database
         self._kind_paths = kinds
         self._kinds: tuple[Kind, ...] | None = None
-        self._store: StoreCore | None = None
+        self._store: Store | None = None
         self.target = database or "the default database"
 
     @property
@@ -244,7 +207,7 @@ class DatabaseBackend:
         return self._kinds
 
     @property
-    def store(self) -> StoreCore:
+    def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self._database, self.loaded)
             self.target = self._store.target
@@ -265,8 +228,8 @@ class DatabaseBackend:
     def diagram(self, name: str, fmt: str) -> str:
         kind = self._find(name)
         if fmt == "svg":
-            return kind.to_svg()
-        return kind.to_dot() if fmt == "dot" else kind.to_mermaid()
+            return to_svg(kind)
+        return to_dot(kind) if fmt == "dot" else to_mermaid(kind)
 
     def list(
         self,
@@ -336,17 +299,21 @@ def read_token(token_file: Path) -> tuple[str | None, str | None]:
     except FileNotFoundError:
         return None, None
     except OSError as exc:
-        raise TenureError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        raise InvalidUsage(f"cannot read the token file {token_file}: {exc.strerror}") from None
     return (text, str(token_file)) if text else (None, None)
 
 
 def _choose(server: str | None, database: str | None) -> tuple[str | None, str | None]:
-    """The server to talk to, or else the database (None: the default): options first, then the environment."""
+    """The server to talk to, or else the database (None: the default): options first, then the environment.
+
+    Only the server is decided here; a database left as None is resolved by
+    :func:`tenure.store.url.database_url` when the store opens (TENURE_DATABASE_URL, else the default).
+    """
     if server and database:
-        raise TenureError("give --server or --database, not both")
+        raise InvalidUsage("give --server or --database, not both")
     if server or database:
         return server or None, database or None
-    from_env = os.environ.get("TENURE_SERVER", "").strip()
+    from_env = os.environ.get(SERVER_ENV, "").strip()
     return (from_env, None) if from_env else (None, None)
 
 
@@ -363,7 +330,7 @@ def connect(
         server, database = _choose(server, database)
         if server is not None:
             if kinds:
-                raise TenureError("--kinds applies to --database; a server serves the kinds it loaded")
+                raise InvalidUsage("--kinds applies to --database; a server serves the kinds it loaded")
             token, source = read_token(token_file)
             backend = ServerBackend(Client(server, token=token), token_source=source)
         else:
@@ -376,14 +343,16 @@ def connect(
             backend.close()
 
 
-def _explained(exc: ApiError, backend: Backend) -> TenureError:
+def _explained(exc: ApiError, backend: Backend) -> ApiError:
+    """The server's refusal, with a hint about the token when it is a 401."""
     if exc.status != 401 or not isinstance(backend, ServerBackend):
         return exc
     if backend.token_source is None:
         hint = "no token was sent: set TENURE_TOKEN, or point --token-file at the file tenure serve wrote"
     else:
         hint = f"the token from {backend.token_source} was refused"
-    return TenureError(f"{exc.detail} ({hint})")
+    # Still the server's ApiError (status, type, members), only its detail carries the hint.
+    return ApiError(exc.status, exc.type, exc.title, f"{exc.detail} ({hint})", exc.extensions, instance=exc.instance)
 
 
 def _described(kind: Kind) -> Json:

@@ -17,7 +17,7 @@ from tenure.errors import Conflict, TransitionNotAllowed
 from tenure.kinds import builtin_kinds
 from tenure.service.models import JournalOut
 from tenure.store import CREATE_EVENT, Resource, open_store
-from tenure.store.core import StoreCore
+from tenure.store.protocol import Store
 
 __all__ = ["demo"]
 
@@ -37,7 +37,7 @@ class Attempt:
 
 
 def _race(
-    store: StoreCore, targets: list[Resource], threads: int, progress: Progress, *, pinned: bool
+    store: Store, targets: list[Resource], threads: int, progress: Progress, *, pinned: bool
 ) -> list[Attempt]:
     """Each thread fires its own event at every target at the same moment (a barrier lines them up)."""
     attempts: list[Attempt] = []
@@ -82,7 +82,7 @@ def _race(
     return attempts
 
 
-def _replay_matches(store: StoreCore, resource: Resource) -> bool:
+def _replay_matches(store: Store, resource: Resource) -> bool:
     """Replaying the journal through the kind gives the row's state and version."""
     kind = store.kind(resource.kind)
     state, version = None, 0
@@ -114,7 +114,7 @@ def demo(
             store.close()
 
 
-def _run(store: StoreCore, count: int, threads: int) -> None:
+def _run(store: Store, count: int, threads: int) -> None:
     console.print(f"[bold]tenure demo[/] on {store.target}: {count} images, {threads} threads racing\n")
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("creating images", total=count)

@@ -20,17 +20,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tenure.cli.backend import (
+from tenure.cli.backend import Backend, Json, connect
+from tenure.cli.common import (
     DEFAULT_TOKEN_FILE,
-    Backend,
-    DatabaseOption,
-    Json,
+    DirectDatabaseOption,
+    IfVersionOption,
+    JsonOption,
+    KindsOption,
+    ResourceIdArgument,
     ServerOption,
     TokenFileOption,
-    connect,
+    console,
+    errors,
 )
-from tenure.cli.common import JsonOption, KindsOption, console, errors
-from tenure.errors import TenureError, UnknownState
+from tenure.errors import InvalidUsage, UnknownState
 
 __all__ = [
     "create",
@@ -53,13 +56,6 @@ class DrawFormat(StrEnum):
     svg = "svg"
 
 
-IfVersionOption = Annotated[
-    int | None,
-    typer.Option("--if-version", min=1, help="Refuse unless the resource is still at this version."),
-]
-ResourceIdArgument = Annotated[str, typer.Argument(help="Resource id.")]
-
-
 def _print_json(value: Any) -> None:
     # Plain print: Rich would wrap long lines and colour the text, and scripts read this.
     print(json.dumps(value, indent=2))
@@ -71,9 +67,9 @@ def _json_object(text: str | None, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TenureError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}); give a JSON object") from None
+        raise InvalidUsage(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}); give a JSON object") from None
     if not isinstance(value, dict):
-        raise TenureError(f"{what} must be a JSON object, got {type(value).__name__}")
+        raise InvalidUsage(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -144,7 +140,7 @@ def ls(
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Walk every page, not just the first.")] = False,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -172,7 +168,7 @@ def ls(
 def show(
     resource_id: ResourceIdArgument,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -192,7 +188,7 @@ def show(
 def history(
     resource_id: ResourceIdArgument,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -217,7 +213,7 @@ def create(
         str | None, typer.Option("--idempotency-key", help="Send the same key again to get the same resource.")
     ] = None,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -237,7 +233,7 @@ def event(
     if_version: IfVersionOption = None,
     data: Annotated[str | None, typer.Option("--data", help="JSON object merged into the resource's data.")] = None,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -258,7 +254,7 @@ def desire(
     clear: Annotated[bool, typer.Option("--clear", help="Drop the wish instead (no desired state).")] = False,
     if_version: IfVersionOption = None,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -277,7 +273,7 @@ def desire(
 
 def list_kinds(
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,
@@ -319,7 +315,7 @@ def wait(
         float, typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds (0: never).")
     ] = 300.0,
     server: ServerOption = None,
-    database: DatabaseOption = None,
+    database: DirectDatabaseOption = None,
     kinds: KindsOption = None,
     token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
     as_json: JsonOption = False,

@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from tenure.cli.common import DatabaseOption, JsonOption, KindsOption, console, with_store
-from tenure.errors import InvalidArgument, TenureError
-from tenure.store.core import StoreCore
-from tenure.store.records import FlowRunRow, FlowTaskRow
+from tenure.errors import FlowRunNotFound, InvalidArgument
+from tenure.flow.records import FlowRunRow, FlowTaskRow
+from tenure.store.protocol import EngineStore, Store
 
 __all__ = ["runs"]
 
@@ -75,10 +75,10 @@ def list_runs(
     console.print(table)
 
 
-def _load(store: StoreCore, run_id: str) -> tuple[FlowRunRow, list[FlowTaskRow]]:
+def _load(store: Store, run_id: str) -> tuple[FlowRunRow, list[FlowTaskRow]]:
     found = store.load_flow_run(run_id)
     if found is None:
-        raise TenureError(f"no flow run with id {run_id!r}")
+        raise FlowRunNotFound(run_id)
     return found
 
 
@@ -114,7 +114,7 @@ def resolve_run(
 ) -> None:
     """Mark a run whose revert failed as resolved by hand (after cleaning up what it left)."""
 
-    def resolve(store: StoreCore) -> None:
+    def resolve(store: EngineStore) -> None:
         row, _ = _load(store, run_id)
         if row.state != RESOLVABLE:
             raise InvalidArgument("run state", f"must be {RESOLVABLE} to be resolved", row.state)

@@ -8,8 +8,19 @@ from typing import Annotated
 
 import typer
 
-from tenure.cli.common import DatabaseOption, KindsOption, all_kinds, console, errors, reported
-from tenure.cli.worker import ConcurrencyOption, LeaseOption, VerboseOption, pool_size, steps_for
+from tenure.cli.common import (
+    DEFAULT_TOKEN_FILE,
+    ConcurrencyOption,
+    DatabaseOption,
+    KindsOption,
+    LeaseOption,
+    VerboseOption,
+    all_kinds,
+    console,
+    errors,
+    reported,
+)
+from tenure.cli.worker import pool_size, steps_for
 from tenure.service.config import ServiceConfig, generated_token
 from tenure.service.logs import configure_logging
 from tenure.service.server import run_server
@@ -17,9 +28,6 @@ from tenure.store import open_store
 from tenure.store.url import database_url
 
 __all__ = ["serve"]
-
-#: Where ``tenure serve`` keeps the admin token it makes when auth is on and no token is configured.
-DEFAULT_TOKEN_FILE = Path("tenure.token")
 
 
 def serve(
@@ -53,7 +61,8 @@ def serve(
     configure_logging(verbose=verbose, fmt=log_format)
     with reported():
         settings = ServiceConfig.load(config)
-        url = database_url(database or settings.database)
+        # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
+        url = database_url(database, configured=settings.database)
         kinds = [*settings.kinds, *(kinds or [])]
         if url.startswith("sqlite:"):
             migrator = open_store(url, check_schema=False)

@@ -11,31 +11,38 @@ from typing import Annotated
 
 import typer
 
-from tenure.cli.common import DatabaseOption, KindsOption, all_kinds, console, reported
+from tenure.cli.common import (
+    ConcurrencyOption,
+    DatabaseOption,
+    KindsOption,
+    LeaseOption,
+    VerboseOption,
+    all_kinds,
+    console,
+    reported,
+)
 from tenure.engine import Steps, Worker
 from tenure.kinds import builtin_steps, load_steps
+from tenure.kinds.volume import QuotaLedger
 from tenure.store import open_store
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
-__all__ = ["ConcurrencyOption", "LeaseOption", "VerboseOption", "pool_size", "steps_for", "worker"]
+__all__ = ["pool_size", "steps_for", "worker"]
 
-ConcurrencyOption = Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Steps run at once.")]
-LeaseOption = Annotated[
-    float, typer.Option("--lease", min=0.1, help="Seconds a claim lasts unless renewed by the heartbeat.")
-]
+# Only ``tenure worker`` takes these; the options it shares with ``tenure serve`` are in cli.common.
 PollOption = Annotated[
     float | None,
     typer.Option("--poll", min=0.01, help="Longest idle sleep between looks at the database, in seconds."),
 ]
 NameOption = Annotated[str | None, typer.Option("--name", help="Worker name (default: host:pid:random).")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the engine does.")]
 
 
-def steps_for(store: StoreCore, kinds: list[str] | None) -> Steps:
-    return builtin_steps(store) | load_steps(kinds or [])
+def steps_for(ledger: QuotaLedger, kinds: list[str] | None) -> Steps:
+    """The built-in kinds' steps (volumes keep their quotas in ``ledger``, the store) and those of ``kinds``."""
+    return builtin_steps(ledger) | load_steps(kinds or [])
 
 
-def _run_workers(store: StoreCore, steps: Steps, workers: list[Worker]) -> None:
+def _run_workers(store: EngineStore, steps: Steps, workers: list[Worker]) -> None:
     """Run ``workers`` until SIGTERM or SIGINT, then let them finish or release in-flight steps."""
     stop = threading.Event()
 

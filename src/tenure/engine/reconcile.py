@@ -19,10 +19,12 @@ from collections.abc import Iterable
 
 from tenure.errors import TransitionNotAllowed
 from tenure.machine import Kind, Role
+from tenure.machine.graph import next_hop
+from tenure.rules import error_text
 from tenure.store.claims import Claim
-from tenure.store.core import StoreCore
-from tenure.store.desired import desire_pending, next_hop
+from tenure.store.desired import desire_pending
 from tenure.store.model import Resource
+from tenure.store.protocol import EngineStore
 
 __all__ = ["Reconciled", "Reconciler", "rest_pairs"]
 
@@ -46,7 +48,7 @@ def rest_pairs(kinds: Iterable[Kind]) -> list[tuple[str, str]]:
 class Reconciler:
     """Moves claimed resources towards their desired state, writing as ``actor``."""
 
-    def __init__(self, store: StoreCore, *, actor: str) -> None:
+    def __init__(self, store: EngineStore, *, actor: str) -> None:
         self.store = store
         self.actor = actor
 
@@ -83,5 +85,5 @@ class Reconciler:
 
     def _give_up(self, claim: Claim, why: str) -> Reconciled:
         error = f"desired state {claim.resource.desired_state!r} not reached: {why}"
-        self.store.give_up_desired(claim, error=error.replace("\x00", "\\x00")[:4000], actor=self.actor)
+        self.store.give_up_desired(claim, error=error_text(error), actor=self.actor)
         return Reconciled.GAVE_UP

@@ -27,9 +27,9 @@ from tenure.engine.outcome import Advance, Outcome
 from tenure.errors import InvalidSteps
 from tenure.machine import Kind, Role
 from tenure.store.claims import Claim
-from tenure.store.core import StoreCore
 from tenure.store.inbox import token_hash
 from tenure.store.model import Resource
+from tenure.store.protocol import StepStore
 
 __all__ = ["Step", "StepContext", "Steps"]
 
@@ -37,17 +37,27 @@ __all__ = ["Step", "StepContext", "Steps"]
 class StepContext:
     """What a running step may know and use besides the resource."""
 
-    __slots__ = ("_stay", "_token", "attempt", "claim", "lost", "now", "store", "worker")
+    __slots__ = ("_stay", "_token", "attempt", "claim", "kind", "lost", "now", "store", "worker")
 
     def __init__(
-        self, *, worker: str, claim: Claim, attempt: int, store: StoreCore, now: Callable[[], datetime]
+        self,
+        *,
+        worker: str,
+        claim: Claim,
+        attempt: int,
+        store: StepStore,
+        kind: Kind,
+        now: Callable[[], datetime],
     ) -> None:
         #: The name of the worker running the step.
         self.worker = worker
         self.claim = claim
         #: 1 for the first run of the step in this state, 2 for the first retry, ...
         self.attempt = attempt
+        #: What the step may do with the store: read, record facts, answer its own wait.
         self.store = store
+        #: The resource's kind.
+        self.kind = kind
         self.now = now
         #: Set when the worker could not renew the claim: the step's outcome will be refused.
         self.lost = threading.Event()

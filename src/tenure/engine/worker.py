@@ -38,10 +38,11 @@ from tenure.errors import (
     TransitionNotAllowed,
 )
 from tenure.machine import Kind, Role, State
+from tenure.rules import error_text, printable
 from tenure.store.claims import Claim, WaitPlan
-from tenure.store.core import StoreCore
 from tenure.store.inbox import CallbackRow, token_hash
 from tenure.store.model import Resource
+from tenure.store.protocol import EngineStore
 
 __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
 
@@ -110,7 +111,7 @@ class Worker:
 
     def __init__(
         self,
-        store: StoreCore,
+        store: EngineStore,
         steps: Steps,
         *,
         name: str | None = None,
@@ -236,7 +237,7 @@ class Worker:
                     return 0.0 if len(claims) == free else _REPLAN
         agenda = store.agenda(self._due, self._kinds)
         self._planned_at = time.monotonic()
-        now = store._now()
+        now = store.now()
         worked = 0
         if agenda.callback is not None:
             worked += self.apply_callbacks()
@@ -292,7 +293,14 @@ class Worker:
 
     def _context(self, claim: Claim) -> StepContext:
         r = claim.resource
-        ctx = StepContext(worker=self.name, claim=claim, attempt=r.attempts + 1, store=self.store, now=self.store._now)
+        ctx = StepContext(
+            worker=self.name,
+            claim=claim,
+            attempt=r.attempts + 1,
+            store=self.store,
+            kind=self.store.kind(r.kind),
+            now=self.store.now,
+        )
         with self._lock:
             self._inflight[claim.token] = (claim, ctx)
         return ctx
@@ -370,7 +378,7 @@ class Worker:
         cap = state.backoff.cap if state is not None else timedelta(minutes=5)
         try:
             self.store.retry_later(
-                ctx.claim, error=error[:4000], at=self.store._now() + cap, attempts=r.attempts + 1, actor=self.name
+                ctx.claim, error=error_text(error), at=self.store.now() + cap, attempts=r.attempts + 1, actor=self.name
             )
         except Exception:
             with contextlib.suppress(Exception):
@@ -433,8 +441,8 @@ class Worker:
                 delay = min(max(delay, timedelta(0)), MAX_RETRY_DELAY)
                 store.retry_later(
                     claim,
-                    error=_printable(outcome.error)[:4000],
-                    at=store._now() + delay,
+                    error=error_text(outcome.error),
+                    at=store.now() + delay,
                     attempts=failed,
                     data=outcome.data,
                     actor=self.name,
@@ -448,14 +456,14 @@ class Worker:
         problem = _event_problem(kind, r.state, event)
         if problem is not None:
             outcome, event = Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"), state.on_failure
-        error = _printable(outcome.error)[:4000]
+        error = error_text(outcome.error)
         try:
             store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.name, detail=detail)
         except TransitionNotAllowed as exc:
             if event == state.on_failure:
                 raise  # kind validation keeps the state's own failure event unguarded
             # A guard refused the step's chosen failure event: the state's own one always goes.
-            error = _printable(f"{outcome.error} (and its failure event {event!r}: {exc.reason or exc})")[:4000]
+            error = error_text(f"{outcome.error} (and its failure event {event!r}: {exc.reason or exc})")
             store.fire_claimed(claim, state.on_failure, data=outcome.data, error=error, actor=self.name, detail=detail)
         self.stats.failed += 1
 
@@ -474,7 +482,7 @@ class Worker:
         seqs = [cb.seq for cb in rows]
         store = self.store
         wait = store.wait(hashed)
-        resource = store._get_or_none(wait.resource_id) if wait else None
+        resource = store.find(wait.resource_id) if wait else None
         if wait is None or resource is None:
             store.mark_settled(seqs, "dropped: the wait no longer exists")
             return len(seqs)
@@ -559,7 +567,7 @@ class Worker:
             answers = self.store.callbacks(wait.token_hash)
             unsettled = [cb for cb in answers if cb.applied_at is None]
             if unsettled and self._settle(wait.token_hash, unsettled):
-                now = self.store._get_or_none(r.id)
+                now = self.store.find(r.id)
                 if now is None or now.version != r.version:
                     return 0  # the answers decided the wait
             if answers:
@@ -627,13 +635,8 @@ def _about(r: Resource) -> dict[str, str]:
 
 
 def _describe(exc: BaseException) -> str:
-    text = _printable(str(exc).strip())
+    text = printable(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _printable(text: str) -> str:
-    """Error text as it can be stored: NUL cannot be (PostgreSQL refuses it), so it is escaped."""
-    return text.replace("\x00", "\\x00")
 
 
 def _event_problem(kind: Kind, state: str, event: str) -> str | None:

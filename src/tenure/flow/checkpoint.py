@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from tenure.errors import TenureError
+from tenure.errors import AlreadyExists, FlowRunNotFound
 from tenure.flow.task import Failure
 
 __all__ = ["Checkpoints", "MemoryCheckpoints", "RunRecord", "RunState", "TaskRecord", "TaskState"]
@@ -114,7 +114,8 @@ class MemoryCheckpoints:
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
             if run.id in self._runs:
-                raise TenureError(f"flow run {run.id!r} already exists")
+                # The same refusal as the stores' checkpoints (tenure.store.flowruns) give.
+                raise AlreadyExists("flow run", run.id)
             self._runs[run.id] = replace(run, inputs=copy.copy(run.inputs), tasks={})
             self._tasks[run.id] = dict(run.tasks)
 
@@ -126,7 +127,7 @@ class MemoryCheckpoints:
     def save(self, run_id: str, tasks: Sequence[TaskRecord], run: RunRecord | None = None) -> None:
         with self._lock:
             if run_id not in self._runs:
-                raise TenureError(f"no flow run with id {run_id!r}")
+                raise FlowRunNotFound(run_id)
             stored = self._tasks[run_id]
             for t in tasks:
                 stored[t.task] = t

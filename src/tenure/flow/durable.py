@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from tenure.flow.checkpoint import RunRecord, RunState, TaskRecord, TaskState
+from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.flow.task import Failure
-from tenure.store.records import FlowRunRow, FlowTaskRow
 
 __all__ = ["FlowRunStore", "StoreCheckpoints"]
 

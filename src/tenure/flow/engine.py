@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tenure.errors import FlowChanged, FlowFailed, InvalidFlow, TenureError
+from tenure.errors import FlowActionNotAllowed, FlowChanged, FlowFailed, FlowRunNotFound, InvalidFlow
 from tenure.flow.checkpoint import Checkpoints, MemoryCheckpoints, RunRecord, RunState, TaskRecord, TaskState
 from tenure.flow.compiler import Node, Plan, Scope, compiled
 from tenure.flow.patterns import Flow
@@ -140,8 +140,8 @@ class FlowEngine:
         """Try again to revert a run whose revert failed."""
         record = self._load(run_id)
         if record.state is not RunState.REVERT_FAILED:
-            raise TenureError(
-                f"flow run {run_id} is {record.state.value}; only a revert_failed run can retry its revert"
+            raise FlowActionNotAllowed(
+                run_id, state=record.state.value, action="retry its revert", required=RunState.REVERT_FAILED.value
             )
         record = replace(record, state=RunState.REVERTING)
         return _Run(self, record, resumed=True).carry_on()
@@ -150,7 +150,9 @@ class FlowEngine:
         """Declare a failed revert handled by an operator."""
         record = self._load(run_id)
         if record.state is not RunState.REVERT_FAILED:
-            raise TenureError(f"flow run {run_id} is {record.state.value}; only a revert_failed run can be resolved")
+            raise FlowActionNotAllowed(
+                run_id, state=record.state.value, action="be resolved", required=RunState.REVERT_FAILED.value
+            )
         record = replace(record, state=RunState.RESOLVED)
         self.checkpoints.save(run_id, [], record)
         return _Run(self, record).outcome()
@@ -158,7 +160,7 @@ class FlowEngine:
     def _load(self, run_id: str) -> RunRecord:
         record = self.checkpoints.load_run(run_id)
         if record is None:
-            raise TenureError(f"no flow run with id {run_id!r}")
+            raise FlowRunNotFound(run_id)
         if (record.flow, record.version, record.fingerprint) != (
             self.flow.name,
             self.flow.version,

@@ -8,7 +8,7 @@ from typing import Any
 
 from tenure.engine.flows import flow_step
 from tenure.engine.steps import Steps
-from tenure.errors import QuotaNotFound, TenureError
+from tenure.errors import ModuleNotImportable, NoKindFound, QuotaNotFound
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer, transfer_steps
 from tenure.kinds.volume import (
@@ -79,17 +79,17 @@ def load_kinds(paths: Iterable[str]) -> tuple[Kind, ...]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise TenureError(f"cannot import kinds from {module_name!r}: {exc}") from None
+            raise ModuleNotImportable(module_name, str(exc), what="kinds") from None
         if attr:
             obj = getattr(module, attr, None)
             if not isinstance(obj, Kind):
-                raise TenureError(f"{path!r} is not a Kind (module {module_name!r} has no kind named {attr!r})")
+                raise NoKindFound(module_name, attr)
             found.append(obj)
             continue
         kinds = [v for v in vars(module).values() if isinstance(v, Kind)]
         kinds = list({id(k): k for k in kinds}.values())
         if not kinds:
-            raise TenureError(f"module {module_name!r} defines no Kind at top level")
+            raise NoKindFound(module_name)
         found.extend(kinds)
     return tuple(found)
 
@@ -102,7 +102,7 @@ def load_steps(paths: Iterable[str]) -> Steps:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise TenureError(f"cannot import steps from {module_name!r}: {exc}") from None
+            raise ModuleNotImportable(module_name, str(exc), what="steps") from None
         for value in vars(module).values():
             if isinstance(value, Steps):
                 combined = combined | value

@@ -1,4 +1,4 @@
-"""The pure state-machine layer: kinds, states, events, validation and drawing. No I/O."""
+"""The pure state-machine layer: kinds, states, events and validation. No I/O (drawing is tenure.draw)."""
 
 from __future__ import annotations
 

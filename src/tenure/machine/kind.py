@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import pydantic
 
@@ -221,36 +221,6 @@ class Kind:
         except (TypeError, ValueError) as exc:
             raise InvalidSpec(self.name, [("spec", f"must be JSON-serialisable ({exc})")]) from None
         return out
-
-    # --- drawing -------------------------------------------------------------------------------
-
-    def to_mermaid(self) -> str:
-        """The graph as a Mermaid ``stateDiagram-v2``."""
-        from tenure.machine.draw import to_mermaid
-
-        return to_mermaid(self)
-
-    def to_dot(self) -> str:
-        """The graph as Graphviz DOT text."""
-        from tenure.machine.draw import to_dot
-
-        return to_dot(self)
-
-    def to_svg(self, *, direction: Literal["TB", "LR"] = "TB") -> str:
-        """The graph as a standalone SVG document, laid out here (no Graphviz needed).
-
-        States go in layers by their distance from the initial state, top to bottom (``"TB"``) or
-        left to right (``"LR"``); boxes are styled by role. The same kind always gives the same text.
-
-        >>> lamp = Kind("lamp", states=[State("off", 0), State("on", 1)], initial="off",
-        ...             events=[Event("switch_on", "off", "on"), Event("switch_off", "on", "off")])
-        >>> svg = lamp.to_svg()
-        >>> svg.startswith("<svg "), "<title>lamp v1</title>" in svg, svg == lamp.to_svg()
-        (True, True, True)
-        """
-        from tenure.machine.svg import to_svg
-
-        return to_svg(self, direction=direction)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description of the kind (states, roles, codes, events)."""

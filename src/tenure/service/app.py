@@ -46,7 +46,7 @@ from tenure.service.problems import (
     tenure_error_response,
 )
 from tenure.service.watch import Wakeups
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 __all__ = ["create_app"]
 
@@ -57,7 +57,7 @@ _BY_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 406: NOT_ACCEPTABLE, 413:
 
 
 def create_app(
-    store: StoreCore,
+    store: EngineStore,
     config: ServiceConfig | None = None,
     *,
     workers: Sequence[Worker] = (),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from tenure.draw import to_dot, to_mermaid, to_svg
 from tenure.machine import Kind
 from tenure.service.auth import Caller
 from tenure.service.models import KindOut
@@ -24,6 +26,12 @@ class DiagramFormat(enum.StrEnum):
     DOT = "dot"
     SVG = "svg"
 
+
+_DRAW: dict[DiagramFormat, Callable[[Kind], str]] = {
+    DiagramFormat.MERMAID: to_mermaid,
+    DiagramFormat.DOT: to_dot,
+    DiagramFormat.SVG: to_svg,
+}
 
 _MEDIA = {
     DiagramFormat.MERMAID: "text/vnd.mermaid; charset=utf-8",
@@ -63,7 +71,5 @@ def get_diagram(
     fmt: Annotated[DiagramFormat, Query(alias="format")] = DiagramFormat.MERMAID,
 ) -> Response:
     kind = _find(store, name)
-    body = {DiagramFormat.MERMAID: kind.to_mermaid, DiagramFormat.DOT: kind.to_dot, DiagramFormat.SVG: kind.to_svg}[
-        fmt
-    ]()
+    body = _DRAW[fmt](kind)
     return Response(body, media_type=_MEDIA[fmt])

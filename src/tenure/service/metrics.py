@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from tenure.engine import Worker
 from tenure.engine.worker import STEP_BUCKETS
-from tenure.store.core import StoreCore
+from tenure.store.protocol import Store
 
 __all__ = ["Metrics"]
 
@@ -41,7 +41,7 @@ _WORKER_COUNTERS = (
 class Metrics(Collector):
     """Collects tenure's metrics; :meth:`render` gives the Prometheus text format."""
 
-    def __init__(self, store: StoreCore, workers: Sequence[Worker] = ()) -> None:
+    def __init__(self, store: Store, workers: Sequence[Worker] = ()) -> None:
         self.store = store
         self.workers = list(workers)
         self.requests: Counter[tuple[str, str]] = Counter()

@@ -12,11 +12,11 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.store.feed import Change
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource
-from tenure.store.records import FlowRunRow, FlowTaskRow
 
 __all__ = [
     "ChangeOut",

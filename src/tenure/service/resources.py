@@ -27,8 +27,8 @@ from tenure.service.models import (
     WaitOut,
 )
 from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, UNKNOWN_STATE, ProblemError
-from tenure.store.core import StoreCore
 from tenure.store.model import Resource, new_id
+from tenure.store.protocol import Store as StoreProtocol
 
 __all__ = ["router"]
 
@@ -36,7 +36,10 @@ router = APIRouter(prefix="/v1/resources", tags=["resources"])
 
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 
-_ETAG = re.compile(r'(?:W/)?"(\d{1,18})"')
+_ETAG = re.compile(r'(W/)?"(\d{1,18})"')
+#: What a weak validator in If-Match pins: a version no resource ever has (versions start at 1). RFC 9110
+#: compares If-Match strongly, and a weak entity tag never matches strongly, not even the current one.
+_NEVER = 0
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 IfMatch = Annotated[
@@ -48,12 +51,12 @@ IfMatch = Annotated[
 ]
 
 
-def store_of(request: Request) -> StoreCore:
-    store: StoreCore = request.app.state.store
+def store_of(request: Request) -> StoreProtocol:
+    store: StoreProtocol = request.app.state.store
     return store
 
 
-Store = Annotated[StoreCore, Depends(store_of)]
+Store = Annotated[StoreProtocol, Depends(store_of)]
 
 
 def etag(r: Resource) -> str:
@@ -66,7 +69,10 @@ def _answer(response: Response, r: Resource) -> ResourceOut:
 
 
 def parse_if_match(header: str | None) -> int | None:
-    """The version an ``If-Match`` header pins, or None (no header, or ``*``: any version)."""
+    """The version an ``If-Match`` header pins, or None (no header, or ``*``: any version).
+
+    A weak validator (``W/"3"``) pins a version no resource has: it never matches (RFC 9110, 13.1.1).
+    """
     if header is None:
         return None
     text = header.strip()
@@ -79,22 +85,23 @@ def parse_if_match(header: str | None) -> int | None:
             f'If-Match must be one version ETag as the ETag header gives it, such as "3", or *; got {text[:100]!r}',
             {"if_match": text[:100]},
         )
-    return int(match.group(1))
+    return _NEVER if match.group(1) else int(match.group(2))
 
 
 def _precondition(exc: Conflict, pinned: int | None) -> Exception:
     if pinned is None:
         return exc
+    named = "a weak ETag, which If-Match never matches," if pinned == _NEVER else f"{pinned}"
     return ProblemError(
         PRECONDITION_FAILED,
-        f"resource {exc.resource_id} is at version {exc.actual_version}, not {pinned} as If-Match says; "
-        "read it again and retry with its current ETag",
+        f"resource {exc.resource_id} is at version {exc.actual_version}, not {named} as If-Match says; "
+        "read it again and retry with its current (strong) ETag",
         exc.facts(),
         {"ETag": f'"{exc.actual_version}"'},
     )
 
 
-def _check_state_known(store: StoreCore, state: str) -> None:
+def _check_state_known(store: StoreProtocol, state: str) -> None:
     if not any(k.has_state(state) for k in store.kinds.values()):
         raise ProblemError(
             UNKNOWN_STATE,
@@ -116,7 +123,7 @@ def _check_id(resource_id: str) -> None:
         raise ResourceNotFound(resource_id[:100])
 
 
-def _get(store: StoreCore, resource_id: str) -> Resource:
+def _get(store: StoreProtocol, resource_id: str) -> Resource:
     _check_id(resource_id)
     return store.get(resource_id)
 

@@ -15,7 +15,7 @@ from tenure.engine import Steps, Worker
 from tenure.errors import TenureError
 from tenure.service.app import create_app
 from tenure.service.config import ServiceConfig
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 __all__ = ["ServerFailed", "run_server"]
 
@@ -49,7 +49,7 @@ class _Server(uvicorn.Server):
 
 
 def run_server(
-    store: StoreCore,
+    store: EngineStore,
     steps: Steps,
     config: ServiceConfig,
     *,

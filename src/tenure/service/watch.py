@@ -23,7 +23,7 @@ from tenure.service.auth import Caller
 from tenure.service.models import ChangeOut
 from tenure.service.problems import INVALID_CURSOR, ProblemError
 from tenure.service.resources import Store
-from tenure.store.core import StoreCore
+from tenure.store.protocol import Store as StoreProtocol
 
 __all__ = ["router"]
 
@@ -40,7 +40,7 @@ _PING = 15
 class Wakeups:
     """Turns the store's change signal (a thread-side condition) into wake-ups for async watchers."""
 
-    def __init__(self, store: StoreCore) -> None:
+    def __init__(self, store: StoreProtocol) -> None:
         self.store = store
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()

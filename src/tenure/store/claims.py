@@ -9,25 +9,21 @@ the step ran is refused with :class:`~tenure.errors.ClaimLost`, and nothing is w
 
 from __future__ import annotations
 
-import abc
 import builtins
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from tenure.errors import ClaimLost, Conflict, InvalidArgument, ResourceNotFound
-from tenure.store.desired import DESIRED_FAILED_EVENT
+from tenure.clock import Clock
+from tenure.errors import InvalidArgument
+from tenure.machine import Kind
+from tenure.store.database import Database
 from tenure.store.model import Resource
-from tenure.store.ops import Dialect, Executor
-from tenure.store.plans import FirePlan
 from tenure.store.signal import WorkSignal
+from tenure.store.write import RETRY_EVENT, WaitPlan, Writer, plan_fire, plan_give_up, plan_retry
 
 __all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "WaitPlan"]
-
-#: The journal event of a failed attempt that will be retried (the state does not change).
-RETRY_EVENT = "@retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,62 +63,21 @@ class Agenda:
         return any(t is not None and t <= now for t in (self.step, self.claim_expiry))
 
 
-@dataclass(frozen=True, slots=True)
-class WaitPlan:
-    """A wait opened by the write that enters a wait state: who may call back, and what answers mean.
-
-    ``token_hash`` is the sha-256 of the correlation token the external party holds; ``keys`` are
-    the answers awaited (one per resource definition, say); ``rules`` say which event the roll-up of
-    the answers fires (``done``, ``failed``, ``retry``).
-    """
-
-    token_hash: str
-    keys: tuple[str, ...]
-    rules: Mapping[str, Any]
-
-
 def _pair(kind: str, state: str) -> str:
     return f"{kind}/{state}"
 
 
-class Claims(Dialect):
-    """Claim, renew, release, and the fenced writes of the engine, shared by both stores."""
+class Claims:
+    """Claim, renew, release, and the fenced writes of the engine, over any database."""
 
-    signal: WorkSignal
-
-    # --- what the store provides ---------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _plan_fire(
-        self,
-        before: Resource,
-        event: str,
-        *,
-        data: Mapping[str, Any] | None,
-        error: str | None,
-        actor: str | None,
-        detail: Mapping[str, Any] | None,
-    ) -> FirePlan: ...
-
-    @abc.abstractmethod
-    def _get_or_none(self, resource_id: str) -> Resource | None: ...
-
-    @abc.abstractmethod
-    def _resource_out(self, row: Sequence[Any]) -> Resource:
-        """A resource row (in the column order of ``get_resource``) as a snapshot."""
-
-    @abc.abstractmethod
-    def _array_in(self, values: Sequence[str]) -> Any:
-        """A list of strings as the dialect's ``*_in_list`` SQL takes it."""
-
-    @abc.abstractmethod
-    def _json_object_in(self, kind: str, field: str, value: Mapping[str, Any] | None) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def _claim_due(
-        self, worker: str, pairs: Sequence[str], limit: int, now: datetime, expires: datetime
-    ) -> builtins.list[tuple[Resource, bool]]:
-        """Claim up to ``limit`` due, unclaimed (or expired) resources; (snapshot, takeover) each."""
+    def __init__(
+        self, db: Database, writer: Writer, kind: Callable[[str], Kind], clock: Clock, signal: WorkSignal
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._kind = kind
+        self._clock = clock
+        self._signal = signal
 
     # --- claiming ------------------------------------------------------------------------------
 
@@ -141,8 +96,8 @@ class Claims(Dialect):
             raise InvalidArgument("lease", "must be a positive duration", lease)
         if not due:
             return []
-        now = self._now()
-        rows = self._claim_due(worker, [_pair(k, s) for k, s in due], limit, now, now + lease)
+        now = self._clock()
+        rows = self._db.claim_due(worker, [_pair(k, s) for k, s in due], limit, now, now + lease)
         return [Claim(resource, takeover) for resource, takeover in rows]
 
     def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
@@ -153,18 +108,20 @@ class Claims(Dialect):
         """
         if not tokens:
             return set()
-        expires = self._now() + lease
-        with self._transaction() as tx:
-            rows = tx.execute(self._sql["renew_claims"], (self._time_in(expires), self._array_in(list(tokens))))
+        db = self._db
+        expires = self._clock() + lease
+        with db.transaction() as tx:
+            rows = tx.execute(db.sql["renew_claims"], (db.time_in(expires), db.array_in(list(tokens))))
             return {row[0] for row in rows.fetchall()}
 
     def release(self, claim: Claim) -> bool:
         """Give a claim back unworked, due at once for the next worker; False if it was already lost."""
-        with self._transaction() as tx:
-            cur = tx.execute(self._sql["release_claim"], (self._time_in(self._now()), claim.resource.id, claim.token))
+        db = self._db
+        with db.transaction() as tx:
+            cur = tx.execute(db.sql["release_claim"], (db.time_in(self._clock()), claim.resource.id, claim.token))
             released = bool(cur.rowcount == 1)
         if released:
-            self.signal.notify()
+            self._signal.notify()
         return released
 
     # --- fenced writes -------------------------------------------------------------------------
@@ -231,49 +188,11 @@ class Claims(Dialect):
         settle: Sequence[int] = (),
         result: str = "",
     ) -> Resource:
-        plan = self._plan_fire(before, event, data=data, error=error, actor=actor, detail=detail)
-        after = plan.after
-        swapped = self._write_fenced(plan, token, wait, settle, result)
-        if not swapped:
-            # Read after the transaction ended: a second pooled connection inside it could deadlock.
-            self._raise_lost(before, fenced=token is not None)
-        if after.next_attempt_at is not None or after.deadline is not None:
-            self.signal.notify()
-        return after
-
-    def _write_fenced(
-        self, plan: FirePlan, token: str | None, wait: WaitPlan | None, settle: Sequence[int], result: str
-    ) -> bool:
-        """Write a planned engine transition (fenced by ``token`` when given); False if the swap lost.
-
-        The journal row, the wait it opens and the callbacks it settles commit with it or not at all.
-        """
-        before, after, event, actor = plan.before, plan.after, plan.event, plan.actor
-        now = self._time_in(after.updated_at)
-        with self._transaction() as tx:
-            cur = tx.execute(
-                self._sql["fire_fenced"],
-                (
-                    after.state, after.version, self._json_in(after.data) if plan.data_changed else None,
-                    after.error, now, self._time_in(after.next_attempt_at), self._time_in(after.deadline), now,
-                    after.observed_generation, before.id, before.version, before.state, token, token,
-                ),
-            )  # fmt: skip
-            swapped = cur.rowcount == 1
-            if swapped:
-                entry = (before.id, after.version, event, before.state, after.state, actor, now)
-                self._journal_in(tx, entry, plan.detail)
-                if wait is not None:
-                    tx.execute(
-                        self._sql["insert_wait"],
-                        (
-                            wait.token_hash, before.id, after.version, after.state, self._json_in(list(wait.keys)),
-                            self._json_in(dict(wait.rules)), now, self._time_in(after.deadline),
-                        ),
-                    )  # fmt: skip
-                for seq in settle:
-                    tx.execute(self._sql["settle_callback"], (now, result, seq))
-        return bool(swapped)
+        write = plan_fire(
+            self._kind(before.kind), before, event, self._clock(), data=data, error=error, actor=actor, detail=detail
+        )
+        write.token, write.wait, write.settle, write.settle_result = token, wait, settle, result
+        return self._writer.apply(write)
 
     def retry_later(
         self,
@@ -290,48 +209,11 @@ class Claims(Dialect):
         The write is fenced like a fire, bumps the version, and journals a ``@retry`` entry with the
         error and the schedule, so the backoff is visible in the history and survives restarts.
         """
-        before = claim.resource
-        for name, text in (("error", error), ("actor", actor)):
-            if text is not None and "\x00" in text:
-                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
-        now = self._now()
-        new_data = {**before.data, **self._json_object_in(before.kind, "data", data)} if data else before.data
-        after = dataclasses.replace(
-            before,
-            data=new_data,
-            version=before.version + 1,
-            error=error,
-            attempts=attempts,
-            next_attempt_at=at,
-            claim_token=None,
-            claimed_by=None,
-            claim_expires_at=None,
-            updated_at=now,
+        write = plan_retry(
+            claim.resource, claim.token, self._clock(), error=error, at=at, attempts=attempts, data=data, actor=actor
         )
-        stamp = self._time_in(now)
-        detail = {"attempt": attempts, "error": error, "next_attempt_at": at.isoformat()}
-        with self._transaction() as tx:
-            cur = tx.execute(
-                self._sql["retry_later"],
-                (
-                    after.version,
-                    error,
-                    attempts,
-                    self._time_in(at),
-                    self._json_in(after.data) if data else None,
-                    stamp,
-                    before.id,
-                    before.version,
-                    claim.token,
-                ),
-            )
-            swapped = cur.rowcount == 1
-            if swapped:
-                entry = (before.id, after.version, RETRY_EVENT, before.state, before.state, actor, stamp)
-                self._journal_in(tx, entry, detail)
-        if not swapped:
-            self._raise_lost(before, fenced=True)
-        self.signal.notify()
+        after = self._writer.apply(write)
+        self._signal.notify()
         return after
 
     # --- desired state ------------------------------------------------------------------------
@@ -343,8 +225,9 @@ class Claims(Dialect):
         desired state, say) the claim is released as by :meth:`release`, due at once. Returns whether
         the claim was still held.
         """
-        with self._transaction() as tx:
-            cur = tx.execute(self._sql["release_idle"], (claim.resource.id, claim.token, claim.resource.version))
+        db = self._db
+        with db.transaction() as tx:
+            cur = tx.execute(db.sql["release_idle"], (claim.resource.id, claim.token, claim.resource.version))
             idle = bool(cur.rowcount == 1)
         return idle or self.release(claim)
 
@@ -355,84 +238,35 @@ class Claims(Dialect):
         ``@desired-failed`` entry is journaled; the state does not change. Raises ClaimLost like
         :meth:`fire_claimed`.
         """
-        before = claim.resource
-        for name, text in (("error", error), ("actor", actor)):
-            if text is not None and "\x00" in text:
-                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
-        now = self._now()
-        after = dataclasses.replace(
-            before,
-            version=before.version + 1,
-            observed_generation=before.generation,
-            error=error,
-            next_attempt_at=None,
-            claim_token=None,
-            claimed_by=None,
-            claim_expires_at=None,
-            updated_at=now,
-        )
-        stamp = self._time_in(now)
-        detail = {"desired_state": before.desired_state, "generation": before.generation, "error": error}
-        with self._transaction() as tx:
-            cur = tx.execute(
-                self._sql["give_up_desired"], (after.version, error, stamp, before.id, before.version, claim.token)
-            )
-            swapped = cur.rowcount == 1
-            if swapped:
-                entry = (before.id, after.version, DESIRED_FAILED_EVENT, before.state, before.state, actor, stamp)
-                self._journal_in(tx, entry, detail)
-        if not swapped:
-            self._raise_lost(before, fenced=True)
-        return after
+        return self._writer.apply(plan_give_up(claim.resource, claim.token, self._clock(), error=error, actor=actor))
 
     def reconcile_hops(self, resource_id: str, generation: int) -> builtins.list[str]:
         """The states the engine moved the resource on from towards the desired state of ``generation``, in order."""
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["reconcile_hops"], (resource_id, generation)).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(self._db.sql["reconcile_hops"], (resource_id, generation)).fetchall()
         return [row[0] for row in rows]
-
-    def _journal_in(self, tx: Executor, entry: tuple[Any, ...], detail: Mapping[str, Any]) -> None:
-        """Append a journal row: ``entry`` is (resource id, version, event, from, to, actor, at)."""
-        tx.execute(self._sql["insert_journal"], (*entry, self._json_in(dict(detail))))
-
-    def _raise_lost(self, before: Resource, *, fenced: bool) -> NoReturn:
-        current = self._get_or_none(before.id)
-        if current is None:
-            raise ResourceNotFound(before.id)
-        if not fenced:
-            raise Conflict(
-                resource_id=before.id,
-                expected_version=before.version,
-                actual_version=current.version,
-                actual_state=current.state,
-            )
-        raise ClaimLost(
-            resource_id=before.id,
-            expected_version=before.version,
-            actual_version=current.version,
-            actual_state=current.state,
-            claimed_by=current.claimed_by if current.claim_token != before.claim_token else None,
-        )
 
     # --- what is due, and when -----------------------------------------------------------------
 
     def expired_waits(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[Resource]:
         """Resources of ``kinds`` in a wait state whose deadline has passed, earliest first."""
-        params = (self._time_in(self._now()), self._array_in(list(kinds)), limit)
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["expired_waits"], params).fetchall()
-        return [self._resource_out(r) for r in rows]
+        db = self._db
+        params = (db.time_in(self._clock()), db.array_in(list(kinds)), limit)
+        with db.reading() as conn:
+            rows = conn.execute(db.sql["expired_waits"], params).fetchall()
+        return [db.resource_out(r) for r in rows]
 
     def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
         """When each kind of engine work is next due, in one query.
 
         ``due`` lists the (kind, state) pairs a worker has steps for; deadlines count for ``kinds``.
         """
-        pairs = self._array_in([_pair(k, s) for k, s in due])
-        with self._reading() as conn:
-            names = self._array_in(list(kinds))
-            row = conn.execute(self._sql["next_wakeup"], (pairs, pairs, names, names)).fetchone()
-        values = [self._time_out(v) for v in (row or (None, None, None, None))]
+        db = self._db
+        pairs = db.array_in([_pair(k, s) for k, s in due])
+        names = db.array_in(list(kinds))
+        with db.reading() as conn:
+            row = conn.execute(db.sql["next_wakeup"], (pairs, pairs, names, names)).fetchone()
+        values = [db.time_out(v) for v in (row or (None, None, None, None))]
         return Agenda(*values)
 
     def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:

@@ -22,18 +22,18 @@ had finished, and txids are handed out in increasing order: txid(v) < txid(v+1).
 
 from __future__ import annotations
 
-import abc
 import builtins
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tenure.errors import InvalidArgument
 from tenure.machine import Kind
+from tenure.rules import refuse_nul
+from tenure.store.database import Database
 from tenure.store.model import JournalEntry
-from tenure.store.ops import Dialect
 
 __all__ = ["BEGINNING", "Change", "ChangeFeed", "Changes"]
 
@@ -98,14 +98,12 @@ def _position(txid: int, seq: int) -> str:
     return f"{txid:016x}{seq:016x}"
 
 
-class ChangeFeed(Dialect):
-    """The change feed, shared by both stores (each dialect's SQL keeps the order it can guarantee)."""
+class ChangeFeed:
+    """The change feed over any database (each dialect's SQL keeps the order it can guarantee)."""
 
-    #: Whether positions carry a transaction id (PostgreSQL) or only the seq (SQLite).
-    _txid_positions = False
-
-    @abc.abstractmethod
-    def kind(self, name: str) -> Kind: ...
+    def __init__(self, db: Database, kind: Callable[[str], Kind]) -> None:
+        self._db = db
+        self._kind = kind
 
     def changes(
         self,
@@ -126,12 +124,10 @@ class ChangeFeed(Dialect):
         """
         start = self._parse_position(after)
         if kind is not None:
-            k = self.kind(kind)
+            k = self._kind(kind)
             if state is not None:
                 k.state(state)
-        for name, text in (("resource_id", resource_id), ("state", state)):
-            if text is not None and "\x00" in text:
-                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
+        refuse_nul(resource_id=resource_id, state=state)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CHANGES:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_CHANGES}", limit)
         params = {
@@ -142,8 +138,8 @@ class ChangeFeed(Dialect):
             "state": state,
             "limit": limit,
         }
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["changes"], params).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(self._db.sql["changes"], params).fetchall()
         entries = [self._change_out(row) for row in rows if row[3] is not None]
         if len(entries) == limit:
             end = (int(rows[-1][2]), int(rows[-1][3]))
@@ -160,8 +156,8 @@ class ChangeFeed(Dialect):
         On PostgreSQL, entries that committed while an older transaction was still running may come
         too (the feed cannot yet tell them from what is still to come); nothing is ever missed.
         """
-        with self._reading() as conn:
-            row = conn.execute(self._sql["latest_position"]).fetchone()
+        with self._db.reading() as conn:
+            row = conn.execute(self._db.sql["latest_position"]).fetchone()
         if row is None or row[1] is None:
             return BEGINNING
         return _position(int(row[0]), int(row[1]))
@@ -172,7 +168,7 @@ class ChangeFeed(Dialect):
         if (
             not isinstance(after, str)
             or _POSITION.fullmatch(after) is None
-            or (not self._txid_positions and not after.startswith(_NO_TXID))
+            or (not self._db.txid_positions and not after.startswith(_NO_TXID))
             or int(after[16:], 16) > _MAX_SEQ
         ):
             raise InvalidArgument(
@@ -184,7 +180,7 @@ class ChangeFeed(Dialect):
         return int(after[:16], 16), int(after[16:], 16)
 
     def _change_out(self, row: Sequence[Any]) -> Change:
-        at = self._time_out(row[10])
+        at = self._db.time_out(row[10])
         assert at is not None
         return Change(
             position=_position(int(row[2]), int(row[3])),
@@ -197,5 +193,5 @@ class ChangeFeed(Dialect):
             to_state=row[8],
             actor=row[9],
             at=at,
-            detail=self._json_out(row[11]),
+            detail=self._db.json_out(row[11]),
         )

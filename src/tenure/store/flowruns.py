@@ -5,73 +5,56 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tenure.clock import Clock
 from tenure.errors import AlreadyExists, InvalidArgument
-from tenure.store.ops import Dialect
-from tenure.store.records import FlowRunRow, FlowTaskRow
+from tenure.flow.records import FlowRunRow, FlowTaskRow
+from tenure.store.database import Database
 
 __all__ = ["FlowRuns"]
 
 
-class FlowRuns(Dialect):
-    """Flow-run persistence shared by both stores."""
+class FlowRuns:
+    """Flow-run persistence over any database: the store the flow layer's checkpoints write through."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
 
     def create_flow_run(self, run: FlowRunRow) -> None:
-        now = self._time_in(self._now())
+        db = self._db
+        now = db.time_in(self._clock())
         try:
-            self._insert_flow_run(run, now)
+            with db.transaction() as tx:
+                tx.execute(
+                    db.sql["insert_flow_run"],
+                    (
+                        run.id, run.flow, run.version, run.fingerprint, run.state, run.resource_id,
+                        db.json_in(run.inputs), db.json_in(run.overrides), db.json_in(run.retries),
+                        self._maybe_json(run.failure), self._maybe_json(run.pending_retry), now, now,
+                    ),
+                )  # fmt: skip
         except AlreadyExists:
             raise AlreadyExists("flow run", run.id) from None
 
-    def _insert_flow_run(self, run: FlowRunRow, now: Any) -> None:
-        with self._transaction() as tx:
-            tx.execute(
-                self._sql["insert_flow_run"],
-                (
-                    run.id, run.flow, run.version, run.fingerprint, run.state, run.resource_id,
-                    self._json_in(run.inputs), self._json_in(run.overrides), self._json_in(run.retries),
-                    self._maybe_json(run.failure), self._maybe_json(run.pending_retry), now, now,
-                ),
-            )  # fmt: skip
-
     def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None = None) -> None:
         """Write task checkpoints and, if given, the run's new state, atomically."""
-        now = self._time_in(self._now())
-        with self._transaction() as tx:
-            for t in tasks:
-                tx.execute(
-                    self._sql["upsert_flow_task"],
-                    (
-                        run_id, t.task, t.state, t.attempt, t.seq,
-                        None if t.result is None else self._json_in(t.result),
-                        None if t.failure is None else self._json_in(t.failure),
-                        None if t.revert_failure is None else self._json_in(t.revert_failure),
-                        None if t.inputs is None else self._json_in(t.inputs), now,
-                    ),
-                )  # fmt: skip
-            if run is not None:
-                changed = tx.execute(
-                    self._sql["update_flow_run"],
-                    (
-                        run.state, self._json_in(run.overrides), self._json_in(run.retries),
-                        self._maybe_json(run.failure), self._maybe_json(run.pending_retry), now, run_id,
-                    ),
-                )  # fmt: skip
-                if changed.rowcount != 1:
-                    raise InvalidArgument("run_id", "must name an existing flow run", run_id)
+        if not self._db.save_flow(run_id, tasks, run, self._clock()):
+            raise InvalidArgument("run_id", "must name an existing flow run", run_id)
 
     def load_flow_run(self, run_id: str) -> tuple[FlowRunRow, list[FlowTaskRow]] | None:
-        with self._reading() as conn:
-            row = conn.execute(self._sql["get_flow_run"], (run_id,)).fetchone()
+        db = self._db
+        with db.reading() as conn:
+            row = conn.execute(db.sql["get_flow_run"], (run_id,)).fetchone()
             if row is None:
                 return None
-            tasks = conn.execute(self._sql["get_flow_tasks"], (run_id,)).fetchall()
+            tasks = conn.execute(db.sql["get_flow_tasks"], (run_id,)).fetchall()
         return self._run_row(row), [
             FlowTaskRow(
                 t[0], t[1], int(t[2]), int(t[3]),
-                None if t[4] is None else self._json_out(t[4]),
-                None if t[5] is None else self._json_out(t[5]),
-                None if t[6] is None else self._json_out(t[6]),
-                None if t[7] is None else self._json_out(t[7]),
+                None if t[4] is None else db.json_out(t[4]),
+                None if t[5] is None else db.json_out(t[5]),
+                None if t[6] is None else db.json_out(t[6]),
+                None if t[7] is None else db.json_out(t[7]),
             )
             for t in tasks
         ]  # fmt: skip
@@ -80,13 +63,13 @@ class FlowRuns(Dialect):
         self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
     ) -> list[FlowRunRow]:
         """Runs, oldest first, optionally of one resource or in one state (e.g. those to resume)."""
-        with self._reading() as conn:
-            found = conn.execute(
-                self._sql["list_flow_runs"], (resource_id, resource_id, state, state, limit)
-            ).fetchall()
+        db = self._db
+        with db.reading() as conn:
+            found = conn.execute(db.sql["list_flow_runs"], (resource_id, resource_id, state, state, limit)).fetchall()
         return [self._run_row(r) for r in found]
 
     def _run_row(self, row: Any) -> FlowRunRow:
+        out = self._db.json_out
         return FlowRunRow(
             id=row[0],
             flow=row[1],
@@ -94,14 +77,14 @@ class FlowRuns(Dialect):
             fingerprint=row[3],
             state=row[4],
             resource_id=row[5],
-            inputs=self._json_out(row[6]),
-            overrides=self._json_out(row[7]),
-            retries=self._json_out(row[8]),
-            failure=None if row[9] is None else self._json_out(row[9]),
-            pending_retry=None if row[10] is None else self._json_out(row[10]),
-            created_at=self._time_out(row[11]),
-            updated_at=self._time_out(row[12]),
+            inputs=out(row[6]),
+            overrides=out(row[7]),
+            retries=out(row[8]),
+            failure=None if row[9] is None else out(row[9]),
+            pending_retry=None if row[10] is None else out(row[10]),
+            created_at=self._db.time_out(row[11]),
+            updated_at=self._db.time_out(row[12]),
         )
 
     def _maybe_json(self, value: Any) -> Any:
-        return None if value is None else self._json_in(value)
+        return None if value is None else self._db.json_in(value)

@@ -10,7 +10,6 @@ that marks the callbacks it used as settled in the same transaction.
 
 from __future__ import annotations
 
-import abc
 import builtins
 import enum
 import hashlib
@@ -20,9 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tenure.clock import Clock
 from tenure.errors import AlreadyExists, InvalidArgument, ResourceNotFound
+from tenure.rules import MAX_ERROR_TEXT, NUL, json_object, refuse_nul
+from tenure.store.database import Database, Executor
 from tenure.store.model import Resource
-from tenure.store.ops import Dialect, Executor
 from tenure.store.signal import WorkSignal
 
 __all__ = [
@@ -189,7 +190,6 @@ WAIT_ID_LENGTH = 12
 _MAX_KEY = 200
 #: How many answers a wait takes while the step that handed out its token still runs.
 MAX_EARLY_CALLBACKS = 64
-_MAX_ERROR = 4000
 
 
 def _digest(status: str, data: Mapping[str, Any], error: str | None) -> str:
@@ -197,14 +197,13 @@ def _digest(status: str, data: Mapping[str, Any], error: str | None) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-class Inbox(Dialect):
-    """Waits and callbacks, shared by both stores."""
+class Inbox:
+    """Waits and callbacks, over any database."""
 
-    signal: WorkSignal
-
-    @abc.abstractmethod
-    def _json_object_in(self, kind: str, field: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
-        """``value`` checked to be a storable JSON object (raises InvalidSpec naming ``field``)."""
+    def __init__(self, db: Database, clock: Clock, signal: WorkSignal) -> None:
+        self._db = db
+        self._clock = clock
+        self._signal = signal
 
     def deliver(
         self,
@@ -231,35 +230,31 @@ class Inbox(Dialect):
             raise InvalidArgument("status", f"must be one of {allowed}", status) from None
         if not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY:
             raise InvalidArgument("key", f"must be 1 to {_MAX_KEY} characters", key)
-        if error is not None and (not isinstance(error, str) or len(error) > _MAX_ERROR):
-            raise InvalidArgument("error", f"must be text of at most {_MAX_ERROR} characters", error)
-        for name, text in (("key", key), ("error", error)):
-            if text is not None and "\x00" in text:
-                raise InvalidArgument(name, "must not contain the NUL character (U+0000)", text)
-        clean = self._json_object_in("callback", "data", data)
+        if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_TEXT):
+            raise InvalidArgument("error", f"must be text of at most {MAX_ERROR_TEXT} characters", error)
+        refuse_nul(key=key, error=error)
+        clean = json_object("callback", "data", data)
         hashed = token_hash(token)
         digest = _digest(answer.value, clean, error)
-        now = self._now()
+        db = self._db
+        now = self._clock()
         try:
-            with self._transaction() as tx:
+            with db.transaction() as tx:
                 refusal = self._check_delivery(tx, resource_id, hashed, key, digest)
                 if refusal is not None:
                     return refusal
                 row = tx.execute(
-                    self._sql["insert_callback"],
-                    (
-                        hashed, resource_id, key, answer.value, self._json_in(clean), error, digest,
-                        self._time_in(now),
-                    ),
+                    db.sql["insert_callback"],
+                    (hashed, resource_id, key, answer.value, db.json_in(clean), error, digest, db.time_in(now)),
                 ).fetchone()  # fmt: skip
                 seq = int(row[0])
         except AlreadyExists:
             # A concurrent delivery of the same key won the insert; answer as if it came first.
-            with self._reading() as conn:
+            with db.reading() as conn:
                 refusal = self._check_delivery(conn, resource_id, hashed, key, digest)
             assert refusal is not None, "the key was just taken, so it must be recorded now"
             return refusal
-        self.signal.notify()
+        self._signal.notify()
         return Receipt(Delivery.ACCEPTED, resource_id, key, seq=seq)
 
     def _check_delivery(self, conn: Executor, resource_id: str, hashed: str, key: str, digest: str) -> Receipt | None:
@@ -274,7 +269,7 @@ class Inbox(Dialect):
                 "unknown correlation token for this resource",
                 refusal=Refusal.UNKNOWN_TOKEN,
             )
-        found = conn.execute(self._sql["get_callback_by_key"], (hashed, key)).fetchone()
+        found = conn.execute(self._db.sql["get_callback_by_key"], (hashed, key)).fetchone()
         if found is not None:
             seq, their_digest, result = found
             if their_digest == digest:
@@ -298,7 +293,7 @@ class Inbox(Dialect):
             )
         if wait.provisional:
             # The step has not said yet which keys it awaits, so any key is taken, but not without end.
-            (early,) = conn.execute(self._sql["count_callbacks_of_wait"], (hashed,)).fetchone()
+            (early,) = conn.execute(self._db.sql["count_callbacks_of_wait"], (hashed,)).fetchone()
             if int(early) >= MAX_EARLY_CALLBACKS:
                 return Receipt(
                     Delivery.REFUSED,
@@ -308,7 +303,7 @@ class Inbox(Dialect):
                     "send the rest once the resource is waiting",
                     refusal=Refusal.TOO_EARLY,
                 )
-        current = conn.execute(self._sql["get_version_state"], (resource_id,)).fetchone()
+        current = conn.execute(self._db.sql["get_version_state"], (resource_id,)).fetchone()
         if current is None or int(current[0]) != wait.version:
             where = "" if current is None else f"; the resource is now in state {current[1]!r} at version {current[0]}"
             return Receipt(
@@ -328,21 +323,21 @@ class Inbox(Dialect):
         resource in a wait state and completes the wait (its keys and rules), and refused as
         superseded if the resource moves on otherwise.
         """
-        now = self._time_in(self._now())
-        with self._transaction() as tx:
+        now = self._db.time_in(self._clock())
+        with self._db.transaction() as tx:
             tx.execute(
-                self._sql["insert_provisional_wait"], (hashed, resource.id, resource.version, resource.state, now)
+                self._db.sql["insert_provisional_wait"], (hashed, resource.id, resource.version, resource.state, now)
             )
 
     def wait(self, hashed: str) -> WaitRow | None:
         """The wait opened under the token whose hash is ``hashed``."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             return self._wait_in(conn, hashed)
 
     def current_wait(self, resource_id: str, version: int) -> WaitRow | None:
         """The wait opened when the resource entered ``version``, if that write opened one."""
-        with self._reading() as conn:
-            row = conn.execute(self._sql["get_wait_at"], (resource_id, version)).fetchone()
+        with self._db.reading() as conn:
+            row = conn.execute(self._db.sql["get_wait_at"], (resource_id, version)).fetchone()
         return None if row is None else self._wait_out(row)
 
     def pending_waits(self, resource_id: str) -> builtins.list[WaitInfo]:
@@ -351,10 +346,10 @@ class Inbox(Dialect):
         Raises :class:`~tenure.errors.ResourceNotFound` for an unknown resource. Provisional waits (a
         step handed out a token and has not said yet what it waits for) are left out.
         """
-        if "\x00" in resource_id:
+        if NUL in resource_id:
             raise ResourceNotFound(resource_id)  # no resource can have such an id
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["pending_waits"], (resource_id,)).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(self._db.sql["pending_waits"], (resource_id,)).fetchall()
         if not rows:
             raise ResourceNotFound(resource_id)
         waits: dict[str, tuple[Sequence[Any], dict[str, AwaitedKey]]] = {}
@@ -364,50 +359,47 @@ class Inbox(Dialect):
                 continue  # the resource, waiting for nothing
             _, answers = waits.setdefault(hashed, (row, {}))
             if row[6] is not None:
-                answers[row[6]] = AwaitedKey(row[6], True, CallbackStatus(row[7]), self._time_out(row[8]))
+                answers[row[6]] = AwaitedKey(row[6], True, CallbackStatus(row[7]), self._db.time_out(row[8]))
         out: list[WaitInfo] = []
         for hashed, (row, answers) in waits.items():
-            created = self._time_out(row[4])
+            created = self._db.time_out(row[4])
             assert created is not None
-            keys = tuple(answers.get(key) or AwaitedKey(key, False) for key in self._json_out(row[3]))
+            keys = tuple(answers.get(key) or AwaitedKey(key, False) for key in self._db.json_out(row[3]))
             out.append(
                 WaitInfo(
-                    hashed[:WAIT_ID_LENGTH], resource_id, int(row[0]), row[2], created, self._time_out(row[5]), keys
+                    hashed[:WAIT_ID_LENGTH], resource_id, int(row[0]), row[2], created, self._db.time_out(row[5]), keys
                 )
             )
         return out
 
     def _wait_in(self, conn: Executor, hashed: str) -> WaitRow | None:
-        row = conn.execute(self._sql["get_wait"], (hashed,)).fetchone()
+        row = conn.execute(self._db.sql["get_wait"], (hashed,)).fetchone()
         return None if row is None else self._wait_out(row)
 
     def _wait_out(self, row: Sequence[Any]) -> WaitRow:
-        created = self._time_out(row[6])
+        created = self._db.time_out(row[6])
         assert created is not None
         return WaitRow(
             token_hash=row[0],
             resource_id=row[1],
             version=int(row[2]),
             state=row[3],
-            keys=tuple(self._json_out(row[4])),
-            rules=self._json_out(row[5]),
+            keys=tuple(self._db.json_out(row[4])),
+            rules=self._db.json_out(row[5]),
             created_at=created,
-            deadline=self._time_out(row[7]),
+            deadline=self._db.time_out(row[7]),
         )
 
     def callbacks(self, hashed: str) -> builtins.list[CallbackRow]:
         """Every callback recorded for the wait ``hashed``, oldest first."""
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["callbacks_of_wait"], (hashed,)).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(self._db.sql["callbacks_of_wait"], (hashed,)).fetchall()
         return [self._callback_out(r) for r in rows]
-
-    @abc.abstractmethod
-    def _array_in(self, values: Sequence[str]) -> Any: ...
 
     def unsettled(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[CallbackRow]:
         """Callbacks for resources of ``kinds`` recorded but not yet applied by the engine, oldest first."""
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["unsettled_callbacks"], (self._array_in(list(kinds)), limit)).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(self._db.sql["unsettled_callbacks"], (self._db.array_in(list(kinds)), limit)).fetchall()
         return [self._callback_out(r) for r in rows]
 
     def mark_settled(self, seqs: Sequence[int], result: str) -> int:
@@ -415,15 +407,15 @@ class Inbox(Dialect):
 
         Returns how many were settled by this call (a callback already settled is left as it is).
         """
-        now = self._time_in(self._now())
+        now = self._db.time_in(self._clock())
         settled = 0
-        with self._transaction() as tx:
+        with self._db.transaction() as tx:
             for seq in seqs:
-                settled += tx.execute(self._sql["settle_callback"], (now, result, seq)).rowcount
+                settled += tx.execute(self._db.sql["settle_callback"], (now, result, seq)).rowcount
         return settled
 
     def _callback_out(self, row: Sequence[Any]) -> CallbackRow:
-        received = self._time_out(row[7])
+        received = self._db.time_out(row[7])
         assert received is not None
         return CallbackRow(
             seq=int(row[0]),
@@ -431,9 +423,9 @@ class Inbox(Dialect):
             resource_id=row[2],
             key=row[3],
             status=CallbackStatus(row[4]),
-            data=self._json_out(row[5]),
+            data=self._db.json_out(row[5]),
             error=row[6],
             received_at=received,
-            applied_at=self._time_out(row[8]),
+            applied_at=self._db.time_out(row[8]),
             result=row[9],
         )

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tenure.clock import Clock
 from tenure.errors import InvalidArgument, NotSharable, ResourceNotFound
-from tenure.store.ops import Dialect
+from tenure.rules import NUL as _NUL
+from tenure.store.database import Database
 
 __all__ = ["MAX_PARTY", "Interest", "Interests", "NotSharable", "check_party"]
 
 #: The longest party URI accepted.
 MAX_PARTY = 500
-
-_NUL = "\x00"
 
 # A scheme (RFC 3986: a letter, then letters, digits, '+', '-', '.'), a colon, and no blanks or controls.
 _PARTY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]+")
@@ -60,8 +60,12 @@ class Interest:
         }
 
 
-class Interests(Dialect):
-    """Interest registration, shared by both stores."""
+class Interests:
+    """Interest registration, over any database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
 
     def register_interest(
         self, resource_id: str, party: str, *, ttl: timedelta, max_ttl: timedelta = timedelta(days=1)
@@ -77,21 +81,22 @@ class Interests(Dialect):
         for name, value in (("ttl", ttl), ("max_ttl", max_ttl)):
             if not isinstance(value, timedelta) or value <= timedelta(0):
                 raise InvalidArgument(name, "must be a positive duration", value)
-        now = self._now()
+        db = self._db
+        now = self._clock()
         expires = now + min(ttl, max_ttl)
-        stamp = self._time_in(now)
-        with self._transaction() as tx:
+        stamp = db.time_in(now)
+        with db.transaction() as tx:
             # On PostgreSQL this locks the resource row: two parties racing for a resource that is not
             # sharable are decided one after the other.
-            row = tx.execute(self._sql["interest_resource"], (resource_id,)).fetchone()
+            row = tx.execute(db.sql["interest_resource"], (resource_id,)).fetchone()
             if row is None:
                 raise ResourceNotFound(resource_id)
             if not row[0]:
-                other = tx.execute(self._sql["other_party"], (resource_id, party, stamp)).fetchone()
+                other = tx.execute(db.sql["other_party"], (resource_id, party, stamp)).fetchone()
                 if other is not None:
                     raise NotSharable(resource_id=resource_id, party=other[0], refused=party)
             saved = tx.execute(
-                self._sql["upsert_interest"], (resource_id, party, stamp, self._time_in(expires))
+                db.sql["upsert_interest"], (resource_id, party, stamp, db.time_in(expires))
             ).fetchone()
         return self._interest_out((resource_id, party, saved[0], saved[1]))
 
@@ -101,23 +106,25 @@ class Interests(Dialect):
             raise InvalidArgument("party", "must be a string", party)
         if _NUL in resource_id or _NUL in party:
             return False  # neither can be stored, so no such interest exists
-        with self._transaction() as tx:
-            row = tx.execute(self._sql["delete_interest"], (resource_id, party)).fetchone()
+        db = self._db
+        with db.transaction() as tx:
+            row = tx.execute(db.sql["delete_interest"], (resource_id, party)).fetchone()
         if row is None:
             return False
-        expires = self._time_out(row[0])
-        return expires is not None and expires > self._now()
+        expires = db.time_out(row[0])
+        return expires is not None and expires > self._clock()
 
     def interests(self, resource_id: str) -> builtins.list[Interest]:
         """The unexpired interests in the resource, oldest registration first."""
         if _NUL in resource_id:
             return []
-        with self._reading() as conn:
-            rows = conn.execute(self._sql["interests_of"], (resource_id, self._time_in(self._now()))).fetchall()
+        db = self._db
+        with db.reading() as conn:
+            rows = conn.execute(db.sql["interests_of"], (resource_id, db.time_in(self._clock()))).fetchall()
         return [self._interest_out(r) for r in rows]
 
     def _interest_out(self, row: Sequence[Any]) -> Interest:
-        registered, expires = self._time_out(row[2]), self._time_out(row[3])
+        registered, expires = self._db.time_out(row[2]), self._db.time_out(row[3])
         assert registered is not None
         assert expires is not None
         return Interest(row[0], row[1], registered, expires)

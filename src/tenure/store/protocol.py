@@ -1,4 +1,17 @@
-"""The store protocol: what every store does, whatever database is behind it."""
+"""The store's seams: what each caller may do with a store, whatever database is behind it.
+
+Callers depend on the narrowest protocol that covers what they do, never on a concrete store class:
+
+* :class:`Store` — the HTTP service, the CLI and clients: resources, their history and the reads
+  people make, interests, callbacks from outside;
+* :class:`EngineStore` — the engine's workers: claims, fenced writes, the inbox, deadlines;
+* :class:`StepStore` — a step's own code, through its context: read, answer its own wait, key its
+  work by its stay in the state. A step never writes the resource itself: its outcome does.
+
+Flow runs are kept through :class:`tenure.flow.durable.FlowRunStore`, which the flow layer declares.
+Both built-in stores (:class:`~tenure.store.sqlite.SQLiteStore`,
+:class:`~tenure.store.postgres.PostgresStore`) provide all of them.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +20,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from tenure.flow.durable import FlowRunStore
+from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
-from tenure.store.claims import Agenda, Claim, WaitPlan
+from tenure.store.claims import Agenda, Claim
 from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
 from tenure.store.interests import Interest
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.signal import Listener, WorkSignal
+from tenure.store.write import WaitPlan
 
-__all__ = ["EngineStore", "Store"]
+__all__ = ["EngineStore", "StepStore", "Store"]
 
 
 @runtime_checkable
@@ -28,6 +44,23 @@ class Store(Protocol):
 
     #: Where the store lives, with any password left out.
     target: str
+    #: "sqlite" or "postgres".
+    dialect: str
+    #: Bumped when the journal may have grown; change watchers wait on it (see :meth:`listen`).
+    changed: WorkSignal
+
+    def now(self) -> datetime:
+        """The store's clock: every time it writes comes from it."""
+        ...
+
+    @property
+    def operations(self) -> int:
+        """Operations sent to the database so far, for metrics."""
+        ...
+
+    def listen(self) -> Listener | None:
+        """Relay other processes' writes to the store's signals (None where the database cannot)."""
+        ...
 
     @property
     def kinds(self) -> Mapping[str, Kind]:
@@ -63,6 +96,10 @@ class Store(Protocol):
 
     def get(self, resource_id: str) -> Resource:
         """The resource's current snapshot (raises :class:`~tenure.errors.ResourceNotFound`)."""
+        ...
+
+    def find(self, resource_id: str) -> Resource | None:
+        """The resource's current snapshot, or None if there is no such resource."""
         ...
 
     def list(
@@ -161,6 +198,29 @@ class Store(Protocol):
         """Resources per kind and state, with the age of the oldest in each wait state."""
         ...
 
+    def flow_runs(
+        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
+    ) -> builtins.list[FlowRunRow]:
+        """Flow runs, oldest first, optionally of one resource or in one state."""
+        ...
+
+    def load_flow_run(self, run_id: str) -> tuple[FlowRunRow, builtins.list[FlowTaskRow]] | None:
+        """A flow run with its task checkpoints."""
+        ...
+
+    def deliver(
+        self,
+        resource_id: str,
+        token: str,
+        key: str,
+        status: CallbackStatus | str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Receipt:
+        """Record an external party's callback; says accepted, duplicate or refused (and why)."""
+        ...
+
     def migrate(self) -> builtins.list[int]:
         """Apply pending schema migrations; returns the versions applied."""
         ...
@@ -183,10 +243,6 @@ class EngineStore(Store, Protocol):
 
     #: Bumped by every write of this store object that makes work due.
     signal: WorkSignal
-
-    def listen(self) -> Listener | None:
-        """Relay other processes' writes to :attr:`signal` (None where the database cannot)."""
-        ...
 
     def claim(
         self, worker: str, due: Sequence[tuple[str, str]], *, limit: int = 10, lease: timedelta
@@ -252,19 +308,6 @@ class EngineStore(Store, Protocol):
         """When each kind of engine work is next due."""
         ...
 
-    def deliver(
-        self,
-        resource_id: str,
-        token: str,
-        key: str,
-        status: CallbackStatus | str,
-        *,
-        data: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> Receipt:
-        """Record an external party's callback; says accepted, duplicate or refused (and why)."""
-        ...
-
     def open_wait(self, resource: Resource, hashed: str) -> None:
         """Open a provisional wait for a token a running step handed out."""
         ...
@@ -283,4 +326,66 @@ class EngineStore(Store, Protocol):
 
     def mark_settled(self, seqs: Sequence[int], result: str) -> int:
         """Settle callbacks without a resource write; returns how many this call settled."""
+        ...
+
+    def current_wait(self, resource_id: str, version: int) -> WaitRow | None:
+        """The wait the write that made ``version`` opened, if any."""
+        ...
+
+    def release_idle(self, claim: Claim) -> bool:
+        """Give back the claim of a resource with nothing left to do."""
+        ...
+
+    def give_up_desired(self, claim: Claim, *, error: str, actor: str | None = None) -> Resource:
+        """Record that the desired state will not be reached in this generation (fenced)."""
+        ...
+
+    def reconcile_hops(self, resource_id: str, generation: int) -> builtins.list[str]:
+        """The states the engine moved the resource on from towards this generation's desired state."""
+        ...
+
+    def stay_version(self, resource: Resource) -> int:
+        """The version at which the resource entered the state it is in."""
+        ...
+
+    def create_flow_run(self, run: FlowRunRow) -> None: ...
+
+    def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None = None) -> None: ...
+
+
+@runtime_checkable
+class StepStore(FlowRunStore, Protocol):
+    """What a step's own code may do with the store: read, record facts, answer its own wait.
+
+    Facts are flow-run checkpoints (:class:`~tenure.flow.durable.FlowRunStore`); a step changes its
+    resource only through the outcome it returns, which the engine writes.
+    """
+
+    def get(self, resource_id: str) -> Resource:
+        """A resource's current snapshot."""
+        ...
+
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
+        """A resource's history, oldest first."""
+        ...
+
+    def open_wait(self, resource: Resource, hashed: str) -> None:
+        """Open a provisional wait for a token the step hands out (callbacks under it are kept)."""
+        ...
+
+    def deliver(
+        self,
+        resource_id: str,
+        token: str,
+        key: str,
+        status: CallbackStatus | str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Receipt:
+        """Answer a wait, as an external party would (a provisioner that finishes at once)."""
+        ...
+
+    def stay_version(self, resource: Resource) -> int:
+        """The version at which the resource entered the state it is in."""
         ...

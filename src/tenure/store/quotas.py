@@ -7,8 +7,9 @@ reservation's current state in the same statement that changes it.
 
 from __future__ import annotations
 
+from tenure.clock import Clock
 from tenure.errors import InvalidArgument, QuotaExceeded, QuotaNotFound
-from tenure.store.ops import Dialect, Executor
+from tenure.store.database import Database, Executor
 from tenure.store.records import Quota, Reservation, ReservationState
 
 __all__ = ["QuotaLedger"]
@@ -27,36 +28,40 @@ _MOVES: dict[tuple[ReservationState, ReservationState], tuple[int, int]] = {
 _GIVEN_BACK = frozenset({_R.ROLLED_BACK, _R.RELEASED})
 
 
-class QuotaLedger(Dialect):
-    """Quota operations shared by both stores."""
+class QuotaLedger:
+    """Quota operations over any database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
 
     def set_quota(self, project: str, resource: str, hard_limit: int) -> Quota:
         """Create or change a project's limit for ``resource``."""
         if hard_limit < 0:
             raise InvalidArgument("hard_limit", "must be >= 0", hard_limit)
-        with self._transaction() as tx:
-            tx.execute(self._sql["upsert_quota"], (project, resource, hard_limit))
+        with self._db.transaction() as tx:
+            tx.execute(self._db.sql["upsert_quota"], (project, resource, hard_limit))
             return self._quota_in(tx, project, resource)
 
     def quota(self, project: str, resource: str) -> Quota:
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             return self._quota_in(conn, project, resource)
 
     def _quota_in(self, conn: Executor, project: str, resource: str) -> Quota:
-        row = conn.execute(self._sql["get_quota"], (project, resource)).fetchone()
+        row = conn.execute(self._db.sql["get_quota"], (project, resource)).fetchone()
         if row is None:
             raise QuotaNotFound(f"{project}/{resource}")
         return Quota(row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
 
     def reservation(self, reservation_id: str) -> Reservation:
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             found = self._reservation_in(conn, reservation_id)
         if found is None:
             raise QuotaNotFound(f"reservation {reservation_id}")
         return found
 
     def _reservation_in(self, conn: Executor, reservation_id: str) -> Reservation | None:
-        row = conn.execute(self._sql["get_reservation"], (reservation_id,)).fetchone()
+        row = conn.execute(self._db.sql["get_reservation"], (reservation_id,)).fetchone()
         if row is None:
             return None
         return Reservation(row[0], row[1], row[2], int(row[3]), ReservationState(row[4]))
@@ -65,11 +70,11 @@ class QuotaLedger(Dialect):
         """Hold ``amount`` of the quota; the same id again returns the first reservation."""
         if amount <= 0:
             raise InvalidArgument("amount", "must be > 0", amount)
-        now = self._time_in(self._now())
-        with self._transaction() as tx:
+        now = self._db.time_in(self._clock())
+        with self._db.transaction() as tx:
             self._quota_in(tx, project, resource)  # a clear QuotaNotFound rather than a broken reference
             claimed = tx.execute(
-                self._sql["insert_reservation"],
+                self._db.sql["insert_reservation"],
                 (reservation_id, project, resource, amount, _R.RESERVED.value, now, now),
             ).rowcount
             if claimed != 1:
@@ -83,7 +88,7 @@ class QuotaLedger(Dialect):
                         reservation_id,
                     )
                 return existing
-            taken = tx.execute(self._sql["take_quota"], (amount, project, resource, amount)).rowcount
+            taken = tx.execute(self._db.sql["take_quota"], (amount, project, resource, amount)).rowcount
             if taken != 1:
                 # Raising rolls the claimed reservation row back with the transaction.
                 quota = self._quota_in(tx, project, resource)
@@ -110,8 +115,8 @@ class QuotaLedger(Dialect):
 
     def _move(self, reservation_id: str, source: ReservationState, target: ReservationState) -> Reservation:
         d_reserved, d_in_use = _MOVES[(source, target)]
-        now = self._time_in(self._now())
-        with self._transaction() as tx:
+        now = self._db.time_in(self._clock())
+        with self._db.transaction() as tx:
             found = self._reservation_in(tx, reservation_id)
             if found is None:
                 raise QuotaNotFound(f"reservation {reservation_id}")
@@ -122,7 +127,7 @@ class QuotaLedger(Dialect):
                 raise InvalidArgument(
                     "reservation", f"must be {source.value} to become {target.value}", found.state.value
                 )
-            moved = tx.execute(self._sql["move_reservation"], (target.value, now, reservation_id, source.value))
+            moved = tx.execute(self._db.sql["move_reservation"], (target.value, now, reservation_id, source.value))
             if moved.rowcount != 1:
                 # A concurrent call moved it first: if it went where this one was going, that is
                 # this call's answer too.
@@ -131,7 +136,7 @@ class QuotaLedger(Dialect):
                     return again
                 raise InvalidArgument("reservation", "changed while being moved; try again", reservation_id)
             tx.execute(
-                self._sql["adjust_quota"],
+                self._db.sql["adjust_quota"],
                 (d_reserved * found.amount, d_in_use * found.amount, found.project, found.resource),
             )
         return Reservation(found.id, found.project, found.resource, found.amount, target)

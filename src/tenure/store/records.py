@@ -1,47 +1,14 @@
-"""Rows the store keeps for other layers: flow-run checkpoints and quota ledgers.
+"""Rows of the quota ledger: limits per project and resource, and the reservations against them.
 
-They are plain values (JSON-ready mappings, no flow or task objects): the flow layer turns its own
-records into these and back, so the store never needs to know what a task is.
+Flow-run rows are the flow layer's own (:mod:`tenure.flow.records`): the store keeps them for it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
 
-__all__ = ["FlowRunRow", "FlowTaskRow", "Quota", "Reservation", "ReservationState"]
-
-
-@dataclass(frozen=True, slots=True)
-class FlowRunRow:
-    id: str
-    flow: str
-    version: int
-    fingerprint: str
-    state: str
-    resource_id: str | None
-    inputs: Mapping[str, Any]
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    retries: Mapping[str, int] = field(default_factory=dict)
-    failure: Mapping[str, Any] | None = None
-    pending_retry: Mapping[str, Any] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FlowTaskRow:
-    task: str
-    state: str
-    attempt: int
-    seq: int
-    result: Any = None
-    failure: Mapping[str, Any] | None = None
-    revert_failure: Mapping[str, Any] | None = None
-    inputs: Mapping[str, Any] | None = None
+__all__ = ["Quota", "Reservation", "ReservationState"]
 
 
 class ReservationState(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file in WAL mode, shared by threads and processes on one machine.
+"""The embedded database: one SQLite file in WAL mode, shared by threads and processes on one machine.
 
 Every write runs in ``BEGIN IMMEDIATE`` so that writers queue on SQLite's single write lock instead
 of failing half-way; the compare-and-swap on ``version`` decides which of two racing writers wins.
@@ -23,20 +23,21 @@ from tenure.errors import (
     AlreadyExists,
     InvalidArgument,
     SchemaNotMigrated,
-    SchemaTooNew,
     StoreUnavailable,
     TenureError,
 )
+from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
-from tenure.store.core import CreatePlan, FirePlan, StoreCore
+from tenure.store.assembly import DatabaseStore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import PageQuery
 from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso
-from tenure.store.signal import Listener
+from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
+from tenure.store.write import Write
 
-__all__ = ["SQLiteStore", "Synchronous"]
+__all__ = ["SQLiteDatabase", "SQLiteStore", "Synchronous"]
 
 
 class _Held:
@@ -81,42 +82,23 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> TenureError:
     return InvalidArgument("row", "breaks a constraint of the schema", text)
 
 
-class SQLiteStore(StoreCore):
-    """A store in one SQLite file.
-
-    >>> import tempfile, os
-    >>> from tenure.kinds import image
-    >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
-    >>> store = SQLiteStore(path, [image], check_schema=False)
-    >>> store.migrate()
-    [1, 2, 3, 4]
-    >>> r = store.create("image", {"name": "debian-12"})
-    >>> r.state, r.version
-    ('queued', 1)
-    >>> r = store.fire(r, "upload")
-    >>> r.state, r.version
-    ('saving', 2)
-    >>> [e.event for e in store.journal(r.id)]
-    ['@create', 'upload']
-    >>> store.close()
-    """
+class SQLiteDatabase:
+    """The SQLite dialect: connections per thread, one write lock, and the one write function."""
 
     dialect = "sqlite"
+    sql = Q
+    txid_positions = False
 
     def __init__(
         self,
         path: str | Path,
-        kinds: Iterable[Kind] = (),
         *,
-        clock: Clock = system_clock,
         synchronous: Synchronous = Synchronous.FULL,
         busy_timeout: float = 30.0,
-        default_sharable: bool = True,
-        check_schema: bool = True,
     ) -> None:
-        super().__init__(kinds, clock=clock, default_sharable=default_sharable)
         self.path = str(path)
         self.target = f"sqlite:///{self.path}"
+        self.operations = 0
         self._synchronous = Synchronous(synchronous)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
@@ -125,8 +107,6 @@ class SQLiteStore(StoreCore):
         self._writer = threading.Lock()
         self._listener: Listener | None = None
         self._closed = False
-        if check_schema:
-            self._check_schema()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -192,7 +172,7 @@ class SQLiteStore(StoreCore):
         raise StoreUnavailable(self.target, text) from None
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         # Threads of this process queue here, handing the write lock over at once, instead of in
         # SQLite's busy handler, which sleeps in steps of up to 100 ms (other processes still do).
@@ -206,56 +186,231 @@ class SQLiteStore(StoreCore):
                     conn.execute("ROLLBACK")
                 raise
 
-    # --- what the shared operations need -------------------------------------------------------
-
-    _sql = Q
-
-    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return self._write()
-
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[sqlite3.Connection]:
         with self._translated():
             yield self._conn()
 
-    def _json_in(self, value: Any) -> Any:
+    # --- values --------------------------------------------------------------------------------
+
+    def json_in(self, value: Any) -> Any:
         return _dumps(value)
 
-    def _json_out(self, value: Any) -> Any:
+    def json_out(self, value: Any) -> Any:
         return json.loads(value)
 
-    def _time_in(self, value: datetime | None) -> Any:
+    def time_in(self, value: datetime | None) -> Any:
         return to_iso(value)
 
-    def _time_out(self, value: Any) -> datetime | None:
+    def time_out(self, value: Any) -> datetime | None:
         return from_iso(value)
 
-    def listen(self) -> Listener:
-        """Relay commits of other processes to :attr:`signal` by watching SQLite's ``data_version``.
+    def array_in(self, values: Sequence[str]) -> Any:
+        return _dumps(list(values))
+
+    def resource_out(self, row: Sequence[Any]) -> Resource:
+        return resource_from_sqlite(tuple(row))
+
+    # --- the one write -------------------------------------------------------------------------
+
+    def commit(self, write: Write) -> bool:
+        before, after = write.before, write.after
+        now = to_iso(after.updated_at)
+        wait = write.wait
+        # The hot path: transaction control is inlined rather than going through transaction().
+        conn = self._conn()
+        try:
+            with self._writer:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    swapped = (
+                        conn.execute(
+                            Q["write"],
+                            (
+                                after.state, after.version, _dumps(after.data) if write.data_changed else None,
+                                after.error, after.attempts, to_iso(after.entered_at), to_iso(after.next_attempt_at),
+                                to_iso(after.deadline), after.desired_state, after.generation,
+                                after.observed_generation, now, write.keeps_claim, before.id, before.version,
+                                before.state, write.token,
+                            ),
+                        ).rowcount
+                        == 1
+                    )  # fmt: skip
+                    if swapped:
+                        conn.execute(
+                            Q["insert_journal"],
+                            (
+                                before.id, after.version, write.event, before.state, after.state, write.actor, now,
+                                _dumps(write.detail) if write.detail else "{}",
+                            ),
+                        )  # fmt: skip
+                        if wait is not None:
+                            conn.execute(
+                                Q["insert_wait"],
+                                (
+                                    wait.token_hash, before.id, after.version, after.state, _dumps(list(wait.keys)),
+                                    _dumps(dict(wait.rules)), now, to_iso(after.deadline),
+                                ),
+                            )  # fmt: skip
+                        if write.carries_waits:
+                            conn.execute(Q["carry_waits"], (after.version, before.id, before.version))
+                        for seq in write.settle:
+                            conn.execute(Q["settle_callback"], (now, write.settle_result, seq))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as exc:
+            self._raise_translated(exc)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from None
+        return swapped
+
+    def insert(self, resource: Resource, actor: str | None) -> Resource | None:
+        r = resource
+        created = to_iso(r.created_at)
+        with self.transaction() as tx:
+            cur = tx.execute(
+                Q["insert_resource"],
+                (
+                    r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
+                    r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
+                    to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
+                    created, created,
+                ),
+            )  # fmt: skip
+            if cur.rowcount == 0:
+                row = tx.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
+                return resource_from_sqlite(row)
+            tx.execute(Q["insert_journal"], (r.id, 1, CREATE_EVENT, None, r.state, actor, created, "{}"))
+        return None
+
+    # --- reads and statements of this dialect --------------------------------------------------
+
+    def find(self, resource_id: str) -> Resource | None:
+        with self._translated():
+            row = self._conn().execute(Q["get_resource"], (resource_id,)).fetchone()
+        return None if row is None else resource_from_sqlite(row)
+
+    def select_page(self, query: PageQuery) -> list[Resource]:
+        params = {
+            "kind": query.kind,
+            "states": None if query.states is None else _dumps(query.states),
+            "desired": query.desired_state,
+            "party": query.party,
+            "now": to_iso(query.now),
+            "after": query.after,
+            "limit": query.limit,
+        }
+        with self._translated():
+            rows = self._conn().execute(Q["list_resources"], params).fetchall()
+        return [resource_from_sqlite(r) for r in rows]
+
+    def journal(self, resource_id: str, after_version: int, limit: int) -> list[JournalEntry]:
+        with self._translated():
+            rows = self._conn().execute(Q["journal"], (resource_id, after_version, limit)).fetchall()
+        return [journal_from_sqlite(r) for r in rows]
+
+    def feed(self, after_seq: int, limit: int) -> list[JournalEntry]:
+        with self._translated():
+            rows = self._conn().execute(Q["feed"], (after_seq, limit)).fetchall()
+        return [journal_from_sqlite(r) for r in rows]
+
+    def claim_due(
+        self, worker: str, pairs: Sequence[str], limit: int, now: datetime, expires: datetime
+    ) -> list[tuple[Resource, bool]]:
+        params = {"now": to_iso(now), "pairs": _dumps(list(pairs)), "limit": limit}
+        claimed: list[tuple[Resource, bool]] = []
+        # Under SQLite's single writer the candidates cannot be claimed by anyone else before the
+        # updates below: the whole claim is one write transaction.
+        with self.transaction() as tx:
+            for resource_id, takeover in tx.execute(Q["claim_candidates"], params).fetchall():
+                row = tx.execute(Q["claim_one"], (worker, to_iso(expires), int(takeover), resource_id)).fetchone()
+                claimed.append((resource_from_sqlite(row), bool(takeover)))
+        return claimed
+
+    def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None, now: datetime) -> bool:
+        stamp = to_iso(now)
+
+        def text(value: Any) -> str | None:
+            return None if value is None else _dumps(value)
+
+        with self.transaction() as tx:
+            for t in tasks:
+                tx.execute(
+                    Q["upsert_flow_task"],
+                    (
+                        run_id, t.task, t.state, t.attempt, t.seq, text(t.result), text(t.failure),
+                        text(t.revert_failure), text(t.inputs), stamp,
+                    ),
+                )  # fmt: skip
+            if run is not None:
+                changed = tx.execute(
+                    Q["update_flow_run"],
+                    (
+                        run.state, _dumps(run.overrides), _dumps(run.retries), text(run.failure),
+                        text(run.pending_retry), stamp, run_id,
+                    ),
+                )  # fmt: skip
+                return bool(changed.rowcount == 1)
+        return True
+
+    # --- schema and lifecycle ------------------------------------------------------------------
+
+    def _schema_version_or_zero(self) -> int:
+        conn = self._conn()
+        if not conn.execute(Q["migrations_table_exists"]).fetchone()[0]:
+            return 0
+        return int(conn.execute(Q["schema_version"]).fetchone()[0])
+
+    def schema_version(self) -> int:
+        with self._translated():
+            return self._schema_version_or_zero()
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        conn = self._conn()
+        with self._translated():
+            conn.execute(Q["create_migrations_table"])
+        for migration in migrations(self.dialect):
+            with self.transaction() as tx:
+                # Checked inside the write lock: a concurrent migrator may have just applied it.
+                if int(tx.execute(Q["schema_version"]).fetchone()[0]) >= migration.version:
+                    continue
+                for statement in _statements(migration.sql):
+                    tx.execute(statement)
+                tx.execute(Q["record_migration"], (migration.version, migration.name, to_iso(datetime.now(UTC))))
+            applied.append(migration.version)
+        return applied
+
+    def listen(self, signal: WorkSignal, changed: WorkSignal) -> Listener:
+        """Relay commits of other processes to the signals by watching SQLite's ``data_version``.
 
         SQLite has no notifications; the watcher reads a counter from the WAL index in shared memory
         ten times a second, which costs no disk I/O, so work written by another process (the CLI, a
         second worker) is seen within about 0.1 s instead of at the next poll.
         """
+
+        def watch_once(stop: threading.Event, connected: Callable[[], None]) -> None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
+            try:
+                seen = conn.execute("PRAGMA data_version").fetchone()[0]
+                connected()
+                changed.notify()
+                while not stop.wait(0.1):
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        signal.notify()
+                        changed.notify()
+            finally:
+                conn.close()
+
         with self._lock:
             if self._listener is None:
-                self._listener = Listener("tenure-sqlite-watch", self._watch_once, self.signal)
+                self._listener = Listener("tenure-sqlite-watch", watch_once, signal)
             return self._listener
-
-    def _watch_once(self, stop: threading.Event, connected: Callable[[], None]) -> None:
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
-        try:
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
-            connected()
-            self.changed.notify()
-            while not stop.wait(0.1):
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen = version
-                    self.signal.notify()
-                    self.changed.notify()
-        finally:
-            conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -269,172 +424,38 @@ class SQLiteStore(StoreCore):
             self._all.clear()
         self._local = threading.local()
 
-    # --- schema --------------------------------------------------------------------------------
 
-    def _schema_version_or_zero(self) -> int:
-        conn = self._conn()
-        if not conn.execute(Q["migrations_table_exists"]).fetchone()[0]:
-            return 0
-        return int(conn.execute(Q["schema_version"]).fetchone()[0])
+class SQLiteStore(DatabaseStore):
+    """A store in one SQLite file.
 
-    def schema_version(self) -> int:
-        with self._translated():
-            return self._schema_version_or_zero()
+    >>> import tempfile, os
+    >>> from tenure.kinds import image
+    >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
+    >>> store = SQLiteStore(path, [image], check_schema=False)
+    >>> store.migrate()
+    [1, 2, 3, 4]
+    >>> r = store.create("image", {"name": "debian-12"})
+    >>> r.state, r.version
+    ('queued', 1)
+    >>> r = store.fire(r, "upload")
+    >>> r.state, r.version
+    ('saving', 2)
+    >>> [e.event for e in store.journal(r.id)]
+    ['@create', 'upload']
+    >>> store.close()
+    """
 
-    def _check_schema(self) -> None:
-        current, latest = self.schema_version(), latest_version(self.dialect)
-        if current < latest:
-            raise SchemaNotMigrated(self.target, current, latest)
-        if current > latest:
-            raise SchemaTooNew(self.target, current, latest)
-
-    def migrate(self) -> list[int]:
-        applied: list[int] = []
-        conn = self._conn()
-        with self._translated():
-            conn.execute(Q["create_migrations_table"])
-        for migration in migrations(self.dialect):
-            with self._write() as tx:
-                # Checked inside the write lock: a concurrent migrator may have just applied it.
-                if int(tx.execute(Q["schema_version"]).fetchone()[0]) >= migration.version:
-                    continue
-                for statement in _statements(migration.sql):
-                    tx.execute(statement)
-                tx.execute(Q["record_migration"], (migration.version, migration.name, to_iso(datetime.now(UTC))))
-            applied.append(migration.version)
-        return applied
-
-    # --- primitives ----------------------------------------------------------------------------
-
-    def _insert(self, plan: CreatePlan) -> Resource | None:
-        r = plan.resource
-        created = to_iso(r.created_at)
-        with self._write() as tx:
-            cur = tx.execute(
-                Q["insert_resource"],
-                (
-                    r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
-                    r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
-                    to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
-                    created, created,
-                ),
-            )  # fmt: skip
-            if cur.rowcount == 0:
-                row = tx.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
-                return resource_from_sqlite(row)
-            tx.execute(Q["insert_journal"], (r.id, 1, CREATE_EVENT, None, r.state, plan.actor, created, "{}"))
-        return None
-
-    def _apply(self, plan: FirePlan) -> bool:
-        # The hot path: transaction control is inlined rather than going through _write().
-        before, after = plan.before, plan.after
-        now = to_iso(after.updated_at)
-        conn = self._conn()
-        try:
-            with self._writer:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = conn.execute(
-                        Q["fire"],
-                        (
-                            after.state, after.version, _dumps(after.data) if plan.data_changed else None,
-                            after.error, now, to_iso(after.next_attempt_at), to_iso(after.deadline), now,
-                            after.observed_generation, before.id, before.version, before.state,
-                        ),
-                    )  # fmt: skip
-                    swapped = cur.rowcount == 1
-                    if swapped:
-                        conn.execute(
-                            Q["insert_journal"],
-                            (
-                                before.id, after.version, plan.event, before.state, after.state, plan.actor, now,
-                                _dumps(plan.detail) if plan.detail else "{}",
-                            ),
-                        )  # fmt: skip
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.OperationalError as exc:
-            self._raise_translated(exc)
-        except sqlite3.IntegrityError as exc:
-            raise _integrity_error(exc) from None
-        return swapped
-
-    def _apply_desired(self, plan: FirePlan) -> bool:
-        before, after = plan.before, plan.after
-        now = to_iso(after.updated_at)
-        with self._write() as tx:
-            cur = tx.execute(
-                Q["set_desired"],
-                (
-                    after.version, after.desired_state, after.generation, after.observed_generation,
-                    to_iso(after.next_attempt_at), now, before.id, before.version, before.state,
-                ),
-            )  # fmt: skip
-            if cur.rowcount != 1:
-                return False
-            tx.execute(Q["carry_waits"], (after.version, before.id, before.version))
-            tx.execute(
-                Q["insert_journal"],
-                (
-                    before.id,
-                    after.version,
-                    plan.event,
-                    before.state,
-                    before.state,
-                    plan.actor,
-                    now,
-                    _dumps(plan.detail),
-                ),
-            )
-        return True
-
-    def _resource_out(self, row: Sequence[Any]) -> Resource:
-        return resource_from_sqlite(tuple(row))
-
-    def _array_in(self, values: Sequence[str]) -> Any:
-        return _dumps(list(values))
-
-    def _claim_due(
-        self, worker: str, pairs: Sequence[str], limit: int, now: datetime, expires: datetime
-    ) -> list[tuple[Resource, bool]]:
-        params = {"now": to_iso(now), "pairs": _dumps(list(pairs)), "limit": limit}
-        claimed: list[tuple[Resource, bool]] = []
-        # Under SQLite's single writer the candidates cannot be claimed by anyone else before the
-        # updates below: the whole claim is one write transaction.
-        with self._write() as tx:
-            for resource_id, takeover in tx.execute(Q["claim_candidates"], params).fetchall():
-                row = tx.execute(Q["claim_one"], (worker, to_iso(expires), int(takeover), resource_id)).fetchone()
-                claimed.append((resource_from_sqlite(row), bool(takeover)))
-        return claimed
-
-    def _get_or_none(self, resource_id: str) -> Resource | None:
-        with self._translated():
-            row = self._conn().execute(Q["get_resource"], (resource_id,)).fetchone()
-        return None if row is None else resource_from_sqlite(row)
-
-    def _select_page(self, query: PageQuery) -> list[Resource]:
-        params = {
-            "kind": query.kind,
-            "states": None if query.states is None else _dumps(query.states),
-            "desired": query.desired_state,
-            "party": query.party,
-            "now": query.now,
-            "after": query.after,
-            "limit": query.limit,
-        }
-        with self._translated():
-            rows = self._conn().execute(Q["list_resources"], params).fetchall()
-        return [resource_from_sqlite(r) for r in rows]
-
-    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> list[JournalEntry]:
-        with self._translated():
-            rows = self._conn().execute(Q["journal"], (resource_id, after_version, limit)).fetchall()
-        return [journal_from_sqlite(r) for r in rows]
-
-    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
-        with self._translated():
-            rows = self._conn().execute(Q["feed"], (after_seq, limit)).fetchall()
-        return [journal_from_sqlite(r) for r in rows]
+    def __init__(
+        self,
+        path: str | Path,
+        kinds: Iterable[Kind] = (),
+        *,
+        clock: Clock = system_clock,
+        synchronous: Synchronous = Synchronous.FULL,
+        busy_timeout: float = 30.0,
+        default_sharable: bool = True,
+        check_schema: bool = True,
+    ) -> None:
+        db = SQLiteDatabase(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.path = db.path
+        super().__init__(db, kinds, clock=clock, default_sharable=default_sharable, check_schema=check_schema)

@@ -1,4 +1,4 @@
-"""Opening a store from a database URL (``--database`` / ``TENURE_DATABASE_URL``)."""
+"""Opening a store from a database URL, and the one place that decides which URL that is."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ from urllib.parse import parse_qs, urlsplit
 from tenure.clock import Clock, system_clock
 from tenure.errors import InvalidDatabaseURL
 from tenure.machine import Kind
-from tenure.store.core import StoreCore
+from tenure.store.assembly import DatabaseStore
 
-__all__ = ["DEFAULT_DATABASE_URL", "database_url", "open_store"]
+__all__ = ["DATABASE_URL_ENV", "DEFAULT_DATABASE_URL", "database_url", "open_store"]
 
+#: The environment variable that names the database when no option does.
+DATABASE_URL_ENV = "TENURE_DATABASE_URL"
+#: The database used when nothing names one: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///tenure.db"
 
 
-def database_url(explicit: str | None = None) -> str:
-    """The URL to use: the explicit one, else ``TENURE_DATABASE_URL``, else ``sqlite:///tenure.db``."""
-    return explicit or os.environ.get("TENURE_DATABASE_URL") or DEFAULT_DATABASE_URL
+def database_url(explicit: str | None = None, *, configured: str | None = None) -> str:
+    """The database URL to use: the first of these that is given (an empty one counts as not given).
+
+    1. ``explicit``: the ``--database`` option, or the URL passed to :func:`open_store`;
+    2. the ``TENURE_DATABASE_URL`` environment variable;
+    3. ``configured``: the ``[service] database`` of the configuration file (``tenure serve``);
+    4. ``sqlite:///tenure.db``.
+
+    Every command line option and :func:`open_store` go through here, so the order is the same
+    everywhere.
+    """
+    return explicit or os.environ.get(DATABASE_URL_ENV) or configured or DEFAULT_DATABASE_URL
 
 
 def _sqlite_path(url: str) -> str:
@@ -38,7 +50,7 @@ def open_store(
     clock: Clock = system_clock,
     check_schema: bool = True,
     pool_size: int | None = None,
-) -> StoreCore:
+) -> DatabaseStore:
     """Open the store a URL names.
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` open the embedded store (query

@@ -23,18 +23,18 @@ import pytest
 
 from tenure import Kind, Worker, open_store
 from tenure.clock import Clock, system_clock
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
 
 #: How long ``eventually`` waits by default; generous, since a loaded machine may be slow.
 PATIENCE = 10.0
 
 
 @pytest.fixture
-def open_engine_store(store_url: str) -> Iterator[Callable[..., StoreCore]]:
+def open_engine_store(store_url: str) -> Iterator[Callable[..., EngineStore]]:
     """A factory of migrated stores on the test's database: ``open_engine_store(kinds, clock=...)``."""
-    opened: list[StoreCore] = []
+    opened: list[EngineStore] = []
 
-    def make(kinds: Iterable[Kind] = (), *, clock: Clock = system_clock) -> StoreCore:
+    def make(kinds: Iterable[Kind] = (), *, clock: Clock = system_clock) -> EngineStore:
         s = open_store(store_url, kinds, clock=clock, check_schema=False)
         opened.append(s)
         s.migrate()
@@ -50,7 +50,7 @@ def open_engine_store(store_url: str) -> Iterator[Callable[..., StoreCore]]:
 
 
 @pytest.fixture
-def real_store(open_engine_store: Callable[..., StoreCore]) -> StoreCore:
+def real_store(open_engine_store: Callable[..., EngineStore]) -> EngineStore:
     """A migrated store on the test's database that reads the machine's clock."""
     return open_engine_store()
 
@@ -77,7 +77,7 @@ def gate(gates: list[threading.Event]) -> Callable[[], threading.Event]:
 
 @pytest.fixture
 def start_worker(
-    gates: list[threading.Event], open_engine_store: Callable[..., StoreCore]
+    gates: list[threading.Event], open_engine_store: Callable[..., EngineStore]
 ) -> Iterator[Callable[[Worker], Worker]]:
     """Start a worker's loop in the background; stopped (gates opened first) at teardown.
 

@@ -39,19 +39,14 @@ from tenure.engine.provision import Definition, MemoryProvisioner, ProvisionRequ
 from tenure.errors import InvalidArgument
 from tenure.kinds.transfer import transfer_kind, transfer_steps
 from tenure.machine import Backoff
-from tenure.store.core import StoreCore
 from tenure.store.model import Resource
-
-_SUPPORT = str(Path(__file__).resolve().parents[2] / "support")
-if _SUPPORT not in sys.path:
-    # The helpers in tests/support are imported by name (the fake provisioner runs as a script).
-    sys.path.insert(0, _SUPPORT)
-
-from callback_server import CallbackServer  # noqa: E402
+from tenure.store.protocol import EngineStore
+from tests.support.callback_server import CallbackServer
 
 pytestmark = pytest.mark.timeout(120)
 
-FAKE_SCRIPT = Path(_SUPPORT) / "fake_provisioner.py"
+#: The fake provisioner, run as a script of its own (it imports nothing but the standard library).
+FAKE_SCRIPT = Path(__file__).resolve().parents[2] / "support" / "fake_provisioner.py"
 #: The deadline of the transfer's ``*_requested`` states, and how late a ``late`` callback comes.
 DEADLINE = timedelta(seconds=2)
 LATE_DELAY = 3.5
@@ -355,7 +350,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvisioner]:
 
 @dataclass
 class Engine:
-    store: StoreCore
+    store: EngineStore
     worker: Worker
     callbacks: CallbackServer
     fake: FakeProvisioner

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import pytest
 
-from store_support import FakeClock, all_journal
 from tenure import (
     ANY,
     Backoff,
@@ -33,8 +32,9 @@ from tenure.engine.reconcile import Reconciler, rest_pairs
 from tenure.engine.steps import advance_to
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer_kind, transfer_steps
-from tenure.store.core import StoreCore
 from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock, all_journal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,12 +90,12 @@ def store_url(reused_store_url: str) -> str:
     return reused_store_url
 
 
-def transfer_worker(store: StoreCore, memory: MemoryProvisioner | None = None) -> Worker:
+def transfer_worker(store: EngineStore, memory: MemoryProvisioner | None = None) -> Worker:
     kind = transfer_kind(request_deadline=timedelta(minutes=1), retry=BACKOFF)
     return Worker(store, transfer_steps({"memory": memory or MemoryProvisioner()}, kind=kind), name="mover")
 
 
-def started_transfer(store: StoreCore, worker: Worker) -> Resource:
+def started_transfer(store: EngineStore, worker: Worker) -> Resource:
     r = store.create("transfer", {"asset": "a-1"})
     worker.run_until_idle()
     started = store.get(r.id)
@@ -103,7 +103,7 @@ def started_transfer(store: StoreCore, worker: Worker) -> Resource:
     return started
 
 
-def events(store: StoreCore, resource_id: str) -> list[str]:
+def events(store: EngineStore, resource_id: str) -> list[str]:
     return [e.event for e in all_journal(store, resource_id)]
 
 
@@ -122,7 +122,7 @@ def test_rest_pairs_are_every_rest_state_of_the_kinds() -> None:
 # --- reaching it -----------------------------------------------------------------------------------
 
 
-def test_a_transfer_is_driven_to_its_desired_state_and_the_generation_observed(store: StoreCore) -> None:
+def test_a_transfer_is_driven_to_its_desired_state_and_the_generation_observed(store: EngineStore) -> None:
     memory = MemoryProvisioner()
     worker = transfer_worker(store, memory)
     r = started_transfer(store, worker)
@@ -152,7 +152,7 @@ def test_a_transfer_is_driven_to_its_desired_state_and_the_generation_observed(s
     assert worker.run_until_idle() == 0
 
 
-def test_coming_to_rest_short_of_it_the_reconcile_goes_on(store: StoreCore) -> None:
+def test_coming_to_rest_short_of_it_the_reconcile_goes_on(store: EngineStore) -> None:
     """blank -> (write) writing -> (its step) ready, at rest short of it -> (archive) archived."""
     store.register(disk)
     steps = Steps()
@@ -171,7 +171,7 @@ def test_coming_to_rest_short_of_it_the_reconcile_goes_on(store: StoreCore) -> N
     assert worker.stats.reconciled == 2
 
 
-def test_a_desired_state_on_a_resource_at_work_waits_for_it_to_come_to_rest(store: StoreCore) -> None:
+def test_a_desired_state_on_a_resource_at_work_waits_for_it_to_come_to_rest(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = store.create("transfer", {"asset": "a-1"})
     store.set_desired_state(r, "suspended")
@@ -181,7 +181,7 @@ def test_a_desired_state_on_a_resource_at_work_waits_for_it_to_come_to_rest(stor
     assert events(store, r.id)[-3:] == ["started", "suspend", "suspended"]
 
 
-def test_desiring_the_current_state_is_a_no_op(store: StoreCore) -> None:
+def test_desiring_the_current_state_is_a_no_op(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     wish = store.set_desired_state(r, "started")
@@ -190,7 +190,7 @@ def test_desiring_the_current_state_is_a_no_op(store: StoreCore) -> None:
     assert store.get(r.id) == wish
 
 
-def test_an_unreachable_desired_state_is_refused(store: StoreCore) -> None:
+def test_an_unreachable_desired_state_is_refused(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     with pytest.raises(InvalidArgument) as caught:
@@ -202,7 +202,7 @@ def test_an_unreachable_desired_state_is_refused(store: StoreCore) -> None:
 
 
 def test_a_background_worker_acts_on_a_desired_state_set_while_it_idles(
-    real_store: StoreCore,
+    real_store: EngineStore,
     start_worker: Callable[[Worker], Worker],
     eventually: Callable[[Callable[[], object], str], None],
 ) -> None:
@@ -220,7 +220,7 @@ def test_a_background_worker_acts_on_a_desired_state_set_while_it_idles(
 # --- giving up -------------------------------------------------------------------------------------
 
 
-def test_coming_back_to_a_rest_state_already_left_gives_up(store: StoreCore) -> None:
+def test_coming_back_to_a_rest_state_already_left_gives_up(store: EngineStore) -> None:
     store.register(lamp)
     steps = Steps()
     steps.add(lamp, "warming", advance_to("cooled"), retry_on=())
@@ -248,7 +248,7 @@ def test_coming_back_to_a_rest_state_already_left_gives_up(store: StoreCore) -> 
     assert worker.stats.desired_given_up == 2
 
 
-def test_no_path_left_gives_up(store: StoreCore) -> None:
+def test_no_path_left_gives_up(store: EngineStore) -> None:
     """blank -> (write) writing, whose step breaks it; from broken there is no way to archived."""
 
     def break_down(resource: Resource, ctx: StepContext) -> Fail:
@@ -270,7 +270,7 @@ def test_no_path_left_gives_up(store: StoreCore) -> None:
     assert events(store, r.id)[-3:] == ["write", "break_down", DESIRED_FAILED_EVENT]
 
 
-def test_a_guard_refusing_the_way_gives_up(store: StoreCore) -> None:
+def test_a_guard_refusing_the_way_gives_up(store: EngineStore) -> None:
     worker = Worker(store, Steps(), name="mover")
     r = store.create("job")
     r = store.fire(store.fire(r, "request"), "callback")
@@ -286,7 +286,7 @@ def test_a_guard_refusing_the_way_gives_up(store: StoreCore) -> None:
     assert after.observed_generation == after.generation
 
 
-def test_a_final_state_short_of_it_ends_the_generation(store: StoreCore) -> None:
+def test_a_final_state_short_of_it_ends_the_generation(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     store.set_desired_state(r, "suspended")
@@ -300,7 +300,7 @@ def test_a_final_state_short_of_it_ends_the_generation(store: StoreCore) -> None
 # --- races -----------------------------------------------------------------------------------------
 
 
-def test_a_client_event_after_the_reconcile_claimed_wins_and_the_reconcile_is_refused(store: StoreCore) -> None:
+def test_a_client_event_after_the_reconcile_claimed_wins_and_the_reconcile_is_refused(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     store.set_desired_state(r, "deprovisioned")
@@ -317,7 +317,7 @@ def test_a_client_event_after_the_reconcile_claimed_wins_and_the_reconcile_is_re
     assert "suspend" in events(store, r.id)
 
 
-def test_a_reconcile_first_makes_the_client_event_on_the_old_snapshot_conflict(store: StoreCore) -> None:
+def test_a_reconcile_first_makes_the_client_event_on_the_old_snapshot_conflict(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     snapshot = store.set_desired_state(r, "deprovisioned")
@@ -329,7 +329,7 @@ def test_a_reconcile_first_makes_the_client_event_on_the_old_snapshot_conflict(s
 
 
 def test_a_new_desired_state_while_a_reconcile_holds_the_claim_is_acted_on_at_once(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
@@ -348,7 +348,7 @@ def test_a_new_desired_state_while_a_reconcile_holds_the_claim_is_acted_on_at_on
     assert (done.state, done.observed_generation) == ("suspended", newer.generation)
 
 
-def test_a_desire_cleared_while_claimed_leaves_the_resource_idle(store: StoreCore) -> None:
+def test_a_desire_cleared_while_claimed_leaves_the_resource_idle(store: EngineStore) -> None:
     worker = transfer_worker(store)
     r = started_transfer(store, worker)
     store.set_desired_state(r, "deprovisioned")
@@ -364,7 +364,7 @@ def test_a_desire_cleared_while_claimed_leaves_the_resource_idle(store: StoreCor
 
 
 @pytest.mark.parametrize("rounds", [12])
-def test_a_client_event_racing_a_reconcile_exactly_one_wins(store: StoreCore, rounds: int) -> None:
+def test_a_client_event_racing_a_reconcile_exactly_one_wins(store: EngineStore, rounds: int) -> None:
     """image: active with desired deleted; the reconcile fires delete while a client fires deactivate."""
     worker = Worker(store, Steps(), name="mover")
     outcomes: dict[str, int] = {"reconcile": 0, "client": 0}
@@ -411,7 +411,7 @@ def test_a_client_event_racing_a_reconcile_exactly_one_wins(store: StoreCore, ro
     assert sum(outcomes.values()) == rounds
 
 
-def test_advance_steps_still_work_beside_reconciles(store: StoreCore) -> None:
+def test_advance_steps_still_work_beside_reconciles(store: EngineStore) -> None:
     """A work state's own step is not mistaken for a reconcile."""
     store.register(lamp)
     steps = Steps()

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from store_support import FakeClock
 from tenure import (
     Backoff,
     Event,
@@ -25,12 +24,12 @@ from tenure import (
     TenureError,
     Worker,
 )
-from tenure.engine.flows import flow_step
+from tenure.engine.flows import FlowStep, flow_step
 from tenure.engine.provision import MemoryProvisioner
 from tenure.flow import FunctionTask, linear
-from tenure.flow.step import FlowStep
 from tenure.kinds.transfer import transfer_kind, transfer_steps
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 DEADLINE = timedelta(minutes=1)
 BACKOFF = Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(seconds=10), jitter=0)
@@ -42,7 +41,7 @@ ENDING = ["complete", "completed", "deprovision", "deprovisioned"]
 
 
 def make_worker(
-    store: StoreCore,
+    store: EngineStore,
     provisioners: Mapping[str, object],
     *,
     max_attempts: int = 5,
@@ -53,7 +52,7 @@ def make_worker(
     return Worker(store, steps, name="mover", rand=lambda: 1.0)
 
 
-def events(store: StoreCore, resource_id: str) -> list[str]:
+def events(store: EngineStore, resource_id: str) -> list[str]:
     return [e.event for e in store.journal(resource_id)]
 
 
@@ -62,7 +61,7 @@ def two_async(asset: str = "a-1") -> dict[str, Any]:
 
 
 def drive(
-    worker: Worker, store: StoreCore, clock: FakeClock, resource_id: str, *, until: str, limit: int = 100
+    worker: Worker, store: EngineStore, clock: FakeClock, resource_id: str, *, until: str, limit: int = 100
 ) -> None:
     """Run the worker, jumping the clock to the next retry or deadline, until the resource is ``until``."""
     for _ in range(limit):
@@ -123,7 +122,7 @@ def raising(exc: Exception) -> Callable[[ProvisionRequest], ProvisionResult]:
 # --- synchronous plug-ins --------------------------------------------------------------------------
 
 
-def test_a_transfer_runs_its_whole_lifecycle_with_a_synchronous_provisioner(store: StoreCore) -> None:
+def test_a_transfer_runs_its_whole_lifecycle_with_a_synchronous_provisioner(store: EngineStore) -> None:
     memory = MemoryProvisioner()
     worker = make_worker(store, {"memory": memory})
     spec = {"asset": "a-1", "resources": [{"id": "bucket", "type": "memory", "spec": {"size_gb": 5}}]}
@@ -158,7 +157,7 @@ def test_a_transfer_runs_its_whole_lifecycle_with_a_synchronous_provisioner(stor
     assert actors == {"mover", "client"}
 
 
-def test_a_client_terminate_deprovisions_and_records_how_it_ended(store: StoreCore) -> None:
+def test_a_client_terminate_deprovisions_and_records_how_it_ended(store: EngineStore) -> None:
     memory = MemoryProvisioner()
     worker = make_worker(store, {"memory": memory})
     r = store.create("transfer", {"asset": "a-1"})
@@ -177,7 +176,7 @@ def test_a_client_terminate_deprovisions_and_records_how_it_ended(store: StoreCo
 
 
 def test_an_asynchronous_provisioner_is_waited_for_and_its_callbacks_move_the_transfer_on(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     slow = MemoryProvisioner(asynchronous=True)
     worker = make_worker(store, {"async": slow, "memory": MemoryProvisioner()})
@@ -229,7 +228,7 @@ def test_an_asynchronous_provisioner_is_waited_for_and_its_callbacks_move_the_tr
     ]  # fmt: skip
 
 
-def test_after_a_partial_success_only_the_definitions_not_done_are_provisioned_again(store: StoreCore) -> None:
+def test_after_a_partial_success_only_the_definitions_not_done_are_provisioned_again(store: EngineStore) -> None:
     slow = MemoryProvisioner(asynchronous=True)
     worker = make_worker(store, {"async": slow, "memory": MemoryProvisioner()})
     r = store.create("transfer", two_async())
@@ -263,7 +262,7 @@ def test_after_a_partial_success_only_the_definitions_not_done_are_provisioned_a
     }
 
 
-def test_a_failed_callback_terminates_and_deprovisions_what_was_asked_for(store: StoreCore) -> None:
+def test_a_failed_callback_terminates_and_deprovisions_what_was_asked_for(store: EngineStore) -> None:
     slow = MemoryProvisioner(asynchronous=True)
     worker = make_worker(store, {"async": slow, "memory": MemoryProvisioner()})
     r = store.create("transfer", two_async())
@@ -295,7 +294,7 @@ def test_a_failed_callback_terminates_and_deprovisions_what_was_asked_for(store:
     ],
 )
 def test_a_provisioner_failing_for_good_terminates_the_transfer(
-    store: StoreCore, answer: Callable[[ProvisionRequest], ProvisionResult]
+    store: EngineStore, answer: Callable[[ProvisionRequest], ProvisionResult]
 ) -> None:
     refusing = Scripted(provision=answer, makes=False)
     worker = make_worker(store, {"memory": refusing})
@@ -317,7 +316,7 @@ def test_a_provisioner_failing_for_good_terminates_the_transfer(
 
 
 def test_a_provisioner_that_always_asks_for_a_retry_is_retried_up_to_its_limit(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     flaky = Scripted(provision=raising(ConnectionError("unreachable")), makes=False)
     worker = make_worker(store, {"memory": flaky}, max_attempts=3)
@@ -345,7 +344,7 @@ def test_a_provisioner_that_always_asks_for_a_retry_is_retried_up_to_its_limit(
     assert [e.detail["attempt"] for e in retries] == [1, 2, 3]
 
 
-def test_the_states_retry_limit_also_bounds_a_retrying_provisioner(store: StoreCore, clock: FakeClock) -> None:
+def test_the_states_retry_limit_also_bounds_a_retrying_provisioner(store: EngineStore, clock: FakeClock) -> None:
     flaky = Scripted(provision=lambda r: ProvisionResult.retry("busy"), makes=False)
     worker = make_worker(store, {"memory": flaky}, max_attempts=10, retry=Backoff(max_attempts=2, jitter=0))
     r = store.create("transfer", {"asset": "a-1"})
@@ -357,7 +356,7 @@ def test_the_states_retry_limit_also_bounds_a_retrying_provisioner(store: StoreC
 
 
 @pytest.mark.parametrize("how", ["retry-answers", "deadlines"])
-def test_a_definition_given_up_on_is_still_deprovisioned(store: StoreCore, clock: FakeClock, how: str) -> None:
+def test_a_definition_given_up_on_is_still_deprovisioned(store: EngineStore, clock: FakeClock, how: str) -> None:
     plugin: Scripted | MemoryProvisioner
     if how == "retry-answers":
         # Made each time, but the answer is lost to a timeout: the provisioner asks for a retry.
@@ -392,7 +391,7 @@ def test_a_definition_given_up_on_is_still_deprovisioned(store: StoreCore, clock
     assert not plugin.made, f"left behind: {plugin.made}"
 
 
-def test_a_definition_that_failed_for_good_before_the_limit_is_not_deprovisioned(store: StoreCore) -> None:
+def test_a_definition_that_failed_for_good_before_the_limit_is_not_deprovisioned(store: EngineStore) -> None:
     """The other side of the rule: an answer of failed says nothing was made, whatever came before."""
     answers = iter([ProvisionResult.retry("busy"), ProvisionResult.failed("no such region")])
     plugin = Scripted(provision=lambda r: next(answers), makes=False)
@@ -409,7 +408,7 @@ def test_a_definition_that_failed_for_good_before_the_limit_is_not_deprovisioned
     assert plugin.calls("deprovision") == []
 
 
-def test_a_deprovisioning_that_fails_ends_in_deprovisioning_failed(store: StoreCore) -> None:
+def test_a_deprovisioning_that_fails_ends_in_deprovisioning_failed(store: EngineStore) -> None:
     stuck = Scripted(deprovision=lambda r: ProvisionResult.failed("bucket not empty"))
     worker = make_worker(store, {"memory": stuck, "plane": MemoryProvisioner()})
     r = store.create("transfer", {"asset": "a-1", "dataplane": "plane"})
@@ -428,7 +427,7 @@ def test_a_deprovisioning_that_fails_ends_in_deprovisioning_failed(store: StoreC
     assert stuck.made == {"destination"}
 
 
-def test_an_asynchronous_deprovisioning_answered_failed_ends_in_deprovisioning_failed(store: StoreCore) -> None:
+def test_an_asynchronous_deprovisioning_answered_failed_ends_in_deprovisioning_failed(store: EngineStore) -> None:
     slow = MemoryProvisioner(asynchronous=True)
     worker = make_worker(store, {"async": slow, "memory": MemoryProvisioner()})
     r = store.create("transfer", {"asset": "a-1", "resources": [{"id": "bucket", "type": "async"}]})
@@ -452,7 +451,7 @@ def test_an_asynchronous_deprovisioning_answered_failed_ends_in_deprovisioning_f
 # --- deadlines ------------------------------------------------------------------------------------
 
 
-def test_the_provisioning_deadline_asks_again_up_to_max_attempts(store: StoreCore, clock: FakeClock) -> None:
+def test_the_provisioning_deadline_asks_again_up_to_max_attempts(store: EngineStore, clock: FakeClock) -> None:
     silent = MemoryProvisioner(asynchronous=True)
     worker = make_worker(store, {"memory": silent}, max_attempts=3)
     r = store.create("transfer", {"asset": "a-1"})
@@ -496,11 +495,32 @@ def test_the_provisioning_deadline_asks_again_up_to_max_attempts(store: StoreCor
     assert not store.deliver(r.id, late.token, late.key, "done").accepted
 
 
+def test_a_deadline_re_ask_does_not_re_provision_a_definition_that_answered_done(
+    store: EngineStore, clock: FakeClock
+) -> None:
+    provisioner = MemoryProvisioner(asynchronous=True)
+    worker = make_worker(store, {"async": provisioner})
+    r = store.create("transfer", two_async())
+    worker.run_until_idle()
+    assert store.get(r.id).state == "provisioning_requested"
+
+    token = provisioner.requests[-1].token
+    assert store.deliver(r.id, token, "bucket", "done", data={"url": "s3://b"}).accepted
+    worker.run_until_idle()  # recorded; still waiting for queue
+    provisioner.requests.clear()
+    clock.advance(DEADLINE + timedelta(seconds=1))
+
+    worker.run_until_idle()  # the deadline fires provision_timed_out; the step asks again
+
+    assert store.get(r.id).state == "provisioning_requested"
+    assert [q.definition.id for q in provisioner.requests] == ["queue"]
+
+
 # --- in the background ------------------------------------------------------------------------------
 
 
 def test_a_started_worker_applies_callbacks_as_they_arrive(
-    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+    real_store: EngineStore, start_worker: Callable[[Worker], Worker], eventually: Eventually
 ) -> None:
     slow = MemoryProvisioner(asynchronous=True)
     worker = make_worker(real_store, {"async": slow, "memory": MemoryProvisioner()})
@@ -529,13 +549,13 @@ build = Kind(
 )
 
 
-def build_worker(store: StoreCore, step: FlowStep) -> Worker:
+def build_worker(store: EngineStore, step: FlowStep) -> Worker:
     steps = Steps()
     steps.add(build, "building", flow_step(step))
     return Worker(store, steps, name="builder", rand=lambda: 1.0)
 
 
-def test_a_flow_step_advances_with_the_flows_outputs(store: StoreCore) -> None:
+def test_a_flow_step_advances_with_the_flows_outputs(store: EngineStore) -> None:
     def compile_it(source: str) -> str:
         return f"{source}.o"
 
@@ -562,7 +582,7 @@ def test_a_flow_step_advances_with_the_flows_outputs(store: StoreCore) -> None:
     assert last.detail["flow_run"] == f"{r.id}@1"
 
 
-def test_a_flow_step_whose_task_fails_reverts_and_fails_with_the_tasks_error(store: StoreCore) -> None:
+def test_a_flow_step_whose_task_fails_reverts_and_fails_with_the_tasks_error(store: EngineStore) -> None:
     reverted: list[str] = []
 
     def reserve(size: int) -> str:
@@ -590,7 +610,7 @@ def test_a_flow_step_whose_task_fails_reverts_and_fails_with_the_tasks_error(sto
     assert events(store, r.id) == ["@create", "broke"]
 
 
-def test_a_flow_step_whose_revert_fails_is_retried_and_resumes_the_same_run(store: StoreCore, clock: FakeClock) -> None:
+def test_a_flow_step_whose_revert_fails_is_retried_and_resumes_the_same_run(store: EngineStore, clock: FakeClock) -> None:
     attempts: list[int] = []
 
     def reserve() -> str:

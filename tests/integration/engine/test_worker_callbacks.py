@@ -13,25 +13,31 @@ from datetime import timedelta
 
 import pytest
 
-from kinds_for_tests import ticket_kind as shared_ticket_kind
-from store_support import FakeClock
 from tenure import (
+    Advance,
+    Backoff,
     CallbackStatus,
     Delivery,
+    Event,
     Fail,
     InvalidArgument,
     Kind,
     Receipt,
     Resource,
     RetryLater,
+    Role,
+    State,
     StepContext,
     Steps,
+    TenureError,
     Wait,
     Worker,
 )
 from tenure.engine.outcome import Outcome
-from tenure.store.core import StoreCore
 from tenure.store.inbox import CallbackRow, token_hash
+from tenure.store.protocol import EngineStore
+from tests.kinds_for_tests import ticket_kind as shared_ticket_kind
+from tests.store_support import FakeClock
 
 WAIT_FOR = timedelta(minutes=10)
 MICRO = timedelta(microseconds=1)
@@ -69,13 +75,13 @@ class Asker:
         )
 
 
-def make_worker(store: StoreCore, step: Asker, *, kind: Kind = ticket, name: str = "cb-worker") -> Worker:
+def make_worker(store: EngineStore, step: Asker, *, kind: Kind = ticket, name: str = "cb-worker") -> Worker:
     steps = Steps()
     steps.add(kind, "todo", step)
     return Worker(store, steps, name=name, rand=lambda: 1.0)
 
 
-def waiting(store: StoreCore, step: Asker | None = None) -> tuple[Worker, Asker, Resource, str]:
+def waiting(store: EngineStore, step: Asker | None = None) -> tuple[Worker, Asker, Resource, str]:
     """A worker, its step, and a resource waiting in ``awaiting`` for the step's latest token."""
     asker = step or Asker()
     worker = make_worker(store, asker)
@@ -86,18 +92,64 @@ def waiting(store: StoreCore, step: Asker | None = None) -> tuple[Worker, Asker,
     return worker, asker, r, asker.tokens[-1]
 
 
-def rows(store: StoreCore, token: str) -> list[CallbackRow]:
+def rows(store: EngineStore, token: str) -> list[CallbackRow]:
     return store.callbacks(token_hash(token))
 
 
-def events(store: StoreCore, resource_id: str) -> list[str]:
+def events(store: EngineStore, resource_id: str) -> list[str]:
     return [e.event for e in store.journal(resource_id)]
+
+
+#: A work state that asks for one key or finishes at once (``finish``), with a retry limit.
+LIMITED = Backoff(max_attempts=3, base=timedelta(seconds=1), cap=timedelta(seconds=10), jitter=0)
+LEASE = timedelta(seconds=30)
+
+asking = Kind(
+    "asking",
+    initial="todo",
+    states=[
+        State("todo", 1, Role.WORK, on_failure="fail", retry=LIMITED),
+        State("awaiting", 2, Role.WAIT, deadline=WAIT_FOR, on_deadline="expire"),
+        State("done", 10, Role.FINAL),
+        State("failed", 11, Role.FINAL),
+        State("expired", 12, Role.FINAL),
+    ],
+    events=[
+        Event("ask", "todo", "awaiting"),
+        Event("finish", "todo", "done"),
+        Event("answered", "awaiting", "done"),
+        Event("refused", "awaiting", "failed"),
+        Event("expire", "awaiting", "expired"),
+        Event("fail", "todo", "failed"),
+    ],
+)
+
+AskingStep = Callable[[Resource, StepContext], Outcome]
+
+
+def asking_worker(store: EngineStore, step: AskingStep, *, batch: int = 100) -> Worker:
+    steps = Steps()
+    steps.add(asking, "todo", step)
+    return Worker(store, steps, name="asking-worker", batch=batch, rand=lambda: 1.0)
+
+
+class KeyAsker:
+    """A step that hands out its token and waits for key ``a``; remembers each resource's token."""
+
+    __name__ = "key_asker"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+
+    def __call__(self, resource: Resource, ctx: StepContext) -> Outcome:
+        self.tokens[resource.id] = ctx.token
+        return Wait("ask", ["a"], on_done="answered", on_failed="refused")
 
 
 # --- answers roll up ------------------------------------------------------------------------------
 
 
-def test_every_key_done_fires_on_done_with_the_answers_under_the_data_key(store: StoreCore, clock: FakeClock) -> None:
+def test_every_key_done_fires_on_done_with_the_answers_under_the_data_key(store: EngineStore, clock: FakeClock) -> None:
     worker, _, r, token = waiting(store)
 
     first = store.deliver(r.id, token, "a", "done", data={"url": "u-a"})
@@ -133,7 +185,7 @@ def test_every_key_done_fires_on_done_with_the_answers_under_the_data_key(store:
     assert worker.apply_callbacks() == 0
 
 
-def test_tick_applies_callbacks_too(store: StoreCore) -> None:
+def test_tick_applies_callbacks_too(store: EngineStore) -> None:
     worker, _, r, token = waiting(store)
     store.deliver(r.id, token, "a", "done")
     store.deliver(r.id, token, "b", "done")
@@ -143,7 +195,7 @@ def test_tick_applies_callbacks_too(store: StoreCore) -> None:
     assert store.get(r.id).state == "done"
 
 
-def test_partial_answers_keep_waiting_and_are_settled_as_still_waiting(store: StoreCore) -> None:
+def test_partial_answers_keep_waiting_and_are_settled_as_still_waiting(store: EngineStore) -> None:
     worker, _, r, token = waiting(store)
 
     store.deliver(r.id, token, "a", "done", data={"n": 1})
@@ -167,7 +219,7 @@ def test_partial_answers_keep_waiting_and_are_settled_as_still_waiting(store: St
     ]
 
 
-def test_a_failed_answer_fires_on_failed_at_once(store: StoreCore) -> None:
+def test_a_failed_answer_fires_on_failed_at_once(store: EngineStore) -> None:
     worker, _, r, token = waiting(store)
 
     store.deliver(r.id, token, "a", "failed", error="quota exceeded")
@@ -182,7 +234,7 @@ def test_a_failed_answer_fires_on_failed_at_once(store: StoreCore) -> None:
     assert "superseded" in late.reason
 
 
-def test_a_retry_answer_fires_on_retry_and_the_step_runs_again_with_a_new_token(store: StoreCore) -> None:
+def test_a_retry_answer_fires_on_retry_and_the_step_runs_again_with_a_new_token(store: EngineStore) -> None:
     worker, asker, r, token = waiting(store)
 
     store.deliver(r.id, token, "a", "done", data={"made": "bucket"})
@@ -209,7 +261,7 @@ def test_a_retry_answer_fires_on_retry_and_the_step_runs_again_with_a_new_token(
     assert store.get(r.id).state == "done"
 
 
-def test_a_retry_answer_without_a_retry_event_fires_on_failed(store: StoreCore) -> None:
+def test_a_retry_answer_without_a_retry_event_fires_on_failed(store: EngineStore) -> None:
     worker, _, r, token = waiting(store, Asker(on_retry=None))
 
     store.deliver(r.id, token, "a", "retry", error="busy")
@@ -220,10 +272,33 @@ def test_a_retry_answer_without_a_retry_event_fires_on_failed(store: StoreCore) 
     assert (after.state, after.error) == ("failed", "a: busy")
 
 
+def test_answers_newer_than_the_batch_are_settled_by_the_decision_they_made(
+    store: EngineStore, clock: FakeClock
+) -> None:
+    tokens: dict[str, str] = {}
+
+    def ask_two(resource: Resource, ctx: StepContext) -> Outcome:
+        tokens[resource.id] = ctx.token
+        return Wait("ask", ["a", "b"], on_done="answered", on_failed="refused")
+
+    worker = asking_worker(store, ask_two, batch=1)
+    r = store.create("asking")
+    worker.run_until_idle()
+    for key in ("a", "b"):
+        assert store.deliver(r.id, tokens[r.id], key, "done").accepted
+
+    assert worker.apply_callbacks() == 2  # the batch held only "a"; "b" decided it too
+
+    assert store.get(r.id).state == "done"
+    results = [cb.result for cb in store.callbacks(token_hash(tokens[r.id]))]
+    assert results == ["applied: fired answered", "applied: fired answered"]
+    assert worker.stats.callbacks_superseded == 0
+
+
 # --- what the inbox refuses ------------------------------------------------------------------------
 
 
-def test_a_duplicate_delivery_is_idempotent_and_a_different_answer_is_refused(store: StoreCore) -> None:
+def test_a_duplicate_delivery_is_idempotent_and_a_different_answer_is_refused(store: EngineStore) -> None:
     worker, _, r, token = waiting(store)
 
     first = store.deliver(r.id, token, "a", "done", data={"url": "u"})
@@ -249,7 +324,7 @@ def test_a_duplicate_delivery_is_idempotent_and_a_different_answer_is_refused(st
     assert events(store, r.id) == ["@create", "ask", "answered"]
 
 
-def test_unknown_tokens_keys_and_statuses_are_refused(store: StoreCore) -> None:
+def test_unknown_tokens_keys_and_statuses_are_refused(store: EngineStore) -> None:
     _, _, r, token = waiting(store)
     other = store.create("ticket")
 
@@ -264,7 +339,7 @@ def test_unknown_tokens_keys_and_statuses_are_refused(store: StoreCore) -> None:
     assert rows(store, token) == []
 
 
-def test_a_callback_after_the_resource_moved_on_is_refused_as_superseded(store: StoreCore) -> None:
+def test_a_callback_after_the_resource_moved_on_is_refused_as_superseded(store: EngineStore) -> None:
     _, _, r, token = waiting(store)
     store.fire(r.id, "cancel", actor="client")
 
@@ -278,7 +353,7 @@ def test_a_callback_after_the_resource_moved_on_is_refused_as_superseded(store: 
     assert rows(store, token) == []
 
 
-def test_a_callback_accepted_before_the_resource_moved_on_is_settled_as_superseded(store: StoreCore) -> None:
+def test_a_callback_accepted_before_the_resource_moved_on_is_settled_as_superseded(store: EngineStore) -> None:
     worker, _, r, token = waiting(store)
     store.deliver(r.id, token, "a", "done")
     store.deliver(r.id, token, "b", "done")
@@ -299,7 +374,7 @@ def test_a_callback_accepted_before_the_resource_moved_on_is_settled_as_supersed
 
 
 def test_a_callback_delivered_while_the_step_holds_its_claim_is_accepted_and_applied_later(
-    store: StoreCore,
+    store: EngineStore,
     clock: FakeClock,
     gate: Callable[[], threading.Event],
     in_thread: Callable[[Callable[[], object]], threading.Thread],
@@ -354,7 +429,7 @@ def test_a_callback_delivered_while_the_step_holds_its_claim_is_accepted_and_app
 
 
 def test_a_callback_that_alone_completes_the_wait_is_applied_by_the_next_pass(
-    store: StoreCore,
+    store: EngineStore,
     gate: Callable[[], threading.Event],
     in_thread: Callable[[Callable[[], object]], threading.Thread],
 ) -> None:
@@ -386,7 +461,7 @@ def test_a_callback_that_alone_completes_the_wait_is_applied_by_the_next_pass(
     ],
 )
 def test_a_callback_for_a_step_that_ended_without_waiting_is_settled_as_superseded(
-    store: StoreCore, outcome: Outcome, state: str
+    store: EngineStore, outcome: Outcome, state: str
 ) -> None:
     tokens: list[str] = []
     receipts: list[Receipt] = []
@@ -419,7 +494,7 @@ def test_a_callback_for_a_step_that_ended_without_waiting_is_settled_as_supersed
 
 
 def test_an_early_callback_for_a_key_the_step_then_does_not_await_is_not_reported_as_applied(
-    store: StoreCore,
+    store: EngineStore,
     gate: Callable[[], threading.Event],
     in_thread: Callable[[Callable[[], object]], threading.Thread],
 ) -> None:
@@ -448,7 +523,7 @@ def test_an_early_callback_for_a_key_the_step_then_does_not_await_is_not_reporte
 
 
 def test_callbacks_are_accepted_whoever_holds_other_resources(
-    store: StoreCore,
+    store: EngineStore,
     gate: Callable[[], threading.Event],
     in_thread: Callable[[Callable[[], object]], threading.Thread],
 ) -> None:
@@ -473,7 +548,7 @@ def test_callbacks_are_accepted_whoever_holds_other_resources(
 
 
 def test_a_worker_leaves_the_callbacks_of_kinds_it_does_not_know_to_the_workers_that_do(
-    store: StoreCore, clock: FakeClock, open_engine_store: Callable[..., StoreCore]
+    store: EngineStore, clock: FakeClock, open_engine_store: Callable[..., EngineStore]
 ) -> None:
     worker, _, r, token = waiting(store)
     stranger_kind = ticket_kind("stranger")
@@ -489,11 +564,32 @@ def test_a_worker_leaves_the_callbacks_of_kinds_it_does_not_know_to_the_workers_
     assert after.state == "done", [cb.result for cb in rows(store, token)]
 
 
+def test_early_callbacks_of_a_running_step_do_not_starve_other_waits(store: EngineStore, clock: FakeClock) -> None:
+    asker = KeyAsker()
+    worker = asking_worker(store, asker, batch=2)
+    waiting_one = store.create("asking")
+    worker.run_until_idle()
+    assert store.get(waiting_one.id).state == "awaiting"
+
+    # Another worker is running the step of `busy`, which handed out its token; answers come early.
+    busy = store.create("asking")
+    (claim,) = store.claim("other-worker", [("asking", "todo")], limit=1, lease=LEASE)
+    store.open_wait(claim.resource, token_hash("early-token"))
+    for key in ("x", "y"):
+        assert store.deliver(busy.id, "early-token", key, "done").accepted
+
+    assert store.deliver(waiting_one.id, asker.tokens[waiting_one.id], "a", "done").accepted
+    for _ in range(3):
+        worker.tick()
+
+    assert store.get(waiting_one.id).state == "done"
+
+
 # --- deadlines ------------------------------------------------------------------------------------
 
 
 def test_the_deadline_fires_on_deadline_when_no_answer_comes_and_later_answers_are_refused(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     worker, _, r, token = waiting(store)
     assert r.deadline == clock.now + WAIT_FOR
@@ -524,7 +620,7 @@ def test_the_deadline_fires_on_deadline_when_no_answer_comes_and_later_answers_a
     assert store.get(r.id).state == "expired"
 
 
-def test_a_partly_answered_wait_still_ends_at_its_deadline(store: StoreCore, clock: FakeClock) -> None:
+def test_a_partly_answered_wait_still_ends_at_its_deadline(store: EngineStore, clock: FakeClock) -> None:
     worker, _, r, token = waiting(store)
     store.deliver(r.id, token, "a", "done")
     worker.tick()
@@ -535,7 +631,7 @@ def test_a_partly_answered_wait_still_ends_at_its_deadline(store: StoreCore, clo
     assert store.get(r.id).state == "expired"
 
 
-def test_answers_recorded_before_the_deadline_win_over_it(store: StoreCore, clock: FakeClock) -> None:
+def test_answers_recorded_before_the_deadline_win_over_it(store: EngineStore, clock: FakeClock) -> None:
     worker, _, r, token = waiting(store)
     store.deliver(r.id, token, "a", "done")
     store.deliver(r.id, token, "b", "done")
@@ -548,8 +644,51 @@ def test_answers_recorded_before_the_deadline_win_over_it(store: StoreCore, cloc
     assert worker.stats.deadlines_fired == 0
 
 
+def test_answers_recorded_before_the_deadline_win_over_it_whatever_the_batch_size(
+    store: EngineStore, clock: FakeClock
+) -> None:
+    asker = KeyAsker()
+    worker = asking_worker(store, asker, batch=1)
+    first, second = store.create("asking"), store.create("asking")
+    worker.run_until_idle()
+    assert {store.get(first.id).state, store.get(second.id).state} == {"awaiting"}
+
+    for r in (first, second):
+        receipt = store.deliver(r.id, asker.tokens[r.id], "a", "done")
+        assert receipt.delivery.value == "accepted"
+    clock.advance(WAIT_FOR + timedelta(seconds=1))
+
+    worker.run_until_idle()
+
+    assert (store.get(first.id).state, store.get(second.id).state) == ("done", "done")
+
+
+def test_a_deadline_that_cannot_fire_does_not_stop_other_work(store: EngineStore, clock: FakeClock) -> None:
+    worker = asking_worker(store, lambda r, ctx: Advance("finish"))
+    stuck = store.create("asking")
+    store.fire(stuck, "ask")  # a client moves it to the wait state (a deadline is set)
+    clock.advance(WAIT_FOR + timedelta(seconds=1))
+    fresh = store.create("asking")
+    broken = store.fire
+    calls: list[str] = []
+
+    def fire(resource: object, event: str, **kwargs: object) -> object:
+        calls.append(event)
+        if event == "expire":
+            raise TenureError("a bug in firing the deadline")
+        return broken(resource, event, **kwargs)  # type: ignore[arg-type]
+
+    store.fire = fire  # type: ignore[method-assign]
+
+    worker.tick()
+
+    assert calls == ["expire"]
+    assert store.get(fresh.id).state == "done", "a resource unrelated to the stuck wait must still advance"
+    assert worker.stats.engine_errors == 1
+
+
 def test_a_deadline_swept_by_two_workers_fires_once(
-    store: StoreCore, clock: FakeClock, open_engine_store: Callable[..., StoreCore]
+    store: EngineStore, clock: FakeClock, open_engine_store: Callable[..., EngineStore]
 ) -> None:
     worker, asker, r, _ = waiting(store)
     other = make_worker(open_engine_store([ticket], clock=clock), asker, name="other")
@@ -561,7 +700,7 @@ def test_a_deadline_swept_by_two_workers_fires_once(
     assert events(store, r.id) == ["@create", "ask", "expire"]
 
 
-def test_a_waiting_resource_is_moved_on_by_its_answers_not_a_step(store: StoreCore) -> None:
+def test_a_waiting_resource_is_moved_on_by_its_answers_not_a_step(store: EngineStore) -> None:
     """No step runs in a wait state: ticks leave it alone until its answers come."""
     worker, asker, r, token = waiting(store)
     for _ in range(3):

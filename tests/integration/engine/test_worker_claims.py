@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from store_support import FakeClock
 from tenure import (
     Advance,
     Backoff,
@@ -30,7 +29,8 @@ from tenure import (
 )
 from tenure.engine.outcome import Outcome
 from tenure.store.claims import Claim
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,7 +87,7 @@ def steps_for(kind: Kind, step: Recorder) -> Steps:
     return steps
 
 
-def transitions_from(store: StoreCore, resource_id: str, state: str) -> list[tuple[str, str | None]]:
+def transitions_from(store: EngineStore, resource_id: str, state: str) -> list[tuple[str, str | None]]:
     return [(e.event, e.actor) for e in store.journal(resource_id) if e.from_state == state]
 
 
@@ -99,8 +99,8 @@ def now() -> datetime:
 
 
 def test_a_step_stalled_past_its_lease_is_taken_over_and_its_late_outcome_refused(
-    real_store: StoreCore,
-    open_engine_store: Callable[..., StoreCore],
+    real_store: EngineStore,
+    open_engine_store: Callable[..., EngineStore],
     start_worker: Callable[[Worker], Worker],
     gate: Gate,
     eventually: Eventually,
@@ -136,8 +136,8 @@ def test_a_step_stalled_past_its_lease_is_taken_over_and_its_late_outcome_refuse
 
 
 def test_with_heartbeats_a_step_longer_than_its_lease_keeps_its_claim(
-    real_store: StoreCore,
-    open_engine_store: Callable[..., StoreCore],
+    real_store: EngineStore,
+    open_engine_store: Callable[..., EngineStore],
     start_worker: Callable[[Worker], Worker],
     gate: Gate,
     eventually: Eventually,
@@ -177,8 +177,47 @@ def test_with_heartbeats_a_step_longer_than_its_lease_keeps_its_claim(
     assert transitions_from(real_store, r.id, "todo") == [("finish", "holder")]
 
 
+def test_the_heartbeat_survives_an_unexpected_error(
+    real_store: EngineStore,
+    start_worker: Callable[[Worker], Worker],
+    gate: Gate,
+    eventually: Eventually,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renewals: list[float] = []
+    real_renew = real_store.renew
+
+    def flaky_renew(tokens: list[str], *, lease: timedelta) -> set[str]:
+        renewals.append(time.monotonic())
+        if len(renewals) == 1:
+            raise RuntimeError("a driver error the store does not translate")
+        return real_renew(tokens, lease=lease)
+
+    monkeypatch.setattr(real_store, "renew", flaky_renew)
+    release = gate()
+    started = threading.Event()
+
+    def step(resource: Resource, ctx: StepContext) -> Outcome:
+        started.set()
+        release.wait(5)
+        return Advance("finish")
+
+    steps = Steps()
+    steps.add(chunk, "todo", step)
+    worker = Worker(real_store, steps, name="beater", rand=lambda: 1.0)
+    worker.heartbeat = timedelta(seconds=0.1)
+    real_store.create("chunk")
+    start_worker(worker)
+    assert started.wait(5)
+    # A heartbeat that died of its first error would never renew again: it must go on beating.
+    eventually(lambda: len(renewals) >= 3, "the heartbeat renewed again after its error")
+    release.set()
+
+    assert len(renewals) >= 3, f"the heartbeat renewed {len(renewals)} time(s), then died"
+
+
 def test_a_client_event_while_the_step_runs_makes_its_outcome_refused(
-    store: StoreCore, gate: Gate, in_thread: Callable[[Callable[[], object]], threading.Thread]
+    store: EngineStore, gate: Gate, in_thread: Callable[[Callable[[], object]], threading.Thread]
 ) -> None:
     release = gate()
     step = Recorder(hold={"w": release})
@@ -199,7 +238,7 @@ def test_a_client_event_while_the_step_runs_makes_its_outcome_refused(
     assert [e.event for e in store.journal(r.id)] == ["@create", "cancel"]
 
 
-def test_a_claimed_resource_is_not_claimed_again_until_its_lease_expires(store: StoreCore, clock: FakeClock) -> None:
+def test_a_claimed_resource_is_not_claimed_again_until_its_lease_expires(store: EngineStore, clock: FakeClock) -> None:
     store.register(chunk)
     r = store.create("chunk")
     lease = timedelta(seconds=30)
@@ -224,7 +263,7 @@ def test_a_claimed_resource_is_not_claimed_again_until_its_lease_expires(store: 
 
 
 def test_a_graceful_stop_lets_the_running_step_finish_and_applies_its_outcome(
-    real_store: StoreCore,
+    real_store: EngineStore,
     start_worker: Callable[[Worker], Worker],
     gate: Gate,
     eventually: Eventually,
@@ -250,7 +289,7 @@ def test_a_graceful_stop_lets_the_running_step_finish_and_applies_its_outcome(
 
 
 def test_a_step_still_running_when_the_stop_times_out_is_released_and_its_outcome_dropped(
-    real_store: StoreCore,
+    real_store: EngineStore,
     start_worker: Callable[[Worker], Worker],
     gate: Gate,
     eventually: Eventually,
@@ -283,7 +322,7 @@ def test_a_step_still_running_when_the_stop_times_out_is_released_and_its_outcom
 
 
 def test_a_started_worker_wakes_up_for_resources_created_afterwards(
-    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+    real_store: EngineStore, start_worker: Callable[[Worker], Worker], eventually: Eventually
 ) -> None:
     step = Recorder()
     # A poll interval far beyond the test's patience: only the wake-up can get the work done in time.
@@ -299,8 +338,8 @@ def test_a_started_worker_wakes_up_for_resources_created_afterwards(
 
 
 def test_a_started_worker_wakes_up_for_resources_created_through_another_store(
-    real_store: StoreCore,
-    open_engine_store: Callable[..., StoreCore],
+    real_store: EngineStore,
+    open_engine_store: Callable[..., EngineStore],
     start_worker: Callable[[Worker], Worker],
     eventually: Eventually,
 ) -> None:
@@ -323,8 +362,8 @@ def test_a_started_worker_wakes_up_for_resources_created_through_another_store(
 
 
 def test_workers_sharing_a_database_run_each_step_once(
-    real_store: StoreCore,
-    open_engine_store: Callable[..., StoreCore],
+    real_store: EngineStore,
+    open_engine_store: Callable[..., EngineStore],
     start_worker: Callable[[Worker], Worker],
     eventually: Eventually,
 ) -> None:
@@ -347,7 +386,7 @@ def test_workers_sharing_a_database_run_each_step_once(
 
 
 def test_a_kind_whose_steps_always_fail_does_not_starve_another_kind(
-    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+    real_store: EngineStore, start_worker: Callable[[Worker], Worker], eventually: Eventually
 ) -> None:
     sick = work_kind(
         "sick",
@@ -399,7 +438,7 @@ class SlowToStart(Worker):
 
 
 def test_a_worker_never_holds_more_claims_than_its_concurrency(
-    real_store: StoreCore, start_worker: Callable[[Worker], Worker], gate: Gate, eventually: Eventually
+    real_store: EngineStore, start_worker: Callable[[Worker], Worker], gate: Gate, eventually: Eventually
 ) -> None:
     release = gate()
     step = Recorder(hold={"busy": release})
@@ -426,8 +465,8 @@ def test_a_worker_never_holds_more_claims_than_its_concurrency(
 
 
 def test_a_claim_waiting_for_its_step_thread_is_renewed_by_the_heartbeat(
-    real_store: StoreCore,
-    open_engine_store: Callable[..., StoreCore],
+    real_store: EngineStore,
+    open_engine_store: Callable[..., EngineStore],
     start_worker: Callable[[Worker], Worker],
     eventually: Eventually,
 ) -> None:
@@ -458,7 +497,7 @@ def test_a_claim_waiting_for_its_step_thread_is_renewed_by_the_heartbeat(
 
 
 def test_a_claim_whose_step_has_not_started_when_the_stop_times_out_is_released_and_never_run(
-    real_store: StoreCore, start_worker: Callable[[Worker], Worker], eventually: Eventually
+    real_store: EngineStore, start_worker: Callable[[Worker], Worker], eventually: Eventually
 ) -> None:
     step = Recorder()
     worker = SlowToStart(real_store, steps_for(chunk, step), name="quitter", concurrency=1, poll_interval=0.05)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from store_support import FakeClock
 from tenure import (
     Advance,
     Backoff,
@@ -30,8 +29,9 @@ from tenure import (
     Worker,
 )
 from tenure.engine.outcome import Outcome
-from tenure.store.core import StoreCore
 from tenure.store.inbox import WaitRow, token_hash
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 WAIT_FOR = timedelta(minutes=10)
 
@@ -63,7 +63,7 @@ chore = Kind(
 StepFn = Callable[[Resource, StepContext], Any]
 
 
-def worker_for(store: StoreCore, step: StepFn, *, name: str = "w-1") -> Worker:
+def worker_for(store: EngineStore, step: StepFn, *, name: str = "w-1") -> Worker:
     steps = Steps()
     steps.add(chore, "todo", step)
     return Worker(store, steps, name=name, rand=lambda: 1.0)
@@ -77,7 +77,7 @@ def returning(outcome: object, name: str = "do_it") -> StepFn:
     return step
 
 
-def events(store: StoreCore, resource_id: str) -> list[str]:
+def events(store: EngineStore, resource_id: str) -> list[str]:
     return [e.event for e in store.journal(resource_id)]
 
 
@@ -85,7 +85,7 @@ def events(store: StoreCore, resource_id: str) -> list[str]:
 
 
 def test_advance_fires_its_event_merging_data_and_journals_step_attempt_and_worker(
-    store: StoreCore, clock: FakeClock
+    store: EngineStore, clock: FakeClock
 ) -> None:
     worker = worker_for(store, returning(Advance("finish", {"answer": 42}, {"note": "quick"})))
     r = store.create("chore", {"size": 1}, data={"keep": "me"})
@@ -111,7 +111,7 @@ def test_advance_fires_its_event_merging_data_and_journals_step_attempt_and_work
     assert worker.tick() == 0, "a resource that left its work state is not claimed again"
 
 
-def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: StoreCore) -> None:
+def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: EngineStore) -> None:
     seen: list[tuple[str, int, str, str, int, str]] = []
 
     def look(resource: Resource, ctx: StepContext) -> Outcome:
@@ -138,7 +138,7 @@ def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: StoreCore
     assert by_id[first.id][3] != by_id[second.id][3], "every attempt gets its own token"
 
 
-def test_reading_the_token_opens_a_provisional_wait_and_not_reading_it_opens_none(store: StoreCore) -> None:
+def test_reading_the_token_opens_a_provisional_wait_and_not_reading_it_opens_none(store: EngineStore) -> None:
     tokens: list[str] = []
     provisional: list[object] = []
 
@@ -174,7 +174,7 @@ def test_reading_the_token_opens_a_provisional_wait_and_not_reading_it_opens_non
 # --- wait ----------------------------------------------------------------------------------------
 
 
-def test_wait_enters_the_wait_state_and_opens_a_wait_for_the_steps_token(store: StoreCore, clock: FakeClock) -> None:
+def test_wait_enters_the_wait_state_and_opens_a_wait_for_the_steps_token(store: EngineStore, clock: FakeClock) -> None:
     tokens: list[str] = []
 
     def hand_out(resource: Resource, ctx: StepContext) -> Outcome:
@@ -223,7 +223,7 @@ def test_wait_enters_the_wait_state_and_opens_a_wait_for_the_steps_token(store: 
 # --- fail ----------------------------------------------------------------------------------------
 
 
-def test_fail_fires_the_states_failure_event_with_the_error(store: StoreCore) -> None:
+def test_fail_fires_the_states_failure_event_with_the_error(store: EngineStore) -> None:
     worker = worker_for(store, returning(Fail("the disk is full", data={"disk": "sda"})))
     r = store.create("chore")
 
@@ -238,7 +238,7 @@ def test_fail_fires_the_states_failure_event_with_the_error(store: StoreCore) ->
     assert worker.stats.failed == 1
 
 
-def test_fail_with_a_named_event_fires_that_event(store: StoreCore) -> None:
+def test_fail_with_a_named_event_fires_that_event(store: EngineStore) -> None:
     worker = worker_for(store, returning(Fail("not wanted", event="reject")))
     r = store.create("chore")
 
@@ -249,7 +249,7 @@ def test_fail_with_a_named_event_fires_that_event(store: StoreCore) -> None:
     assert events(store, r.id) == ["@create", "reject"]
 
 
-def test_a_long_error_is_cut_to_4000_characters(store: StoreCore) -> None:
+def test_a_long_error_is_cut_to_4000_characters(store: EngineStore) -> None:
     worker = worker_for(store, returning(Fail("x" * 5000)))
     r = store.create("chore")
 
@@ -268,7 +268,7 @@ def test_a_long_error_is_cut_to_4000_characters(store: StoreCore) -> None:
         pytest.param(Fail("x" * 5000), "x" * 4000, id="cut-like-the-row"),
     ],
 )
-def test_the_failure_is_journaled_with_its_error(store: StoreCore, outcome: object, error: str) -> None:
+def test_the_failure_is_journaled_with_its_error(store: EngineStore, outcome: object, error: str) -> None:
     """The row's error is cleared by the next write; the journal keeps it, exactly as the row had it."""
     worker = worker_for(store, returning(outcome))
     r = store.create("chore")
@@ -282,7 +282,7 @@ def test_the_failure_is_journaled_with_its_error(store: StoreCore, outcome: obje
     assert dict(last.detail) == {"step": "do_it", "attempt": 1, "worker": "w-1", "error": error}
 
 
-def test_only_failures_journal_an_error(store: StoreCore) -> None:
+def test_only_failures_journal_an_error(store: EngineStore) -> None:
     worker = worker_for(store, returning(Advance("finish", detail={"note": "fine"})))
     r = store.create("chore")
 
@@ -348,7 +348,7 @@ def test_only_failures_journal_an_error(store: StoreCore) -> None:
     ],
 )
 def test_an_outcome_the_kind_cannot_apply_ends_in_the_failure_event_naming_the_problem(
-    store: StoreCore, outcome: object, problem: str
+    store: EngineStore, outcome: object, problem: str
 ) -> None:
     worker = worker_for(store, returning(outcome))
     r = store.create("chore")
@@ -362,6 +362,51 @@ def test_an_outcome_the_kind_cannot_apply_ends_in_the_failure_event_naming_the_p
     assert events(store, r.id) == ["@create", "fail"]
     assert store.current_wait(r.id, after.version) is None, "a refused wait opens no wait"
     assert (worker.stats.failed, worker.stats.advanced, worker.stats.waited) == (1, 0, 0)
+
+
+def _never(subject: object) -> bool:
+    """A guard that always refuses."""
+    return False
+
+
+#: ``chore``'s work state with one more way out, ``blocked``, that a guard always refuses.
+gated = Kind(
+    "gated",
+    initial="todo",
+    states=[
+        State("todo", 1, Role.WORK, on_failure="fail", retry=Backoff(max_attempts=3, jitter=0)),
+        State("done", 10, Role.FINAL),
+        State("failed", 11, Role.FINAL),
+    ],
+    events=[
+        Event("finish", "todo", "done"),
+        Event("blocked", "todo", "done", guard=_never),
+        Event("fail", "todo", "failed"),
+    ],
+)
+
+
+def test_a_step_whose_event_a_guard_refuses_is_not_rerun_forever(store: EngineStore, clock: FakeClock) -> None:
+    calls: list[int] = []
+
+    def step(resource: Resource, ctx: StepContext) -> Outcome:
+        calls.append(ctx.attempt)
+        return Advance("blocked")
+
+    steps = Steps()
+    steps.add(gated, "todo", step)
+    worker = Worker(store, steps, name="w-1", rand=lambda: 1.0)
+    r = store.create("gated")
+
+    # A step re-run at once, forever, would end in TenureError "still busy after 30 rounds".
+    worker.run_until_idle(max_rounds=30)
+
+    assert len(calls) <= 3
+    assert store.get(r.id).state != "todo" or store.get(r.id).attempts > 0
+    after = store.get(r.id)
+    assert (calls, after.state) == ([1], "failed"), "the refusal is the step's failure, not a reason to run again"
+    assert after.error is not None
+    assert "asked to fire 'blocked'" in after.error, after.error
 
 
 NOT_JSON = {1, 2}
@@ -379,7 +424,7 @@ NOT_JSON = {1, 2}
         pytest.param(RetryLater("later", data={"when": NOT_JSON}), id="retry-later-data"),
     ],
 )
-def test_outcome_data_that_is_not_json_ends_in_the_failure_event(store: StoreCore, outcome: Outcome) -> None:
+def test_outcome_data_that_is_not_json_ends_in_the_failure_event(store: EngineStore, outcome: Outcome) -> None:
     worker = worker_for(store, returning(outcome))
     r = store.create("chore", data={"keep": "me"})
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 
-from store_support import FakeClock
 from tenure import (
     Advance,
     Backoff,
@@ -30,7 +29,8 @@ from tenure import (
     Worker,
 )
 from tenure.engine.outcome import Outcome
-from tenure.store.core import StoreCore
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 MICRO = timedelta(microseconds=1)
 
@@ -81,7 +81,7 @@ def failing(n: int) -> list[BaseException | Outcome]:
 
 
 def make_worker(
-    store: StoreCore,
+    store: EngineStore,
     kind: Kind,
     step: Script,
     *,
@@ -94,11 +94,11 @@ def make_worker(
     return Worker(store, steps, name="retrier", rand=lambda: rand)
 
 
-def events(store: StoreCore, resource_id: str) -> list[str]:
+def events(store: EngineStore, resource_id: str) -> list[str]:
     return [e.event for e in store.journal(resource_id)]
 
 
-def drive_to_the_end(worker: Worker, store: StoreCore, clock: FakeClock, resource_id: str, *, limit: int = 50) -> None:
+def drive_to_the_end(worker: Worker, store: EngineStore, clock: FakeClock, resource_id: str, *, limit: int = 50) -> None:
     """Tick, and jump the clock to the next attempt, until the resource leaves ``todo``."""
     for _ in range(limit):
         worker.tick()
@@ -121,7 +121,7 @@ def drive_to_the_end(worker: Worker, store: StoreCore, clock: FakeClock, resourc
     ],
 )
 def test_a_raising_step_is_retried_on_a_growing_capped_backoff_then_succeeds(
-    store: StoreCore, clock: FakeClock, rand: float, delays: list[float]
+    store: EngineStore, clock: FakeClock, rand: float, delays: list[float]
 ) -> None:
     kind = flaky_kind(Backoff(max_attempts=6, base=timedelta(seconds=2), cap=timedelta(seconds=5), jitter=0.5))
     step = Script(failing(4))
@@ -165,7 +165,7 @@ def test_a_raising_step_is_retried_on_a_growing_capped_backoff_then_succeeds(
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 4])
 def test_the_limit_is_exactly_max_attempts_runs_then_the_failure_event(
-    store: StoreCore, clock: FakeClock, max_attempts: int
+    store: EngineStore, clock: FakeClock, max_attempts: int
 ) -> None:
     kind = flaky_kind(Backoff(max_attempts=max_attempts, base=timedelta(seconds=1), jitter=0))
     step = Script(then=RuntimeError("still broken"))
@@ -192,7 +192,7 @@ def test_the_limit_is_exactly_max_attempts_runs_then_the_failure_event(
     assert len(step.calls) == max_attempts
 
 
-def test_without_delay_the_retries_run_back_to_back_until_idle(store: StoreCore) -> None:
+def test_without_delay_the_retries_run_back_to_back_until_idle(store: EngineStore) -> None:
     kind = flaky_kind(Backoff(max_attempts=4, base=timedelta(0), cap=timedelta(0)))
     step = Script(then=ConnectionError("refused"))
     worker = make_worker(store, kind, step)
@@ -205,7 +205,7 @@ def test_without_delay_the_retries_run_back_to_back_until_idle(store: StoreCore)
     assert events(store, r.id) == ["@create", "@retry", "@retry", "@retry", "give_up"]
 
 
-def test_a_success_after_retries_resets_attempts_and_the_error(store: StoreCore, clock: FakeClock) -> None:
+def test_a_success_after_retries_resets_attempts_and_the_error(store: EngineStore, clock: FakeClock) -> None:
     kind = flaky_kind(Backoff(max_attempts=3, base=timedelta(seconds=1), jitter=0))
     step = Script([RuntimeError("once"), RuntimeError("twice")], then=Advance("finish", {"ok": True}))
     worker = make_worker(store, kind, step)
@@ -238,7 +238,7 @@ class Permanent(Exception):
     ],
 )
 def test_fatal_errors_fail_at_once_without_a_retry(
-    store: StoreCore,
+    store: EngineStore,
     raised: BaseException,
     retry_on: tuple[type[BaseException], ...],
     fatal_on: tuple[type[BaseException], ...],
@@ -258,7 +258,7 @@ def test_fatal_errors_fail_at_once_without_a_retry(
     assert worker.stats.retried == 0
 
 
-def test_an_error_named_in_retry_on_is_retried(store: StoreCore) -> None:
+def test_an_error_named_in_retry_on_is_retried(store: EngineStore) -> None:
     kind = flaky_kind(Backoff(max_attempts=5, jitter=0))
     step = Script(then=ConnectionResetError("reset"))
     worker = make_worker(store, kind, step, retry_on=(ConnectionError,))
@@ -270,7 +270,7 @@ def test_an_error_named_in_retry_on_is_retried(store: StoreCore) -> None:
     assert (after.state, after.attempts, after.error) == ("todo", 1, "ConnectionResetError: reset")
 
 
-def test_retryable_delay_overrides_the_backoff(store: StoreCore, clock: FakeClock) -> None:
+def test_retryable_delay_overrides_the_backoff(store: EngineStore, clock: FakeClock) -> None:
     kind = flaky_kind(Backoff(max_attempts=3, base=timedelta(seconds=1), jitter=0))
     step = Script([Retryable("rate limited", delay=timedelta(seconds=42)), Retryable("again")])
     worker = make_worker(store, kind, step)
@@ -293,7 +293,7 @@ def test_retryable_delay_overrides_the_backoff(store: StoreCore, clock: FakeCloc
     assert store.get(r.id).state == "done"
 
 
-def test_retry_later_keeps_its_data_and_counts_against_the_limit(store: StoreCore, clock: FakeClock) -> None:
+def test_retry_later_keeps_its_data_and_counts_against_the_limit(store: EngineStore, clock: FakeClock) -> None:
     kind = flaky_kind(Backoff(max_attempts=2, base=timedelta(seconds=1), jitter=0))
     step = Script(
         [
@@ -316,7 +316,7 @@ def test_retry_later_keeps_its_data_and_counts_against_the_limit(store: StoreCor
     assert dict(after.data) == {"name": "x", "progress": 90}, "the last attempt's data is kept with the failure"
 
 
-def test_a_returned_fail_is_not_retried(store: StoreCore) -> None:
+def test_a_returned_fail_is_not_retried(store: EngineStore) -> None:
     kind = flaky_kind(Backoff(max_attempts=5))
     step = Script(then=Fail("no point"))
     worker = make_worker(store, kind, step)
@@ -327,11 +327,99 @@ def test_a_returned_fail_is_not_retried(store: StoreCore) -> None:
     assert (store.get(r.id).state, len(step.calls)) == ("failed", 1)
 
 
+#: Three attempts, one second apart at first; no jitter.
+LIMIT = Backoff(max_attempts=3, base=timedelta(seconds=1), cap=timedelta(seconds=10), jitter=0)
+LEASE = timedelta(seconds=30)
+
+
+def test_an_oversized_retry_delay_does_not_loop(store: EngineStore, clock: FakeClock) -> None:
+    step = Script(then=Retryable("come back much later", delay=timedelta.max))
+    worker = make_worker(store, flaky_kind(LIMIT), step)
+    store.create("flaky")
+
+    # A retry due at once, forever, would end in TenureError "still busy after 30 rounds".
+    worker.run_until_idle(max_rounds=30)
+
+    assert len(step.calls) == 1
+
+
+# --- attempts the step never finished ------------------------------------------------------------
+
+
+def test_takeovers_count_against_the_retry_budget(store: EngineStore, clock: FakeClock) -> None:
+    """A step that kills every worker that runs it: each holder claims the resource and dies without
+    writing anything; once its lease is over the next worker takes the claim over. Each takeover counts
+    the dead holder's attempt, so when the budget is spent the next taker gives up instead of running
+    the step again, and a resource with one death fewer still gets its last attempt."""
+    step = Script()  # the step a live worker would run: it finishes
+    worker = make_worker(store, flaky_kind(LIMIT), step)
+    seen: dict[str, list[tuple[bool, int]]] = {}
+
+    def claim_and_die(n: int) -> None:
+        # A worker claims whatever is due (the resources whose holder died), then dies itself.
+        for claim in store.claim(f"doomed-{n}", [("flaky", "todo")], limit=10, lease=LEASE):
+            seen.setdefault(claim.resource.id, []).append((claim.takeover, claim.resource.attempts))
+        clock.advance(LEASE + timedelta(seconds=1))  # the holder died: its claim expires
+
+    doomed = store.create("flaky")
+    claim_and_die(0)
+    spared = store.create("flaky")  # dies once less than `doomed`
+    for n in range(1, LIMIT.max_attempts):
+        claim_and_die(n)
+
+    # Claimed fresh once, then taken over: every takeover counted the attempt its holder died in.
+    assert seen == {
+        doomed.id: [(False, 0), (True, 1), (True, 2)],
+        spared.id: [(False, 0), (True, 1)],
+    }
+
+    worker.run_until_idle()
+
+    gave_up = store.get(doomed.id)
+    assert (gave_up.state, gave_up.attempts) == ("failed", LIMIT.max_attempts)
+    assert gave_up.error == (
+        f"gave up after {LIMIT.max_attempts} attempts: every worker that ran it died or stalled past its lease"
+    )
+    assert events(store, doomed.id) == ["@create", "give_up"]
+    # The step ran once, for `spared`'s last attempt; never again for `doomed`, whose budget was spent.
+    assert [(c.attempt, c.attempts_on_row) for c in step.calls] == [(LIMIT.max_attempts, LIMIT.max_attempts - 1)]
+    assert (store.get(spared.id).state, events(store, spared.id)) == ("done", ["@create", "finish"])
+    assert worker.stats.takeovers == 2
+
+
+def test_an_engine_error_backs_off_and_ends_in_the_failure_event(store: EngineStore, clock: FakeClock) -> None:
+    worker = make_worker(store, flaky_kind(LIMIT), Script())
+    r = store.create("flaky")
+    real = store.fire_claimed
+
+    def fire_claimed(claim: object, event: str, **kwargs: object) -> Resource:
+        if event == "finish":
+            raise RuntimeError("a bug between the step and its write")
+        return real(claim, event, **kwargs)  # type: ignore[arg-type]
+
+    store.fire_claimed = fire_claimed  # type: ignore[method-assign]
+
+    worker.run_until_idle()
+    after = store.get(r.id)
+    assert (after.state, after.attempts, worker.stats.engine_errors) == ("todo", 1, 1)
+    assert after.error is not None
+    assert "engine error: RuntimeError: a bug between the step and its write" in after.error
+    assert after.next_attempt_at is not None
+    assert after.next_attempt_at > clock.now
+
+    for _ in range(LIMIT.max_attempts):
+        clock.advance(LIMIT.cap)
+        worker.run_until_idle()
+
+    assert store.get(r.id).state == "failed"
+    assert worker.stats.engine_errors == LIMIT.max_attempts
+
+
 # --- the schedule is in the row ------------------------------------------------------------------
 
 
 def test_the_schedule_survives_a_new_worker_on_a_new_store_object(
-    store: StoreCore, clock: FakeClock, open_engine_store: Callable[..., StoreCore]
+    store: EngineStore, clock: FakeClock, open_engine_store: Callable[..., EngineStore]
 ) -> None:
     kind = flaky_kind(Backoff(max_attempts=3, base=timedelta(seconds=30), jitter=0))
     first = Script(failing(1))
@@ -375,7 +463,7 @@ def test_the_schedule_survives_a_new_worker_on_a_new_store_object(
     ],
 )
 def test_an_error_message_with_nul_is_recorded_escaped(
-    store: StoreCore, raised: BaseException | Outcome, state: str, event: str, error: str
+    store: EngineStore, raised: BaseException | Outcome, state: str, event: str, error: str
 ) -> None:
     """NUL cannot be stored (PostgreSQL refuses it): it is kept as the four characters \\x00."""
     kind = flaky_kind(Backoff(max_attempts=3))
@@ -390,7 +478,7 @@ def test_an_error_message_with_nul_is_recorded_escaped(
     assert (last.event, last.detail["error"]) == (event, error)
 
 
-def test_a_nul_in_the_last_attempts_error_is_escaped_in_the_failure(store: StoreCore) -> None:
+def test_a_nul_in_the_last_attempts_error_is_escaped_in_the_failure(store: EngineStore) -> None:
     kind = flaky_kind(Backoff(max_attempts=2, base=timedelta(0), cap=timedelta(0)))
     worker = make_worker(store, kind, Script(then=RuntimeError("bad\x00byte")))
     r = store.create("flaky")

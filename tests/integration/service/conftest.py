@@ -11,24 +11,16 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
 from tenure import Worker, open_store
 from tenure.service import ServiceConfig, create_app
-from tenure.store.core import StoreCore
-
-_SUPPORT = str(Path(__file__).resolve().parents[2] / "support")
-if _SUPPORT not in sys.path:
-    # The helpers in tests/support are imported by name, like the other test helpers.
-    sys.path.insert(0, _SUPPORT)
-
-from databases import empty_database  # noqa: E402
-from live_server import LiveServer, all_scopes_config  # noqa: E402
-from service_support import KINDS, Asker, Live, Waiting, ticket_worker  # noqa: E402
+from tenure.store.protocol import EngineStore
+from tests.support.databases import empty_database
+from tests.support.live_server import LiveServer, all_scopes_config
+from tests.support.service_support import KINDS, Asker, Live, Waiting, ticket_worker
 
 
 @pytest.fixture(
@@ -52,7 +44,7 @@ def module_db(dialect: str, request: pytest.FixtureRequest, tmp_path_factory: py
 
 
 @pytest.fixture(scope="module")
-def module_store(module_db: str) -> Iterator[StoreCore]:
+def module_store(module_db: str) -> Iterator[EngineStore]:
     """One migrated store per module and dialect, shared by the module's tests (emptied for each)."""
     s = open_store(module_db, KINDS, check_schema=False)
     try:
@@ -63,26 +55,26 @@ def module_store(module_db: str) -> Iterator[StoreCore]:
 
 
 @pytest.fixture(scope="module")
-def module_server(module_store: StoreCore) -> Iterator[LiveServer]:
+def module_server(module_store: EngineStore) -> Iterator[LiveServer]:
     """The service with auth on and one token per scope, once per module and dialect."""
     with LiveServer(create_app(module_store, all_scopes_config())) as server:
         yield server
 
 
 @pytest.fixture
-def service_store(module_db: str, module_store: StoreCore) -> StoreCore:
+def service_store(module_db: str, module_store: EngineStore) -> EngineStore:
     """The module's store, emptied for this test."""
     empty_database(module_db)
     return module_store
 
 
 @pytest.fixture
-def start_live(service_store: StoreCore) -> Iterator[Callable[..., Live]]:
+def start_live(service_store: EngineStore) -> Iterator[Callable[..., Live]]:
     """``start_live(config=None, workers=(), store=None)``: another running service (stopped at teardown)."""
     running: list[LiveServer] = []
 
     def start(
-        config: ServiceConfig | None = None, *, workers: Sequence[Worker] = (), store: StoreCore | None = None
+        config: ServiceConfig | None = None, *, workers: Sequence[Worker] = (), store: EngineStore | None = None
     ) -> Live:
         target = store or service_store
         server = LiveServer(create_app(target, config or all_scopes_config(), workers=workers)).start()
@@ -95,7 +87,7 @@ def start_live(service_store: StoreCore) -> Iterator[Callable[..., Live]]:
 
 
 @pytest.fixture
-def live(module_server: LiveServer, service_store: StoreCore) -> Live:
+def live(module_server: LiveServer, service_store: EngineStore) -> Live:
     """The module's service (auth on, one token per scope) over the emptied store."""
     return Live(module_server, service_store)
 
@@ -104,7 +96,7 @@ def live(module_server: LiveServer, service_store: StoreCore) -> Live:
 
 
 @pytest.fixture
-def make_waiting(service_store: StoreCore) -> Callable[..., Waiting]:
+def make_waiting(service_store: EngineStore) -> Callable[..., Waiting]:
     """``make_waiting(keys=("a", "b"))``: a new ticket the engine put in ``awaiting``, and its token."""
 
     def make(keys: Sequence[str] = ("a", "b")) -> Waiting:

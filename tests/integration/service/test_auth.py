@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import ADMIN, CALLBACK, TOKENS, WRITER
-from problems import assert_problem
-from service_support import Live, access_line
 
 from tenure.service import ServiceConfig
 from tenure.service.logs import JsonFormatter, TextFormatter
+from tests.support.live_server import ADMIN, CALLBACK, TOKENS, WRITER
+from tests.support.problems import assert_problem
+from tests.support.service_support import Live, access_line
 
 pytestmark = pytest.mark.timeout(60)
 

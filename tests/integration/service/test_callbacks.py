@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from problems import assert_problem
-from service_support import Live, Waiting
 
 from tenure.store.inbox import token_hash
+from tests.support.problems import assert_problem
+from tests.support.service_support import Live, Waiting
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -236,10 +236,46 @@ def test_a_client_token_sent_with_a_callback_must_grant_the_callback_scope(
 def test_callbacks_can_be_configured_to_need_a_client_token(
     start_live: Callable[..., Live], make_waiting: MakeWaiting
 ) -> None:
-    from live_server import all_scopes_config
+    from tests.support.live_server import all_scopes_config
 
     strict = start_live(config=all_scopes_config(callbacks_need_client=True))
     waiting = make_waiting()
 
     assert_problem(strict.anonymous.post("/v1/callbacks", json=answer(waiting, "a")), 401, "unauthorized")
     assert strict.callbacker.post("/v1/callbacks", json=answer(waiting, "a")).status_code == 202
+
+
+# --- callbacks and desired state ---------------------------------------------------------------------
+
+
+def test_a_desired_state_set_while_waiting_does_not_supersede_the_awaited_callbacks(
+    live: Live, make_waiting: MakeWaiting
+) -> None:
+    waiting = make_waiting()
+    rid = waiting.resource.id
+
+    put = live.writer.put(f"/v1/resources/{rid}/desired-state", json={"desiredState": "done"})
+    assert put.status_code == 202, put.text
+
+    # The provisioner answers the attempt that asked: nothing about that attempt changed.
+    r = live.anonymous.post("/v1/callbacks", json=answer(waiting, "a"))
+    assert r.status_code == 202, r.text
+    r = live.anonymous.post("/v1/callbacks", json=answer(waiting, "b"))
+    assert r.status_code == 202, r.text
+    waiting.worker.apply_callbacks()
+    assert live.reader.get(f"/v1/resources/{rid}").json()["state"] == "done"
+
+
+def test_callbacks_accepted_before_a_desired_state_is_set_are_still_applied(
+    live: Live, make_waiting: MakeWaiting
+) -> None:
+    waiting = make_waiting()
+    rid = waiting.resource.id
+    assert live.anonymous.post("/v1/callbacks", json=answer(waiting, "a")).status_code == 202
+    assert live.anonymous.post("/v1/callbacks", json=answer(waiting, "b")).status_code == 202
+
+    put = live.writer.put(f"/v1/resources/{rid}/desired-state", json={"desiredState": "done"})
+    assert put.status_code == 202, put.text
+    waiting.worker.apply_callbacks()
+
+    assert live.reader.get(f"/v1/resources/{rid}").json()["state"] == "done"

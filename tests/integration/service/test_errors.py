@@ -11,9 +11,10 @@ import json
 from collections.abc import Callable, Iterator
 
 import pytest
-from live_server import ADMIN, all_scopes_config
-from problems import assert_problem
-from service_support import Live
+
+from tests.support.live_server import ADMIN, all_scopes_config
+from tests.support.problems import assert_problem
+from tests.support.service_support import Live
 
 pytestmark = pytest.mark.timeout(60)
 

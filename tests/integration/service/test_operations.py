@@ -13,16 +13,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from live_server import ADMIN, READER
-from problems import assert_problem
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
-from service_support import KINDS, Asker, Live, access_line, ticket_worker
 
 from tenure import open_store
 from tenure.service.logs import JsonFormatter, TextFormatter
-from tenure.store.core import StoreCore
 from tenure.store.migrator import latest_version
+from tenure.store.protocol import EngineStore
+from tests.support.live_server import ADMIN, READER, all_scopes_config
+from tests.support.problems import assert_problem
+from tests.support.service_support import KINDS, Asker, Live, access_line, ticket_worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,7 +56,7 @@ def unmigrated(tmp_path: Path) -> Any:
 
 
 def test_readyz_is_503_with_retry_after_on_a_database_not_migrated(
-    start_live: Callable[..., Live], unmigrated: StoreCore
+    start_live: Callable[..., Live], unmigrated: EngineStore
 ) -> None:
     live = start_live(store=unmigrated)
     with live.client() as http:
@@ -69,7 +69,7 @@ def test_readyz_is_503_with_retry_after_on_a_database_not_migrated(
 
 
 def test_requests_on_a_database_not_migrated_are_503_not_500(
-    start_live: Callable[..., Live], unmigrated: StoreCore
+    start_live: Callable[..., Live], unmigrated: EngineStore
 ) -> None:
     live = start_live(store=unmigrated)
     for method, path, body in [
@@ -96,7 +96,7 @@ def _value(family: Any, suffix: str = "", **labels: str) -> float:
     raise AssertionError(f"no sample {family.name}{suffix} {labels} in {family.samples}")
 
 
-def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], service_store: StoreCore) -> None:
+def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], service_store: EngineStore) -> None:
     asker = Asker(("a",))
     worker = ticket_worker(service_store, asker)
     live = start_live(workers=[worker])
@@ -137,7 +137,7 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
     ):
         assert name in families, f"{name} missing from {sorted(families)}"
 
-    assert _value(families["tenure_transitions"], "_total", source="engine", operation="step") >= 1
+    assert _value(families["tenure_transitions"], "_total", source="engine", operation="step") == 1
     assert _value(families["tenure_engine_steps_waited"], "_total") == 1
     assert _value(families["tenure_engine_claims"], "_total") == 1
     assert _value(families["tenure_engine_retries"], "_total") == 0
@@ -148,11 +148,26 @@ def test_metrics_parse_and_have_every_family(start_live: Callable[..., Live], se
     assert _value(resources, kind="image", state="queued", role="rest") == 2
     assert _value(resources, kind="ticket", state="awaiting", role="wait") == 1
     assert _value(families["tenure_oldest_wait_seconds"], kind="ticket", state="awaiting") >= 0
-    assert _value(families["tenure_http_requests"], "_total", method="GET", status="200") >= 1
+
+    # Requests are counted once answered: between two scrapes, the reads in between and the first scrape.
+    with live.client() as http:
+        before = _families(http.get("/metrics").text)
+        for _ in range(3):
+            assert live.reader.get("/v1/kinds").status_code == 200
+        after = _families(http.get("/metrics").text)
+    gets = [_value(f["tenure_http_requests"], "_total", method="GET", status="200") for f in (before, after)]
+    assert gets[1] - gets[0] == 3 + 1, gets
+
+
+def _transitions(families: dict[str, Any], source: str, operation: str) -> float:
+    return _value(families["tenure_transitions"], "_total", source=source, operation=operation)
 
 
 def test_metrics_without_workers_still_show_the_backlog(live: Live) -> None:
-    live.store.create("image", {"name": "x"})
+    # The module's server is shared by its tests: its counters say what this test did by their change.
+    with live.client() as http:
+        before = _families(http.get("/metrics").text)
+    live.store.create("image", {"name": "x"})  # straight into the store: not a write through the API
     created = live.writer.post("/v1/resources", json={"kind": "image", "spec": {"name": "y"}})
     assert live.writer.post(f"/v1/resources/{created.json()['id']}/events", json={"event": "upload"}).is_success
     with live.client() as http:
@@ -160,9 +175,30 @@ def test_metrics_without_workers_still_show_the_backlog(live: Live) -> None:
     assert r.status_code == 200, r.text
     families = _families(r.text)
     assert _value(families["tenure_resources"], kind="image", state="queued", role="rest") == 1
-    assert _value(families["tenure_transitions"], "_total", source="engine", operation="step") == 0
-    assert _value(families["tenure_transitions"], "_total", source="api", operation="create") >= 1
-    assert _value(families["tenure_transitions"], "_total", source="api", operation="event") >= 1
+    deltas = {
+        (source, operation): _transitions(families, source, operation) - _transitions(before, source, operation)
+        for source, operation in [("engine", "step"), ("api", "create"), ("api", "event"), ("api", "desired")]
+    }
+    assert deltas == {("engine", "step"): 0, ("api", "create"): 1, ("api", "event"): 1, ("api", "desired"): 0}
+
+
+def _requests_by_status(live: Live, method: str, status: int) -> float:
+    text = live.anonymous.get("/metrics").text
+    prefix = f'tenure_http_requests_total{{method="{method}",status="{status}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_a_body_too_large_is_counted_in_the_request_metrics(start_live: Callable[..., Live]) -> None:
+    live = start_live(all_scopes_config(max_body=1024))
+    before = _requests_by_status(live, "POST", 413)
+
+    r = live.writer.post("/v1/resources", json={"kind": "job", "spec": {"x": "y" * 4096}})
+    assert r.status_code == 413
+
+    assert _requests_by_status(live, "POST", 413) == before + 1
 
 
 # --- structured logs -----------------------------------------------------------------------------------

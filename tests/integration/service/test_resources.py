@@ -11,13 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from live_server import READER, WRITER
-from problems import assert_problem
-from service_support import Live, Waiting
 
 from tenure import Steps, Worker
+from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.store.inbox import token_hash
-from tenure.store.records import FlowRunRow, FlowTaskRow
+from tests.support.live_server import READER, WRITER
+from tests.support.problems import assert_problem
+from tests.support.service_support import Live, Waiting
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,6 +163,34 @@ def test_an_idempotency_key_over_200_characters_is_refused(live: Live) -> None:
     assert live.reader.get("/v1/resources").json()["items"] == []
 
 
+def test_reusing_an_idempotency_key_with_another_sharable_flag_is_refused(live: Live) -> None:
+    key = {"Idempotency-Key": "sharable-1"}
+    first = live.writer.post("/v1/resources", json={"kind": "job", "sharable": True}, headers=key)
+    assert first.status_code == 201, first.text
+
+    again = live.writer.post("/v1/resources", json={"kind": "job", "sharable": False}, headers=key)
+
+    assert again.status_code == 422, again.text
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_deeply_nested_spec_never_gets_a_500_after_it_is_stored(live: Live) -> None:
+    body = f'{{"kind": "job", "spec": {{"a": {_nested(300)}}}}}'
+
+    r = live.writer.post("/v1/resources", content=body, headers={"Content-Type": "application/json"})
+
+    # Either refused up front and nothing stored, or stored and then readable like any resource.
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert live.store.list().items == [], "a refused request writes nothing"
+    else:
+        assert live.reader.get(f"/v1/resources/{r.json()['id']}").status_code == 200
+    assert live.reader.get("/v1/resources").status_code == 200
+
+
 def test_create_with_an_unknown_kind_is_422_naming_the_known_kinds(live: Live) -> None:
     r = live.writer.post("/v1/resources", json={"kind": "teapot", "spec": {}})
     body = assert_problem(r, 422, "unknown-kind")
@@ -207,6 +235,17 @@ def test_if_none_match_with_a_list_of_etags(live: Live) -> None:
     assert r.status_code == 304
 
 
+def test_head_is_answered_where_get_is(live: Live) -> None:
+    rid = live.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+
+    health = live.anonymous.head("/healthz")
+    one = live.reader.head(f"/v1/resources/{rid}")
+
+    assert health.status_code == 200, health.headers
+    assert one.status_code == 200, one.headers
+    assert one.headers.get("ETag") == '"1"'
+
+
 def test_get_of_an_unknown_id_is_404_naming_it(live: Live) -> None:
     body = assert_problem(live.reader.get("/v1/resources/no-such-thing"), 404, "resource-not-found")
     assert body["resourceId"] == "no-such-thing"
@@ -234,12 +273,33 @@ def test_fire_moves_the_resource_and_merges_data(live: Live) -> None:
     assert last["actor"] == "writer"
 
 
-@pytest.mark.parametrize("if_match", ['"1"', 'W/"1"', "*"])
-def test_fire_with_a_current_if_match_succeeds(live: Live, if_match: str) -> None:
+@pytest.mark.parametrize("if_match", ['"1"', "*"])
+def test_fire_with_a_current_strong_if_match_or_a_star_succeeds(live: Live, if_match: str) -> None:
     rid = create(live.writer)["id"]
     r = fire(live.writer, rid, "upload", **{"If-Match": if_match})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2
+
+
+def weak_etag(named: str) -> str:
+    """A weak validator of version 2 (the current one in these tests) or of version 1 (stale)."""
+    return 'W/"2"' if named == "current" else 'W/"1"'
+
+
+@pytest.mark.parametrize("named", ["current", "stale"])
+def test_a_weak_if_match_never_matches_so_fire_is_412_and_nothing_is_written(live: Live, named: str) -> None:
+    """RFC 9110 (13.1.1): If-Match compares entity tags strongly, and a weak tag never matches strongly:
+    not even when it names the current version, and it never stands for any version like ``*``."""
+    rid = create(live.writer)["id"]
+    assert fire(live.writer, rid, "upload").status_code == 200
+
+    r = fire(live.writer, rid, "activate", **{"If-Match": weak_etag(named)})
+
+    body = assert_problem(r, 412, "precondition-failed")
+    assert r.headers["etag"] == '"2"'
+    assert (body["resourceId"], body["actualVersion"], body["actualState"]) == (rid, 2, "saving")
+    assert live.store.get(rid).version == 2, "nothing written"
+    assert journal_events(live.reader, rid) == ["@create", "upload"]
 
 
 def test_fire_with_a_stale_if_match_is_412_with_the_facts_and_the_current_etag(live: Live) -> None:
@@ -307,6 +367,19 @@ def test_an_event_refused_by_a_guard_is_409_with_the_reason(live: Live) -> None:
     body = assert_problem(fire(live.writer, job["id"], "finish"), 409, "transition-not-allowed")
     assert (body["state"], body["event"]) == ("held", "finish")
     assert body["reason"]
+
+
+def test_deeply_nested_event_data_never_gets_a_500_after_firing(live: Live) -> None:
+    rid = live.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+    body = f'{{"event": "request", "data": {{"a": {_nested(300)}}}}}'
+
+    r = live.writer.post(f"/v1/resources/{rid}/events", content=body, headers={"Content-Type": "application/json"})
+
+    # Either refused up front and nothing fired, or fired and then readable like any resource.
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert live.store.get(rid).version == 1, "a refused event fires nothing"
+    assert live.reader.get(f"/v1/resources/{rid}").status_code == 200
 
 
 def test_fire_on_an_unknown_resource_is_404(live: Live) -> None:
@@ -461,12 +534,51 @@ def test_the_engine_takes_the_resource_to_its_desired_state_later(live: Live) ->
     ]
 
 
+def test_putting_the_same_desired_state_again_changes_nothing(live: Live) -> None:
+    rid = live.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+
+    first = live.writer.put(f"/v1/resources/{rid}/desired-state", json={"desiredState": "done"})
+    again = live.writer.put(f"/v1/resources/{rid}/desired-state", json={"desiredState": "done"})
+
+    assert first.status_code in (200, 202), first.text
+    assert again.status_code in (200, 202), again.text
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.json()["generation"] == first.json()["generation"]
+
+
 def test_set_desired_state_with_a_stale_if_match_is_412(live: Live) -> None:
     rid = create(live.writer)["id"]
     fire(live.writer, rid, "upload")
     body = assert_problem(put_desired(live.writer, rid, "deleted", **{"If-Match": '"1"'}), 412, "precondition-failed")
     assert (body["expectedVersion"], body["actualVersion"]) == (1, 2)
     assert live.store.get(rid).desired_state is None
+
+
+@pytest.mark.parametrize("if_match", ['"2"', "*"])
+def test_set_desired_state_with_a_current_strong_if_match_or_a_star_succeeds(live: Live, if_match: str) -> None:
+    rid = create(live.writer)["id"]
+    fire(live.writer, rid, "upload")
+    r = put_desired(live.writer, rid, "deleted", **{"If-Match": if_match})
+    assert r.status_code == 202, r.text
+    assert (r.json()["desiredState"], r.json()["version"]) == ("deleted", 3)
+
+
+@pytest.mark.parametrize("named", ["current", "stale"])
+def test_a_weak_if_match_never_matches_so_set_desired_state_is_412_and_nothing_is_written(
+    live: Live, named: str
+) -> None:
+    """As for events (RFC 9110, 13.1.1): a weak validator in If-Match never matches."""
+    rid = create(live.writer)["id"]
+    fire(live.writer, rid, "upload")
+
+    r = put_desired(live.writer, rid, "deleted", **{"If-Match": weak_etag(named)})
+
+    body = assert_problem(r, 412, "precondition-failed")
+    assert r.headers["etag"] == '"2"'
+    assert (body["resourceId"], body["actualVersion"], body["actualState"]) == (rid, 2, "saving")
+    after = live.store.get(rid)
+    assert (after.version, after.desired_state, after.generation) == (2, None, 1), "nothing written"
+    assert journal_events(live.reader, rid) == ["@create", "upload"]
 
 
 def test_set_desired_state_refuses_unknown_and_unreachable_states(live: Live) -> None:

@@ -17,9 +17,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from live_server import ADMIN
 from schemathesis import GenerationMode, checks
-from service_support import Live
+
+from tests.support.live_server import ADMIN
+from tests.support.service_support import Live
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import READER, LiveServer, all_scopes_config
-from problems import assert_problem
-from service_support import Live
-from sse import SseEvent, SseReader
 
 from tenure.service import create_app
+from tests.support.live_server import READER, LiveServer, all_scopes_config
+from tests.support.problems import assert_problem
+from tests.support.service_support import Live
+from tests.support.sse import SseEvent, SseReader
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -232,6 +232,20 @@ def test_an_unknown_kind_filter_is_422(live: Live) -> None:
 def test_overlong_filters_are_422(live: Live) -> None:
     assert_problem(live.reader.get("/v1/watch", params={"resource": "r" * 65}), 422, "invalid-request")
     assert_problem(live.reader.get("/v1/watch", headers={"Last-Event-ID": "1" * 101}), 422, "invalid-request")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"kind": "job", "state": "no-such-state"}, id="unknown-state-of-kind"),
+        pytest.param({"resource": "a\x00b"}, id="nul-in-resource"),
+    ],
+)
+def test_watch_refuses_bad_filters_up_front(live: Live, params: dict[str, str]) -> None:
+    live.writer.post("/v1/resources", json={"kind": "job"})
+    with live.reader.stream("GET", "/v1/watch", params=params, timeout=10) as r:
+        status = r.status_code
+    assert 400 <= status < 500
 
 
 def test_a_stream_cut_by_a_server_restart_resumes_on_the_next_server(live: Live) -> None:

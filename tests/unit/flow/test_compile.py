@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from flow_support import Log, probe
 
 from tenure.errors import InvalidFlow
 from tenure.flow import (
@@ -18,6 +17,7 @@ from tenure.flow import (
     linear,
     unordered,
 )
+from tests.unit.flow.flow_support import Log, probe
 
 
 def deps(plan: Plan, name: str) -> set[str]:

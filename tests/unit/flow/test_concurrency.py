@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from flow_support import Boom, Fault, Log, SpyCheckpoints, probe
 
 from tenure.flow import FlowEngine, Retry, RunState, TaskRecord, TaskState, graph, linear, unordered
+from tests.unit.flow.flow_support import Boom, Fault, Log, SpyCheckpoints, probe
 
 TIMEOUT = 10.0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flow_support import Boom, Fault, Log, probe
 
 from tenure.errors import FlowFailed, TenureError
 from tenure.flow import (
@@ -19,6 +18,7 @@ from tenure.flow import (
     linear,
     task,
 )
+from tests.unit.flow.flow_support import Boom, Fault, Log, probe
 
 
 def chain(log: Log, *, c_fails: Fault | bool = True, b_revert: Fault | None = None, notify: bool = False) -> Any:

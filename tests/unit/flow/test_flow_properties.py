@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flow_support import Fault, Log, probe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tenure.flow import Flow, FlowEngine, MemoryCheckpoints, Retry, RunState, TaskState, linear, unordered
+from tests.unit.flow.flow_support import Fault, Log, probe
 
 # Derandomized: the same examples on every run, so a failure here is never a fluke of the seed.
 SETTINGS = settings(

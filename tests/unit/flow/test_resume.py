@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from flow_support import Crash, Fault, Log, Reloading, probe
 
 from tenure.errors import FlowChanged, TenureError
 from tenure.flow import (
@@ -30,6 +29,7 @@ from tenure.flow import (
     linear,
     unordered,
 )
+from tests.unit.flow.flow_support import Crash, Fault, Log, Reloading, probe
 
 
 @pytest.fixture

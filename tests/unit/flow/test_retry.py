@@ -6,8 +6,6 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from flow_support import Boom, Fault, Log, probe
-
 from tenure.flow import (
     Failure,
     FlowEngine,
@@ -21,6 +19,7 @@ from tenure.flow import (
     linear,
     unordered,
 )
+from tests.unit.flow.flow_support import Boom, Fault, Log, probe
 
 
 def engine_for(flow: Any, sleeps: list[float], checkpoints: MemoryCheckpoints | None = None) -> FlowEngine:

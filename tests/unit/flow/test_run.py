@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flow_support import Log, probe
 
 from tenure.errors import TenureError
 from tenure.flow import (
@@ -19,6 +18,7 @@ from tenure.flow import (
     task,
     unordered,
 )
+from tests.unit.flow.flow_support import Log, probe
 
 
 def test_values_flow_between_tasks_and_outputs_land_in_the_outcome() -> None:

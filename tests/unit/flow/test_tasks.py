@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from flow_support import Log
 
 from tenure.errors import InvalidFlow, TenureError
 from tenure.flow import (
@@ -22,6 +21,7 @@ from tenure.flow import (
     task,
     unordered,
 )
+from tests.unit.flow.flow_support import Log
 
 # --- tasks of the seed's "create volume" kind, used directly ----------------------------------
 

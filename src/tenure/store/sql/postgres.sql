@@ -30,38 +30,46 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
        idempotency_key, created_at, updated_at
 FROM resources WHERE idempotency_key = %s
 
--- name: fire
--- The compare-and-swap and its journal row as one statement: the journal row is written only if the
--- swap matched, and both commit together.
+-- name: write
+-- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it), with
+-- its journal row and side rows, as one statement: every part is written only if the swap matched.
+-- It matches only while the row is still at the version and state the write was planned from and, when
+-- a claim token is given, still claimed under it. A write that keeps the claim (a desired state) leaves
+-- the claim, and the attempt count a takeover may have bumped without a new version, alone. A write
+-- either opens a wait (entering a wait state) or carries the waits along (a desired state), never both:
+-- one statement cannot change the same waits row twice.
 WITH moved AS (
     UPDATE resources
     SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
-        attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
-        deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-        updated_at = %(now)s, observed_generation = %(observed_generation)s
+        attempts = CASE WHEN %(keeps_claim)s THEN attempts ELSE %(attempts)s END, entered_at = %(entered_at)s,
+        next_attempt_at = %(next_attempt_at)s, deadline = %(deadline)s, desired_state = %(desired_state)s,
+        generation = %(generation)s, observed_generation = %(observed_generation)s, updated_at = %(now)s,
+        claim_token = CASE WHEN %(keeps_claim)s THEN claim_token END,
+        claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by END,
+        claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at END
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
+      AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
-)
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
-RETURNING seq
-
--- name: set_desired
--- A compare-and-swap like fire that leaves the state (and any claim) alone, with its journal row. The
--- wait of a waiting resource moves to the new version with it: its callbacks still answer this stay.
-WITH moved AS (
-    UPDATE resources
-    SET version = %(version)s, desired_state = %(desired)s, generation = %(generation)s,
-        observed_generation = %(observed_generation)s, next_attempt_at = %(next_attempt_at)s, updated_at = %(now)s
-    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
-    RETURNING id
+), logged AS (
+    INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+    SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
+), waited AS (
+    INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
+    SELECT %(wait_hash)s, id, %(version)s, %(state)s, %(wait_keys)s, %(wait_rules)s, %(now)s, %(deadline)s
+    FROM moved WHERE %(wait_hash)s::text IS NOT NULL
+    ON CONFLICT (token_hash) DO UPDATE
+    SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
+        deadline = excluded.deadline
+    WHERE waits.resource_id = excluded.resource_id
 ), carried AS (
     UPDATE waits SET version = %(version)s
-    WHERE resource_id IN (SELECT id FROM moved) AND version = %(expected_version)s AND rules <> '{}'::jsonb
+    WHERE %(carries_waits)s AND resource_id IN (SELECT id FROM moved) AND version = %(expected_version)s
+      AND rules <> '{}'::jsonb
+), settled AS (
+    UPDATE inbox SET applied_at = %(now)s, result = %(result)s
+    WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
 )
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-SELECT id, %(version)s, %(event)s, %(source)s, %(source)s, %(actor)s, %(now)s, %(detail)s FROM moved
-RETURNING seq
+SELECT count(*) FROM moved
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
@@ -202,21 +210,6 @@ RETURNING claim_token
 UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = %s
 WHERE id = %s AND claim_token = %s
 
--- name: fire_fenced
--- A transition written by the engine: the compare-and-swap, plus the claim token when one is given.
-UPDATE resources
-SET state = %s, version = %s, data = COALESCE(%s, data), error = %s, attempts = 0, entered_at = %s,
-    next_attempt_at = %s, deadline = %s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = %s, observed_generation = %s
-WHERE id = %s AND version = %s AND state = %s AND (%s::text IS NULL OR claim_token = %s)
-
--- name: retry_later
-UPDATE resources
-SET version = %s, error = %s, attempts = %s, next_attempt_at = %s, data = COALESCE(%s, data),
-    claim_token = NULL, claimed_by = NULL,
-    claim_expires_at = NULL, updated_at = %s
-WHERE id = %s AND version = %s AND claim_token = %s
-
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
@@ -323,35 +316,6 @@ LISTEN tenure_work
 -- The channel migration 4's trigger notifies whenever the journal grows.
 LISTEN tenure_changes
 
--- name: fire_fenced_once
--- An engine transition in one statement: the fenced compare-and-swap, its journal row, the wait it
--- opens and the callbacks it settles; every part is written only if the swap matched.
-WITH moved AS (
-    UPDATE resources
-    SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
-        attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
-        deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-        updated_at = %(now)s, observed_generation = %(observed_generation)s
-    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
-      AND (%(token)s::text IS NULL OR claim_token = %(token)s)
-    RETURNING id
-), logged AS (
-    INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-    SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
-), waited AS (
-    INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
-    SELECT %(wait_hash)s, id, %(version)s, %(state)s, %(wait_keys)s, %(wait_rules)s, %(now)s, %(deadline)s
-    FROM moved WHERE %(wait_hash)s::text IS NOT NULL
-    ON CONFLICT (token_hash) DO UPDATE
-    SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
-        deadline = excluded.deadline
-    WHERE waits.resource_id = excluded.resource_id
-), settled AS (
-    UPDATE inbox SET applied_at = %(now)s, result = %(result)s
-    WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
-)
-SELECT count(*) FROM moved
-
 -- === desired state ===
 
 -- name: release_idle
@@ -359,13 +323,6 @@ SELECT count(*) FROM moved
 -- makes it so. Only at the version claimed: a desired state set meanwhile keeps it due.
 UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = NULL
 WHERE id = %s AND claim_token = %s AND version = %s
-
--- name: give_up_desired
--- The engine is done with this generation without reaching the desired state (fenced like fire_fenced).
-UPDATE resources
-SET version = %s, observed_generation = generation, error = %s, next_attempt_at = NULL, claim_token = NULL,
-    claimed_by = NULL, claim_expires_at = NULL, updated_at = %s
-WHERE id = %s AND version = %s AND claim_token = %s
 
 -- name: reconcile_hops
 -- The states the engine already moved the resource on from, on its way to this generation's desired state.

@@ -7,6 +7,20 @@ INSERT INTO resources (id, kind, state, version, spec, data, desired_state, gene
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING
 
+-- name: write
+-- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it, and
+-- SQLiteDatabase.commit runs it with the write's journal and side rows in one transaction). It matches
+-- only while the row is still at the version and state the write was planned from and, when a claim
+-- token is given (?17), still claimed under it. A write that keeps the claim (?13: a desired state)
+-- leaves the claim, and the attempt count a takeover may have bumped without a new version, alone.
+UPDATE resources
+SET state = ?1, version = ?2, data = coalesce(?3, data), error = ?4,
+    attempts = CASE WHEN ?13 THEN attempts ELSE ?5 END, entered_at = ?6, next_attempt_at = ?7, deadline = ?8,
+    desired_state = ?9, generation = ?10, observed_generation = ?11, updated_at = ?12,
+    claim_token = CASE WHEN ?13 THEN claim_token END, claimed_by = CASE WHEN ?13 THEN claimed_by END,
+    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END
+WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17)
+
 -- name: insert_journal
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -22,21 +36,6 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
        idempotency_key, created_at, updated_at
 FROM resources WHERE idempotency_key = ?
-
--- name: fire
--- The compare-and-swap: it matches only while the row is still at the version (and state) the
--- transition was planned from.
-UPDATE resources
-SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
-    next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?, observed_generation = ?
-WHERE id = ? AND version = ? AND state = ?
-
--- name: set_desired
--- A compare-and-swap like fire that leaves the state (and any claim) alone.
-UPDATE resources
-SET version = ?, desired_state = ?, generation = ?, observed_generation = ?, next_attempt_at = ?, updated_at = ?
-WHERE id = ? AND version = ? AND state = ?
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
@@ -149,21 +148,6 @@ RETURNING claim_token
 UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = ?
 WHERE id = ? AND claim_token = ?
 
--- name: fire_fenced
--- A transition written by the engine: the compare-and-swap, plus the claim token when one is given.
-UPDATE resources
-SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
-    next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?, observed_generation = ?
-WHERE id = ? AND version = ? AND state = ? AND (? IS NULL OR claim_token = ?)
-
--- name: retry_later
-UPDATE resources
-SET version = ?, error = ?, attempts = ?, next_attempt_at = ?, data = COALESCE(?, data),
-    claim_token = NULL, claimed_by = NULL,
-    claim_expires_at = NULL, updated_at = ?
-WHERE id = ? AND version = ? AND claim_token = ?
-
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
@@ -258,13 +242,6 @@ RETURNING id, kind, state, version, spec, data, desired_state, generation, obser
 -- makes it so. Only at the version claimed: a desired state set meanwhile keeps it due.
 UPDATE resources SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL, next_attempt_at = NULL
 WHERE id = ? AND claim_token = ? AND version = ?
-
--- name: give_up_desired
--- The engine is done with this generation without reaching the desired state (fenced like fire_fenced).
-UPDATE resources
-SET version = ?, observed_generation = generation, error = ?, next_attempt_at = NULL, claim_token = NULL,
-    claimed_by = NULL, claim_expires_at = NULL, updated_at = ?
-WHERE id = ? AND version = ? AND claim_token = ?
 
 -- name: reconcile_hops
 -- The states the engine already moved the resource on from, on its way to this generation's desired state.

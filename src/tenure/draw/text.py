@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from tenure.machine.parts import Role
-
-if TYPE_CHECKING:
-    from tenure.machine.kind import Kind
+from tenure.draw._graph import edge_labels
+from tenure.machine import Kind, Role
 
 __all__ = ["to_dot", "to_mermaid"]
 
@@ -32,15 +28,6 @@ def _mermaid_ids(kind: Kind) -> dict[str, str]:
     return {s.name: f"s{i}" for i, s in enumerate(kind.states)}
 
 
-def _edge_labels(kind: Kind) -> dict[tuple[str, str], list[str]]:
-    """(source, target) -> event names, so parallel edges collapse into one labelled arrow."""
-    labels: dict[tuple[str, str], list[str]] = {}
-    for state in kind.states:
-        for event, t in kind.transitions_from(state.name).items():
-            labels.setdefault((t.source, t.target), []).append(event + (" [guarded]" if t.guard else ""))
-    return labels
-
-
 def to_mermaid(kind: Kind) -> str:
     """Render ``kind`` as a Mermaid ``stateDiagram-v2``; final states point to ``[*]``."""
     ids = _mermaid_ids(kind)
@@ -48,7 +35,7 @@ def to_mermaid(kind: Kind) -> str:
     for s in kind.states:
         lines.append(f'    state "{s.name} ({s.code}, {s.role.value})" as {ids[s.name]}')
     lines.append(f"    [*] --> {ids[kind.initial.name]}")
-    for (src, dst), events in _edge_labels(kind).items():
+    for (src, dst), events in edge_labels(kind).items():
         lines.append(f"    {ids[src]} --> {ids[dst]}: {', '.join(events)}")
     for s in kind.states:
         if s.role is Role.FINAL:
@@ -77,7 +64,7 @@ def to_dot(kind: Kind) -> str:
             label += f"\\ndeadline {int(s.deadline.total_seconds())}s → {s.on_deadline}"
         lines.append(f'    {_dot_quote(s.name)} [label="{label}", {_DOT_STYLE[s.role]}];')
     lines.append(f'    "@start" -> {_dot_quote(kind.initial.name)};')
-    for (src, dst), events in _edge_labels(kind).items():
+    for (src, dst), events in edge_labels(kind).items():
         lines.append(f"    {_dot_quote(src)} -> {_dot_quote(dst)} [label={_dot_quote(', '.join(events))}];")
     lines.append("}")
     return "\n".join(lines) + "\n"

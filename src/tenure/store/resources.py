@@ -1,0 +1,373 @@
+"""Resources: create, fire, set the desired state, and read, over any database.
+
+Every change is planned by :mod:`tenure.store.write` and committed through the database's one write
+function; this module decides only which plan to make and what a lost race means for the caller.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tenure.clock import Clock
+from tenure.errors import (
+    AlreadyExists,
+    Conflict,
+    DuplicateKind,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    ResourceNotFound,
+    TenureError,
+    TransitionNotAllowed,
+    UnknownKind,
+)
+from tenure.machine import Kind, Role
+from tenure.rules import NUL, json_object, refuse_deep_json, refuse_nul, refuse_nul_json
+from tenure.store.database import Database
+from tenure.store.interests import check_party
+from tenure.store.model import BacklogRow, JournalEntry, Page, Resource, new_id
+from tenure.store.plans import PageQuery
+from tenure.store.signal import WorkSignal
+from tenure.store.write import Write, Writer, plan_desired, plan_fire, schedule
+
+__all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources"]
+
+#: How often a fire without an expected version re-reads and tries again after losing a race.
+BLIND_FIRE_ATTEMPTS = 16
+#: The largest page :meth:`Resources.list` returns.
+MAX_PAGE = 1000
+
+
+class KindRegistry:
+    """The kinds a store knows, by name."""
+
+    def __init__(self, kinds: Iterable[Kind] = ()) -> None:
+        self._kinds: dict[str, Kind] = {}
+        for k in kinds:
+            self.register(k)
+
+    def register(self, kind: Kind) -> None:
+        existing = self._kinds.get(kind.name)
+        if existing is not None and existing is not kind:
+            raise DuplicateKind(kind.name)
+        self._kinds[kind.name] = kind
+
+    def __call__(self, name: str) -> Kind:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise UnknownKind(name, sorted(self._kinds)) from None
+
+    @property
+    def by_name(self) -> Mapping[str, Kind]:
+        return dict(self._kinds)
+
+
+class Resources:
+    """Creating, firing and reading resources."""
+
+    def __init__(
+        self,
+        db: Database,
+        kinds: KindRegistry,
+        writer: Writer,
+        clock: Clock,
+        signal: WorkSignal,
+        *,
+        default_sharable: bool = True,
+    ) -> None:
+        self._db = db
+        self._kind = kinds
+        self._writer = writer
+        self._clock = clock
+        self._signal = signal
+        self._default_sharable = default_sharable
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        kind: str,
+        spec: Mapping[str, Any] | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        sharable: bool | None = None,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        resource_id: str | None = None,
+    ) -> Resource:
+        k = self._kind(kind)
+        refuse_deep_json(k.name, "spec", spec)
+        clean_spec = k.validate_spec(spec)
+        refuse_nul_json(k.name, "", clean_spec)
+        clean_data = json_object(k.name, "data", data)
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
+            raise InvalidArgument("idempotency_key", "must be 1 to 255 characters", idempotency_key)
+        if resource_id is not None and not (0 < len(resource_id) <= 64):
+            raise InvalidArgument("resource_id", "must be 1 to 64 characters", resource_id)
+        refuse_nul(idempotency_key=idempotency_key, resource_id=resource_id, actor=actor)
+        now = self._clock()
+        next_attempt_at, deadline = schedule(k.initial, now)
+        wanted = Resource(
+            id=resource_id or new_id(),
+            kind=k.name,
+            state=k.initial.name,
+            version=1,
+            spec=clean_spec,
+            data=clean_data,
+            desired_state=None,
+            generation=1,
+            observed_generation=0,
+            sharable=self._default_sharable if sharable is None else bool(sharable),
+            error=None,
+            attempts=0,
+            entered_at=now,
+            next_attempt_at=next_attempt_at,
+            deadline=deadline,
+            claim_token=None,
+            claimed_by=None,
+            claim_expires_at=None,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            existing = self._db.insert(wanted, actor)
+        except AlreadyExists:
+            raise AlreadyExists("resource", wanted.id) from None
+        if existing is None:
+            self._signal.notify()
+            return wanted
+        return _replayed(wanted, existing)
+
+    def fire(
+        self,
+        resource: Resource | str,
+        event: str,
+        *,
+        expected_version: int | None = None,
+        data: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        actor: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Resource:
+        def plan(snapshot: Resource) -> Write:
+            kind = self._kind(snapshot.kind)
+            return plan_fire(kind, snapshot, event, self._clock(), data=data, error=error, actor=actor, detail=detail)
+
+        # A stale snapshot may be refused for a state the resource has already left: that is a
+        # lost race, and the caller hears so.
+        return self._swap(resource, expected_version, plan, refusal=TransitionNotAllowed)
+
+    def set_desired_state(
+        self,
+        resource: Resource | str,
+        desired: str | None,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        """Say which state the resource should end up in (None: no wish); the engine takes it there.
+
+        ``desired`` must be a state of the resource's kind reachable from its current state through
+        the kind's events (the current state itself is allowed). A compare-and-swap like :meth:`fire`:
+        given a snapshot (or ``expected_version``), a resource that moved on raises
+        :class:`~tenure.errors.Conflict`. Bumps ``version`` and ``generation`` and journals an
+        ``@desired`` entry in the same transaction; a resource resting short of the new desired state
+        is due for the engine at once. A worker holding the resource keeps its claim, but its write is
+        refused since the version moved.
+        """
+        refuse_nul(actor=actor)
+
+        def plan(snapshot: Resource) -> Write | None:
+            pending = snapshot.generation > snapshot.observed_generation
+            if snapshot.desired_state == desired and (desired is None or pending or snapshot.state == desired):
+                # Asked again for what is already asked (and not given up on): nothing changes, so a
+                # retried PUT keeps the ETag and disturbs no worker. Asking again after the engine
+                # gave up is a new generation: it tries again.
+                return None
+            return plan_desired(self._kind(snapshot.kind), snapshot, desired, self._clock(), actor)
+
+        return self._swap(resource, expected_version, plan, refusal=InvalidArgument)
+
+    def _swap(
+        self,
+        resource: Resource | str,
+        expected_version: int | None,
+        plan: Callable[[Resource], Write | None],
+        *,
+        refusal: type[TenureError],
+    ) -> Resource:
+        """Plan and commit a write (None from ``plan``: nothing to write) until it wins or must give up.
+
+        Pinned (a snapshot, or ``expected_version``), a lost swap is a :class:`Conflict`. Unpinned,
+        the resource is read again and the write planned again a few times: a blind write wins unless
+        the resource is too hot. A ``refusal`` raised for a stale snapshot becomes the Conflict it
+        really is.
+        """
+        pinned = expected_version
+        if isinstance(resource, Resource):
+            snapshot = resource
+            pinned = resource.version if expected_version is None else expected_version
+        else:
+            snapshot = self.get(resource)
+        lost_at = 0
+        for _ in range(BLIND_FIRE_ATTEMPTS):
+            if pinned is not None and snapshot.version != pinned:
+                raise Conflict(
+                    resource_id=snapshot.id,
+                    expected_version=pinned,
+                    actual_version=snapshot.version,
+                    actual_state=snapshot.state,
+                )
+            try:
+                write = plan(snapshot)
+            except refusal:
+                if isinstance(resource, Resource):
+                    self._raise_if_moved(snapshot)
+                raise
+            if write is None:
+                return snapshot
+            if self._writer.commit(write):
+                return write.after
+            current = self._db.find(snapshot.id)
+            if current is None:
+                raise ResourceNotFound(snapshot.id)
+            if pinned is not None:
+                raise Conflict(
+                    resource_id=snapshot.id,
+                    expected_version=pinned,
+                    actual_version=current.version,
+                    actual_state=current.state,
+                )
+            lost_at, snapshot = snapshot.version, current
+        # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
+        raise Conflict(
+            resource_id=snapshot.id,
+            expected_version=lost_at,
+            actual_version=snapshot.version,
+            actual_state=snapshot.state,
+        )
+
+    def _raise_if_moved(self, snapshot: Resource) -> None:
+        current = self._db.find(snapshot.id)
+        if current is None:
+            raise ResourceNotFound(snapshot.id)
+        if current.version != snapshot.version:
+            raise Conflict(
+                resource_id=snapshot.id,
+                expected_version=snapshot.version,
+                actual_version=current.version,
+                actual_state=current.state,
+            )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get(self, resource_id: str) -> Resource:
+        found = self.find(resource_id)
+        if found is None:
+            raise ResourceNotFound(resource_id)
+        return found
+
+    def find(self, resource_id: str) -> Resource | None:
+        """The resource's current snapshot, or None if there is no such resource."""
+        if NUL in resource_id:
+            return None  # no resource can have such an id (see tenure.rules)
+        return self._db.find(resource_id)
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        state: str | Sequence[str] | None = None,
+        desired_state: str | None = None,
+        party: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page[Resource]:
+        """Resources in creation order, one keyset page at a time (pass ``next_after`` back as ``after``).
+
+        Filters combine: ``kind``; ``state`` (one or several); ``desired_state`` (resources whose
+        desired state is that one); ``party`` (resources the party holds an unexpired interest in).
+        """
+        if kind is not None:
+            k = self._kind(kind)
+            states = [state] if isinstance(state, str) else list(state or [])
+            for s in states:
+                k.state(s)
+            if desired_state is not None:
+                k.state(desired_state)
+        if party is not None:
+            check_party(party)
+        refuse_nul(desired_state=desired_state, after=after)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}", limit)
+        wanted = None if state is None else ([state] if isinstance(state, str) else builtins.list(state))
+        items = self._db.select_page(PageQuery(kind, wanted, desired_state, party, self._clock(), after, limit))
+        return Page(items, items[-1].id if len(items) == limit else None)
+
+    def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
+        """The resource's history, oldest first."""
+        return self._db.journal(resource_id, after_version, limit)
+
+    def feed(self, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
+        """Journal entries of every resource after ``after_seq``, in ``seq`` order."""
+        return self._db.feed(after_seq, limit)
+
+    def backlog(self, names: Sequence[str]) -> builtins.list[BacklogRow]:
+        """How many resources of each kind are in each state (every declared state, even at 0), in one query.
+
+        For wait states with resources, also how long the oldest one has been waiting, on the store's
+        clock. Rows come by kind as given, then state in declaration order (then any state the kind
+        no longer declares).
+        """
+        db = self._db
+        declared = {name: self._kind(name) for name in names}
+        with db.reading() as conn:
+            rows = conn.execute(db.sql["backlog"], (db.array_in(builtins.list(declared)),)).fetchall()
+        found = {(row[0], row[1]): (int(row[2]), db.time_out(row[3])) for row in rows}
+        now = self._clock()
+        out: builtins.list[BacklogRow] = []
+        for name, kind in declared.items():
+            for state in kind.states:
+                count, oldest = found.pop((name, state.name), (0, None))
+                age = None
+                if state.role is Role.WAIT and oldest is not None:
+                    age = max(0.0, (now - oldest).total_seconds())
+                out.append(BacklogRow(name, state.name, state.role.value, count, age))
+            for (k, state_name), (count, _) in sorted(found.items()):
+                if k == name:
+                    out.append(BacklogRow(name, state_name, None, count, None))
+        return out
+
+    def stay_version(self, resource: Resource) -> int:
+        """The version at which ``resource`` entered the state it is in (its current stay there).
+
+        The same for every attempt of a step in one stay — retries, takeovers of dead workers, a
+        desired state set meanwhile — and different for each new entry into the state, so it keys
+        what must survive a crash mid-step (flow runs, idempotency keys) without repeating work of
+        an earlier stay.
+        """
+        db = self._db
+        with db.reading() as conn:
+            row = conn.execute(db.sql["stay_version"], (resource.id, resource.version)).fetchone()
+        if row is None or row[0] is None:
+            raise ResourceNotFound(resource.id)
+        return int(row[0])
+
+
+def _replayed(wanted: Resource, existing: Resource) -> Resource:
+    """The resource an idempotent replay returns, or a refusal if the request differs."""
+    key = wanted.idempotency_key or ""
+    if existing.kind != wanted.kind:
+        raise IdempotencyKeyReused(key, existing.id, f"kind {existing.kind!r} there, {wanted.kind!r} here")
+    if dict(existing.spec) != dict(wanted.spec):
+        raise IdempotencyKeyReused(key, existing.id, "the spec differs")
+    if existing.sharable != wanted.sharable:
+        raise IdempotencyKeyReused(
+            key,
+            existing.id,
+            f"sharable is {str(existing.sharable).lower()} there, {str(wanted.sharable).lower()} here",
+        )
+    return existing

@@ -1,0 +1,283 @@
+"""Writes: every change to a resource, planned once without a database, committed by one function per dialect.
+
+A :class:`Write` says everything a change is: the snapshot it was planned from (its ``version``, and
+its claim token when the engine writes), the new row, the journal entry, and the side rows that
+commit with it (the wait a write into a wait state opens, the callbacks it settles, the waits a new
+desired state carries along). Planning is here, made once for both databases; each dialect's
+:meth:`~tenure.store.database.Database.commit` turns a write into its compare-and-swap, and nothing
+else in the store updates a resource's version.
+
+The :class:`Writer` commits writes and tells a lost race apart: a :class:`~tenure.errors.Conflict`
+for a client whose snapshot is stale, :class:`~tenure.errors.ClaimLost` for a worker whose claim no
+longer holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn, Protocol
+
+from tenure.errors import ClaimLost, Conflict, InvalidArgument, ResourceNotFound
+from tenure.machine import Kind, Role, State
+from tenure.machine.graph import reachable_states
+from tenure.rules import json_object, refuse_nul
+from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT, desire_pending
+from tenure.store.model import Resource
+from tenure.store.signal import WorkSignal
+
+__all__ = [
+    "RETRY_EVENT",
+    "WaitPlan",
+    "Write",
+    "Writer",
+    "plan_desired",
+    "plan_fire",
+    "plan_give_up",
+    "plan_retry",
+    "schedule",
+]
+
+#: The journal event of a failed attempt that will be retried (the state does not change).
+RETRY_EVENT = "@retry"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPlan:
+    """A wait opened by the write that enters a wait state: who may call back, and what answers mean.
+
+    ``token_hash`` is the sha-256 of the correlation token the external party holds; ``keys`` are
+    the answers awaited (one per resource definition, say); ``rules`` say which event the roll-up of
+    the answers fires (``done``, ``failed``, ``retry``).
+    """
+
+    token_hash: str
+    keys: tuple[str, ...]
+    rules: Mapping[str, Any]
+
+
+# Writes are internal and short-lived; a plain slotted class keeps the hot path cheap.
+@dataclass(slots=True)
+class Write:
+    """One compare-and-swap: move ``before`` (at its version and state) to ``after``, and journal it."""
+
+    before: Resource
+    after: Resource
+    event: str
+    actor: str | None
+    detail: Mapping[str, Any]
+    #: Whether ``after.data`` differs from the row's (unchanged data is not sent to the database).
+    data_changed: bool = False
+    #: The claim token the row must still carry (None: not fenced by a claim).
+    token: str | None = None
+    #: Leave the claim, and the attempt count a takeover may have bumped, as the row has them.
+    keeps_claim: bool = False
+    #: The wait this write opens (entering a wait state).
+    wait: WaitPlan | None = None
+    #: Callbacks this write settles, and what became of them.
+    settle: Sequence[int] = ()
+    settle_result: str = ""
+    #: Move the resource's waits to the new version (a desired state set while it waits).
+    carries_waits: bool = False
+
+    @property
+    def makes_due(self) -> bool:
+        """Whether the new row is something a worker will pick up (a step due, or a deadline)."""
+        return self.after.next_attempt_at is not None or self.after.deadline is not None
+
+
+class Committer(Protocol):
+    """The one write function of a dialect, and the read that explains a lost race."""
+
+    def commit(self, write: Write) -> bool: ...
+
+    def find(self, resource_id: str) -> Resource | None: ...
+
+
+class Writer:
+    """Commits planned writes through a dialect and turns a lost swap into the error that explains it."""
+
+    __slots__ = ("_db", "_signal")
+
+    def __init__(self, db: Committer, signal: WorkSignal) -> None:
+        self._db = db
+        self._signal = signal
+
+    def commit(self, write: Write) -> bool:
+        """Commit ``write``; False if the swap lost (nothing was written)."""
+        if not self._db.commit(write):
+            return False
+        if write.makes_due:
+            self._signal.notify()
+        return True
+
+    def apply(self, write: Write) -> Resource:
+        """Commit ``write`` and return the new snapshot, or raise Conflict / ClaimLost if the swap lost."""
+        if not self.commit(write):
+            # Read after the transaction ended: a second pooled connection inside it could deadlock.
+            self.raise_lost(write.before, fenced=write.token is not None)
+        return write.after
+
+    def raise_lost(self, before: Resource, *, fenced: bool) -> NoReturn:
+        current = self._db.find(before.id)
+        if current is None:
+            raise ResourceNotFound(before.id)
+        if not fenced:
+            raise Conflict(
+                resource_id=before.id,
+                expected_version=before.version,
+                actual_version=current.version,
+                actual_state=current.state,
+            )
+        raise ClaimLost(
+            resource_id=before.id,
+            expected_version=before.version,
+            actual_version=current.version,
+            actual_state=current.state,
+            claimed_by=current.claimed_by if current.claim_token != before.claim_token else None,
+        )
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(next_attempt_at, deadline) for a resource entering ``state`` at ``now``."""
+    if state.role is Role.WORK:
+        return now, None
+    if state.role is Role.WAIT and state.deadline is not None:
+        return None, now + state.deadline
+    return None, None
+
+
+def plan_fire(
+    kind: Kind,
+    before: Resource,
+    event: str,
+    now: datetime,
+    *,
+    data: Mapping[str, Any] | None,
+    error: str | None,
+    actor: str | None,
+    detail: Mapping[str, Any] | None,
+) -> Write:
+    """A transition through ``kind``: refused (TransitionNotAllowed) unless the kind allows it now."""
+    transition = kind.transition(before.state, event, before, resource_id=before.id)
+    refuse_nul(error=error, actor=actor)
+    target = kind.state(transition.target)
+    next_attempt_at, deadline = schedule(target, now)
+    observed = before.observed_generation
+    if before.desired_state == target.name or (target.is_final and desire_pending(before)):
+        # Arrived, or stuck for good short of it: either way the engine is done with this generation.
+        observed = before.generation
+    elif target.role is Role.REST and desire_pending(before):
+        next_attempt_at = now  # come to rest short of the desired state: the reconcile takes it on
+    new_data = {**before.data, **json_object(kind.name, "data", data)} if data else before.data
+    after = Resource(
+        id=before.id,
+        kind=before.kind,
+        state=target.name,
+        version=before.version + 1,
+        spec=before.spec,
+        data=new_data,
+        desired_state=before.desired_state,
+        generation=before.generation,
+        observed_generation=observed,
+        sharable=before.sharable,
+        error=error,
+        attempts=0,
+        entered_at=now,
+        next_attempt_at=next_attempt_at,
+        deadline=deadline,
+        claim_token=None,
+        claimed_by=None,
+        claim_expires_at=None,
+        idempotency_key=before.idempotency_key,
+        created_at=before.created_at,
+        updated_at=now,
+    )
+    journaled = json_object(kind.name, "detail", detail)
+    if error is not None:
+        journaled["error"] = error  # the row's error is cleared by the next write; the journal keeps it
+    return Write(before, after, event, actor, journaled, data_changed=bool(data))
+
+
+def plan_desired(kind: Kind, before: Resource, desired: str | None, now: datetime, actor: str | None) -> Write:
+    """Set (or clear) the desired state: ``version`` and ``generation`` move, the state and any claim stay."""
+    refuse_nul(actor=actor)
+    state = kind.state(before.state)
+    if desired is not None:
+        kind.state(desired)  # UnknownState lists the kind's states
+        reachable = reachable_states(kind, before.state)
+        if desired not in reachable:
+            raise InvalidArgument(
+                "desired_state",
+                f"must be reachable from state {before.state!r} (reachable: {', '.join(reachable)})",
+                desired,
+            )
+    generation = before.generation + 1
+    settled = desired is None or desired == before.state
+    next_attempt_at = before.next_attempt_at
+    if state.role is Role.REST:
+        # A resting resource is due only while it has somewhere to go.
+        next_attempt_at = None if settled else now
+    after = dataclasses.replace(
+        before,
+        version=before.version + 1,
+        desired_state=desired,
+        generation=generation,
+        observed_generation=generation if settled else before.observed_generation,
+        next_attempt_at=next_attempt_at,
+        updated_at=now,
+    )
+    detail = {"desired_state": desired, "generation": generation}
+    # A waiting resource's wait moves with it: its callbacks still answer this stay in the state.
+    return Write(before, after, DESIRED_EVENT, actor, detail, keeps_claim=True, carries_waits=True)
+
+
+def plan_retry(
+    before: Resource,
+    token: str,
+    now: datetime,
+    *,
+    error: str,
+    at: datetime,
+    attempts: int,
+    data: Mapping[str, Any] | None,
+    actor: str | None,
+) -> Write:
+    """A failed attempt of a claimed step, to be tried again at ``at``: the state does not change."""
+    refuse_nul(error=error, actor=actor)
+    new_data = {**before.data, **json_object(before.kind, "data", data)} if data else before.data
+    after = _released(before, now, data=new_data, error=error, attempts=attempts, next_attempt_at=at)
+    detail = {"attempt": attempts, "error": error, "next_attempt_at": at.isoformat()}
+    return Write(before, after, RETRY_EVENT, actor, detail, data_changed=bool(data), token=token)
+
+
+def plan_give_up(before: Resource, token: str, now: datetime, *, error: str, actor: str | None) -> Write:
+    """The engine is done with this generation's desired state without reaching it (fenced)."""
+    refuse_nul(error=error, actor=actor)
+    after = _released(
+        before, now, error=error, observed_generation=before.generation, next_attempt_at=None
+    )
+    detail = {"desired_state": before.desired_state, "generation": before.generation, "error": error}
+    return Write(before, after, DESIRED_FAILED_EVENT, actor, detail, token=token)
+
+
+def _released(before: Resource, now: datetime, **changes: Any) -> Resource:
+    """``before`` one version on, with ``changes`` and its claim let go."""
+    return dataclasses.replace(
+        before,
+        version=before.version + 1,
+        claim_token=None,
+        claimed_by=None,
+        claim_expires_at=None,
+        updated_at=now,
+        **changes,
+    )
+
+
+#: What plans need from the kinds a store knows.
+KindLookup = Callable[[str], Kind]
