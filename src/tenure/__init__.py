@@ -117,6 +117,6 @@ __all__ = [
     "Wait",
     "Worker",
     "WriteConflict",
-    "open_store",
     "__version__",
+    "open_store",
 ]

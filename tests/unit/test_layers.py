@@ -38,14 +38,23 @@ def allow(*names: str) -> frozenset[str]:
 RULES: tuple[Rule, ...] = (
     Rule("tenure.errors", may_import=allow("tenure.errors")),
     Rule("tenure.clock", may_import=allow("tenure.clock")),
+    # What a value must be to be stored: every layer calls these rules, and they call nothing but errors.
+    Rule("tenure.rules", may_import=allow("tenure.errors", "tenure.rules")),
     # The state machine knows nothing of how it is drawn: drawing reads kinds, never the other way round.
     Rule("tenure.machine", may_import=allow("tenure.errors", "tenure.machine"), must_not_import=allow("tenure.draw")),
     Rule("tenure.draw", may_import=allow("tenure.machine", "tenure.draw")),
-    Rule("tenure.store", may_import=allow("tenure.errors", "tenure.clock", "tenure.machine", "tenure.store")),
+    # The store keeps flow runs for the flow layer, in the flow layer's own row types.
+    Rule(
+        "tenure.store",
+        may_import=allow(
+            "tenure.errors", "tenure.clock", "tenure.rules", "tenure.machine", "tenure.flow", "tenure.store"
+        ),
+    ),
     Rule("tenure.kinds", must_not_import=allow("tenure.store", "tenure.cli")),
+    # Flows checkpoint through the FlowRunStore protocol they declare themselves: they import no store.
     Rule(
         "tenure.flow",
-        may_import=allow("tenure.errors", "tenure.clock", "tenure.machine", "tenure.store", "tenure.flow"),
+        may_import=allow("tenure.errors", "tenure.clock", "tenure.rules", "tenure.machine", "tenure.flow"),
     ),
     Rule("tenure.engine", must_not_import=allow("tenure.kinds", "tenure.service", "tenure.cli")),
     # The service knows the engine and the store, never the example kinds or the command line.

@@ -36,9 +36,7 @@ class Attempt:
     version: int | None
 
 
-def _race(
-    store: Store, targets: list[Resource], threads: int, progress: Progress, *, pinned: bool
-) -> list[Attempt]:
+def _race(store: Store, targets: list[Resource], threads: int, progress: Progress, *, pinned: bool) -> list[Attempt]:
     """Each thread fires its own event at every target at the same moment (a barrier lines them up)."""
     attempts: list[Attempt] = []
     lock = threading.Lock()

@@ -123,9 +123,9 @@ class Worker:
         rand: Callable[[], float] = random.random,
     ) -> None:
         if concurrency < 1:
-            raise TenureError(f"concurrency must be at least 1, got {concurrency}")
+            raise InvalidArgument("concurrency", "must be at least 1", concurrency)
         if lease <= timedelta(0):
-            raise TenureError(f"lease must be positive, got {lease}")
+            raise InvalidArgument("lease", "must be a positive duration", lease)
         self.store = store
         self.steps = steps
         for kind in steps.kinds.values():
@@ -277,7 +277,7 @@ class Worker:
             total += done
             if not done:
                 return total
-        raise TenureError(f"still busy after {max_rounds} rounds")
+        raise InvalidArgument("max_rounds", f"was too few: still busy after {max_rounds} rounds", max_rounds)
 
     def _submit(self, claim: Claim) -> None:
         assert self._pool is not None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tenure.errors import InvalidFlow
+from tenure.rules import printable
 
 __all__ = ["Failure", "FunctionTask", "Task", "TaskContext", "task"]
 
@@ -81,14 +82,10 @@ class Failure:
         return any(_qualified(t) in names for t in types)
 
     def to_json(self) -> dict[str, str]:
-        # NUL cannot be stored by every database; an escaped form keeps the text readable.
-        def clean(text: str) -> str:
-            return text.replace("\x00", "\\x00")
-
         return {
             "exc_type": self.exc_type,
-            "message": clean(self.message),
-            "traceback": clean(self.traceback),
+            "message": printable(self.message),
+            "traceback": printable(self.traceback),
             "lineage": ",".join(self.lineage),
         }
 

@@ -14,26 +14,27 @@ from pydantic.alias_generators import to_camel
 
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
+from tenure.rules import MAX_ERROR_TEXT
 from tenure.store.feed import Change
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource
 
 __all__ = [
-    "ChangeOut",
-    "KindOut",
     "AwaitedKeyOut",
     "CallbackIn",
-    "FlowRunOut",
-    "FlowTaskOut",
-    "WaitOut",
+    "ChangeOut",
     "CreateIn",
     "DesiredStateIn",
     "EventIn",
+    "FlowRunOut",
+    "FlowTaskOut",
     "JournalOut",
     "JournalPage",
+    "KindOut",
     "ReceiptOut",
     "ResourceOut",
     "ResourcePage",
+    "WaitOut",
 ]
 
 #: The longest name (kind, state, event, key) a request may carry.
@@ -180,7 +181,7 @@ class CallbackIn(_In):
     key: str = Field(min_length=1, max_length=200)
     status: CallbackStatus
     data: dict[str, Any] | None = None
-    error: str | None = Field(default=None, max_length=4000)
+    error: str | None = Field(default=None, max_length=MAX_ERROR_TEXT)
 
 
 class ReceiptOut(_Out):

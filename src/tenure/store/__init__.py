@@ -11,9 +11,9 @@ from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 
 __all__ = [
     "CREATE_EVENT",
+    "DEFAULT_DATABASE_URL",
     "AwaitedKey",
     "BacklogRow",
-    "DEFAULT_DATABASE_URL",
     "Change",
     "Changes",
     "EngineStore",

@@ -62,9 +62,7 @@ class DatabaseStore:
         self._clock = clock
         self._kinds = KindRegistry(kinds)
         writer = Writer(db, self.signal)
-        self._resources = Resources(
-            db, self._kinds, writer, clock, self.signal, default_sharable=default_sharable
-        )
+        self._resources = Resources(db, self._kinds, writer, clock, self.signal, default_sharable=default_sharable)
         self._claims = Claims(db, writer, self._kinds, clock, self.signal)
         self._inbox = Inbox(db, clock, self.signal)
         self._feed = ChangeFeed(db, self._kinds)
@@ -165,7 +163,12 @@ class DatabaseStore:
         )
 
     def set_desired_state(
-        self, resource: Resource | str, desired: str | None, *, expected_version: int | None = None, actor: str | None = None
+        self,
+        resource: Resource | str,
+        desired: str | None,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
     ) -> Resource:
         return self._resources.set_desired_state(resource, desired, expected_version=expected_version, actor=actor)
 

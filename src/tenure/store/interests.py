@@ -95,9 +95,7 @@ class Interests:
                 other = tx.execute(db.sql["other_party"], (resource_id, party, stamp)).fetchone()
                 if other is not None:
                     raise NotSharable(resource_id=resource_id, party=other[0], refused=party)
-            saved = tx.execute(
-                db.sql["upsert_interest"], (resource_id, party, stamp, db.time_in(expires))
-            ).fetchone()
+            saved = tx.execute(db.sql["upsert_interest"], (resource_id, party, stamp, db.time_in(expires))).fetchone()
         return self._interest_out((resource_id, party, saved[0], saved[1]))
 
     def deregister_interest(self, resource_id: str, party: str) -> bool:

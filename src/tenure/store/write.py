@@ -259,9 +259,7 @@ def plan_retry(
 def plan_give_up(before: Resource, token: str, now: datetime, *, error: str, actor: str | None) -> Write:
     """The engine is done with this generation's desired state without reaching it (fenced)."""
     refuse_nul(error=error, actor=actor)
-    after = _released(
-        before, now, error=error, observed_generation=before.generation, next_attempt_at=None
-    )
+    after = _released(before, now, error=error, observed_generation=before.generation, next_attempt_at=None)
     detail = {"desired_state": before.desired_state, "generation": before.generation, "error": error}
     return Write(before, after, DESIRED_FAILED_EVENT, actor, detail, token=token)
 

@@ -17,7 +17,7 @@ from tenure.kinds.volume.scheduler import CapacityScheduler, Host, HostScheduler
 from tenure.kinds.volume.spec import VolumeSpec
 from tenure.machine import Event, Kind, Role, State
 
-__all__ = ["API_OUTPUTS", "MANAGER_OUTPUTS", "ResourceView", "SCHEDULER_OUTPUTS", "volume", "volume_steps"]
+__all__ = ["API_OUTPUTS", "MANAGER_OUTPUTS", "SCHEDULER_OUTPUTS", "ResourceView", "volume", "volume_steps"]
 
 
 #: The volume kind: its states, codes, roles and events (the steps come from :func:`volume_steps`).
