@@ -8,7 +8,7 @@ the engine, the flow layer and the HTTP service all call these functions instead
 >>> refuse_nul(actor="o\\x00ps")
 Traceback (most recent call last):
     ...
-tenure.errors.InvalidArgument: actor must not contain the NUL character (U+0000) (got 'o\\x00ps')
+tenure.errors.InvalidArgument: actor must not contain the NUL character (U+0000), got 'o\\x00ps'
 >>> error_text("disk \\x00 full")
 'disk \\\\x00 full'
 """

@@ -15,13 +15,14 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from tenure import Conflict, InvalidArgument, Resource, TransitionNotAllowed, UnknownKind, UnknownState, open_store
 from tenure.kinds.image import image
 from tenure.store.feed import BEGINNING, Change, Changes
 from tenure.store.postgres import Q as PG_QUERIES
+from tenure.store.postgres import write_params
 from tenure.store.protocol import EngineStore
+from tenure.store.write import plan_desired
 from tests.store_support import FakeClock, all_journal, feed_all
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +59,9 @@ def settle(store: EngineStore) -> None:
             time.sleep(0.005)
 
 
-def read_all(store: EngineStore, after: str | None = None, *, limit: int = 3, **filters: str) -> tuple[list[Change], str]:
+def read_all(
+    store: EngineStore, after: str | None = None, *, limit: int = 3, **filters: str
+) -> tuple[list[Change], str]:
     """Every change after ``after``, page by page (once the feed has settled); returns them and the final position."""
     settle(store)
     out: list[Change] = []
@@ -221,7 +224,9 @@ def test_unknown_kinds_and_states_are_refused(store: EngineStore) -> None:
 # --- concurrent writers ----------------------------------------------------------------------------
 
 
-def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(store_url: str, store: EngineStore) -> None:
+def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(
+    store_url: str, store: EngineStore
+) -> None:
     writers, per_writer = 6, 25
     ids = [_active(store, f"w{i}").id for i in range(writers * 2)]
     settle(store)
@@ -304,23 +309,8 @@ def test_an_entry_that_commits_after_a_later_one_is_not_skipped(pg_url: str, pg_
     seen_seq = feed_all(store)[-1].seq
 
     with psycopg.connect(pg_url) as slow:  # not autocommit: its transaction stays open
-        slow.execute(
-            PG_QUERIES["set_desired"],
-            {
-                "version": early.version + 1,
-                "desired": "deleted",
-                "generation": early.generation + 1,
-                "observed_generation": early.observed_generation,
-                "next_attempt_at": early.updated_at + timedelta(seconds=1),
-                "now": early.updated_at + timedelta(seconds=1),
-                "id": early.id,
-                "expected_version": early.version,
-                "source": early.state,
-                "event": "@desired",
-                "actor": "slow",
-                "detail": Jsonb({"desired_state": "deleted", "generation": early.generation + 1}),
-            },
-        )
+        desire = plan_desired(image, early, "deleted", early.updated_at + timedelta(seconds=1), "slow")
+        slow.execute(PG_QUERIES["write"], write_params(desire))
         store.fire(late, "deactivate", actor="fast")  # takes a later seq, and commits first
 
         (fast,) = store.feed(after_seq=seen_seq)

@@ -34,7 +34,7 @@ from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
 from tenure.store.write import Write
 
-__all__ = ["PostgresDatabase", "PostgresStore", "redact"]
+__all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params"]
 
 # psycopg takes bytes for SQL that is not a literal in the code.
 Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
@@ -64,6 +64,39 @@ def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 def _text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def write_params(write: Write) -> dict[str, Any]:
+    """The parameters of the ``write`` block for a planned write."""
+    before, after, wait = write.before, write.after, write.wait
+    return {
+        "state": after.state,
+        "version": after.version,
+        "data": Jsonb(after.data) if write.data_changed else None,
+        "error": after.error,
+        "attempts": after.attempts,
+        "entered_at": after.entered_at,
+        "next_attempt_at": after.next_attempt_at,
+        "deadline": after.deadline,
+        "desired_state": after.desired_state,
+        "generation": after.generation,
+        "observed_generation": after.observed_generation,
+        "now": after.updated_at,
+        "keeps_claim": write.keeps_claim,
+        "id": before.id,
+        "expected_version": before.version,
+        "source": before.state,
+        "token": write.token,
+        "event": write.event,
+        "actor": write.actor,
+        "detail": Jsonb(write.detail),
+        "wait_hash": wait.token_hash if wait else None,
+        "wait_keys": Jsonb(list(wait.keys)) if wait else None,
+        "wait_rules": Jsonb(dict(wait.rules)) if wait else None,
+        "carries_waits": write.carries_waits,
+        "settle": list(write.settle),
+        "result": write.settle_result,
+    }
 
 
 class PostgresDatabase:
@@ -151,35 +184,7 @@ class PostgresDatabase:
     # --- the one write -------------------------------------------------------------------------
 
     def commit(self, write: Write) -> bool:
-        before, after, wait = write.before, write.after, write.wait
-        params = {
-            "state": after.state,
-            "version": after.version,
-            "data": Jsonb(after.data) if write.data_changed else None,
-            "error": after.error,
-            "attempts": after.attempts,
-            "entered_at": after.entered_at,
-            "next_attempt_at": after.next_attempt_at,
-            "deadline": after.deadline,
-            "desired_state": after.desired_state,
-            "generation": after.generation,
-            "observed_generation": after.observed_generation,
-            "now": after.updated_at,
-            "keeps_claim": write.keeps_claim,
-            "id": before.id,
-            "expected_version": before.version,
-            "source": before.state,
-            "token": write.token,
-            "event": write.event,
-            "actor": write.actor,
-            "detail": Jsonb(write.detail),
-            "wait_hash": wait.token_hash if wait else None,
-            "wait_keys": Jsonb(list(wait.keys)) if wait else None,
-            "wait_rules": Jsonb(dict(wait.rules)) if wait else None,
-            "carries_waits": write.carries_waits,
-            "settle": list(write.settle),
-            "result": write.settle_result,
-        }
+        params = write_params(write)
         with self._connection() as conn:
             row = conn.execute(Q["write"], params).fetchone()
         return bool(row and row[0] == 1)
