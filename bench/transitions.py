@@ -43,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tenure import Event, Kind, Resource, State, open_store
+from tenure.store.postgres import Q as PG_QUERIES
 from tenure.store.protocol import EngineStore
 
 # --- the machine every library runs ------------------------------------------------------------
@@ -427,21 +428,9 @@ PG_JOURNAL = b"""
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
-#: The same single statement tenure's PostgreSQL store sends (update and journal joined in a CTE).
-PG_CTE = b"""
-WITH moved AS (
-    UPDATE resources
-    SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
-        attempts = 0, entered_at = %(now)s, next_attempt_at = %(next_attempt_at)s,
-        deadline = %(deadline)s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-        updated_at = %(now)s
-    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
-    RETURNING id
-)
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
-RETURNING seq
-"""
+#: The statement tenure's PostgreSQL store sends for every write: its one ``write`` block (the update,
+#: the journal row and the side rows a write may carry, joined in a CTE).
+PG_CTE = PG_QUERIES["write"]
 
 
 class Worker(Protocol):
@@ -570,11 +559,14 @@ class PlainPGCTEWorker(PlainPGWorker):
             rid, state, version = row.id, row.state, row.version
             target, now = NEXT_STATE[state], now_utc(UTC)
             params = {
-                "state": target, "version": version + 1, "data": None, "error": None, "now": now,
-                "next_attempt_at": None, "deadline": None, "id": rid, "expected_version": version,
-                "source": state, "event": NEXT_EVENT[state], "actor": None, "detail": empty,
+                "state": target, "version": version + 1, "data": None, "error": None, "attempts": 0,
+                "entered_at": now, "next_attempt_at": None, "deadline": None, "desired_state": None,
+                "generation": 1, "observed_generation": 0, "now": now, "keeps_claim": False, "id": rid,
+                "expected_version": version, "source": state, "token": None, "event": NEXT_EVENT[state],
+                "actor": None, "detail": empty, "wait_hash": None, "wait_keys": None, "wait_rules": None,
+                "carries_waits": False, "settle": [], "result": "",
             }  # fmt: skip
-            if execute(PG_CTE, params).fetchone() is None:
+            if execute(PG_CTE, params).fetchone() != (1,):
                 raise LostRace(rid)
             row.state, row.version = target, version + 1
             i = (i + 1) % k
