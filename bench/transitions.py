@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tenure import Event, Kind, Resource, State, open_store
-from tenure.store.postgres import Q as PG_QUERIES
+from tenure.store.postgres import write_statement
 from tenure.store.protocol import EngineStore
 
 # --- the machine every library runs ------------------------------------------------------------
@@ -428,9 +428,9 @@ PG_JOURNAL = b"""
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
-#: The statement tenure's PostgreSQL store sends for every write: its one ``write`` block (the update,
-#: the journal row and the side rows a write may carry, joined in a CTE).
-PG_CTE = PG_QUERIES["write"]
+#: The statement tenure's PostgreSQL store sends for a write without side rows: its one ``write`` block
+#: (the compare-and-swap) and the journal row, joined in a CTE.
+PG_CTE = write_statement()
 
 
 class Worker(Protocol):
@@ -566,7 +566,7 @@ class PlainPGCTEWorker(PlainPGWorker):
                 "actor": None, "detail": empty, "wait_hash": None, "wait_keys": None, "wait_rules": None,
                 "carries_waits": False, "settle": [], "result": "",
             }  # fmt: skip
-            if execute(PG_CTE, params).fetchone() != (1,):
+            if execute(PG_CTE, params).fetchone() is None:
                 raise LostRace(rid)
             row.state, row.version = target, version + 1
             i = (i + 1) % k

@@ -10,7 +10,9 @@ short backoff (:func:`chaos_kind`), the transfer steps driving one provisioner p
 :class:`~tenure.engine.Worker` until SIGTERM (or SIGINT) asks it to stop. Its stats go to ``PATH``
 as JSON once its signal handlers are installed (it is ready: SIGTERM stops it cleanly from then on),
 every ``--stats-every`` seconds, and once more when it has stopped (``"final": true``), so a worker
-that is SIGKILLed leaves its last dump behind. A worker whose parent (the test) is gone stops by
+that is SIGKILLed leaves its last dump behind. Beside the worker's counters the stats name the claims
+whose outcome it could not write (:class:`ClaimTrouble`: lost, or the database away), by resource and
+version. A worker whose parent (the test) is gone stops by
 itself, so a test that died leaves no worker behind.
 
 The recorder writes every effect it applies to the table ``chaos_effects`` (:data:`EFFECTS_DDL`;
@@ -48,7 +50,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,20 +59,23 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from tenure import open_store
+from tenure import ClaimLost, StoreUnavailable, open_store
 from tenure.engine import Outcome, Resource, StepContext, Steps, Worker
 from tenure.engine.provision import ProvisionRequest, ProvisionResult
 from tenure.engine.steps import Step
 from tenure.kinds.transfer import transfer_kind, transfer_steps
 from tenure.machine import Backoff, Kind
+from tenure.store.claims import Claim
 
 __all__ = [
     "EFFECTS_DDL",
-    "GATES_DDL",
     "EXIT_CLEAN",
     "EXIT_ERROR",
+    "GATES_DDL",
     "KIND_NAME",
     "PLUGIN",
+    "TROUBLE",
+    "ClaimTrouble",
     "Recorder",
     "chaos_kind",
     "chaos_steps",
@@ -133,8 +138,58 @@ def _current() -> StepContext:
     return ctx
 
 
+# --- the claims whose outcome this worker could not write ------------------------------------------
+
+
+class ClaimTrouble:
+    """This worker's claims whose outcome it did not write, each as (resource id, version claimed at).
+
+    ``lost``: its fenced write was refused (:class:`~tenure.errors.ClaimLost`), or its heartbeat found
+    the claim gone while the step ran; ``unwritten``: the database was away when it wrote the outcome
+    (:class:`~tenure.errors.StoreUnavailable`). The test excuses a step applied by two live workers
+    only when the one that did not commit has that very claim here, not any claim at all.
+    """
+
+    KINDS = ("lost", "unwritten")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claims: dict[str, set[tuple[str, int]]] = {kind: set() for kind in self.KINDS}
+
+    def note(self, kind: str, claim: Claim) -> None:
+        with self._lock:
+            self._claims[kind].add((claim.resource.id, claim.resource.version))
+
+    def watch(self, store: Any) -> None:
+        """Note every fenced write of ``store`` (a step's outcome, a retry) that fails for either reason."""
+        for name in ("fire_claimed", "retry_later"):
+            setattr(store, name, self._noting(getattr(store, name)))
+
+    def _noting(self, write: Callable[..., Any]) -> Callable[..., Any]:
+        def noted(claim: Claim, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return write(claim, *args, **kwargs)
+            except ClaimLost:
+                self.note("lost", claim)
+                raise
+            except StoreUnavailable:
+                self.note("unwritten", claim)
+                raise
+
+        return noted
+
+    def report(self) -> dict[str, list[list[Any]]]:
+        with self._lock:
+            return {kind: sorted([rid, version] for rid, version in claims) for kind, claims in self._claims.items()}
+
+
+#: The one worker of this process keeps its troubled claims here (they go to the stats file).
+TROUBLE = ClaimTrouble()
+
+
 def _remembering(step: Step) -> Step:
-    """``step``, letting the provisioners it calls (in the same thread) see its StepContext."""
+    """``step``, letting the provisioners it calls (in the same thread) see its StepContext, and noting
+    the claim as lost when the heartbeat found it gone while the step ran."""
 
     def run(resource: Resource, ctx: StepContext) -> Outcome:
         _running.ctx = ctx
@@ -142,6 +197,8 @@ def _remembering(step: Step) -> Step:
             return step(resource, ctx)
         finally:
             _running.ctx = None
+            if ctx.lost.is_set():
+                TROUBLE.note("lost", ctx.claim)
 
     run.__name__ = getattr(step, "__name__", type(step).__name__)
     return run
@@ -243,6 +300,7 @@ def _stats(worker: Worker, *, final: bool) -> dict[str, Any]:
         "pid": os.getpid(),
         "final": final,
         "stats": stats,
+        "claims": TROUBLE.report(),
         "listener": None
         if listener is None
         else {"connects": listener.connects, "failures": listener.failures, "last_error": listener.last_error},
@@ -309,6 +367,7 @@ def main(argv: Sequence[str]) -> int:
     )
     kind = chaos_kind(deadline=args.deadline, retry=retry)
     store = open_store(args.url, [kind])
+    TROUBLE.watch(store)
     recorder = Recorder(args.url, args.name, size=args.concurrency + 1)
     worker = Worker(
         store,

@@ -8,11 +8,12 @@ at everything from the outside:
 
 (a) ``test_sigkill_workers_at_random``: workers are SIGKILLed while many lifecycles run and replaced
     by fresh ones. Nothing is lost (every transfer ends ``deprovisioned`` by the one happy path),
-    nothing is stuck (no claim left, progress never stalls), the journal replays to every row with
-    exactly one transition per (resource, version), the worker that committed a step's transition
-    is one that applied its effect (and the outcome it committed carries that very effect), and no
-    step was applied by two workers that both lived unless one of them saw its claim lost. A
-    killed worker's effect without a transition is allowed: that is at-least-once.
+    nothing is stuck (no claim left, progress never stalls), every journal is one unbroken chain
+    (versions 1..N, each entry starting where the one before ended, the last one at the row's version
+    and state) that replays to its row, the worker that committed a step's transition is one that
+    applied its effect (and the outcome it committed carries that very effect), and no step was
+    applied by two workers that both lived unless the one that did not commit lost that very claim.
+    A killed worker's effect without a transition is allowed: that is at-least-once.
 (b) ``test_stalled_worker_late_write_is_refused``: a worker is SIGSTOPped inside a step (held there
     by a gate the test opens later), past its 1 s lease; another takes the resource over and
     commits; SIGCONT, gate open: the stalled worker's late write is refused (its ClaimLost is
@@ -269,6 +270,16 @@ class Fleet:
         """The last stats of every worker (final for those that stopped, the last dump of the killed)."""
         return {p.name: (p.report() or {}).get("stats", {}) for p in self.procs}
 
+    def troubled_claims(self) -> dict[str, dict[str, set[tuple[str, int]]]]:
+        """Per worker, its claims whose outcome it could not write, by why (``lost``, ``unwritten``)."""
+        return {
+            p.name: {
+                why: {(str(rid), int(version)) for rid, version in claims}
+                for why, claims in ((p.report() or {}).get("claims") or {}).items()
+            }
+            for p in self.procs
+        }
+
     def total(self, key: str) -> int:
         return sum(int(s.get(key, 0)) for s in self.reports().values())
 
@@ -476,7 +487,7 @@ def _all(store: EngineStore) -> list[Resource]:
 
 
 def lenient_replay(kind: Kind, entries: Sequence[JournalEntry]) -> tuple[str, int]:
-    """:func:`store_support.replay`, also accepting ``@retry`` entries (a retry keeps the state)."""
+    """:func:`tests.store_support.replay`, also accepting ``@retry`` entries (a retry keeps the state)."""
     plain: list[JournalEntry] = []
     state = entries[0].to_state if entries else ""
     for number, entry in enumerate(entries, start=1):
@@ -486,7 +497,7 @@ def lenient_replay(kind: Kind, entries: Sequence[JournalEntry]) -> tuple[str, in
             continue
         plain.append(entry)
         state = entry.to_state
-    # Replay the transitions alone, renumbered: the same checks as store_support.replay.
+    # Replay the transitions alone, renumbered: the same checks as tests.store_support.replay.
     renumbered = [
         JournalEntry(e.seq, e.resource_id, i, e.event, e.from_state, e.to_state, e.actor, e.at, e.detail)
         for i, e in enumerate(plain, start=1)
@@ -507,6 +518,34 @@ class Findings:
             self.problems.append(message)
 
 
+def check_journal_chains(db: Db, f: Findings) -> None:
+    """Every resource's journal is one unbroken chain that ends at its row.
+
+    Versions run 1..N without a gap; each entry starts in the state the one before it ended in; and
+    the last entry is at the row's version and ends in the row's state.
+    """
+    gaps = db.rows(
+        "SELECT resource_id, count(*), min(version), max(version) FROM journal GROUP BY resource_id "
+        "HAVING min(version) <> 1 OR max(version) <> count(*)"
+    )
+    f.check(not gaps, f"journals whose versions are not 1..N (resource, entries, first, last): {gaps[:5]}")
+    broken = db.rows(
+        "SELECT resource_id, version, from_state, before FROM ("
+        "  SELECT resource_id, version, from_state,"
+        "         lag(to_state) OVER (PARTITION BY resource_id ORDER BY version) AS before"
+        "  FROM journal) AS chained "
+        "WHERE version > 1 AND from_state IS DISTINCT FROM before"
+    )
+    f.check(not broken, f"entries starting elsewhere than the one before ended: {broken[:5]}")
+    apart = db.rows(
+        "SELECT r.id, r.state, r.version, last.to_state, last.version FROM resources AS r "
+        "LEFT JOIN LATERAL (SELECT to_state, version FROM journal WHERE resource_id = r.id "
+        "                   ORDER BY version DESC LIMIT 1) AS last ON true "
+        "WHERE last.version IS DISTINCT FROM r.version OR last.to_state IS DISTINCT FROM r.state"
+    )
+    f.check(not apart, f"rows that are not where their journal ends (id, state, version, last to, last v): {apart[:5]}")
+
+
 def check_transfers(
     store: EngineStore,
     db: Db,
@@ -516,25 +555,24 @@ def check_transfers(
     *,
     happy: bool = True,
     retries_allowed: bool = False,
-    excuses: Sequence[str] = ("claims_lost",),
+    excuses: Sequence[str] = ("lost",),
 ) -> Findings:
     """The invariants every transfer of a chaos run must show, however its workers were treated.
 
     A step applied again by a second worker is fine when the first was killed; when both lived, the
-    one whose transition did not commit must show why in its stats (one of ``excuses``: a lost
-    claim; with the database going away, also an outcome it could not write).
+    one whose transition did not commit must have that very claim among its troubled ones (one of
+    ``excuses``: the claim was lost; with the database going away, also: it could not write the
+    outcome). Another claim of the same worker lost some other time excuses nothing.
     """
     f = Findings()
     killed = fleet.killed
-    reports = fleet.reports()
+    troubled = fleet.troubled_claims()
     workers = {p.name for p in fleet.procs}
     by_resource: dict[str, list[Effect]] = defaultdict(list)
     for e in effects(db):
         by_resource[e.resource_id].append(e)
 
-    # Exactly one transition per (resource, version), whatever the unique key would let through.
-    doubled = db.rows("SELECT resource_id, version, count(*) FROM journal GROUP BY 1, 2 HAVING count(*) > 1")
-    f.check(not doubled, f"several journal rows for one (resource, version): {doubled[:5]}")
+    check_journal_chains(db, f)
     held = db.rows("SELECT id, claimed_by FROM resources WHERE claim_token IS NOT NULL")
     f.check(not held, f"claims left behind: {held[:5]}")
     unsettled = db.value("SELECT count(*) FROM inbox WHERE applied_at IS NULL")
@@ -592,10 +630,12 @@ def check_transfers(
             # have lost its claim (or, with the database away, failed to write its outcome).
             live_orphans = [w for w in orphans if w not in killed]
             for w in live_orphans:
+                own = troubled.get(w, {})
                 f.check(
-                    any(int(reports.get(w, {}).get(excuse, 0)) > 0 for excuse in excuses),
+                    any((rid, version) in own.get(excuse, set()) for excuse in excuses),
                     f"{where}: {action} of {definition} at v{version} applied by live workers {appliers} "
-                    f"(committed by {committer}), and {w} shows none of {list(excuses)}",
+                    f"(committed by {committer}), and {w} neither lost that claim nor failed to write its "
+                    f"outcome (excused: {list(excuses)})",
                 )
             f.counts["effects by live workers that did not commit"] += len(live_orphans)
 
@@ -782,6 +822,7 @@ def test_stalled_worker_late_write_is_refused(pg_url: str, fleets: Callable[[str
         shut_down_cleanly(fleet)
         reports = fleet.reports()
         assert reports[stalled.name]["claims_lost"] >= 1, reports
+        assert (gated.id, version) in fleet.troubled_claims()[stalled.name]["lost"], "the very claim it held"
         assert reports[taker.name]["takeovers"] >= 1, reports
 
         journal = all_journal(store, gated.id)
@@ -923,9 +964,7 @@ def run_restarts(
         # Nobody restarted the workers: each one came through by itself.
         assert [p.name for p in fleet.live()] == [p.name for p in fleet.procs], fleet.describe()
         shut_down_cleanly(fleet)
-        findings = check_transfers(
-            store, db, kind, ids, fleet, retries_allowed=True, excuses=("claims_lost", "store_errors")
-        )
+        findings = check_transfers(store, db, kind, ids, fleet, retries_allowed=True, excuses=("lost", "unwritten"))
         assert_clean(findings, fleet, ids)
         reports = [p.report() or {} for p in fleet.procs]
         # The LISTEN relay of every worker reconnected after each disruption.

@@ -513,6 +513,12 @@ def check_log(run: Run, lines: Sequence[Line]) -> None:
             assert 1 <= counts["reverted", name] <= 1 + again, context
         else:
             assert counts["revert-started", name] == 0, context
+    if run.fail:
+        # Latest first: the order reverts began in (one begun again after a kill inside it counts once)
+        # is the reverse of the order the tasks ran in.
+        begun = [line.subject for line in lines if line.verb == "revert-started"]
+        order = [name for i, name in enumerate(begun) if i == 0 or begun[i - 1] != name]
+        assert order == list(reversed(worker.TASKS)), f"reverted in the order {order}\n{context}"
     if not run.fail:
         for name in worker.FAILURE_TASKS:
             assert counts["started", name] == 0, f"{name} ran in a run that succeeded\n{context}"

@@ -19,8 +19,7 @@ import pytest
 from tenure import Conflict, InvalidArgument, Resource, TransitionNotAllowed, UnknownKind, UnknownState, open_store
 from tenure.kinds.image import image
 from tenure.store.feed import BEGINNING, Change, Changes
-from tenure.store.postgres import Q as PG_QUERIES
-from tenure.store.postgres import write_params
+from tenure.store.postgres import write_params, write_statement
 from tenure.store.protocol import EngineStore
 from tenure.store.write import plan_desired
 from tests.store_support import FakeClock, all_journal, feed_all
@@ -310,7 +309,7 @@ def test_an_entry_that_commits_after_a_later_one_is_not_skipped(pg_url: str, pg_
 
     with psycopg.connect(pg_url) as slow:  # not autocommit: its transaction stays open
         desire = plan_desired(image, early, "deleted", early.updated_at + timedelta(seconds=1), "slow")
-        slow.execute(PG_QUERIES["write"], write_params(desire))
+        slow.execute(write_statement(carries_waits=True), write_params(desire))
         store.fire(late, "deactivate", actor="fast")  # takes a later seq, and commits first
 
         (fast,) = store.feed(after_seq=seen_seq)

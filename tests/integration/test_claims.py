@@ -720,7 +720,9 @@ def test_racing_claimers_never_share_a_resource(s: EngineStore, store_url: str, 
         assert s.get(c.resource.id) == c.resource, "the row holds the one claim handed out"
 
 
-def test_racing_takeovers_and_late_writes_have_one_winner_each(s: EngineStore, store_url: str, clock: FakeClock) -> None:
+def test_racing_takeovers_and_late_writes_have_one_winner_each(
+    s: EngineStore, store_url: str, clock: FakeClock
+) -> None:
     """Everybody claims; the leases run out; everybody takes over; then every claim, stale or not, writes.
 
     Each resource is taken over by exactly one worker, and only the write under that claim lands.

@@ -141,14 +141,22 @@ def test_unknown_resource(store: EngineStore) -> None:
 
 
 def test_setting_it_and_a_client_event_on_one_snapshot_race_one_wins(store: EngineStore) -> None:
+    # Both writers hold the same snapshot; each side writes first once, and the other is refused.
     r = _active(store)
-    store.fire(r, "deactivate")
-    with pytest.raises(Conflict):
+    event_won = store.fire(r, "deactivate")
+    with pytest.raises(Conflict) as lost:
         store.set_desired_state(r, "deleted")
+    assert (lost.value.actual_version, lost.value.actual_state) == (event_won.version, "deactivated")
+    _unchanged(store, event_won)
+    assert event_won.desired_state is None
+
     r2 = _active(store, "two")
-    store.set_desired_state(r2, "deleted")
-    with pytest.raises(Conflict):
+    desire_won = store.set_desired_state(r2, "deleted")
+    with pytest.raises(Conflict) as lost:
         store.fire(r2, "deactivate")
+    assert (lost.value.actual_version, lost.value.actual_state) == (desire_won.version, "active")
+    _unchanged(store, desire_won)
+    assert desire_won.desired_state == "deleted"
 
 
 def test_a_work_state_keeps_its_schedule(store: EngineStore, clock: FakeClock) -> None:

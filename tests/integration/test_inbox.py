@@ -695,7 +695,9 @@ def start_listening(s: EngineStore) -> int:
     return bumped(s.signal, before)  # every (re)connection bumps the signal once
 
 
-def test_another_store_objects_writes_wake_the_listening_store(s: EngineStore, store_url: str, clock: FakeClock) -> None:
+def test_another_store_objects_writes_wake_the_listening_store(
+    s: EngineStore, store_url: str, clock: FakeClock
+) -> None:
     """PostgreSQL relays its triggers' NOTIFY; SQLite watches the file's data_version."""
     seen = start_listening(s)
     assert s.listen() is s.listen(), "one listener per store"

@@ -328,11 +328,15 @@ def test_errors_can_be_raised_with_their_documented_arguments(cls: type[TenureEr
     assert isinstance(info.value, BASE[cls])
 
 
-def test_errors_can_be_caught_as_exceptions() -> None:
-    with pytest.raises(TenureError):
+def test_a_resource_not_found_can_be_caught_as_a_tenure_error_and_as_an_exception() -> None:
+    with pytest.raises(TenureError) as caught:
         raise ResourceNotFound("r")
-    with pytest.raises(Exception, match="no resource with id 'r'"):
+    # What was caught is the ResourceNotFound itself, with its fact, not some other TenureError.
+    assert type(caught.value) is ResourceNotFound
+    assert caught.value.resource_id == "r"
+    with pytest.raises(Exception, match="no resource with id 'r'") as as_exception:
         raise ResourceNotFound("r")
+    assert type(as_exception.value) is ResourceNotFound
 
 
 # --- wording of the messages a user reads --------------------------------------------------------

@@ -34,7 +34,7 @@ from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
 from tenure.store.write import Write
 
-__all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params"]
+__all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
 
 # psycopg takes bytes for SQL that is not a literal in the code.
 Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
@@ -64,6 +64,29 @@ def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 def _text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def write_statement(*, opens_wait: bool = False, carries_waits: bool = False, settles: bool = False) -> bytes:
+    """The ``write`` block with the side rows a write has, and its journal row, as one statement."""
+    parts = [Q["write"]]
+    for wanted, name in (
+        (opens_wait, "write_opens_wait"),
+        (carries_waits, "write_carries_waits"),
+        (settles, "write_settles"),
+    ):
+        if wanted:
+            parts.append(Q[name])
+    return b"\n".join([*parts, Q["write_journal"]])
+
+
+#: Every shape a write can take, made once: one statement per combination of side rows. A write
+#: without side rows (most of them) pays for none: PostgreSQL plans and runs only what is sent.
+_WRITES = {
+    (wait, carry, settle): write_statement(opens_wait=wait, carries_waits=carry, settles=settle)
+    for wait in (False, True)
+    for carry in (False, True)
+    for settle in (False, True)
+}
 
 
 def write_params(write: Write) -> dict[str, Any]:
@@ -184,10 +207,9 @@ class PostgresDatabase:
     # --- the one write -------------------------------------------------------------------------
 
     def commit(self, write: Write) -> bool:
-        params = write_params(write)
+        statement = _WRITES[write.wait is not None, write.carries_waits, bool(write.settle)]
         with self._connection() as conn:
-            row = conn.execute(Q["write"], params).fetchone()
-        return bool(row and row[0] == 1)
+            return conn.execute(statement, write_params(write)).fetchone() is not None
 
     def insert(self, resource: Resource, actor: str | None) -> Resource | None:
         r = resource

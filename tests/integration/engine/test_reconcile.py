@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,7 @@ from tenure.engine.reconcile import Reconciler, rest_pairs
 from tenure.engine.steps import advance_to
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer_kind, transfer_steps
+from tenure.store.claims import Claim
 from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT
 from tenure.store.protocol import EngineStore
 from tests.store_support import FakeClock, all_journal
@@ -363,52 +366,105 @@ def test_a_desire_cleared_while_claimed_leaves_the_resource_idle(store: EngineSt
     assert Reconciler(store, actor="x").handles(after)
 
 
-@pytest.mark.parametrize("rounds", [12])
-def test_a_client_event_racing_a_reconcile_exactly_one_wins(store: EngineStore, rounds: int) -> None:
-    """image: active with desired deleted; the reconcile fires delete while a client fires deactivate."""
+@dataclass
+class RaceRound:
+    """One round of the race: who writes first, and what each side waits on before its write."""
+
+    #: "reconcile first", "client first", or "at once" (both released by one barrier).
+    turn: str
+    reconcile_wrote: threading.Event = field(default_factory=threading.Event)
+    client_wrote: threading.Event = field(default_factory=threading.Event)
+    barrier: threading.Barrier = field(default_factory=lambda: threading.Barrier(2, timeout=30))
+
+    def before_the_reconcile_writes(self) -> None:
+        if self.turn == "client first":
+            assert self.client_wrote.wait(30), "the client never wrote"
+        elif self.turn == "at once":
+            self.barrier.wait()
+
+    def before_the_client_writes(self) -> None:
+        if self.turn == "reconcile first":
+            assert self.reconcile_wrote.wait(30), "the reconcile never wrote"
+        elif self.turn == "at once":
+            self.barrier.wait()
+
+
+RACE_TURNS = ("reconcile first", "client first", "at once")
+
+
+def test_a_client_event_racing_a_reconcile_exactly_one_wins(
+    store: EngineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """image: active with desired deleted; the reconcile fires delete while a client fires deactivate.
+
+    In every round both writers hold the same version before either writes: the reconcile has claimed
+    the resource and chosen its event, the client has its snapshot. Then the reconcile writes first,
+    the client writes first, or both are released by one barrier; whoever writes first wins, and the
+    other is refused: the client with a Conflict, the reconcile with its claim lost.
+    """
     worker = Worker(store, Steps(), name="mover")
-    outcomes: dict[str, int] = {"reconcile": 0, "client": 0}
-    for n in range(rounds):
+    real_fire_claimed = store.fire_claimed
+    rounds: list[RaceRound] = []
+
+    def fire_claimed(claim: Claim, event: str, **kwargs: Any) -> Resource:
+        now = rounds[-1]
+        now.before_the_reconcile_writes()
+        try:
+            return real_fire_claimed(claim, event, **kwargs)
+        finally:
+            now.reconcile_wrote.set()
+
+    monkeypatch.setattr(store, "fire_claimed", fire_claimed)
+    winners: list[tuple[str, str]] = []
+    for n, turn in enumerate(RACE_TURNS * 4):
         r = store.create("image", {"name": f"r{n}"})
         r = store.fire(store.fire(r, "upload"), "activate")
         snapshot = store.set_desired_state(r, "deleted")
         (claim,) = store.claim("mover", [("image", "active")], lease=LEASE)
-        barrier = threading.Barrier(2, timeout=30)
+        assert claim.resource.version == snapshot.version
+        now = RaceRound(turn)
+        rounds.append(now)
         client: list[BaseException | Resource] = []
 
         def fire_as_client(
-            snapshot: Resource = snapshot,
-            barrier: threading.Barrier = barrier,
-            client: list[BaseException | Resource] = client,
+            snapshot: Resource = snapshot, now: RaceRound = now, client: list[BaseException | Resource] = client
         ) -> None:
-            barrier.wait()
             try:
+                now.before_the_client_writes()
                 client.append(store.fire(snapshot, "deactivate", actor="client"))
-            except Conflict as exc:
+            except BaseException as exc:
                 client.append(exc)
+            finally:
+                now.client_wrote.set()
 
         lost_before = worker.stats.claims_lost
         thread = threading.Thread(target=fire_as_client)
         thread.start()
-        barrier.wait()
         worker.run_claim(claim)
         thread.join(30)
 
         after = store.get(r.id)
         (answer,) = client
         if after.state == "deleted":
-            outcomes["reconcile"] += 1
-            assert isinstance(answer, Conflict)
+            winners.append((turn, "reconcile"))
+            assert isinstance(answer, Conflict), answer
             assert not isinstance(answer, ClaimLost)
             assert worker.stats.claims_lost == lost_before
+            assert (answer.actual_version, answer.actual_state) == (snapshot.version + 1, "deleted")
         else:
-            outcomes["client"] += 1
+            winners.append((turn, "client"))
             assert after.state == "deactivated"
-            assert isinstance(answer, Resource)
+            assert isinstance(answer, Resource), answer
             assert worker.stats.claims_lost == lost_before + 1
+            assert after.claim_token is None, "the refused reconcile handed its claim back"
+        assert after.version == snapshot.version + 1, "exactly one of the two writes got in"
         journal = all_journal(store, r.id)
         assert [e.version for e in journal] == list(range(1, after.version + 1))
-    assert sum(outcomes.values()) == rounds
+
+    # Whoever was made to write first won, so each side won rounds; racing freely, either may win.
+    forced = {(turn, winner) for turn, winner in winners if turn != "at once"}
+    assert forced == {("reconcile first", "reconcile"), ("client first", "client")}, winners
+    assert {winner for _, winner in winners} == {"reconcile", "client"}, winners
 
 
 def test_advance_steps_still_work_beside_reconciles(store: EngineStore) -> None:

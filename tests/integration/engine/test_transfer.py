@@ -610,7 +610,9 @@ def test_a_flow_step_whose_task_fails_reverts_and_fails_with_the_tasks_error(sto
     assert events(store, r.id) == ["@create", "broke"]
 
 
-def test_a_flow_step_whose_revert_fails_is_retried_and_resumes_the_same_run(store: EngineStore, clock: FakeClock) -> None:
+def test_a_flow_step_whose_revert_fails_is_retried_and_resumes_the_same_run(
+    store: EngineStore, clock: FakeClock
+) -> None:
     attempts: list[int] = []
 
     def reserve() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,6 +80,29 @@ class Recorder:
             assert gate.wait(30), "the test never opened the gate"
         self.returned.set()
         return Advance("finish", {"by": ctx.worker})
+
+
+class EveryoneAtWork(Recorder):
+    """A :class:`Recorder` whose steps wait until ``workers`` different workers each began one: a worker
+    runs at most its concurrency of steps at once, so while the first steps wait, the other workers
+    must claim the rest, and no worker can take all of the work. After 5 seconds without everyone at
+    work the steps stop waiting (the test then fails on who did the work, not on a timeout)."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self.at_work: set[str] = set()
+        self.waited_in_vain = False
+        self._everyone = threading.Condition()
+
+    def __call__(self, resource: Resource, ctx: StepContext) -> Outcome:
+        with self._everyone:
+            self.at_work.add(ctx.worker)
+            self._everyone.notify_all()
+            if not self.waited_in_vain:
+                everyone = self._everyone.wait_for(lambda: len(self.at_work) >= self.workers, timeout=5)
+                self.waited_in_vain = not everyone
+        return super().__call__(resource, ctx)
 
 
 def steps_for(kind: Kind, step: Recorder) -> Steps:
@@ -367,7 +391,7 @@ def test_workers_sharing_a_database_run_each_step_once(
     start_worker: Callable[[Worker], Worker],
     eventually: Eventually,
 ) -> None:
-    step = Recorder()
+    step = EveryoneAtWork(3)
     workers = [
         Worker(open_engine_store(), steps_for(chunk, step), name=f"w{n}", concurrency=3, poll_interval=0.05)
         for n in range(3)
@@ -379,10 +403,15 @@ def test_workers_sharing_a_database_run_each_step_once(
 
     eventually(lambda: all(real_store.get(i).state == "done" for i in ids), "every resource was worked")
     assert sorted(rid for rid, _ in step.calls) == sorted(ids), "each step ran exactly once"
+    ran_by = dict(step.calls)
+    shares = Counter(ran_by.values())
+    assert sorted(shares) == ["w0", "w1", "w2"], f"the work was not shared: {dict(shares)}"
     eventually(lambda: sum(w.stats.advanced for w in workers) == 30, "the workers counted every outcome")
+    assert {w.name: w.stats.advanced for w in workers} == dict(shares), "each counted the outcomes it wrote"
     assert sum(w.stats.claims_lost + w.stats.takeovers for w in workers) == 0
     for rid in ids:
         assert len(real_store.journal(rid)) == 2
+        assert transitions_from(real_store, rid, "todo") == [("finish", ran_by[rid])], "written by who ran it"
 
 
 def test_a_kind_whose_steps_always_fail_does_not_starve_another_kind(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tenure.errors import FlowFailed, TenureError
+from tenure.errors import FlowFailed, FlowRunNotFound, TenureError
 from tenure.flow import (
     Failure,
     FlowEngine,
@@ -290,8 +290,9 @@ def test_retry_revert_and_mark_resolved_refuse_runs_whose_revert_did_not_fail(lo
             getattr(engine, operation)(outcome.run_id)
         assert outcome.run_id in str(err.value)
         assert f"is {outcome.state.value}; only a revert_failed run" in str(err.value)
-    with pytest.raises(TenureError, match="no flow run with id 'nope'"):
+    with pytest.raises(FlowRunNotFound, match="no flow run with id 'nope'") as caught:
         getattr(engine, operation)("nope")
+    assert caught.value.run_id == "nope"
 
 
 def test_retry_revert_refuses_a_resolved_run(log: Log) -> None:

@@ -1,18 +1,19 @@
 """Resuming runs from their checkpoints after the process running them died.
 
-A kill is simulated with :class:`~flow_support.Crash`, a ``BaseException`` the engine does not catch:
+A kill is simulated with :class:`~tests.unit.flow.flow_support.Crash`, a ``BaseException`` the engine does not catch:
 raised by a task (or by the checkpoint store) it stops the run exactly there, leaving only what had
 been committed. A fresh engine, with a freshly built flow, then resumes the run from the same store.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from tenure.errors import FlowChanged, TenureError
+from tenure.errors import FlowChanged, FlowRunNotFound
 from tenure.flow import (
     Failure,
     Flow,
@@ -213,8 +214,10 @@ def test_resume_refuses_a_changed_flow(log: Log, checkpoints: MemoryCheckpoints)
 
 
 def test_resume_of_an_unknown_run(log: Log) -> None:
-    with pytest.raises(TenureError, match="no flow run with id 'ghost'"):
+    with pytest.raises(FlowRunNotFound, match="no flow run with id 'ghost'") as caught:
         FlowEngine(chain(log)).resume("ghost")
+    assert caught.value.run_id == "ghost"
+    assert log.entries == []
 
 
 # --- retries and reschedules survive a restart --------------------------------------------------
@@ -346,6 +349,81 @@ def test_a_failure_committed_before_the_kill_is_retried_by_its_controller(log: L
     assert (retried.attempt, retried.resumed) == (1, False)
     assert retried.idempotency_key != before_kill.idempotency_key
     assert stored(checkpoints, "r").retries == {"sub": 1}
+
+
+# --- the order of reverts after a kill ------------------------------------------------------------
+
+
+class KillAfterFailureWatched(KillAfterFailureOf):
+    """:class:`KillAfterFailureOf` that also sets ``committed[(task, state)]`` once such a record is saved."""
+
+    def __init__(self, task: str, watch: Sequence[tuple[str, TaskState]]) -> None:
+        super().__init__(task)
+        self.committed = {key: threading.Event() for key in watch}
+
+    def save(self, run_id: str, tasks: Sequence[TaskRecord], run: RunRecord | None = None) -> None:
+        try:
+            super().save(run_id, tasks, run)
+        finally:
+            for t in tasks:
+                if (t.task, t.state) in self.committed:
+                    self.committed[(t.task, t.state)].set()
+
+
+def test_after_a_kill_a_task_still_running_is_reverted_first_then_the_rest_latest_first(log: Log) -> None:
+    """a, then b, c and d side by side: c succeeds, then b fails, while d still runs when the process
+    dies. The resumed run reverts d first (it began after everything it depends on had finished, and
+    its outcome is lost), then the others in the reverse of the order they finished (b, c, a), which
+    is not the reverse of the order they are declared in (d, c, b, a)."""
+    checkpoints = KillAfterFailureWatched("b", [("c", TaskState.SUCCESS)])
+    release_d = threading.Event()
+
+    def build(log: Log) -> Flow:
+        return linear(
+            "f",
+            probe("a", log, provides="x"),
+            unordered(
+                "side-by-side",
+                # b fails only once c's success is committed: c finishes first, b second.
+                probe(
+                    "b",
+                    log,
+                    requires=("x",),
+                    fails=True,
+                    during=lambda: checkpoints.committed[("c", TaskState.SUCCESS)].wait(10),
+                ),
+                probe("c", log, requires=("x",), provides="y"),
+                probe("d", log, requires=("x",), during=lambda: release_d.wait(10)),
+            ),
+        )
+
+    first = FlowEngine(build(log), checkpoints=checkpoints, max_workers=3)
+    try:
+        with pytest.raises(Crash):
+            first.run(run_id="r")
+    finally:
+        release_d.set()  # the killed process's d never finishes; this one's thread may end now
+        first.close()
+    record = stored(checkpoints, "r")
+    assert record.state is RunState.RUNNING
+    assert {name: (t.state, t.seq) for name, t in record.tasks.items()} == {
+        "a": (TaskState.SUCCESS, 1),
+        "c": (TaskState.SUCCESS, 2),
+        "b": (TaskState.FAILURE, 3),
+        "d": (TaskState.RUNNING, 0),
+    }
+
+    after = Log()
+    second = FlowEngine(build(after), checkpoints=checkpoints, max_workers=3)
+    try:
+        outcome = second.resume("r")
+    finally:
+        second.close()
+
+    assert outcome.state is RunState.REVERTED
+    assert set(outcome.failures) == {"b"}
+    assert after.names("execute") == [], "nothing runs forward again: b's failure was committed"
+    assert after.names("revert") == ["d", "b", "c", "a"]
 
 
 # --- a kill at every checkpoint ----------------------------------------------------------------

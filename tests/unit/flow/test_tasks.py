@@ -21,7 +21,7 @@ from tenure.flow import (
     task,
     unordered,
 )
-from tests.unit.flow.flow_support import Log
+from tests.unit.flow.flow_support import Log, probe
 
 # --- tasks of the seed's "create volume" kind, used directly ----------------------------------
 
@@ -260,7 +260,27 @@ def test_function_task_revert_with_var_keyword_gets_everything() -> None:
 
 
 def test_function_task_without_revert_reverts_nothing() -> None:
-    FunctionTask(lambda: None, name="t").revert(result=None, failure=None)  # nothing to call, nothing raised
+    calls: list[dict[str, Any]] = []
+
+    def make(**kwargs: Any) -> str:
+        calls.append(kwargs)
+        return "made"
+
+    t = FunctionTask(make, name="t", provides="x")
+    assert t.revert(result="made", failure=None) is None
+    assert calls == [], "reverting a task without a revert calls nothing, least of all its execute"
+
+    # In a run that fails after it: it ran once, and its revert is recorded without anything being called.
+    checkpoints = MemoryCheckpoints()
+    log = Log()
+    engine = FlowEngine(linear("f", t, probe("after", log, requires=("x",), fails=True)), checkpoints=checkpoints)
+    outcome = engine.run(run_id="r")
+    assert outcome.state is RunState.REVERTED
+    assert calls == [{}]
+    assert log.names("revert") == ["after"]
+    record = checkpoints.load_run("r")
+    assert record is not None
+    assert record.tasks["t"].state is TaskState.REVERTED
 
 
 def test_task_decorator_bare() -> None:

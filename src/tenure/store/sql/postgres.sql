@@ -31,13 +31,13 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
 FROM resources WHERE idempotency_key = %s
 
 -- name: write
--- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it), with
--- its journal row and side rows, as one statement: every part is written only if the swap matched.
--- It matches only while the row is still at the version and state the write was planned from and, when
--- a claim token is given, still claimed under it. A write that keeps the claim (a desired state) leaves
--- the claim, and the attempt count a takeover may have bumped without a new version, alone. A write
--- either opens a wait (entering a wait state) or carries the waits along (a desired state), never both:
--- one statement cannot change the same waits row twice.
+-- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it). It
+-- matches only while the row is still at the version and state the write was planned from and, when a
+-- claim token is given, still claimed under it. A write that keeps the claim (a desired state) leaves
+-- the claim, and the attempt count a takeover may have bumped without a new version, alone.
+-- PostgresDatabase.commit sends it as one statement with the write's side rows (the write_* blocks
+-- that apply, each a CTE) and its journal row (write_journal): every part is written only if the swap
+-- matched, in one round trip, committed together.
 WITH moved AS (
     UPDATE resources
     SET state = %(state)s, version = %(version)s, data = coalesce(%(data)s, data), error = %(error)s,
@@ -50,26 +50,40 @@ WITH moved AS (
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
-), logged AS (
-    INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-    SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
-), waited AS (
+)
+
+-- name: write_opens_wait
+-- Side rows of a write into a wait state: the wait it opens, or the provisional one it completes.
+, waited AS (
     INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
     SELECT %(wait_hash)s, id, %(version)s, %(state)s, %(wait_keys)s, %(wait_rules)s, %(now)s, %(deadline)s
-    FROM moved WHERE %(wait_hash)s::text IS NOT NULL
+    FROM moved
     ON CONFLICT (token_hash) DO UPDATE
     SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
         deadline = excluded.deadline
     WHERE waits.resource_id = excluded.resource_id
-), carried AS (
+)
+
+-- name: write_carries_waits
+-- Side rows of a desired state set while waiting: the waits move to the new version with the resource,
+-- since their callbacks still answer this stay in the state (provisional waits of a running step do not).
+, carried AS (
     UPDATE waits SET version = %(version)s
-    WHERE %(carries_waits)s AND resource_id IN (SELECT id FROM moved) AND version = %(expected_version)s
-      AND rules <> '{}'::jsonb
-), settled AS (
+    WHERE resource_id IN (SELECT id FROM moved) AND version = %(expected_version)s AND rules <> '{}'::jsonb
+)
+
+-- name: write_settles
+-- Side rows of a write that callbacks caused: they are settled exactly when it commits.
+, settled AS (
     UPDATE inbox SET applied_at = %(now)s, result = %(result)s
     WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
 )
-SELECT count(*) FROM moved
+
+-- name: write_journal
+-- The journal row of a write, and the statement's answer: a row when the swap matched, none when it lost.
+INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
+SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
+RETURNING seq
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
