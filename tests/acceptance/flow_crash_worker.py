@@ -54,8 +54,8 @@ from tenure.flow import FlowEngine, FunctionTask, RunRecord, TaskContext, TaskRe
 from tenure.flow.durable import StoreCheckpoints
 from tenure.flow.patterns import Flow
 from tenure.kinds.image import image
+from tenure.kinds.volume import ReservationState, StoreQuotaLedger
 from tenure.store.protocol import EngineStore
-from tenure.store.records import ReservationState
 
 __all__ = [
     "FAILURE_TASKS",
@@ -175,6 +175,7 @@ class ApiFlow:
 
     def __init__(self, store: EngineStore, effects: SideEffects) -> None:
         self.store = store
+        self.ledger = StoreQuotaLedger(self.store)
         self.effects = effects
 
     def flow(self) -> Flow:
@@ -234,15 +235,15 @@ class ApiFlow:
         """Nothing to undo."""
 
     def reserve(self, request: dict[str, Any], context: TaskContext) -> str:
-        return self.store.reserve(context.idempotency_key, request["project"], RESOURCE, request["size"]).id
+        return self.ledger.reserve(context.idempotency_key, request["project"], RESOURCE, request["size"]).id
 
     def rollback(self, result: str | None, **_: Any) -> None:
         if result is None:
             return
-        if self.store.reservation(result).state is ReservationState.RELEASED:
+        if self.ledger.reservation(result).state is ReservationState.RELEASED:
             # commit_quota's revert already gave the quota back (it reverts first).
             return
-        self.store.rollback_reservation(result)
+        self.ledger.rollback_reservation(result)
 
     def create_entry(self, request: dict[str, Any], context: TaskContext) -> str:
         entry = self.store.create(
@@ -258,11 +259,11 @@ class ApiFlow:
             self.store.fire(entry, "delete", actor="flow-revert")
 
     def commit_quota(self, reservation: str, context: TaskContext) -> bool:
-        self.store.commit_reservation(reservation)
+        self.ledger.commit_reservation(reservation)
         return True
 
     def release(self, reservation: str, **_: Any) -> None:
-        self.store.release_reservation(reservation)
+        self.ledger.release_reservation(reservation)
 
     def cast(self, entry_id: str, context: TaskContext) -> str:
         entry = self.store.get(entry_id)

@@ -43,8 +43,8 @@ import pytest
 
 from tenure import open_store
 from tenure.kinds.image import image
+from tenure.kinds.volume import ReservationState, StoreQuotaLedger
 from tenure.store.protocol import EngineStore
-from tenure.store.records import ReservationState
 from tests.acceptance import flow_crash_worker as worker
 
 pytestmark = pytest.mark.timeout(300)
@@ -286,7 +286,7 @@ class Driver:
             n = self._made
         slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:60]
         run_id = f"r{n:03d}-{slug}"
-        store.set_quota(run_id, worker.RESOURCE, QUOTA_LIMIT)
+        StoreQuotaLedger(store).set_quota(run_id, worker.RESOURCE, QUOTA_LIMIT)
         return Run(self.url, run_id, self.tmp / f"{run_id}.log", fail)
 
     def _start(self, run: Run, kill_at: str | None) -> Handle:
@@ -449,10 +449,10 @@ def check_run(store: EngineStore, run: Run) -> None:
         assert "finish was asked to fail" in row.failure["message"], context
 
     # The quota balances, and the one reservation (keyed by the task's idempotency key) ended right.
-    quota = store.quota(run.run_id, worker.RESOURCE)
+    quota = StoreQuotaLedger(store).quota(run.run_id, worker.RESOURCE)
     in_use = worker.SIZE if state == "success" else 0
     assert (quota.in_use, quota.reserved) == (in_use, 0), f"quota {quota}\n{context}"
-    reservation = store.reservation(f"{run.run_id}/reserve/0")
+    reservation = StoreQuotaLedger(store).reservation(f"{run.run_id}/reserve/0")
     assert reservation.amount == worker.SIZE, context
     wanted = ReservationState.COMMITTED if state == "success" else ReservationState.RELEASED
     assert reservation.state is wanted, f"reservation {reservation}\n{context}"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tenure import AlreadyExists, InvalidArgument, QuotaExceeded
+from tenure import AlreadyExists
 from tenure.flow import FlowEngine, RunState, TaskState, linear, task, unordered
 from tenure.flow.durable import StoreCheckpoints
 from tenure.store.protocol import EngineStore
@@ -81,53 +81,3 @@ def test_a_finished_sibling_is_committed_while_the_other_still_runs(store: Engin
     outcome = FlowEngine(unordered("pair", fast, slow), checkpoints=checkpoints, max_workers=2).run(run_id=run_id)
     assert outcome.ok
     assert seen == {"fast": "success"}
-
-
-def test_concurrent_reserves_and_commits_with_one_id_are_one(store: EngineStore) -> None:
-    store.set_quota("p", "gb", 100)
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def race() -> None:
-        try:
-            barrier.wait(timeout=10)
-            store.reserve("r-1", "p", "gb", 30)
-            barrier.wait(timeout=10)
-            store.commit_reservation("r-1")
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=race) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    quota = store.quota("p", "gb")
-    assert (quota.in_use, quota.reserved) == (30, 0)
-
-
-def test_a_reservation_id_reused_for_another_amount_is_refused(store: EngineStore) -> None:
-    store.set_quota("p", "gb", 100)
-    store.reserve("r-1", "p", "gb", 30)
-    with pytest.raises(InvalidArgument, match="already used for 30 gb"):
-        store.reserve("r-1", "p", "gb", 31)
-    with pytest.raises(QuotaExceeded) as caught:
-        store.reserve("r-2", "p", "gb", 71)
-    assert caught.value.available == 70
-    assert store.quota("p", "gb").reserved == 30
-
-
-def test_giving_back_twice_either_way_is_a_no_op(store: EngineStore) -> None:
-    store.set_quota("p", "gb", 100)
-    store.reserve("r-1", "p", "gb", 30)
-    store.commit_reservation("r-1")
-    store.release_reservation("r-1")
-    assert store.rollback_reservation("r-1").state.value == "released"
-    store.reserve("r-2", "p", "gb", 10)
-    store.rollback_reservation("r-2")
-    assert store.release_reservation("r-2").state.value == "rolled_back"
-    with pytest.raises(InvalidArgument, match="must be reserved to become committed"):
-        store.commit_reservation("r-2")
-    quota = store.quota("p", "gb")
-    assert (quota.in_use, quota.reserved) == (0, 0)

@@ -28,6 +28,7 @@ from tenure.kinds.volume import (
     MemoryNotifier,
     MemoryVolumeDriver,
     ReservationView,
+    StoreQuotaLedger,
     VolumeSource,
     volume,
     volume_steps,
@@ -95,6 +96,7 @@ class Ledger:
 
     def __init__(self, store: EngineStore) -> None:
         self.store = store
+        self.quotas = StoreQuotaLedger(store)  # type: ignore[arg-type]
         self.calls: list[tuple[str, str]] = []
         self.fail_commit_before: BaseException | None = None
         self.fail_commit_after: BaseException | None = None
@@ -104,14 +106,14 @@ class Ledger:
 
     def reserve(self, reservation_id: str, project: str, resource: str, amount: int) -> ReservationView:
         self.calls.append(("reserve", reservation_id))
-        made = self.store.reserve(reservation_id, project, resource, amount)
+        made = self.quotas.reserve(reservation_id, project, resource, amount)
         if self.crash_after_reserve is not None:
             crash, self.crash_after_reserve = self.crash_after_reserve, None
             raise crash
         return made
 
     def reservation(self, reservation_id: str) -> ReservationView:
-        return self.store.reservation(reservation_id)
+        return self.quotas.reservation(reservation_id)
 
     def commit_reservation(self, reservation_id: str) -> ReservationView:
         self.calls.append(("commit", reservation_id))
@@ -120,7 +122,7 @@ class Ledger:
         if self.fail_commit_before is not None:
             failure, self.fail_commit_before = self.fail_commit_before, None
             raise failure
-        done = self.store.commit_reservation(reservation_id)
+        done = self.quotas.commit_reservation(reservation_id)
         if self.fail_commit_after is not None:
             failure, self.fail_commit_after = self.fail_commit_after, None
             raise failure
@@ -128,11 +130,11 @@ class Ledger:
 
     def rollback_reservation(self, reservation_id: str) -> ReservationView:
         self.calls.append(("rollback", reservation_id))
-        return self.store.rollback_reservation(reservation_id)
+        return self.quotas.rollback_reservation(reservation_id)
 
     def release_reservation(self, reservation_id: str) -> ReservationView:
         self.calls.append(("release", reservation_id))
-        return self.store.release_reservation(reservation_id)
+        return self.quotas.release_reservation(reservation_id)
 
 
 @dataclass
@@ -171,7 +173,7 @@ class Cloud:
 
     def check_quota(self, project: str = PROJECT) -> None:
         """reserved == 0 and in_use == the sizes of the volumes holding committed quota."""
-        quota = self.store.quota(project, "gigabytes")
+        quota = self.ledger.quotas.quota(project, "gigabytes")
         holding = 0
         for rid in self.created:
             r = self.store.get(rid)
@@ -196,7 +198,7 @@ def make_cloud(store: EngineStore, *, hosts: tuple[Host, ...] = HOSTS, **options
 @pytest.fixture
 def cloud(store: EngineStore) -> Cloud:
     c = make_cloud(store, reschedule_on=(Busy,))
-    store.set_quota(PROJECT, "gigabytes", 100)
+    StoreQuotaLedger(store).set_quota(PROJECT, "gigabytes", 100)
     return c
 
 
@@ -214,7 +216,7 @@ def test_each_source_goes_through_the_three_flows_to_available(cloud: Cloud, sou
     assert r.data["cast_to"] == "scheduler"
     assert r.data["volume_record"]["id"] == r.id
     assert r.data["volume_record"]["source_type"] == source
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 10
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 10
     scheduling_run = step_run_id(cloud.store, r)
     r = cloud.step(r)
     assert r.state == "creating"
@@ -229,7 +231,7 @@ def test_each_source_goes_through_the_three_flows_to_available(cloud: Cloud, sou
     assert [n.event_type for n in cloud.notifier.events] == ["volume.create.end"]
     reservation_id = r.data["quota_commit"]["reservation_id"]
     assert reservation_id == f"{r.id}@1/reserve_quota/0"
-    assert cloud.store.reservation(reservation_id).state == "committed"
+    assert cloud.ledger.quotas.reservation(reservation_id).state == "committed"
     cloud.check_quota()
     # The scheduler's notify-on-failure task never ran.
     found = cloud.store.load_flow_run(scheduling_run)
@@ -247,24 +249,24 @@ def test_delete_releases_the_quota_and_a_failed_delete_keeps_it(cloud: Cloud) ->
     a = cloud.drive(cloud.create(size=30))
     b = cloud.drive(cloud.create(size=20, source="image"))
     cloud.check_quota()
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 50
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 50
     a = cloud.delete(a)
     assert a.state == "deleted"
     assert cloud.events(a)[-2:] == ["delete", "deleted"]
     assert ("host-a", a.id) not in cloud.driver.volumes
-    assert cloud.store.reservation(a.data["quota_commit"]["reservation_id"]).state == "released"
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 20
+    assert cloud.ledger.quotas.reservation(a.data["quota_commit"]["reservation_id"]).state == "released"
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 20
     cloud.check_quota()
 
     cloud.driver.fail_delete = OSError("target busy")
     b = cloud.delete(b)
     assert b.state == "error"
     assert "target busy" in (b.error or "")
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 20
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 20
     cloud.check_quota()
     cloud.driver.fail_delete = None
     assert cloud.delete(b).state == "deleted"
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 0
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 0
     assert [n.event_type for n in cloud.notifier.events].count("volume.delete.end") == 2
     cloud.check_quota()
 
@@ -279,7 +281,7 @@ def test_quota_exceeded_or_an_invalid_request_is_rejected_with_the_quota_untouch
     assert cloud.events(r) == ["@create", "rejected"]
     assert "QuotaExceeded" in (r.error or "")
     assert "volume_record" not in r.data
-    quota = cloud.store.quota(PROJECT, "gigabytes")
+    quota = cloud.ledger.quotas.quota(PROJECT, "gigabytes")
     assert (quota.reserved, quota.in_use) == (0, 90)
     assert [c for c in cloud.ledger.calls if r.id in c[1]] == [("reserve", f"{r.id}@1/reserve_quota/0")]
     cloud.check_quota()
@@ -292,7 +294,7 @@ def test_quota_exceeded_or_an_invalid_request_is_rejected_with_the_quota_untouch
 
     # Deleting a rejected volume gives back nothing, since it never held anything.
     assert cloud.delete(r).state == "deleted"
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 90
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 90
     assert cloud.delete(kept).state == "deleted"
     cloud.check_quota()
 
@@ -302,8 +304,8 @@ def test_a_failure_after_the_reservation_rolls_it_back_and_a_commit_is_released(
     r = cloud.step(cloud.create(size=25))
     assert r.state == "error"
     assert "database went away" in (r.error or "")
-    assert cloud.store.reservation(f"{r.id}@1/reserve_quota/0").state == "rolled_back"
-    quota = cloud.store.quota(PROJECT, "gigabytes")
+    assert cloud.ledger.quotas.reservation(f"{r.id}@1/reserve_quota/0").state == "rolled_back"
+    quota = cloud.ledger.quotas.quota(PROJECT, "gigabytes")
     assert (quota.reserved, quota.in_use) == (0, 0)
     cloud.check_quota()
 
@@ -312,7 +314,7 @@ def test_a_failure_after_the_reservation_rolls_it_back_and_a_commit_is_released(
     late = cloud.step(cloud.create(size=25))
     assert late.state == "error"
     key = f"{late.id}@1/reserve_quota/0"
-    assert cloud.store.reservation(key).state == "released"
+    assert cloud.ledger.quotas.reservation(key).state == "released"
     assert [c[0] for c in cloud.ledger.calls if c[1] == key] == ["reserve", "commit", "release"]
     cloud.check_quota()
 
@@ -321,7 +323,7 @@ def test_a_failure_after_the_reservation_rolls_it_back_and_a_commit_is_released(
 
 
 def test_unschedulable_notifies_exactly_once_and_keeps_the_quota_until_deleted(cloud: Cloud) -> None:
-    cloud.store.set_quota(PROJECT, "gigabytes", 1000)
+    cloud.ledger.quotas.set_quota(PROJECT, "gigabytes", 1000)
     r = cloud.drive(cloud.create(size=500))
     assert r.state == "error"
     assert cloud.events(r) == ["@create", "accepted", "unschedulable"]
@@ -332,7 +334,7 @@ def test_unschedulable_notifies_exactly_once_and_keeps_the_quota_until_deleted(c
     assert "no host has 500 GB free" in sent[0].payload["reason"]
     assert cloud.notifier.of_type("volume.create.end") == []
     assert cloud.driver.creates == []
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 500
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 500
     cloud.check_quota()
     assert cloud.delete(r).state == "deleted"
     cloud.check_quota()
@@ -344,7 +346,7 @@ def test_a_failing_scheduler_plugin_fails_the_step(store: EngineStore) -> None:
             raise ConnectionError("scheduler service down")
 
     c = make_cloud(store, scheduler=Down())
-    store.set_quota(PROJECT, "gigabytes", 100)
+    StoreQuotaLedger(store).set_quota(PROJECT, "gigabytes", 100)
     r = c.drive(c.create(size=10))
     assert r.state == "error"
     assert "scheduler service down" in (r.error or "")
@@ -387,11 +389,11 @@ def test_a_non_reschedulable_failure_reverts_the_flow_and_keeps_quota_until_dele
     assert found is not None
     assert found[0].state == "reverted"
     cloud.check_quota()
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 25
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 25
     cloud.delete(r)
     cloud.delete(fine)
     cloud.check_quota()
-    assert cloud.store.quota(PROJECT, "gigabytes").in_use == 0
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").in_use == 0
 
 
 def test_running_out_of_hosts_fails_the_volume(cloud: Cloud) -> None:
@@ -415,12 +417,12 @@ def test_a_crash_after_reserving_resumes_without_taking_the_quota_twice(cloud: C
         cloud.step(r)
     r = cloud.store.get(r.id)
     assert (r.state, r.version) == ("requested", 1)
-    assert cloud.store.quota(PROJECT, "gigabytes").reserved == 30  # held by the interrupted run
+    assert cloud.ledger.quotas.quota(PROJECT, "gigabytes").reserved == 30  # held by the interrupted run
     r = cloud.step(r)
     assert r.state == "scheduling"
     key = f"{r.id}@1/reserve_quota/0"
     assert cloud.ledger.calls.count(("reserve", key)) == 2  # the running task ran again ...
-    assert cloud.store.reservation(key).state == "committed"  # ... and found its own reservation
+    assert cloud.ledger.quotas.reservation(key).state == "committed"  # ... and found its own reservation
     found = cloud.store.load_flow_run(f"{r.id}@1")
     assert found is not None
     attempts = {t.task: (t.state, t.attempt) for t in found[1]}
@@ -522,7 +524,7 @@ def random_volumes_keep_the_quota_invariant(
     hosts = tuple(Host(f"h{i}", cap) for i, cap in enumerate(capacities))
     c = make_cloud(store, hosts=hosts, reschedule_on=(Busy,))
     project = f"p-{uuid.uuid4().hex[:12]}"
-    store.set_quota(project, "gigabytes", limit)
+    StoreQuotaLedger(store).set_quota(project, "gigabytes", limit)
     made: list[tuple[Resource, dict[str, Any]]] = []
     for plan in plans:
         r = c.create(size=plan["size"], source=plan["source"], project=project)
@@ -547,7 +549,7 @@ def random_volumes_keep_the_quota_invariant(
             assert c.delete(r).state == "deleted"
             c.check_quota(project)
             assert not any(vid == r.id for _, vid in c.driver.volumes)
-    quota = store.quota(project, "gigabytes")
+    quota = StoreQuotaLedger(store).quota(project, "gigabytes")
     assert quota.in_use == sum(p["size"] for r, p in made if not p["delete"] and "quota_commit" in store.get(r.id).data)
     # The database holds this example's volumes and nothing else: every one of them is accounted for.
     assert sorted(r.id for r in store.list(kind="volume", limit=1000).items) == sorted(c.created)

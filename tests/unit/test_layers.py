@@ -35,6 +35,9 @@ def allow(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
+#: The modules that make a concrete store: only the store package (and open_store) builds one.
+CONCRETE_STORES = ("tenure.store.assembly", "tenure.store.sqlite", "tenure.store.postgres")
+
 RULES: tuple[Rule, ...] = (
     Rule("tenure.errors", may_import=allow("tenure.errors")),
     Rule("tenure.clock", may_import=allow("tenure.clock")),
@@ -50,7 +53,8 @@ RULES: tuple[Rule, ...] = (
             "tenure.errors", "tenure.clock", "tenure.rules", "tenure.machine", "tenure.flow", "tenure.store"
         ),
     ),
-    Rule("tenure.kinds", must_not_import=allow("tenure.store", "tenure.cli")),
+    # Kinds reach the store through its seams only (protocols, the tables they own): see ONLY_IMPORTED_BY.
+    Rule("tenure.kinds", must_not_import=allow("tenure.cli")),
     # Flows checkpoint through the FlowRunStore protocol they declare themselves: they import no store.
     Rule(
         "tenure.flow",
@@ -68,6 +72,8 @@ STDLIB_ONLY: tuple[str, ...] = ("tenure.draw",)
 ONLY_IMPORTED_BY: dict[str, frozenset[str]] = {
     # ``python -m tenure`` is the command line too.
     "tenure.cli": allow("tenure.cli", "tenure.__main__"),
+    # Callers depend on the store's protocols; open_store is the one place a concrete store is built.
+    **{concrete: allow("tenure.store") for concrete in CONCRETE_STORES},
 }
 
 
@@ -251,9 +257,16 @@ def test_checker_reports_store_importing_kinds() -> None:
     assert violations("tenure.store.core", {"tenure.clock", "tenure.machine", "tenure.errors"}) == []
 
 
-def test_checker_reports_kinds_importing_store_or_cli() -> None:
-    found = violations("tenure.kinds.image", {"tenure.machine", "tenure.store.url", "tenure.cli"})
-    assert len(found) == 3  # store (kinds rule), cli (kinds rule), cli (only cli imports cli)
+def test_checker_reports_kinds_importing_a_concrete_store_or_cli() -> None:
+    found = violations("tenure.kinds.image", {"tenure.machine", "tenure.store.sqlite", "tenure.cli"})
+    assert len(found) == 3  # a concrete store (only the store builds one), cli (kinds rule), cli (only cli imports cli)
+    assert violations("tenure.kinds.volume.ledger", {"tenure.store.protocol", "tenure.store.tables"}) == []
+
+
+def test_checker_reports_any_layer_importing_a_concrete_store() -> None:
+    for module in ("tenure.service.app", "tenure.engine.worker", "tenure.cli.worker", "tenure.flow.engine"):
+        assert violations(module, {"tenure.store.assembly"}) != []
+    assert violations("tenure.store.url", {"tenure.store.sqlite", "tenure.store.postgres"}) == []
 
 
 def test_checker_lets_only_cli_import_cli() -> None:

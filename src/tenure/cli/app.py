@@ -14,6 +14,7 @@ from tenure.cli.resources import create, desire, draw, event, history, list_kind
 from tenure.cli.runs import runs
 from tenure.cli.serve import serve
 from tenure.cli.worker import worker
+from tenure.kinds import builtin_tables
 from tenure.store import open_store
 
 __all__ = ["app", "main"]
@@ -43,7 +44,7 @@ def _root(
 def migrate(database: DatabaseOption = None) -> None:
     """Apply pending schema migrations to the database."""
     with reported():
-        store = open_store(database, check_schema=False)
+        store = open_store(database, check_schema=False, tables=builtin_tables())
         try:
             applied = store.migrate()
             version = store.schema_version()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from tenure.cli.common import DEFAULT_TOKEN_FILE, SERVER_ENV, all_kinds, reported
 from tenure.draw import to_dot, to_mermaid, to_svg
 from tenure.errors import InvalidUsage, UnknownKind
+from tenure.kinds import builtin_tables
 from tenure.machine import Kind
 from tenure.service.client import ApiError, Client, Page, ServerUnreachable
 from tenure.service.models import JournalOut, KindOut, ResourceOut
@@ -209,7 +210,7 @@ class DatabaseBackend:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self._database, self.loaded)
+            self._store = open_store(self._database, self.loaded, tables=builtin_tables())
             self.target = self._store.target
         return self._store
 

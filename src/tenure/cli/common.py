@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from tenure.errors import TenureError, UnknownKind
-from tenure.kinds import builtin_kinds, load_kinds
+from tenure.kinds import builtin_kinds, builtin_tables, load_kinds
 from tenure.machine import Kind
 from tenure.store import open_store
 from tenure.store.protocol import EngineStore
@@ -149,7 +149,7 @@ def reported() -> Iterator[None]:
 
 def with_store(database: str | None, kinds: list[str] | None, action: Callable[[EngineStore], T]) -> T:
     with reported():
-        store = open_store(database, all_kinds(kinds))
+        store = open_store(database, all_kinds(kinds), tables=builtin_tables())
         try:
             return action(store)
         finally:

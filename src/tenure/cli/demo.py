@@ -14,7 +14,7 @@ from rich.table import Table
 from tenure.cli.common import DatabaseOption, console, reported
 from tenure.cli.resources import journal_table
 from tenure.errors import Conflict, TransitionNotAllowed
-from tenure.kinds import builtin_kinds
+from tenure.kinds import builtin_kinds, builtin_tables
 from tenure.service.models import JournalOut
 from tenure.store import CREATE_EVENT, Resource, open_store
 from tenure.store.protocol import Store
@@ -102,7 +102,7 @@ def demo(
 ) -> None:
     """Create images, race conflicting events at them from several threads, and show who won."""
     with reported():
-        store = open_store(database, builtin_kinds(), check_schema=False)
+        store = open_store(database, builtin_kinds(), check_schema=False, tables=builtin_tables())
         try:
             applied = store.migrate()
             if applied:

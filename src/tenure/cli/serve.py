@@ -21,6 +21,7 @@ from tenure.cli.common import (
     reported,
 )
 from tenure.cli.worker import pool_size, steps_for
+from tenure.kinds import builtin_tables
 from tenure.service.config import ServiceConfig, generated_token
 from tenure.service.logs import configure_logging
 from tenure.service.server import run_server
@@ -65,14 +66,16 @@ def serve(
         url = database_url(database, configured=settings.database)
         kinds = [*settings.kinds, *(kinds or [])]
         if url.startswith("sqlite:"):
-            migrator = open_store(url, check_schema=False)
+            migrator = open_store(url, check_schema=False, tables=builtin_tables())
             try:
                 applied = migrator.migrate()
             finally:
                 migrator.close()
             if applied:
                 console.print(f"migrated {migrator.target} to schema version {max(applied)}")
-        store = open_store(url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency))
+        store = open_store(
+            url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency), tables=builtin_tables()
+        )
     try:
         with reported():
             steps = steps_for(store, kinds)

@@ -22,10 +22,9 @@ from tenure.cli.common import (
     reported,
 )
 from tenure.engine import Steps, Worker
-from tenure.kinds import builtin_steps, load_steps
-from tenure.kinds.volume import QuotaLedger
+from tenure.kinds import builtin_steps, builtin_tables, load_steps
 from tenure.store import open_store
-from tenure.store.protocol import EngineStore
+from tenure.store.protocol import EngineStore, TableStore
 
 __all__ = ["pool_size", "steps_for", "worker"]
 
@@ -37,9 +36,9 @@ PollOption = Annotated[
 NameOption = Annotated[str | None, typer.Option("--name", help="Worker name (default: host:pid:random).")]
 
 
-def steps_for(ledger: QuotaLedger, kinds: list[str] | None) -> Steps:
-    """The built-in kinds' steps (volumes keep their quotas in ``ledger``, the store) and those of ``kinds``."""
-    return builtin_steps(ledger) | load_steps(kinds or [])
+def steps_for(store: TableStore, kinds: list[str] | None) -> Steps:
+    """The built-in kinds' steps (volumes keep their quotas in tables they own in ``store``) and those of ``kinds``."""
+    return builtin_steps(store) | load_steps(kinds or [])
 
 
 def _run_workers(store: EngineStore, steps: Steps, workers: list[Worker]) -> None:
@@ -92,7 +91,7 @@ def worker(
     """
     _configure_logging(verbose)
     with reported():
-        store = open_store(database, all_kinds(kinds), pool_size=pool_size(1, concurrency))
+        store = open_store(database, all_kinds(kinds), pool_size=pool_size(1, concurrency), tables=builtin_tables())
         steps = steps_for(store, kinds)
     try:
         w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)

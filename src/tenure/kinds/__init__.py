@@ -12,17 +12,20 @@ from tenure.errors import ModuleNotImportable, NoKindFound, QuotaNotFound
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer, transfer_steps
 from tenure.kinds.volume import (
+    VOLUME_TABLES,
     Host,
     MemoryNotifier,
     MemoryVolumeDriver,
-    QuotaLedger,
     ReservationView,
+    StoreQuotaLedger,
     volume,
     volume_steps,
 )
 from tenure.machine import Kind
+from tenure.store.protocol import TableStore
+from tenure.store.tables import OwnedTables
 
-__all__ = ["builtin_kinds", "builtin_steps", "load_kinds", "load_steps"]
+__all__ = ["builtin_kinds", "builtin_steps", "builtin_tables", "load_kinds", "load_steps"]
 
 
 def builtin_kinds() -> tuple[Kind, ...]:
@@ -30,16 +33,21 @@ def builtin_kinds() -> tuple[Kind, ...]:
     return (image, transfer, volume)
 
 
-def builtin_steps(ledger: QuotaLedger | None = None) -> Steps:
+def builtin_tables() -> tuple[OwnedTables, ...]:
+    """The tables the example kinds own in the store's database: open stores with them, and migrate."""
+    return (VOLUME_TABLES,)
+
+
+def builtin_steps(store: TableStore | None = None) -> Steps:
     """The engine steps of the example kinds, with in-memory plug-ins (for the demo and tests).
 
-    Volumes need a quota ``ledger`` (the store is one); without it only transfers get steps. Every
-    project gets a 1000 GB quota the first time a volume of it is requested.
+    Volumes keep their quota ledger in ``store`` (opened with :func:`builtin_tables`); without it only
+    transfers get steps. Every project gets a 1000 GB quota the first time a volume of it is requested.
     """
     steps = transfer_steps()
-    if ledger is not None:
+    if store is not None:
         flows = volume_steps(
-            _DefaultQuota(ledger),
+            _DefaultQuota(StoreQuotaLedger(store)),
             driver=MemoryVolumeDriver(),
             notifier=MemoryNotifier(),
             hosts=[Host("host-a", 2000, "nova"), Host("host-b", 1000, "nova")],
@@ -53,7 +61,7 @@ def builtin_steps(ledger: QuotaLedger | None = None) -> Steps:
 class _DefaultQuota:
     """A ledger that gives a project a default quota the first time it reserves (for the demo kinds)."""
 
-    def __init__(self, ledger: QuotaLedger, default_gb: int = 1000) -> None:
+    def __init__(self, ledger: StoreQuotaLedger, default_gb: int = 1000) -> None:
         self._ledger = ledger
         self._default = default_gb
 
@@ -64,7 +72,7 @@ class _DefaultQuota:
         try:
             return self._ledger.reserve(reservation_id, project, resource, amount)
         except QuotaNotFound:
-            self._ledger.set_quota(project, resource, self._default)  # type: ignore[attr-defined]
+            self._ledger.set_quota(project, resource, self._default)
             return self._ledger.reserve(reservation_id, project, resource, amount)
 
 

@@ -1,7 +1,8 @@
 """The store layer: the seams callers depend on, an embedded SQLite store and a shared PostgreSQL store.
 
-Callers use :class:`Store` (the service), :class:`EngineStore` (workers) or :class:`StepStore` (a
-step's code); :func:`open_store` gives a store of either database that provides all three.
+Callers use :class:`Store` (the service), :class:`EngineStore` (workers), :class:`StepStore` (a
+step's code) or :class:`TableStore` (code keeping :class:`OwnedTables` of its own); :func:`open_store`
+gives a store of either database that provides them all.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from tenure.store.feed import Change, Changes
 from tenure.store.inbox import AwaitedKey, WaitInfo
 from tenure.store.interests import Interest, NotSharable
 from tenure.store.model import CREATE_EVENT, BacklogRow, JournalEntry, Page, Resource
-from tenure.store.protocol import EngineStore, StepStore, Store
+from tenure.store.protocol import EngineStore, StepStore, Store, TableStore
+from tenure.store.tables import OwnedTables
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
 
 __all__ = [
@@ -24,10 +26,12 @@ __all__ = [
     "Interest",
     "JournalEntry",
     "NotSharable",
+    "OwnedTables",
     "Page",
     "Resource",
     "StepStore",
     "Store",
+    "TableStore",
     "WaitInfo",
     "database_url",
     "open_store",

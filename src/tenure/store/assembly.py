@@ -29,10 +29,9 @@ from tenure.store.inbox import CallbackRow, CallbackStatus, Inbox, Receipt, Wait
 from tenure.store.interests import Interest, Interests
 from tenure.store.migrator import latest_version
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
-from tenure.store.quotas import QuotaLedger
-from tenure.store.records import Quota, Reservation
 from tenure.store.resources import KindRegistry, Resources
 from tenure.store.signal import Listener, WorkSignal
+from tenure.store.tables import OwnedTables
 from tenure.store.write import WaitPlan, Writer
 
 __all__ = ["DatabaseStore"]
@@ -50,9 +49,12 @@ class DatabaseStore:
         *,
         clock: Clock = system_clock,
         default_sharable: bool = True,
+        tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
         self.db = db
+        #: Tables kinds own in this database, migrated with it (see :mod:`tenure.store.tables`).
+        self.tables = tuple(tables)
         self.dialect = db.dialect
         self.target = db.target
         #: Bumped by every write that makes work due; workers wait on it.
@@ -68,7 +70,6 @@ class DatabaseStore:
         self._feed = ChangeFeed(db, self._kinds)
         self._interests = Interests(db, clock)
         self._flow_runs = FlowRuns(db, clock)
-        self._quotas = QuotaLedger(db, clock)
         if check_schema:
             try:
                 self._check_schema()
@@ -82,6 +83,12 @@ class DatabaseStore:
             raise SchemaNotMigrated(self.target, current, latest)
         if current > latest:
             raise SchemaTooNew(self.target, current, latest)
+        for owned in self.tables:
+            current, latest = self.db.owned_version(owned.owner), owned.latest_version(self.dialect)
+            if current < latest:
+                raise SchemaNotMigrated(f"{self.target} ({owned.owner} tables)", current, latest)
+            if current > latest:
+                raise SchemaTooNew(f"{self.target} ({owned.owner} tables)", current, latest)
 
     # --- the clock, kinds and lifecycle --------------------------------------------------------
 
@@ -104,9 +111,17 @@ class DatabaseStore:
     def kind(self, name: str) -> Kind:
         return self._kinds(name)
 
+    @property
+    def database(self) -> Database:
+        """The database layer, for code that owns tables in it (see :mod:`tenure.store.tables`)."""
+        return self.db
+
     def migrate(self) -> builtins.list[int]:
-        """Apply pending schema migrations; returns the versions applied."""
-        return self.db.migrate()
+        """Apply pending schema migrations, then those of the tables kinds own; returns tenure's versions applied."""
+        applied = self.db.migrate()
+        for owned in self.tables:
+            self.db.migrate_owned(owned)
+        return applied
 
     def schema_version(self) -> int:
         """The newest migration applied to the database (0 for an empty database)."""
@@ -355,31 +370,3 @@ class DatabaseStore:
         self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
     ) -> builtins.list[FlowRunRow]:
         return self._flow_runs.flow_runs(resource_id=resource_id, state=state, limit=limit)
-
-    # --- quotas --------------------------------------------------------------------------------
-
-    @property
-    def quotas(self) -> QuotaLedger:
-        """The quota ledger kept in this store's database."""
-        return self._quotas
-
-    def set_quota(self, project: str, resource: str, hard_limit: int) -> Quota:
-        return self._quotas.set_quota(project, resource, hard_limit)
-
-    def quota(self, project: str, resource: str) -> Quota:
-        return self._quotas.quota(project, resource)
-
-    def reservation(self, reservation_id: str) -> Reservation:
-        return self._quotas.reservation(reservation_id)
-
-    def reserve(self, reservation_id: str, project: str, resource: str, amount: int) -> Reservation:
-        return self._quotas.reserve(reservation_id, project, resource, amount)
-
-    def commit_reservation(self, reservation_id: str) -> Reservation:
-        return self._quotas.commit_reservation(reservation_id)
-
-    def rollback_reservation(self, reservation_id: str) -> Reservation:
-        return self._quotas.rollback_reservation(reservation_id)
-
-    def release_reservation(self, reservation_id: str) -> Reservation:
-        return self._quotas.release_reservation(reservation_id)

@@ -22,6 +22,7 @@ from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.store.model import JournalEntry, Resource
 from tenure.store.plans import PageQuery
 from tenure.store.signal import Listener, WorkSignal
+from tenure.store.tables import OwnedTables
 from tenure.store.write import Write
 
 __all__ = ["Database", "Executor"]
@@ -116,6 +117,14 @@ class Database(Protocol):
     def migrate(self) -> list[int]: ...
 
     def schema_version(self) -> int: ...
+
+    def migrate_owned(self, tables: OwnedTables) -> list[int]:
+        """Apply the pending migrations of tables a kind owns; returns the versions applied."""
+        ...
+
+    def owned_version(self, owner: str) -> int:
+        """The newest migration of ``owner``'s tables applied to the database (0: none)."""
+        ...
 
     def listen(self, signal: WorkSignal, changed: WorkSignal) -> Listener | None:
         """Relay other processes' writes to the two signals, where the database can (started once)."""

@@ -1,7 +1,9 @@
 """Numbered schema migrations, one folder of ``NNNN_name.sql`` files per database dialect.
 
-A migration is applied once, in its own transaction, together with its row in
-``tenure_migrations``. Numbers start at 1 and have no gaps; a migration never changes once released.
+A migration is applied once, in its own transaction, together with its row in ``tenure_migrations``
+(tenure's own) or ``tenure_owned_migrations`` (those of tables a kind owns, see
+:mod:`tenure.store.tables`). Numbers start at 1 and have no gaps; a migration never changes once
+released.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ class Migration:
 
 
 @cache
-def migrations(dialect: str) -> tuple[Migration, ...]:
-    """Every migration of ``dialect`` ('sqlite' or 'postgres'), in order."""
-    folder = resources.files("tenure.store").joinpath("migrations", dialect)
+def migrations(dialect: str, package: str = "tenure.store") -> tuple[Migration, ...]:
+    """Every migration of ``dialect`` ('sqlite' or 'postgres') in ``package``'s ``migrations`` folder, in order."""
+    folder = resources.files(package).joinpath("migrations", dialect)
     found: list[Migration] = []
     for entry in folder.iterdir():
         match = _FILENAME.match(entry.name)
@@ -35,7 +37,7 @@ def migrations(dialect: str) -> tuple[Migration, ...]:
     found.sort(key=lambda m: m.version)
     numbers = [m.version for m in found]
     if numbers != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"{dialect} migrations must be numbered 1..N without gaps, found {numbers}")
+        raise RuntimeError(f"{package}: {dialect} migrations must be numbered 1..N without gaps, found {numbers}")
     return tuple(found)
 
 

@@ -32,6 +32,7 @@ from tenure.store.plans import PageQuery
 from tenure.store.rows import journal_from_pg, resource_from_pg
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
+from tenure.store.tables import OwnedTables
 from tenure.store.write import Write
 
 __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
@@ -336,6 +337,33 @@ class PostgresDatabase:
                 applied.append(migration.version)
         return applied
 
+    def owned_version(self, owner: str) -> int:
+        with self._connection() as conn:
+            row = conn.execute(Q["owned_migrations_table_exists"]).fetchone()
+            if not row or not row[0]:
+                return 0
+            row = conn.execute(Q["owned_version"], (owner,)).fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def migrate_owned(self, tables: OwnedTables) -> list[int]:
+        applied: list[int] = []
+        with self._connection() as conn:
+            for migration in tables.migrations(self.dialect):
+                with conn.transaction():
+                    # Concurrent migrators queue on the lock, then see what the first one applied.
+                    conn.execute(Q["lock_migrations"])
+                    conn.execute(Q["create_owned_migrations_table"])
+                    row = conn.execute(Q["owned_version"], (tables.owner,)).fetchone()
+                    if row and int(row[0]) >= migration.version:  # type: ignore[call-overload]
+                        continue
+                    conn.execute(migration.sql.encode(), prepare=False)
+                    conn.execute(
+                        Q["record_owned_migration"],
+                        (tables.owner, migration.version, migration.name, datetime.now(UTC)),
+                    )
+                applied.append(migration.version)
+        return applied
+
     def listen(self, signal: WorkSignal, changed: WorkSignal) -> Listener:
         timeout = max(1, int(self._timeout))
 
@@ -378,8 +406,11 @@ class PostgresStore(DatabaseStore):
         pool_size: int = 4,
         connect_timeout: float = 5.0,
         default_sharable: bool = True,
+        tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
         db = PostgresDatabase(conninfo, pool_size=pool_size, connect_timeout=connect_timeout)
         self.conninfo = conninfo
-        super().__init__(db, kinds, clock=clock, default_sharable=default_sharable, check_schema=check_schema)
+        super().__init__(
+            db, kinds, clock=clock, default_sharable=default_sharable, tables=tables, check_schema=check_schema
+        )

@@ -6,7 +6,9 @@ Callers depend on the narrowest protocol that covers what they do, never on a co
   people make, interests, callbacks from outside;
 * :class:`EngineStore` — the engine's workers: claims, fenced writes, the inbox, deadlines;
 * :class:`StepStore` — a step's own code, through its context: read, answer its own wait, key its
-  work by its stay in the state. A step never writes the resource itself: its outcome does.
+  work by its stay in the state. A step never writes the resource itself: its outcome does;
+* :class:`TableStore` — code that keeps tables of its own in the store's database (a kind's plug-ins,
+  see :mod:`tenure.store.tables`).
 
 Flow runs are kept through :class:`tenure.flow.durable.FlowRunStore`, which the flow layer declares.
 Both built-in stores (:class:`~tenure.store.sqlite.SQLiteStore`,
@@ -24,6 +26,7 @@ from tenure.flow.durable import FlowRunStore
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.store.claims import Agenda, Claim
+from tenure.store.database import Database
 from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
 from tenure.store.interests import Interest
@@ -31,7 +34,7 @@ from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.write import WaitPlan
 
-__all__ = ["EngineStore", "StepStore", "Store"]
+__all__ = ["EngineStore", "StepStore", "Store", "TableStore"]
 
 
 @runtime_checkable
@@ -388,4 +391,22 @@ class StepStore(FlowRunStore, Protocol):
 
     def stay_version(self, resource: Resource) -> int:
         """The version at which the resource entered the state it is in."""
+        ...
+
+
+@runtime_checkable
+class TableStore(Protocol):
+    """What code owning tables in the store's database uses: the database layer and the store's clock.
+
+    The database gives transactions, reads and its value adapters; the owner runs its own named SQL
+    blocks (:meth:`tenure.store.tables.OwnedTables.queries`) on it, never the store's.
+    """
+
+    @property
+    def database(self) -> Database:
+        """The database layer behind the store."""
+        ...
+
+    def now(self) -> datetime:
+        """The store's clock."""
         ...

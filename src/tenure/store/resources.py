@@ -23,13 +23,13 @@ from tenure.errors import (
     UnknownKind,
 )
 from tenure.machine import Kind, Role
-from tenure.rules import NUL, json_object, refuse_deep_json, refuse_nul, refuse_nul_json
+from tenure.rules import NUL, refuse_nul
 from tenure.store.database import Database
 from tenure.store.interests import check_party
-from tenure.store.model import BacklogRow, JournalEntry, Page, Resource, new_id
+from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.plans import PageQuery
 from tenure.store.signal import WorkSignal
-from tenure.store.write import Write, Writer, plan_desired, plan_fire, schedule
+from tenure.store.write import Write, Writer, plan_create, plan_desired, plan_fire
 
 __all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources"]
 
@@ -97,40 +97,15 @@ class Resources:
         actor: str | None = None,
         resource_id: str | None = None,
     ) -> Resource:
-        k = self._kind(kind)
-        refuse_deep_json(k.name, "spec", spec)
-        clean_spec = k.validate_spec(spec)
-        refuse_nul_json(k.name, "", clean_spec)
-        clean_data = json_object(k.name, "data", data)
-        if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
-            raise InvalidArgument("idempotency_key", "must be 1 to 255 characters", idempotency_key)
-        if resource_id is not None and not (0 < len(resource_id) <= 64):
-            raise InvalidArgument("resource_id", "must be 1 to 64 characters", resource_id)
-        refuse_nul(idempotency_key=idempotency_key, resource_id=resource_id, actor=actor)
-        now = self._clock()
-        next_attempt_at, deadline = schedule(k.initial, now)
-        wanted = Resource(
-            id=resource_id or new_id(),
-            kind=k.name,
-            state=k.initial.name,
-            version=1,
-            spec=clean_spec,
-            data=clean_data,
-            desired_state=None,
-            generation=1,
-            observed_generation=0,
+        wanted = plan_create(
+            self._kind(kind),
+            self._clock(),
+            spec=spec,
+            data=data,
             sharable=self._default_sharable if sharable is None else bool(sharable),
-            error=None,
-            attempts=0,
-            entered_at=now,
-            next_attempt_at=next_attempt_at,
-            deadline=deadline,
-            claim_token=None,
-            claimed_by=None,
-            claim_expires_at=None,
             idempotency_key=idempotency_key,
-            created_at=now,
-            updated_at=now,
+            actor=actor,
+            resource_id=resource_id,
         )
         try:
             existing = self._db.insert(wanted, actor)

@@ -16,9 +16,9 @@ __all__ = ["load_queries"]
 _HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
-def load_queries(filename: str) -> Mapping[str, str]:
-    """The blocks of ``tenure/store/sql/<filename>``, by name."""
-    text = resources.files("tenure.store").joinpath("sql", filename).read_text(encoding="utf-8")
+def load_queries(filename: str, package: str = "tenure.store") -> Mapping[str, str]:
+    """The blocks of ``sql/<filename>`` in ``package`` (tenure's own: ``tenure/store/sql/``), by name."""
+    text = resources.files(package).joinpath("sql", filename).read_text(encoding="utf-8")
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

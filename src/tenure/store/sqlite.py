@@ -35,6 +35,7 @@ from tenure.store.plans import PageQuery
 from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
+from tenure.store.tables import OwnedTables
 from tenure.store.write import Write
 
 __all__ = ["SQLiteDatabase", "SQLiteStore", "Synchronous"]
@@ -384,6 +385,29 @@ class SQLiteDatabase:
             applied.append(migration.version)
         return applied
 
+    def owned_version(self, owner: str) -> int:
+        with self._translated():
+            conn = self._conn()
+            if not conn.execute(Q["owned_migrations_table_exists"]).fetchone()[0]:
+                return 0
+            return int(conn.execute(Q["owned_version"], (owner,)).fetchone()[0])
+
+    def migrate_owned(self, tables: OwnedTables) -> list[int]:
+        applied: list[int] = []
+        with self._translated():
+            self._conn().execute(Q["create_owned_migrations_table"])
+        for migration in tables.migrations(self.dialect):
+            with self.transaction() as tx:
+                # Checked inside the write lock: a concurrent migrator may have just applied it.
+                if int(tx.execute(Q["owned_version"], (tables.owner,)).fetchone()[0]) >= migration.version:
+                    continue
+                for statement in _statements(migration.sql):
+                    tx.execute(statement)
+                stamp = to_iso(datetime.now(UTC))
+                tx.execute(Q["record_owned_migration"], (tables.owner, migration.version, migration.name, stamp))
+            applied.append(migration.version)
+        return applied
+
     def listen(self, signal: WorkSignal, changed: WorkSignal) -> Listener:
         """Relay commits of other processes to the signals by watching SQLite's ``data_version``.
 
@@ -454,8 +478,11 @@ class SQLiteStore(DatabaseStore):
         synchronous: Synchronous = Synchronous.FULL,
         busy_timeout: float = 30.0,
         default_sharable: bool = True,
+        tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
         db = SQLiteDatabase(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self.path = db.path
-        super().__init__(db, kinds, clock=clock, default_sharable=default_sharable, check_schema=check_schema)
+        super().__init__(
+            db, kinds, clock=clock, default_sharable=default_sharable, tables=tables, check_schema=check_schema
+        )

@@ -10,6 +10,7 @@ from tenure.clock import Clock, system_clock
 from tenure.errors import InvalidDatabaseURL
 from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
+from tenure.store.tables import OwnedTables
 
 __all__ = ["DATABASE_URL_ENV", "DEFAULT_DATABASE_URL", "database_url", "open_store"]
 
@@ -50,8 +51,12 @@ def open_store(
     clock: Clock = system_clock,
     check_schema: bool = True,
     pool_size: int | None = None,
+    tables: Iterable[OwnedTables] = (),
 ) -> DatabaseStore:
     """Open the store a URL names.
+
+    ``tables`` are the tables kinds own in its database (:mod:`tenure.store.tables`): ``migrate()``
+    applies their migrations too, and the schema check covers them.
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` open the embedded store (query
     options: ``synchronous=full|normal``, ``busy_timeout`` in seconds); ``postgresql://...`` opens
@@ -73,6 +78,7 @@ def open_store(
             clock=clock,
             synchronous=Synchronous[sync],
             busy_timeout=_number(url, options, "busy_timeout", 30.0),
+            tables=tables,
             check_schema=check_schema,
         )
     if scheme in ("postgresql", "postgres"):
@@ -82,7 +88,13 @@ def open_store(
         timeout = _number(url, options, "connect_timeout", 5.0)
         conninfo = _strip_options(url, ("pool_size", "connect_timeout"))
         return PostgresStore(
-            conninfo, kinds, clock=clock, pool_size=pool_size, connect_timeout=timeout, check_schema=check_schema
+            conninfo,
+            kinds,
+            clock=clock,
+            pool_size=pool_size,
+            connect_timeout=timeout,
+            tables=tables,
+            check_schema=check_schema,
         )
     raise InvalidDatabaseURL(url, f"unknown scheme {scheme or '(none)'!r}")
 

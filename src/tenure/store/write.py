@@ -15,7 +15,7 @@ longer holds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
@@ -23,9 +23,9 @@ from typing import Any, NoReturn, Protocol
 from tenure.errors import ClaimLost, Conflict, InvalidArgument, ResourceNotFound
 from tenure.machine import Kind, Role, State
 from tenure.machine.graph import reachable_states
-from tenure.rules import json_object, refuse_nul
+from tenure.rules import json_object, refuse_deep_json, refuse_nul, refuse_nul_json
 from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT, desire_pending
-from tenure.store.model import Resource
+from tenure.store.model import Resource, new_id
 from tenure.store.signal import WorkSignal
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "WaitPlan",
     "Write",
     "Writer",
+    "plan_create",
     "plan_desired",
     "plan_fire",
     "plan_give_up",
@@ -150,6 +151,53 @@ def schedule(state: State, now: datetime) -> tuple[datetime | None, datetime | N
     if state.role is Role.WAIT and state.deadline is not None:
         return None, now + state.deadline
     return None, None
+
+
+def plan_create(
+    kind: Kind,
+    now: datetime,
+    *,
+    spec: Mapping[str, Any] | None,
+    data: Mapping[str, Any] | None,
+    sharable: bool,
+    idempotency_key: str | None,
+    actor: str | None,
+    resource_id: str | None,
+) -> Resource:
+    """A new resource of ``kind`` in its initial state at version 1, its spec validated by the kind."""
+    refuse_deep_json(kind.name, "spec", spec)
+    clean_spec = kind.validate_spec(spec)
+    refuse_nul_json(kind.name, "", clean_spec)
+    clean_data = json_object(kind.name, "data", data)
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
+        raise InvalidArgument("idempotency_key", "must be 1 to 255 characters", idempotency_key)
+    if resource_id is not None and not (0 < len(resource_id) <= 64):
+        raise InvalidArgument("resource_id", "must be 1 to 64 characters", resource_id)
+    refuse_nul(idempotency_key=idempotency_key, resource_id=resource_id, actor=actor)
+    next_attempt_at, deadline = schedule(kind.initial, now)
+    return Resource(
+        id=resource_id or new_id(),
+        kind=kind.name,
+        state=kind.initial.name,
+        version=1,
+        spec=clean_spec,
+        data=clean_data,
+        desired_state=None,
+        generation=1,
+        observed_generation=0,
+        sharable=sharable,
+        error=None,
+        attempts=0,
+        entered_at=now,
+        next_attempt_at=next_attempt_at,
+        deadline=deadline,
+        claim_token=None,
+        claimed_by=None,
+        claim_expires_at=None,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def plan_fire(
@@ -275,7 +323,3 @@ def _released(before: Resource, now: datetime, **changes: Any) -> Resource:
         updated_at=now,
         **changes,
     )
-
-
-#: What plans need from the kinds a store knows.
-KindLookup = Callable[[str], Kind]

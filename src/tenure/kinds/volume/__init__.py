@@ -72,6 +72,9 @@ from tenure.kinds.volume.api import (
 from tenure.kinds.volume.delete import DeleteVolumeOnHost, ReleaseQuota, delete_flow
 from tenure.kinds.volume.errors import InvalidVolumeRequest, NoValidHost, RescheduleableError
 from tenure.kinds.volume.kind import volume, volume_steps
+
+# What callers import from the package; everything else is imported from its own module.
+from tenure.kinds.volume.ledger import VOLUME_TABLES, Quota, Reservation, ReservationState, StoreQuotaLedger
 from tenure.kinds.volume.manager import (
     ChooseHost,
     CreateVolumeFromSpec,
@@ -85,8 +88,8 @@ from tenure.kinds.volume.quota import QuotaLedger, ReservationView
 from tenure.kinds.volume.scheduler import CapacityScheduler, ExtractSchedulerSpec, Host, ScheduleVolume, scheduler_flow
 from tenure.kinds.volume.spec import VolumeSource, VolumeSpec
 
-# What callers import from the package; everything else is imported from its own module.
 __all__ = [
+    "VOLUME_TABLES",
     "CapacityScheduler",
     "CastVolume",
     "ChooseHost",
@@ -104,12 +107,16 @@ __all__ = [
     "NoValidHost",
     "NotifyFailure",
     "NotifyVolumeCreated",
+    "Quota",
     "QuotaLedger",
     "ReleaseQuota",
     "RescheduleableError",
+    "Reservation",
+    "ReservationState",
     "ReservationView",
     "ReserveQuota",
     "ScheduleVolume",
+    "StoreQuotaLedger",
     "VolumeSource",
     "VolumeSpec",
     "api_flow",

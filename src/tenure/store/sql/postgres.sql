@@ -125,6 +125,26 @@ WHERE table_schema = current_schema() AND table_name = 'tenure_migrations'
 -- name: schema_version
 SELECT coalesce(max(version), 0) FROM tenure_migrations
 
+-- name: create_owned_migrations_table
+-- The migrations of tables kinds own (tenure.store.tables), per owner.
+CREATE TABLE IF NOT EXISTS tenure_owned_migrations (
+    owner      text NOT NULL,
+    version    integer NOT NULL,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL,
+    PRIMARY KEY (owner, version)
+)
+
+-- name: owned_migrations_table_exists
+SELECT count(*) FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_name = 'tenure_owned_migrations'
+
+-- name: owned_version
+SELECT coalesce(max(version), 0) FROM tenure_owned_migrations WHERE owner = %s
+
+-- name: record_owned_migration
+INSERT INTO tenure_owned_migrations (owner, version, name, applied_at) VALUES (%s, %s, %s, %s)
+
 -- name: record_migration
 INSERT INTO tenure_migrations (version, name, applied_at) VALUES (%s, %s, %s)
 
@@ -161,34 +181,6 @@ FROM flow_runs
 WHERE (%s::text IS NULL OR resource_id = %s) AND (%s::text IS NULL OR state = %s)
 ORDER BY created_at, id
 LIMIT %s
-
--- name: upsert_quota
-INSERT INTO quotas (project, resource, hard_limit) VALUES (%s, %s, %s)
-ON CONFLICT (project, resource) DO UPDATE SET hard_limit = excluded.hard_limit
-
--- name: get_quota
-SELECT project, resource, hard_limit, in_use, reserved FROM quotas WHERE project = %s AND resource = %s
-
--- name: get_reservation
-SELECT id, project, resource, amount, state FROM quota_reservations WHERE id = %s
-
--- name: take_quota
--- Reserve only while the limit holds: the check and the increment are one statement.
-UPDATE quotas SET reserved = reserved + %s
-WHERE project = %s AND resource = %s AND in_use + reserved + %s <= hard_limit
-
--- name: insert_reservation
--- Claims the id first: a concurrent reserve with the same id waits here, then finds it taken.
-INSERT INTO quota_reservations (id, project, resource, amount, state, created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO NOTHING
-
--- name: move_reservation
--- Moves a reservation from one state to the next, only from the state it is known to be in.
-UPDATE quota_reservations SET state = %s, updated_at = %s WHERE id = %s AND state = %s
-
--- name: adjust_quota
-UPDATE quotas SET reserved = reserved + %s, in_use = in_use + %s WHERE project = %s AND resource = %s
 
 -- name: save_flow
 -- Every checkpoint of one engine step in one statement (one round trip, one commit in autocommit).

@@ -1,18 +1,60 @@
-"""Quota ledgers: reserve, commit, roll back and release, each one transaction.
+"""The quota ledger the volume example keeps in the store's database, as tables the kind owns.
 
-A reservation is keyed by an id the caller chooses (a task's idempotency key), so a reservation made
-again after a crash finds the first one instead of taking the quota twice. Every move checks the
-reservation's current state in the same statement that changes it.
+Reserve, commit, roll back and release are each one transaction. A reservation is keyed by an id the
+caller chooses (a task's idempotency key), so a reservation made again after a crash finds the first
+one instead of taking the quota twice. Every move checks the reservation's current state in the same
+statement that changes it. The tables and their SQL live in this package
+(:data:`VOLUME_TABLES`); the ledger reaches them through the store's
+:class:`~tenure.store.protocol.TableStore` seam.
 """
 
 from __future__ import annotations
 
-from tenure.clock import Clock
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from tenure.errors import InvalidArgument, QuotaExceeded, QuotaNotFound
 from tenure.store.database import Database, Executor
-from tenure.store.records import Quota, Reservation, ReservationState
+from tenure.store.protocol import TableStore
+from tenure.store.tables import OwnedTables
 
-__all__ = ["QuotaLedger"]
+__all__ = ["VOLUME_TABLES", "Quota", "Reservation", "ReservationState", "StoreQuotaLedger"]
+
+#: The tables the volume example owns: quotas and reservations.
+VOLUME_TABLES = OwnedTables("volume", "tenure.kinds.volume")
+
+
+class ReservationState(enum.StrEnum):
+    RESERVED = "reserved"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A project's limit for one resource, what it uses, and what reservations hold."""
+
+    project: str
+    resource: str
+    hard_limit: int
+    in_use: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.hard_limit - self.in_use - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    project: str
+    resource: str
+    amount: int
+    state: ReservationState
+
 
 _R = ReservationState
 
@@ -23,24 +65,27 @@ _MOVES: dict[tuple[ReservationState, ReservationState], tuple[int, int]] = {
     (_R.COMMITTED, _R.RELEASED): (0, -1),
 }
 
-
 #: States in which a reservation holds nothing any more.
 _GIVEN_BACK = frozenset({_R.ROLLED_BACK, _R.RELEASED})
 
 
-class QuotaLedger:
-    """Quota operations over any database."""
+class StoreQuotaLedger:
+    """Quotas and reservations in the store's database (a :class:`~tenure.kinds.volume.QuotaLedger`).
 
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self._db = db
-        self._clock = clock
+    The store must have been opened with :data:`VOLUME_TABLES` among its ``tables`` and migrated.
+    """
+
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+        self._db: Database = store.database
+        self._sql: Mapping[str, str] = VOLUME_TABLES.queries(self._db.dialect)
 
     def set_quota(self, project: str, resource: str, hard_limit: int) -> Quota:
         """Create or change a project's limit for ``resource``."""
         if hard_limit < 0:
             raise InvalidArgument("hard_limit", "must be >= 0", hard_limit)
         with self._db.transaction() as tx:
-            tx.execute(self._db.sql["upsert_quota"], (project, resource, hard_limit))
+            tx.execute(self._sql["upsert_quota"], (project, resource, hard_limit))
             return self._quota_in(tx, project, resource)
 
     def quota(self, project: str, resource: str) -> Quota:
@@ -48,7 +93,7 @@ class QuotaLedger:
             return self._quota_in(conn, project, resource)
 
     def _quota_in(self, conn: Executor, project: str, resource: str) -> Quota:
-        row = conn.execute(self._db.sql["get_quota"], (project, resource)).fetchone()
+        row = conn.execute(self._sql["get_quota"], (project, resource)).fetchone()
         if row is None:
             raise QuotaNotFound(f"{project}/{resource}")
         return Quota(row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
@@ -61,7 +106,7 @@ class QuotaLedger:
         return found
 
     def _reservation_in(self, conn: Executor, reservation_id: str) -> Reservation | None:
-        row = conn.execute(self._db.sql["get_reservation"], (reservation_id,)).fetchone()
+        row = conn.execute(self._sql["get_reservation"], (reservation_id,)).fetchone()
         if row is None:
             return None
         return Reservation(row[0], row[1], row[2], int(row[3]), ReservationState(row[4]))
@@ -70,11 +115,11 @@ class QuotaLedger:
         """Hold ``amount`` of the quota; the same id again returns the first reservation."""
         if amount <= 0:
             raise InvalidArgument("amount", "must be > 0", amount)
-        now = self._db.time_in(self._clock())
+        now = self._db.time_in(self._store.now())
         with self._db.transaction() as tx:
             self._quota_in(tx, project, resource)  # a clear QuotaNotFound rather than a broken reference
             claimed = tx.execute(
-                self._db.sql["insert_reservation"],
+                self._sql["insert_reservation"],
                 (reservation_id, project, resource, amount, _R.RESERVED.value, now, now),
             ).rowcount
             if claimed != 1:
@@ -88,7 +133,7 @@ class QuotaLedger:
                         reservation_id,
                     )
                 return existing
-            taken = tx.execute(self._db.sql["take_quota"], (amount, project, resource, amount)).rowcount
+            taken = tx.execute(self._sql["take_quota"], (amount, project, resource, amount)).rowcount
             if taken != 1:
                 # Raising rolls the claimed reservation row back with the transaction.
                 quota = self._quota_in(tx, project, resource)
@@ -115,7 +160,7 @@ class QuotaLedger:
 
     def _move(self, reservation_id: str, source: ReservationState, target: ReservationState) -> Reservation:
         d_reserved, d_in_use = _MOVES[(source, target)]
-        now = self._db.time_in(self._clock())
+        now = self._db.time_in(self._store.now())
         with self._db.transaction() as tx:
             found = self._reservation_in(tx, reservation_id)
             if found is None:
@@ -127,7 +172,7 @@ class QuotaLedger:
                 raise InvalidArgument(
                     "reservation", f"must be {source.value} to become {target.value}", found.state.value
                 )
-            moved = tx.execute(self._db.sql["move_reservation"], (target.value, now, reservation_id, source.value))
+            moved = tx.execute(self._sql["move_reservation"], (target.value, now, reservation_id, source.value))
             if moved.rowcount != 1:
                 # A concurrent call moved it first: if it went where this one was going, that is
                 # this call's answer too.
@@ -136,7 +181,7 @@ class QuotaLedger:
                     return again
                 raise InvalidArgument("reservation", "changed while being moved; try again", reservation_id)
             tx.execute(
-                self._db.sql["adjust_quota"],
+                self._sql["adjust_quota"],
                 (d_reserved * found.amount, d_in_use * found.amount, found.project, found.resource),
             )
         return Reservation(found.id, found.project, found.resource, found.amount, target)
