@@ -48,7 +48,17 @@ from tenure.errors import (
     WriteConflict,
 )
 from tenure.machine import ANY, Backoff, Event, Kind, Role, State
-from tenure.store import JournalEntry, Page, Resource, Store, open_store
+from tenure.store import (
+    EngineStore,
+    JournalEntry,
+    OwnedTables,
+    Page,
+    Resource,
+    StepStore,
+    Store,
+    TableStore,
+    open_store,
+)
 from tenure.store.inbox import CallbackStatus, Delivery, Receipt
 
 __version__ = "0.1.0"
@@ -64,6 +74,7 @@ __all__ = [
     "Definition",
     "Delivery",
     "DuplicateKind",
+    "EngineStore",
     "Event",
     "Fail",
     "Fatal",
@@ -87,6 +98,7 @@ __all__ = [
     "ModuleNotImportable",
     "NoKindFound",
     "NotSharable",
+    "OwnedTables",
     "Page",
     "ProvisionRequest",
     "ProvisionResult",
@@ -105,10 +117,12 @@ __all__ = [
     "SchemaTooNew",
     "State",
     "StepContext",
+    "StepStore",
     "Steps",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TableStore",
     "TenureError",
     "TransitionNotAllowed",
     "UnknownEvent",

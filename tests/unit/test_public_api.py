@@ -63,9 +63,19 @@ def test_drawing_is_its_own_package_not_kind_methods() -> None:
 
 
 def test_store_entry_points_are_exported() -> None:
-    for name in ("Store", "Resource", "JournalEntry", "Page", "open_store"):
+    for name in ("Store", "EngineStore", "StepStore", "TableStore", "OwnedTables", "Resource", "JournalEntry", "Page"):
         assert name in tenure.__all__
     assert callable(tenure.open_store)
+
+
+def test_the_store_package_offers_its_seams_not_its_concrete_classes() -> None:
+    """Callers depend on protocols; open_store builds the concrete store, whose class is nobody's business."""
+    import tenure.store
+
+    concrete = {"DatabaseStore", "SQLiteStore", "PostgresStore", "SQLiteDatabase", "PostgresDatabase"}
+    assert concrete.isdisjoint(tenure.store.__all__)
+    assert concrete.isdisjoint(tenure.__all__)
+    assert {"Store", "EngineStore", "StepStore", "TableStore", "open_store"} <= set(tenure.store.__all__)
 
 
 def test_version_matches_the_distribution() -> None:
