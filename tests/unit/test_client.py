@@ -297,7 +297,7 @@ def test_watch_refusals_are_raised_at_once_and_endless_drops_give_up(monkeypatch
         next(client(unknown_kind).watch(kind="x"))
 
     slept: list[float] = []
-    monkeypatch.setattr("tenure.service.client.time.sleep", slept.append)
+    monkeypatch.setattr("tenure.service.client.watch.time.sleep", slept.append)
     calls = 0
 
     def dropping(request: httpx.Request) -> httpx.Response:

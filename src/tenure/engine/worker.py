@@ -5,99 +5,53 @@ the steps still running. Everything a worker writes is fenced: a claimed resourc
 while the claim (token and version) still holds, so a worker that stalled past its claim's expiry,
 or whose resource a client moved on, has its late write refused. Several workers in several
 processes (and, on PostgreSQL, on several hosts) share one database safely.
+
+This module is the loop that ties the parts together: what a step's outcome writes is
+:mod:`tenure.engine.apply`; callbacks and deadlines are :mod:`tenure.engine.waits`; the claims in
+flight and their renewal are :mod:`tenure.engine.heartbeat`; the counters are
+:mod:`tenure.engine.stats`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import secrets
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.apply import OutcomeWriter, call_step
+from tenure.engine.heartbeat import InFlight
+from tenure.engine.logs import about, log
+from tenure.engine.outcome import Fail
 from tenure.engine.reconcile import Reconciled, Reconciler, rest_pairs
-from tenure.engine.rollup import roll_up
-from tenure.engine.steps import Registered, StepContext, Steps
+from tenure.engine.stats import STEP_BUCKETS, WorkerStats
+from tenure.engine.steps import StepContext, Steps
+from tenure.engine.waits import WaitSettler
 from tenure.errors import (
     ClaimLost,
-    Conflict,
     InvalidArgument,
     InvalidSpec,
     ResourceNotFound,
     StoreUnavailable,
     TenureError,
-    TransitionNotAllowed,
 )
-from tenure.machine import Kind, Role, State
-from tenure.rules import error_text, printable
-from tenure.store.claims import Claim, WaitPlan
-from tenure.store.inbox import CallbackRow, token_hash
-from tenure.store.model import Resource
+from tenure.store.claims import Claim
 from tenure.store.protocol import EngineStore
 
 __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
 
-log = logging.getLogger("tenure.engine")
-
-_OUTCOMES = (Advance, Wait, RetryLater, Fail)
-
 #: While busy, the longest a worker claims without reading its agenda (callbacks, deadlines, sleep).
 _REPLAN = 0.25
 
-#: Upper bounds (seconds) of the step-duration histogram.
-STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-#: The longest explicit delay a step may ask for before its next attempt.
-MAX_RETRY_DELAY = timedelta(days=30)
-
-
-@dataclass
-class WorkerStats:
-    """Counters of what a worker did (read them; they only grow)."""
-
-    rounds: int = 0
-    claimed: int = 0
-    takeovers: int = 0
-    advanced: int = 0
-    waited: int = 0
-    retried: int = 0
-    failed: int = 0
-    claims_lost: int = 0
-    deadlines_fired: int = 0
-    callbacks_applied: int = 0
-    callbacks_superseded: int = 0
-    store_errors: int = 0
-    engine_errors: int = 0
-    #: Events fired towards a desired state, and desired states given up on.
-    reconciled: int = 0
-    desired_given_up: int = 0
-    #: How long the most recent steps took (the last 1024).
-    step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
-    #: Steps run and their total time; with step_buckets, a histogram of step durations.
-    steps_run: int = 0
-    step_seconds_total: float = 0.0
-    #: How many steps took at most STEP_BUCKETS[i] seconds (cumulative, as Prometheus wants them).
-    step_buckets: list[int] = field(default_factory=lambda: [0] * len(STEP_BUCKETS), repr=False)
-
-    def record_step(self, seconds: float) -> None:
-        self.step_seconds.append(seconds)
-        self.steps_run += 1
-        self.step_seconds_total += seconds
-        for i, bound in enumerate(STEP_BUCKETS):
-            if seconds <= bound:
-                self.step_buckets[i] += 1
-
 
 def default_worker_name() -> str:
+    """``host:pid:random``: unique among the workers sharing a database."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
@@ -136,16 +90,17 @@ class Worker:
         self.heartbeat = heartbeat or lease / 3
         self._poll_interval = poll_interval
         self.batch = batch
-        self._rand = rand
         self.stats = WorkerStats()
         # Resting resources are due only while a desired state is pending: the reconcile takes those.
         self._due = sorted({*steps.due(), *rest_pairs(store.kinds.values())})
         self._reconciler = Reconciler(store, actor=self.name)
         self._kinds = sorted(store.kinds)
+        self._outcomes = OutcomeWriter(store, self.stats, worker=self.name, rand=rand)
+        self._waits = WaitSettler(store, self.stats, worker=self.name, kinds=self._kinds)
+        self._inflight = InFlight(store, self.stats, worker=self.name)
         self._poll = 5.0
         self._planned_at = -_REPLAN
-        self._inflight: dict[str, tuple[Claim, StepContext]] = {}
-        self._lock = threading.Lock()
+        self._stop_timeout = 30.0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,6 +129,7 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
+        """Whether the worker was asked to stop."""
         return self._stopping.is_set()
 
     def run(self) -> None:
@@ -301,8 +257,7 @@ class Worker:
             kind=self.store.kind(r.kind),
             now=self.store.now,
         )
-        with self._lock:
-            self._inflight[claim.token] = (claim, ctx)
+        self._inflight.add(claim, ctx)
         return ctx
 
     def run_claim(self, claim: Claim) -> None:
@@ -327,214 +282,47 @@ class Worker:
                 # Each holder before died or stalled past its lease mid-step (a crash the step
                 # causes, say): those were attempts too, and the budget is spent.
                 why = "every worker that ran it died or stalled past its lease"
-                self._apply(reg, state, ctx, Fail(f"gave up after {r.attempts} attempts: {why}"))
+                self._outcomes.apply(reg, state, ctx, Fail(f"gave up after {r.attempts} attempts: {why}"))
                 return
             started = time.perf_counter()
-            outcome = self._call(reg, ctx)
+            outcome = call_step(reg, ctx)
             self.stats.record_step(time.perf_counter() - started)
             if self._stopping.is_set() and ctx.lost.is_set():
                 return
             try:
-                self._apply(reg, state, ctx, outcome)
+                self._outcomes.apply(reg, state, ctx, outcome)
             except (InvalidSpec, InvalidArgument) as exc:
                 # The outcome itself cannot be stored (data that is not JSON, say): that is the
                 # step's failure, recorded without the offending data.
-                self._apply(reg, state, ctx, Fail(f"step {reg.name} ended in an outcome that cannot be stored: {exc}"))
+                failure = Fail(f"step {reg.name} ended in an outcome that cannot be stored: {exc}")
+                self._outcomes.apply(reg, state, ctx, failure)
         except ClaimLost as exc:
             self.stats.claims_lost += 1
-            log.info("worker %s: %s", self.name, exc, extra=_about(r))
+            log.info("worker %s: %s", self.name, exc, extra=about(r))
             # A write that leaves claims alone (a new desired state) moved the version: the token
             # still holds the row, so hand it back now instead of leaving it due only at expiry.
             with contextlib.suppress(TenureError):
                 self.store.release(claim)
         except ResourceNotFound:
-            log.warning("worker %s: resource %s vanished", self.name, r.id, extra=_about(r))
+            log.warning("worker %s: resource %s vanished", self.name, r.id, extra=about(r))
         except StoreUnavailable as exc:
             # The outcome is lost with the connection; the claim expires and the step runs again.
             self.stats.store_errors += 1
-            log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc, extra=_about(r))
+            log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc, extra=about(r))
         except Exception as exc:
             # A bug in the engine (step errors never get here): say so, and count it as a failed
             # attempt, so that it backs off and ends in the failure event instead of looping.
             self.stats.engine_errors += 1
-            log.exception("worker %s: unexpected error running %s", self.name, r.id, extra=_about(r))
-            self._recover(ctx, exc)
+            log.exception("worker %s: unexpected error running %s", self.name, r.id, extra=about(r))
+            self._outcomes.record_engine_error(self.steps.get(r.kind, r.state), ctx, exc)
         finally:
-            with self._lock:
-                self._inflight.pop(claim.token, None)
-
-    def _recover(self, ctx: StepContext, exc: Exception) -> None:
-        r = ctx.claim.resource
-        error = f"engine error: {_describe(exc)}"
-        reg = self.steps.get(r.kind, r.state)
-        state = reg.kind.state(r.state) if reg is not None else None
-        try:
-            if reg is not None and state is not None:
-                self._apply(reg, state, ctx, RetryLater(error))
-                return
-        except Exception:
-            log.exception("worker %s: could not record the engine error on %s", self.name, r.id, extra=_about(r))
-        # Not even the failure could be recorded: come back after the longest backoff, not at once.
-        cap = state.backoff.cap if state is not None else timedelta(minutes=5)
-        try:
-            self.store.retry_later(
-                ctx.claim, error=error_text(error), at=self.store.now() + cap, attempts=r.attempts + 1, actor=self.name
-            )
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.store.release(ctx.claim)
-
-    def _call(self, reg: Registered, ctx: StepContext) -> Outcome:
-        r = ctx.claim.resource
-        try:
-            outcome = reg.step(r, ctx)
-        except Fatal as exc:
-            return Fail(_describe(exc))
-        except Retryable as exc:
-            return RetryLater(_describe(exc), exc.delay)
-        except Exception as exc:
-            if isinstance(exc, reg.fatal_on) or not isinstance(exc, reg.retry_on):
-                return Fail(_describe(exc))
-            log.info("step %s of %s raised %s", reg.name, r.id, _describe(exc), extra=_about(r))
-            return RetryLater(_describe(exc))
-        if not isinstance(outcome, _OUTCOMES):
-            return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater or Fail")
-        return outcome
-
-    def _apply(self, reg: Registered, state: State, ctx: StepContext, outcome: Outcome) -> None:
-        claim, r, store = ctx.claim, ctx.claim.resource, self.store
-        detail = {"step": reg.name, "attempt": ctx.attempt, "worker": self.name}
-        kind = reg.kind
-        if isinstance(outcome, Advance):
-            problem = _event_problem(kind, r.state, outcome.event)
-            if problem is None:
-                try:
-                    store.fire_claimed(
-                        claim, outcome.event, data=outcome.data, actor=self.name, detail={**detail, **outcome.detail}
-                    )
-                    self.stats.advanced += 1
-                    return
-                except TransitionNotAllowed as exc:  # a guard refused it
-                    problem = exc.reason or str(exc)
-            outcome = Fail(f"step {reg.name} asked to fire {outcome.event!r}: {problem}")
-        if isinstance(outcome, Wait):
-            problem = _wait_problem(kind, r.state, outcome)
-            if problem is None:
-                plan = WaitPlan(token_hash(ctx.token), tuple(outcome.keys), outcome.rules())
-                waiting = {**detail, **outcome.detail, "awaiting": list(outcome.keys)}
-                try:
-                    store.fire_claimed(
-                        claim, outcome.event, data=outcome.data, actor=self.name, detail=waiting, wait=plan
-                    )
-                    self.stats.waited += 1
-                    return
-                except TransitionNotAllowed as exc:  # a guard refused it
-                    problem = f"event {outcome.event!r}: {exc.reason or exc}"
-            outcome = Fail(f"step {reg.name} asked to wait: {problem}")
-        if isinstance(outcome, RetryLater):
-            failed = r.attempts + 1
-            policy = state.backoff
-            if failed < policy.max_attempts:
-                delay = outcome.delay if outcome.delay is not None else policy.delay(failed, self._rand())
-                # An explicit delay is the step's call, within reason: never negative, never past
-                # what a timestamp can hold.
-                delay = min(max(delay, timedelta(0)), MAX_RETRY_DELAY)
-                store.retry_later(
-                    claim,
-                    error=error_text(outcome.error),
-                    at=store.now() + delay,
-                    attempts=failed,
-                    data=outcome.data,
-                    actor=self.name,
-                )
-                self.stats.retried += 1
-                return
-            outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
-        event = outcome.event or state.on_failure
-        assert state.on_failure is not None, "steps are registered only for states with on_failure"
-        assert event is not None
-        problem = _event_problem(kind, r.state, event)
-        if problem is not None:
-            outcome, event = Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"), state.on_failure
-        error = error_text(outcome.error)
-        try:
-            store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.name, detail=detail)
-        except TransitionNotAllowed as exc:
-            if event == state.on_failure:
-                raise  # kind validation keeps the state's own failure event unguarded
-            # A guard refused the step's chosen failure event: the state's own one always goes.
-            error = error_text(f"{outcome.error} (and its failure event {event!r}: {exc.reason or exc})")
-            store.fire_claimed(claim, state.on_failure, data=outcome.data, error=error, actor=self.name, detail=detail)
-        self.stats.failed += 1
+            self._inflight.discard(claim.token)
 
     # --- callbacks and deadlines ---------------------------------------------------------------
 
     def apply_callbacks(self) -> int:
         """Apply callbacks that were recorded but not yet acted on; returns how many were settled."""
-        pending = self.store.unsettled(self._kinds, limit=self.batch)
-        by_wait: dict[str, list[CallbackRow]] = {}
-        for cb in pending:
-            by_wait.setdefault(cb.token_hash, []).append(cb)
-        return sum(self._settle(hashed, rows) for hashed, rows in by_wait.items())
-
-    def _settle(self, hashed: str, rows: list[CallbackRow]) -> int:
-        """Apply the unsettled callbacks ``rows`` of one wait; returns how many were settled."""
-        seqs = [cb.seq for cb in rows]
-        store = self.store
-        wait = store.wait(hashed)
-        resource = store.find(wait.resource_id) if wait else None
-        if wait is None or resource is None:
-            store.mark_settled(seqs, "dropped: the wait no longer exists")
-            return len(seqs)
-        if resource.version != wait.version:
-            # Counted only where this call settled them: another worker may have applied them (and
-            # so moved the resource on) in the meantime.
-            superseded = store.mark_settled(
-                seqs, f"superseded: the resource moved on to state {resource.state!r} at version {resource.version}"
-            )
-            self.stats.callbacks_superseded += superseded
-            return len(seqs)
-        if wait.provisional:
-            return 0  # the step that handed out the token still runs: applied once it waits
-        # When the unsettled rows answer every awaited key, they are all the answers there can be.
-        complete = set(wait.keys) <= {cb.key for cb in rows}
-        if not complete:
-            # Read them all: answers recorded earlier count, and answers that arrived since the
-            # batch was read are used (so settled) by this same decision.
-            answers = store.callbacks(hashed)
-            seqs = [cb.seq for cb in answers if cb.applied_at is None]
-            if not seqs:
-                return 0  # another worker settled them meanwhile
-        else:
-            answers = rows
-        unawaited = [cb.seq for cb in answers if cb.seq in seqs and cb.key not in wait.keys]
-        if unawaited:
-            # Early answers (sent while the step ran) for keys the step did not end up waiting for.
-            store.mark_settled(unawaited, f"ignored: not awaited (the wait awaits {', '.join(wait.keys)})")
-            seqs = [seq for seq in seqs if seq not in unawaited]
-            if not seqs:
-                return len(unawaited)
-        decision = roll_up(wait, answers, resource.data)
-        if decision.event is None:
-            store.mark_settled(seqs, f"recorded; still waiting for {', '.join(decision.missing)}")
-            return len(seqs) + len(unawaited)
-        try:
-            store.fire_settling(
-                resource,
-                decision.event,
-                seqs,
-                result=f"applied: fired {decision.event}",
-                data=decision.data,
-                error=decision.error,
-                actor=self.name,
-                detail={"callbacks": seqs},
-            )
-            self.stats.callbacks_applied += len(seqs)
-        except Conflict:
-            return 0  # the resource moved on meanwhile; the next pass settles these as superseded
-        except TenureError as exc:
-            store.mark_settled(seqs, f"refused: {exc}")
-        return len(seqs) + len(unawaited)
+        return self._waits.apply_callbacks(limit=self.batch)
 
     def sweep_deadlines(self) -> int:
         """Fire the deadline event of every resource whose wait outlived its deadline.
@@ -542,47 +330,7 @@ class Worker:
         Answers already in the inbox win over the deadline: they are applied first, and the
         deadline fires only if they do not decide the wait (keeping what they said in the data).
         """
-        fired = 0
-        for r in self.store.expired_waits(self._kinds, limit=self.batch):
-            try:
-                fired += self._expire(r)
-            except (Conflict, ResourceNotFound):
-                continue  # answered, or swept by another worker, in the meantime
-            except (StoreUnavailable, OSError):
-                raise
-            except Exception:
-                # One resource must not hold up the deadlines of the others.
-                self.stats.engine_errors += 1
-                log.exception("worker %s: could not fire the deadline of %s", self.name, r.id, extra=_about(r))
-        self.stats.deadlines_fired += fired
-        return fired
-
-    def _expire(self, r: Resource) -> int:
-        state = self.store.kind(r.kind).state(r.state)
-        if state.role is not Role.WAIT or state.on_deadline is None:
-            return 0
-        data = None
-        wait = self.store.current_wait(r.id, r.version)
-        if wait is not None and not wait.provisional:
-            answers = self.store.callbacks(wait.token_hash)
-            unsettled = [cb for cb in answers if cb.applied_at is None]
-            if unsettled and self._settle(wait.token_hash, unsettled):
-                now = self.store.find(r.id)
-                if now is None or now.version != r.version:
-                    return 0  # the answers decided the wait
-            if answers:
-                # Partial answers are kept: a retry then asks again only for what is missing.
-                data = roll_up(wait, answers, r.data).data
-        deadline = r.deadline.isoformat() if r.deadline else "?"
-        self.store.fire(
-            r,
-            state.on_deadline,
-            data=data,
-            error=f"no answer in state {r.state!r} before its deadline ({deadline})",
-            actor=self.name,
-            detail={"deadline": deadline},
-        )
-        return 1
+        return self._waits.sweep_deadlines(limit=self.batch)
 
     # --- heartbeats and shutdown ---------------------------------------------------------------
 
@@ -593,68 +341,18 @@ class Worker:
 
     def renew_claims(self) -> None:
         """Renew the claims of running steps; flag the ones that were lost."""
-        with self._lock:
-            running = dict(self._inflight)
-        if not running:
-            return
-        try:
-            held = self.store.renew(list(running), lease=self.lease)
-        except StoreUnavailable as exc:
-            log.warning("worker %s: could not renew claims: %s", self.name, exc)
-            return
-        except Exception:
-            # The heartbeat must outlive a surprise: without it every long step is taken over.
-            self.stats.engine_errors += 1
-            log.exception("worker %s: unexpected error renewing claims", self.name)
-            return
-        for token, (claim, ctx) in running.items():
-            if token not in held and not ctx.lost.is_set():
-                ctx.lost.set()
-                log.info("worker %s lost its claim on %s", self.name, claim.resource.id, extra=_about(claim.resource))
+        self._inflight.renew(self.lease)
 
     def _drain(self) -> None:
         pool = self._pool
         if pool is None:
             return
-        timeout = getattr(self, "_stop_timeout", 30.0)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._stop_timeout
         while self._inflight and time.monotonic() < deadline:
             time.sleep(0.01)
-        with self._lock:
-            left = list(self._inflight.values())
-        for claim, ctx in left:
+        for claim, ctx in self._inflight.held():
             # Still running: hand it back. Its late write is refused, since the release drops the token.
             ctx.lost.set()
             with contextlib.suppress(StoreUnavailable):
                 self.store.release(claim)
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _about(r: Resource) -> dict[str, str]:
-    return {"resource_id": r.id, "kind": r.kind}
-
-
-def _describe(exc: BaseException) -> str:
-    text = printable(str(exc).strip())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _event_problem(kind: Kind, state: str, event: str) -> str | None:
-    if kind.allows(state, event):
-        return None
-    return f"not allowed in state {state!r} (allowed: {', '.join(kind.allowed_events(state)) or 'none'})"
-
-
-def _wait_problem(kind: Kind, state: str, wait: Wait) -> str | None:
-    problem = _event_problem(kind, state, wait.event)
-    if problem is not None:
-        return f"event {wait.event!r} {problem}"
-    target = kind.state(kind.target(state, wait.event))
-    if target.role is not Role.WAIT:
-        return f"event {wait.event!r} leads to {target.name!r}, a {target.role.value} state, not a wait state"
-    if not wait.keys:
-        return "it awaits no keys"
-    for rule, event in (("on_done", wait.on_done), ("on_failed", wait.on_failed), ("on_retry", wait.on_retry)):
-        if event is not None and not kind.allows(target.name, event):
-            return f"{rule} event {event!r} does not leave {target.name!r}"
-    return None
