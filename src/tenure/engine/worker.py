@@ -32,6 +32,7 @@ from tenure.engine.outcome import Fail
 from tenure.engine.reconcile import Reconciled, Reconciler, rest_pairs
 from tenure.engine.stats import STEP_BUCKETS, WorkerStats
 from tenure.engine.steps import StepContext, Steps
+from tenure.engine.stepstore import StepStoreView
 from tenure.engine.waits import WaitSettler
 from tenure.errors import (
     ClaimLost,
@@ -81,6 +82,8 @@ class Worker:
         if lease <= timedelta(0):
             raise InvalidArgument("lease", "must be a positive duration", lease)
         self.store = store
+        # What step code gets: the few things a step may do with the store, not the store itself.
+        self._step_store = StepStoreView(store)
         self.steps = steps
         for kind in steps.kinds.values():
             store.register(kind)
@@ -253,7 +256,7 @@ class Worker:
             worker=self.name,
             claim=claim,
             attempt=r.attempts + 1,
-            store=self.store,
+            store=self._step_store,
             kind=self.store.kind(r.kind),
             now=self.store.now,
         )

@@ -30,7 +30,7 @@ from tenure import (
 )
 from tenure.engine.outcome import Outcome
 from tenure.store.inbox import WaitRow, token_hash
-from tenure.store.protocol import EngineStore
+from tenure.store.protocol import EngineStore, StepStore
 from tests.store_support import FakeClock
 
 WAIT_FOR = timedelta(minutes=10)
@@ -121,6 +121,9 @@ def test_the_step_sees_the_claimed_resource_and_a_fresh_context(store: EngineSto
         token = ctx.token
         assert ctx.token_issued
         assert ctx.token == token, "one token per attempt, however often it is read"
+        assert isinstance(ctx.store, StepStore)
+        for beyond in ("fire", "fire_claimed", "claim", "set_desired_state", "retry_later", "mark_settled"):
+            assert not hasattr(ctx.store, beyond), f"step code must not reach store.{beyond}"
         seen.append((resource.id, resource.version, ctx.worker, token, ctx.attempt, ctx.idempotency_key))
         return Advance("finish")
 
