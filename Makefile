@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve demo test lint types unit bench clean
+.PHONY: serve demo test lint types unit bench mutants clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,14 +27,20 @@ test: lint types
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 types: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit src/tenure
+
+## The mutation check (not part of `make test`): breaks each invariant in a copy of the project, one
+## mutation at a time, and fails if the tests named for it still pass. Needs the PostgreSQL server.
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/transitions.py

@@ -42,11 +42,16 @@ The errors form one tree; catch the group that says what you will do about it:
     │   ├── FlowChanged
     │   ├── FlowRunNotFound
     │   └── FlowActionNotAllowed
-    └── StoreError
-        ├── InvalidDatabaseURL
-        ├── StoreUnavailable
-        ├── SchemaNotMigrated
-        └── SchemaTooNew
+    ├── StoreError
+    │   ├── InvalidDatabaseURL
+    │   ├── StoreUnavailable
+    │   ├── SchemaNotMigrated
+    │   └── SchemaTooNew
+    └── ServiceError
+        ├── ConfigError
+        ├── ServerFailed
+        ├── ApiError
+        └── ServerUnreachable
 
 ``KindError``
     A kind (or the steps, or the module, that should provide it) is declared wrong, two different
@@ -72,10 +77,12 @@ The errors form one tree; catch the group that says what you will do about it:
     The database: a URL that cannot be used, a database that cannot be reached (retry later), or a
     schema that is not at this version of tenure (run ``tenure migrate``, or upgrade tenure).
 
-Catch ``TenureError`` to handle everything tenure refuses on purpose. A few errors live beside the
-code that raises them and derive from ``TenureError`` directly: ``ApiError`` and
-``ServerUnreachable`` (:mod:`tenure.service.client`), ``ConfigError`` (:mod:`tenure.service.config`)
-and ``ServerFailed`` (:mod:`tenure.service.server`).
+``ServiceError``
+    The HTTP service and its client: a configuration that cannot be used, a server that could not
+    start, a request the server refused (``ApiError``, with the problem document's members), or a
+    server that cannot be reached (retry later).
+
+Catch ``TenureError`` to handle everything tenure refuses on purpose.
 """
 
 from __future__ import annotations
@@ -85,7 +92,9 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "ApiError",
     "ClaimLost",
+    "ConfigError",
     "Conflict",
     "DuplicateKind",
     "FlowActionNotAllowed",
@@ -112,6 +121,9 @@ __all__ = [
     "ResourceNotFound",
     "SchemaNotMigrated",
     "SchemaTooNew",
+    "ServerFailed",
+    "ServerUnreachable",
+    "ServiceError",
     "StoreError",
     "StoreUnavailable",
     "TenureError",
@@ -634,3 +646,66 @@ class SchemaTooNew(StoreError):
             f"database {target} is at schema version {current}, newer than the {known} this version of "
             "tenure knows; upgrade tenure"
         )
+
+
+# --- the HTTP service and its client ------------------------------------------------------------
+
+
+class ServiceError(TenureError):
+    """The HTTP service or its client: configuration, starting, a refused request, an unreachable server."""
+
+    default_message = "the tenure service failed"
+
+
+class ConfigError(ServiceError):
+    """The service configuration is wrong (the message says where and what would be accepted)."""
+
+    default_message = "invalid service configuration"
+
+
+class ServerFailed(ServiceError):
+    """The HTTP server could not start (the address is taken, say)."""
+
+    default_message = "the HTTP server could not start"
+
+
+class ApiError(ServiceError):
+    """The server refused a request; the attributes are the problem document's members.
+
+    ``extensions`` holds the document's other members (``resourceId``, ``state``, ``allowed``,
+    ``expectedVersion``, ``errors``, ...), as the server sent them.
+    """
+
+    default_message = "the server refused the request"
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        title: str,
+        detail: str,
+        extensions: Mapping[str, Any] | None = None,
+        *,
+        instance: str | None = None,
+    ) -> None:
+        self.status = status
+        self.type = type
+        self.title = title
+        self.detail = detail
+        self.instance = instance
+        self.extensions = dict(extensions or {})
+        super().__init__(detail or title)
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, type={self.type!r}, detail={self.detail!r})"
+
+
+class ServerUnreachable(ServiceError):
+    """The server could not be reached, or did not answer in time."""
+
+    default_message = "the tenure server cannot be reached"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the tenure server at {url}: {reason}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tenure import open_store
-from tenure.kinds import builtin_kinds
+from tenure.kinds import builtin_kinds, builtin_tables
 from tenure.store.migrator import latest_version
 
 
@@ -181,7 +181,7 @@ def test_runs_list_show_and_resolve_a_failed_revert(store_url: str) -> None:
     def boom(x: int) -> None:
         raise ValueError("no")
 
-    store = open_store(store_url, builtin_kinds(), check_schema=False)
+    store = open_store(store_url, builtin_kinds(), check_schema=False, tables=builtin_tables())
     try:
         store.migrate()
         outcome = FlowEngine(linear("ops", make, boom), checkpoints=StoreCheckpoints(store)).run()

@@ -16,7 +16,9 @@ import pytest
 import tenure.errors as errors_module
 from tenure.errors import (
     AlreadyExists,
+    ApiError,
     ClaimLost,
+    ConfigError,
     Conflict,
     DuplicateKind,
     FlowActionNotAllowed,
@@ -43,6 +45,9 @@ from tenure.errors import (
     ResourceNotFound,
     SchemaNotMigrated,
     SchemaTooNew,
+    ServerFailed,
+    ServerUnreachable,
+    ServiceError,
     StoreError,
     StoreUnavailable,
     TenureError,
@@ -96,6 +101,15 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     NoKindFound: {"module": "mypkg.kinds", "name": "volume"},
     InvalidUsage: {"problem": "give --server or --database, not both"},
     FlowRunNotFound: {"run_id": "run-404"},
+    ServerUnreachable: {"url": "http://127.0.0.1:8080", "reason": "connection refused"},
+    ApiError: {
+        "status": 409,
+        "type": "urn:tenure:problem:conflict",
+        "title": "Conflict",
+        "detail": "resource r1 is at version 3, not 2 as If-Match says",
+        "extensions": {"resourceId": "r1", "actualVersion": 3},
+        "instance": "/v1/resources/r1/events",
+    },
     FlowActionNotAllowed: {
         "run_id": "run-2",
         "state": "reverted",
@@ -105,9 +119,12 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
 }
 
 #: The groups: they classify and take only an optional message (no facts of their own).
-GROUPS = (KindError, InputError, WriteConflict, QuotaError, FlowError, StoreError)
+GROUPS = (KindError, InputError, WriteConflict, QuotaError, FlowError, StoreError, ServiceError)
 #: Classes that take only an optional message (no facts of their own).
-PLAIN = (TenureError, *GROUPS)
+PLAIN = (TenureError, *GROUPS, ConfigError, ServerFailed)
+#: Errors whose message is another party's text: the server's problem ``detail`` (its facts are the
+#: problem document's members, kept as attributes, and the CLI prints the server's words as they are).
+MESSAGE_FROM_ELSEWHERE = {ApiError}
 
 #: The tree: each class and its one direct base. A class may gain a group, never lose a base.
 BASE: dict[type[TenureError], type[Exception]] = {
@@ -147,6 +164,11 @@ BASE: dict[type[TenureError], type[Exception]] = {
     StoreUnavailable: StoreError,
     SchemaNotMigrated: StoreError,
     SchemaTooNew: StoreError,
+    ServiceError: TenureError,
+    ConfigError: ServiceError,
+    ServerFailed: ServiceError,
+    ApiError: ServiceError,
+    ServerUnreachable: ServiceError,
 }
 
 
@@ -194,7 +216,7 @@ def test_every_error_is_a_tenure_error_with_its_own_default_message(cls: type[Ba
         assert default != TenureError.default_message
 
 
-@pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in SAMPLES if c not in MESSAGE_FROM_ELSEWHERE], ids=lambda c: c.__name__)
 def test_message_contains_the_facts(cls: type[TenureError]) -> None:
     facts = SAMPLES[cls]
     err = build(cls, facts)
@@ -204,6 +226,12 @@ def test_message_contains_the_facts(cls: type[TenureError]) -> None:
     for name, value in facts.items():
         for text in fact_texts(value):
             assert text in message, f"{cls.__name__} message {message!r} lacks {name}={text!r}"
+
+
+def test_an_api_error_says_what_the_server_said() -> None:
+    err = build(ApiError, SAMPLES[ApiError])
+    assert str(err) == SAMPLES[ApiError]["detail"]
+    assert str(ApiError(500, "about:blank", "Internal Server Error", "")) == "Internal Server Error"
 
 
 @pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)

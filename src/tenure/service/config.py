@@ -38,18 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenure.errors import TenureError
+from tenure.errors import ConfigError
 
 __all__ = ["ClientToken", "ConfigError", "Principal", "Scope", "ServiceConfig", "generated_token"]
 
 #: The largest request body the service reads (bigger ones get 413).
 DEFAULT_MAX_BODY = 1024 * 1024
-
-
-class ConfigError(TenureError):
-    """The service configuration is wrong (the message says where and what would be accepted)."""
-
-    default_message = "invalid service configuration"
 
 
 class Scope(enum.StrEnum):

@@ -12,7 +12,7 @@ from datetime import timedelta
 import uvicorn
 
 from tenure.engine import Steps, Worker
-from tenure.errors import TenureError
+from tenure.errors import ServerFailed
 from tenure.service.app import create_app
 from tenure.service.config import ServiceConfig
 from tenure.store.protocol import EngineStore
@@ -20,12 +20,6 @@ from tenure.store.protocol import EngineStore
 __all__ = ["ServerFailed", "run_server"]
 
 log = logging.getLogger("tenure.service")
-
-
-class ServerFailed(TenureError):
-    """The HTTP server could not start (the address is taken, say)."""
-
-    default_message = "the HTTP server could not start"
 
 
 class _Server(uvicorn.Server):

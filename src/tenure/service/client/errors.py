@@ -8,59 +8,16 @@ message built here includes the client's token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
 
-from tenure.errors import TenureError
+from tenure.errors import ApiError, ServerUnreachable
 
 __all__ = ["ApiError", "ServerUnreachable", "problem_error", "unreachable_reason"]
 
 #: The members every problem document has; the rest are extension members (RFC 9457).
 _PROBLEM_MEMBERS: Final = frozenset({"type", "title", "status", "detail", "instance"})
-
-
-class ApiError(TenureError):
-    """The server refused a request; the attributes are the problem document's members.
-
-    ``extensions`` holds the document's other members (``resourceId``, ``state``, ``allowed``,
-    ``expectedVersion``, ``errors``, ...), as the server sent them.
-    """
-
-    default_message = "the server refused the request"
-
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        title: str,
-        detail: str,
-        extensions: Mapping[str, Any] | None = None,
-        *,
-        instance: str | None = None,
-    ) -> None:
-        self.status = status
-        self.type = type
-        self.title = title
-        self.detail = detail
-        self.instance = instance
-        self.extensions = dict(extensions or {})
-        super().__init__(detail or title)
-
-    def __repr__(self) -> str:
-        return f"ApiError(status={self.status}, type={self.type!r}, detail={self.detail!r})"
-
-
-class ServerUnreachable(TenureError):
-    """The server could not be reached, or did not answer in time."""
-
-    default_message = "the tenure server cannot be reached"
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"cannot reach the tenure server at {url}: {reason}")
 
 
 def problem_error(response: httpx.Response) -> ApiError:
