@@ -217,6 +217,8 @@ class SQLiteDatabase:
     def commit(self, write: Write) -> bool:
         before, after = write.before, write.after
         now = to_iso(after.updated_at)
+        # A transition enters its state now: the same time, formatted once.
+        entered = now if after.entered_at is after.updated_at else to_iso(after.entered_at)
         wait = write.wait
         # The hot path: transaction control is inlined rather than going through transaction().
         conn = self._conn()
@@ -229,7 +231,7 @@ class SQLiteDatabase:
                             Q["write"],
                             (
                                 after.state, after.version, _dumps(after.data) if write.data_changed else None,
-                                after.error, after.attempts, to_iso(after.entered_at), to_iso(after.next_attempt_at),
+                                after.error, after.attempts, entered, to_iso(after.next_attempt_at),
                                 to_iso(after.deadline), after.desired_state, after.generation,
                                 after.observed_generation, now, write.keeps_claim, before.id, before.version,
                                 before.state, write.token,
