@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tenure import Conflict, Resource, open_store
 from tenure.engine.flows import FlowStep, step_run_id
+from tenure.errors import InvalidSpec
 from tenure.kinds.volume import (
     Host,
     MemoryNotifier,
@@ -242,6 +243,18 @@ def test_each_source_goes_through_the_three_flows_to_available(cloud: Cloud, sou
     with pytest.raises(Conflict):
         cloud.step(first)
     assert cloud.ledger.calls == [("reserve", reservation_id), ("commit", reservation_id)]
+    cloud.check_quota()
+
+
+def test_a_client_event_cannot_rewrite_what_the_flows_produced(cloud: Cloud) -> None:
+    """A delete that carried a forged quota commit would release a commitment the volume never made."""
+    r = cloud.drive(cloud.create(size=30))
+    for key in ("quota_commit", "reservation", "host", "volume"):
+        with pytest.raises(InvalidSpec) as refused:
+            cloud.store.fire(r, "delete", data={key: {"reservation_id": "someone-else"}})
+        assert [field for field, _ in refused.value.problems] == [f"data.{key}"]
+    assert cloud.store.get(r.id) == r, "nothing written"
+    assert cloud.delete(r).state == "deleted"
     cloud.check_quota()
 
 

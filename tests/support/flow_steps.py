@@ -2,8 +2,9 @@
 
 The engine runs flow steps for claimed resources (:func:`tenure.engine.flows.flow_step`); tests of a
 kind's flows that want to stop between steps, replay a stale snapshot or crash a flow mid-run use
-this instead, on the same :func:`~tenure.engine.flows.execute_flow`, firing the outcome as a client
-would (a compare-and-swap on the snapshot's version).
+this instead, on the same :func:`~tenure.engine.flows.execute_flow`, writing the outcome as the
+engine writes a snapshot it does not hold a claim on (``fire_settling``: a compare-and-swap on the
+snapshot's version that may set the kind's step-owned data, which a client's ``fire`` may not).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def run_step(store: EngineStore, resource: Resource, step: FlowStep, *, actor: s
     outcome, data = execute_flow(store, store.kind(resource.kind), resource, step)
     detail = {"flow": step.flow.name, "flow_run": outcome.run_id, "flow_state": outcome.state.value}
     if outcome.state is RunState.SUCCESS:
-        moved = store.fire(resource, step.on_success, data=data, actor=actor, detail=detail)
+        moved = store.fire_settling(resource, step.on_success, (), result="", data=data, actor=actor, detail=detail)
     elif outcome.state in (RunState.REVERTED, RunState.RESOLVED):
-        moved = store.fire(resource, step.on_failure, error=flow_error(outcome), actor=actor, detail=detail)
+        moved = store.fire_settling(
+            resource, step.on_failure, (), result="", error=flow_error(outcome), actor=actor, detail=detail
+        )
     else:
         raise FlowFailed(
             step.flow.name, outcome.run_id, outcome.state.value, {k: str(v) for k, v in outcome.failures.items()}

@@ -71,7 +71,7 @@ def test_pending_delete_waits_for_the_scrubber() -> None:
     assert pending.deadline == timedelta(days=1)
     assert pending.on_deadline == "scrub"
     assert image.target("pending_delete", "scrub") == "deleted"
-    assert image.allowed_events("pending_delete") == ("scrub", "delete")
+    assert image.allowed_events("pending_delete") == ("scrub", "restore", "delete")
 
 
 def test_killed_can_only_be_deleted() -> None:
@@ -118,6 +118,109 @@ def test_illegal_transitions_are_refused(state: str, event: str) -> None:
     assert err.allowed == image.allowed_events(state)
     assert repr(state) in str(err)
     assert repr(event) in str(err)
+
+
+# --- the moves, against Glance ------------------------------------------------------------------
+
+#: ``Image.valid_state_targets`` from glance/domain/__init__.py in the openstack/glance repository,
+#: copied as Glance writes it (current status -> the statuses it may jump to).
+GLANCE_VALID_STATE_TARGETS: dict[str, tuple[str, ...]] = {
+    "queued": ("saving", "uploading", "importing", "active", "deleted"),
+    "saving": ("active", "killed", "deleted", "queued"),
+    "uploading": ("importing", "queued", "deleted"),
+    "importing": ("active", "deleted", "queued"),
+    "active": ("pending_delete", "deleted", "deactivated"),
+    "killed": ("deleted",),
+    "pending_delete": ("deleted", "active"),
+    "deleted": (),
+    "deactivated": ("active", "deleted"),
+}
+
+GLANCE_MOVES = {(src, dst) for src, targets in GLANCE_VALID_STATE_TARGETS.items() for dst in targets}
+
+#: Glance moves the kind leaves out on purpose (each one explained in the kind's docstring).
+NOT_MODELLED = {("queued", "active")}
+
+#: Moves the kind has that Glance forbids: none, and it should stay that way.
+EXTRA_MOVES: set[tuple[str, str]] = set()
+
+#: Every event with its sources and target: the names other code and tests fire.
+EXPECTED_EVENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "upload": (("queued",), "saving"),
+    "stage": (("queued",), "uploading"),
+    "import": (("queued", "uploading"), "importing"),
+    "activate": (("saving", "importing"), "active"),
+    "reset": (("saving", "uploading", "importing"), "queued"),
+    "kill": (("saving",), "killed"),
+    "deactivate": (("active",), "deactivated"),
+    "reactivate": (("deactivated",), "active"),
+    "delay_delete": (("active",), "pending_delete"),
+    "scrub": (("pending_delete",), "deleted"),
+    "restore": (("pending_delete",), "active"),
+    "delete": (tuple(EXPECTED_STATES)[:-1], "deleted"),
+}
+
+
+def kind_moves() -> set[tuple[str, str]]:
+    """Every (source, target) pair some event of the kind makes."""
+    return {(s.name, t.target) for s in image.states for t in image.transitions_from(s.name).values()}
+
+
+def test_glance_table_covers_exactly_the_kinds_states() -> None:
+    assert set(GLANCE_VALID_STATE_TARGETS) == set(EXPECTED_STATES)
+    assert len(GLANCE_MOVES) == 23
+
+
+def test_the_kind_makes_exactly_glances_moves_less_the_documented_deviations() -> None:
+    assert NOT_MODELLED <= GLANCE_MOVES
+    assert EXTRA_MOVES.isdisjoint(GLANCE_MOVES)
+    assert kind_moves() == (GLANCE_MOVES - NOT_MODELLED) | EXTRA_MOVES
+
+
+@pytest.mark.parametrize("source", list(GLANCE_VALID_STATE_TARGETS))
+def test_each_state_reaches_what_glance_allows_from_it(source: str) -> None:
+    reached = {t.target for t in image.transitions_from(source).values()}
+    expected = {dst for src, dst in GLANCE_MOVES - NOT_MODELLED if src == source}
+    assert reached == expected, f"from {source!r}: kind {sorted(reached)}, Glance {sorted(expected)}"
+
+
+def test_every_event_keeps_its_sources_and_target() -> None:
+    assert set(image.event_names) == set(EXPECTED_EVENTS)
+    for name, (sources, target) in EXPECTED_EVENTS.items():
+        assert image.sources(name) == sources, name
+        assert all(image.target(src, name) == target for src in sources), name
+
+
+def test_queued_cannot_jump_to_active() -> None:
+    """Deviation 1: no location in the spec, so data must pass through saving or importing."""
+    assert "active" not in {t.target for t in image.transitions_from("queued").values()}
+    assert image.allowed_events("queued") == ("upload", "stage", "import", "delete")
+
+
+def test_only_active_enters_pending_delete() -> None:
+    """Deviation 2: delay_delete is Glance's delete() under delayed_delete, and only from active."""
+    assert [src for src, dst in kind_moves() if dst == "pending_delete"] == ["active"]
+    assert image.target("active", "delay_delete") == "pending_delete"
+    assert image.target("active", "delete") == "deleted"
+    for state in ("queued", "saving", "uploading", "importing", "deactivated", "killed"):
+        assert not image.allows(state, "delay_delete")
+
+
+def test_delete_from_pending_delete_is_the_scrub_move() -> None:
+    """Deviation 4: an early purge, the same pair as the scrubber's."""
+    assert image.target("pending_delete", "delete") == image.target("pending_delete", "scrub") == "deleted"
+
+
+def test_repeated_deactivate_and_reactivate_are_refused() -> None:
+    """Deviation 5: Glance's no-ops are not moves, so the kind refuses them."""
+    for state, event in (("deactivated", "deactivate"), ("active", "reactivate")):
+        with pytest.raises(TransitionNotAllowed):
+            image.transition(state, event)
+
+
+def test_restore_undoes_a_delayed_delete() -> None:
+    assert walk("active", "delay_delete", "restore") == "active"
+    assert image.sources("restore") == ("pending_delete",)
 
 
 def test_every_state_is_described() -> None:

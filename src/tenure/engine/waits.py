@@ -137,9 +137,13 @@ class WaitSettler:
                 # Partial answers are kept: a retry then asks again only for what is missing.
                 data = roll_up(wait, answers, r.data).data
         deadline = r.deadline.isoformat() if r.deadline else "?"
-        self.store.fire(
+        # An engine write on the snapshot (no callbacks to settle): it may keep what the wait's answers
+        # said under the kind's step-owned keys, which a client's fire may not touch.
+        self.store.fire_settling(
             r,
             state.on_deadline,
+            (),
+            result="",
             data=data,
             error=f"no answer in state {r.state!r} before its deadline ({deadline})",
             actor=self.worker,

@@ -25,7 +25,7 @@ from tenure.engine.provision import Definition, MemoryProvisioner, ProvisionStat
 from tenure.engine.steps import StepContext, Steps
 from tenure.machine import Backoff, Event, Kind, Role, State
 
-__all__ = ["DefinitionSpec", "TransferSpec", "transfer", "transfer_kind", "transfer_steps"]
+__all__ = ["STEP_DATA", "DefinitionSpec", "TransferSpec", "transfer", "transfer_kind", "transfer_steps"]
 
 
 class DefinitionSpec(pydantic.BaseModel):
@@ -57,6 +57,10 @@ class TransferSpec(pydantic.BaseModel):
             raise ValueError("resource definition ids must be unique")
         return self
 
+
+#: The data keys the transfer's steps write: each provisioning action's per-definition answers, and
+#: which way the transfer ended.
+STEP_DATA = ("provision", "start", "deprovision", "ended")
 
 #: Sources of ``terminate``: every state before the transfer started ending.
 _RUNNING = (
@@ -93,6 +97,9 @@ def transfer_kind(
         name,
         description="A data transfer: provision, request, start, run, complete or terminate, deprovision.",
         spec_model=TransferSpec,
+        # What the provisioners were asked and answered, and how the transfer ended: the steps decide
+        # what to deprovision from them, so no client event may write them.
+        step_data=STEP_DATA,
         initial="initial",
         states=[
             work("initial", 100, "terminate", "accepted; the manifest is being prepared"),

@@ -22,7 +22,7 @@ whether an event is allowed is a single dictionary lookup.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -39,7 +39,10 @@ class Kind:
     """One declared state machine, validated when constructed (raises :class:`InvalidKind`).
 
     ``spec_model`` is an optional pydantic model that every resource's spec must satisfy.
-    ``version`` is bumped by the author whenever the graph changes meaning.
+    ``version`` is bumped by the author whenever the graph changes meaning. ``step_data`` names the
+    keys of a resource's ``data`` that only the kind's steps write — what was provisioned, what a flow
+    produced, what an external party answered: events fired from outside the engine (a client's event,
+    a create) may not set them, so no client can make the engine believe something it did not do.
     """
 
     __slots__ = (
@@ -53,6 +56,7 @@ class Kind:
         "name",
         "spec_model",
         "states",
+        "step_data",
         "version",
     )
 
@@ -66,8 +70,11 @@ class Kind:
         spec_model: type[pydantic.BaseModel] | None = None,
         version: int = 1,
         description: str = "",
+        step_data: Iterable[str] = (),
     ) -> None:
         self.name = name
+        #: Keys of ``data`` that only the kind's steps write (see the class docstring).
+        self.step_data: frozenset[str] = frozenset(step_data)
         self.states: tuple[State, ...] = tuple(states)
         self.events: tuple[Event, ...] = tuple(events)
         self.spec_model = spec_model

@@ -29,7 +29,7 @@ from tenure.store.interests import check_party
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.plans import PageQuery
 from tenure.store.signal import WorkSignal
-from tenure.store.write import Write, Writer, plan_create, plan_desired, plan_fire
+from tenure.store.write import Write, Writer, plan_create, plan_desired, plan_fire, refuse_step_data
 
 __all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources"]
 
@@ -129,6 +129,7 @@ class Resources:
     ) -> Resource:
         def plan(snapshot: Resource) -> Write:
             kind = self._kind(snapshot.kind)
+            refuse_step_data(kind, data)  # this is the write of those outside the engine
             return plan_fire(kind, snapshot, event, self._clock(), data=data, error=error, actor=actor, detail=detail)
 
         # A stale snapshot may be refused for a state the resource has already left: that is a

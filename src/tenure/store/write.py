@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
-from tenure.errors import ClaimLost, Conflict, InvalidArgument, ResourceNotFound
+from tenure.errors import ClaimLost, Conflict, InvalidArgument, InvalidSpec, ResourceNotFound
 from tenure.machine import Kind, Role, State
 from tenure.machine.graph import reachable_states
 from tenure.rules import json_object, refuse_deep_json, refuse_nul, refuse_nul_json
@@ -38,6 +38,7 @@ __all__ = [
     "plan_fire",
     "plan_give_up",
     "plan_retry",
+    "refuse_step_data",
     "schedule",
 ]
 
@@ -166,6 +167,7 @@ def plan_create(
 ) -> Resource:
     """A new resource of ``kind`` in its initial state at version 1, its spec validated by the kind."""
     refuse_deep_json(kind.name, "spec", spec)
+    refuse_step_data(kind, data)
     clean_spec = kind.validate_spec(spec)
     refuse_nul_json(kind.name, "", clean_spec)
     clean_data = json_object(kind.name, "data", data)
@@ -198,6 +200,24 @@ def plan_create(
         created_at=now,
         updated_at=now,
     )
+
+
+def refuse_step_data(kind: Kind, data: Mapping[str, Any] | None) -> None:
+    """Refuse data from outside the engine that names a key only the kind's steps write.
+
+    Those keys hold what the engine did and was told (what was provisioned, a flow's outputs, the
+    answers of a wait); a client that could set them could make the engine skip work or undo what it
+    never did. The refusal names every such key and says which keys the kind keeps for its steps.
+    """
+    if not data or not kind.step_data:
+        return
+    taken = sorted(kind.step_data.intersection(data))
+    if taken:
+        kept = ", ".join(sorted(kind.step_data))
+        raise InvalidSpec(
+            kind.name,
+            [(f"data.{key}", f"is written by the kind's steps only (they keep: {kept})") for key in taken],
+        )
 
 
 def plan_fire(

@@ -15,6 +15,7 @@ import pytest
 from tenure import (
     Backoff,
     Event,
+    InvalidSpec,
     Kind,
     ProvisionRequest,
     ProvisionResult,
@@ -170,6 +171,47 @@ def test_a_client_terminate_deprovisions_and_records_how_it_ended(store: EngineS
     assert (after.state, after.data["ended"]) == ("deprovisioned", "terminated")
     assert events(store, r.id) == [*SYNC_LIFECYCLE, "terminate", "terminated", "deprovision", "deprovisioned"]
     assert memory.made == {}
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [{"destination": "x"}, None, ["bucket"], {"bucket": {"status": "failed"}}],
+    ids=["object", "null", "list", "not-provisioned"],
+)
+def test_a_client_event_cannot_rewrite_what_was_provisioned_so_deprovisioning_still_happens(
+    store: EngineStore, forged: object
+) -> None:
+    memory = MemoryProvisioner()
+    worker = make_worker(store, {"memory": memory})
+    r = store.create("transfer", {"asset": "a-1", "resources": [{"id": "bucket", "type": "memory"}]})
+    worker.run_until_idle()
+    started = store.get(r.id)
+    assert memory.made == {f"{r.id}/bucket": {}}
+
+    with pytest.raises(InvalidSpec) as refused:
+        store.fire(started, "complete", data={"provision": forged, "note": "done"}, actor="client")
+    assert [field for field, _ in refused.value.problems] == ["data.provision"]
+    assert "written by the kind's steps only" in str(refused.value)
+    assert store.get(r.id) == started, "nothing written"
+    for key in ("start", "deprovision", "ended"):
+        with pytest.raises(InvalidSpec):
+            store.fire(started, "complete", data={key: {}}, actor="client")
+
+    store.fire(started, "complete", data={"note": "done"}, actor="client")  # data of its own is fine
+    worker.run_until_idle()
+
+    done = store.get(r.id)
+    assert (done.state, done.data["ended"], done.data["note"]) == ("deprovisioned", "completed", "done")
+    assert memory.made == {}, "what was provisioned was deprovisioned"
+    assert ("deprovision", "bucket") in [(q.action, q.definition.id) for q in memory.requests]
+
+
+def test_a_create_cannot_plant_what_the_steps_would_have_provisioned(store: EngineStore) -> None:
+    make_worker(store, {"memory": MemoryProvisioner()})  # knows the transfer kind
+    with pytest.raises(InvalidSpec) as refused:
+        store.create("transfer", {"asset": "a-1"}, data={"provision": {"destination": {"status": "done"}}})
+    assert [field for field, _ in refused.value.problems] == ["data.provision"]
+    assert store.list(kind="transfer").items == []
 
 
 # --- asynchronous plug-ins -------------------------------------------------------------------------

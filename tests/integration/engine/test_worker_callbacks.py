@@ -669,16 +669,16 @@ def test_a_deadline_that_cannot_fire_does_not_stop_other_work(store: EngineStore
     store.fire(stuck, "ask")  # a client moves it to the wait state (a deadline is set)
     clock.advance(WAIT_FOR + timedelta(seconds=1))
     fresh = store.create("asking")
-    broken = store.fire
+    deadline_write = store.fire_settling  # the engine's unfenced write on a snapshot, which fires deadlines
     calls: list[str] = []
 
-    def fire(resource: object, event: str, **kwargs: object) -> object:
+    def fire(resource: object, event: str, callbacks: object, **kwargs: object) -> object:
         calls.append(event)
         if event == "expire":
             raise TenureError("a bug in firing the deadline")
-        return broken(resource, event, **kwargs)  # type: ignore[arg-type]
+        return deadline_write(resource, event, callbacks, **kwargs)  # type: ignore[arg-type]
 
-    store.fire = fire  # type: ignore[method-assign]
+    store.fire_settling = fire  # type: ignore[method-assign]
 
     worker.tick()
 

@@ -20,11 +20,20 @@ from tenure.machine import Event, Kind, Role, State
 __all__ = ["API_OUTPUTS", "MANAGER_OUTPUTS", "SCHEDULER_OUTPUTS", "ResourceView", "volume", "volume_steps"]
 
 
+#: What each step copies from its flow into the resource's data.
+API_OUTPUTS = ("volume_record", "reservation", "quota_commit", "cast_to")
+SCHEDULER_OUTPUTS = ("host", "alternate_hosts", "cast_to")
+MANAGER_OUTPUTS = ("volume",)
+
+
 #: The volume kind: its states, codes, roles and events (the steps come from :func:`volume_steps`).
 volume = Kind(
     "volume",
     description="A block-storage volume created by Cinder's api / scheduler / manager workflows (seed 004).",
     spec_model=VolumeSpec,
+    # What the flows produced (the quota reservation and commit among them): a client's event must not
+    # rewrite it, or a delete would release a commitment it never made.
+    step_data=(*API_OUTPUTS, *SCHEDULER_OUTPUTS, *MANAGER_OUTPUTS),
     initial="requested",
     states=[
         State(
@@ -84,12 +93,6 @@ class ResourceView(Protocol):
 
     @property
     def data(self) -> Mapping[str, Any]: ...
-
-
-#: What each step copies from its flow into the resource's data.
-API_OUTPUTS = ("volume_record", "reservation", "quota_commit", "cast_to")
-SCHEDULER_OUTPUTS = ("host", "alternate_hosts", "cast_to")
-MANAGER_OUTPUTS = ("volume",)
 
 
 def _api_inputs(resource: ResourceView) -> dict[str, Any]:
