@@ -1,23 +1,35 @@
 # Every target creates the virtualenv in .venv on first use; nothing else needs installing.
+# `make serve` installs what serving needs (the runtime); the checks and benchmarks add the dev and
+# bench extras on top. Each set has its own stamp, so `make serve` never pulls in the test tools.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8080
+RUNTIME_STAMP := $(VENV)/.installed-runtime-stamp
+DEV_STAMP     := $(VENV)/.installed-dev-stamp
 
 .PHONY: serve demo test lint types unit bench mutants clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	@touch $(STAMP)
 
-## The main job: migrates ./tenure.db and runs the engine on it (Ctrl-C to stop).
-serve: $(STAMP)
-	$(BIN)/tenure serve
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUNTIME_STAMP)
+
+# The dev and bench extras include the runtime, so this stamp stands for both.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(RUNTIME_STAMP) $(DEV_STAMP)
+
+## The main job: migrates ./tenure.db, serves the API on 127.0.0.1:$(PORT) (`make serve PORT=9000` for another)
+## and runs the engine on it (Ctrl-C to stop).
+serve: $(RUNTIME_STAMP)
+	$(BIN)/tenure serve --port $(PORT)
 
 ## The race demo: many threads fire on the same resources; exactly one wins each version.
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/tenure migrate
 	$(BIN)/tenure demo
 
@@ -26,23 +38,23 @@ demo: $(STAMP)
 test: lint types
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 
-types: $(STAMP)
+types: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict tools
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest tests/unit src/tenure
 
 ## The mutation check (not part of `make test`): breaks each invariant in a copy of the project, one
 ## mutation at a time, and fails if the tests named for it still pass. Needs the PostgreSQL server.
-mutants: $(STAMP)
+mutants: $(DEV_STAMP)
 	$(BIN)/python tools/mutants.py
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/transitions.py
 	$(BIN)/python bench/flows.py
 	$(BIN)/python bench/engine.py

@@ -7,8 +7,9 @@ transaction.
 
 from __future__ import annotations
 
-from tenure.engine import Advance, Fail, Fatal, Retryable, RetryLater, StepContext, Steps, Wait, Worker
-from tenure.engine.provision import Definition, Provisioner, ProvisionRequest, ProvisionResult, ProvisionStep
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tenure.errors import (
     AlreadyExists,
     ApiError,
@@ -52,19 +53,57 @@ from tenure.errors import (
     UnknownState,
     WriteConflict,
 )
-from tenure.machine import ANY, Backoff, Event, Kind, Role, State
-from tenure.store import (
-    EngineStore,
-    JournalEntry,
-    OwnedTables,
-    Page,
-    Resource,
-    StepStore,
-    Store,
-    TableStore,
-    open_store,
-)
-from tenure.store.inbox import CallbackStatus, Delivery, Receipt
+
+if TYPE_CHECKING:
+    from tenure.engine import Advance, Fail, Fatal, Retryable, RetryLater, StepContext, Steps, Wait, Worker
+    from tenure.engine.provision import Definition, Provisioner, ProvisionRequest, ProvisionResult, ProvisionStep
+    from tenure.machine import ANY, Backoff, Event, Kind, Role, State
+    from tenure.store import (
+        EngineStore,
+        JournalEntry,
+        OwnedTables,
+        Page,
+        Resource,
+        StepStore,
+        Store,
+        TableStore,
+        open_store,
+    )
+    from tenure.store.inbox import CallbackStatus, Delivery, Receipt
+
+#: The names whose modules pull in pydantic, the engine and the database drivers: imported when first
+#: used, so that ``import tenure`` (and the command line, which starts with it) stays quick.
+_LAZY = {
+    **dict.fromkeys(("ANY", "Backoff", "Event", "Kind", "Role", "State"), "tenure.machine"),
+    **dict.fromkeys(
+        ("Advance", "Fail", "Fatal", "Retryable", "RetryLater", "StepContext", "Steps", "Wait", "Worker"),
+        "tenure.engine",
+    ),
+    **dict.fromkeys(
+        ("Definition", "Provisioner", "ProvisionRequest", "ProvisionResult", "ProvisionStep"),
+        "tenure.engine.provision",
+    ),
+    **dict.fromkeys(
+        ("EngineStore", "JournalEntry", "OwnedTables", "Page", "Resource", "StepStore", "Store", "TableStore"),
+        "tenure.store",
+    ),
+    "open_store": "tenure.store",
+    **dict.fromkeys(("CallbackStatus", "Delivery", "Receipt"), "tenure.store.inbox"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenure' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

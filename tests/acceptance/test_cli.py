@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from tenure import open_store
 from tenure.kinds import builtin_kinds, builtin_tables
 from tenure.store.migrator import latest_version
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tenure(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -138,10 +141,30 @@ def test_show_unknown_id(sqlite_url: str) -> None:
 
 
 def test_unmigrated_database_says_what_to_run(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # a database file, but empty
     result = tenure("show", "x", "-d", sqlite_url)
     assert result.returncode == 1
     assert f"schema version 0 but tenure needs version {latest_version('sqlite')}" in result.stderr
     assert "tenure migrate" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("ls",), ("show", "x"), ("history", "x"), ("runs", "list"), ("runs", "show", "x")])
+def test_commands_on_a_missing_database_say_so_and_create_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = tenure(*args, cwd=tmp_path, env={"TENURE_SERVER": ""})
+    assert result.returncode == 1
+    assert "there is no database at tenure.db (no such file)" in result.stderr
+    assert "'tenure migrate' makes one" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_generated_token_file_is_ignored_by_git() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", "tenure.token"], cwd=ROOT, timeout=30, check=False
+    )
+    assert result.returncode == 0, "tenure.token (a secret tenure serve writes) is not in .gitignore"
 
 
 @pytest.mark.parametrize(
@@ -209,3 +232,86 @@ def test_runs_list_show_and_resolve_a_failed_revert(store_url: str) -> None:
     missing = tenure("runs", "show", "nope", "-d", store_url)
     assert missing.returncode == 1
     assert "no flow run with id 'nope'" in missing.stderr
+
+
+def _make_dry_run(target: str) -> str:
+    """What ``make TARGET`` would run in a fresh clone (``-B``: as if nothing were installed yet)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_serve_installs_the_runtime_only() -> None:
+    commands = _make_dry_run("serve")
+    assert "pip install --quiet -e .\n" in commands
+    assert "[dev" not in commands
+    assert "bench]" not in commands
+    assert "tenure serve --port 8080" in commands
+
+
+@pytest.mark.parametrize("target", ["test", "lint", "types", "unit", "bench", "mutants"])
+def test_make_checks_install_the_dev_and_bench_extras(target: str) -> None:
+    assert "pip install --quiet -e '.[dev,bench]'" in _make_dry_run(target)
+
+
+def test_the_command_line_starts_without_the_server_engine_or_drivers() -> None:
+    """``tenure ls`` and friends load only what talking to a server needs: the rest waits for its command."""
+    heavy = ("fastapi", "uvicorn", "psycopg", "psycopg_pool", "starlette", "tenure.engine", "tenure.store")
+    probe = f"import sys\nfrom tenure.cli import main\nprint(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_help_texts_name_the_stores_database_defaults() -> None:
+    from tenure.cli import common
+    from tenure.store import url
+
+    assert (common.DATABASE_URL_ENV, common.DEFAULT_DATABASE_URL) == (url.DATABASE_URL_ENV, url.DEFAULT_DATABASE_URL)
+
+
+def test_piped_output_keeps_whole_lines() -> None:
+    """Without a terminal (and without COLUMNS), tables are as wide as their content, not cut to 80."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TENURE_DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tenure", "kinds"],
+        capture_output=True,
+        text=True,
+        env={**env, "NO_COLOR": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for kind in builtin_kinds():
+        assert kind.description
+        assert any(kind.description in line for line in result.stdout.splitlines()), result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) > 80
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("runs", "list"), {"TENURE_SERVER": "http://127.0.0.1:1"}),
+        (("runs", "show", "x", "--server", "http://127.0.0.1:1"), {}),
+        (("runs", "resolve", "x", "--server", "http://127.0.0.1:1"), {}),
+    ],
+)
+def test_runs_refuses_a_server_and_says_it_needs_a_database(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    result = tenure(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "tenure runs works on a database only, not on a server (http://127.0.0.1:1)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [(), ("ls",), ("create",), ("desire",), ("serve",), ("runs", "list")])
+def test_help_lists_flags_without_a_type(command: tuple[str, ...]) -> None:
+    result = tenure(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "<bool>" not in result.stdout
+    assert "--help" in result.stdout

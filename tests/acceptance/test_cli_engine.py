@@ -143,3 +143,34 @@ def test_worker_command_processes_volumes_and_stops_on_sigint(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_lapsed_claim_is_logged_in_calm_words(caplog: pytest.LogCaptureFixture) -> None:
+    """The routine hand-over of a claim the heartbeat could not renew reads as routine, at INFO."""
+    import logging
+    import threading
+    from datetime import timedelta
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from tenure.engine.heartbeat import InFlight
+    from tenure.engine.stats import WorkerStats
+
+    class NothingHeld:
+        def renew(self, tokens: list[str], *, lease: timedelta) -> set[str]:
+            return set()
+
+    in_flight = InFlight(cast(Any, NothingHeld()), WorkerStats(), worker="w1")
+    resource = SimpleNamespace(id="r1", kind="transfer")
+    ctx = SimpleNamespace(lost=threading.Event())
+    in_flight.add(cast(Any, SimpleNamespace(token="t1", resource=resource)), cast(Any, ctx))
+    with caplog.at_level(logging.INFO, logger="tenure.engine"):
+        in_flight.renew(timedelta(seconds=5))
+    assert ctx.lost.is_set()
+    [record] = [r for r in caplog.records if "r1" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        "worker w1 stepped back from r1: its claim expired before it was renewed; another worker will pick the "
+        "resource up"
+    )
+    assert (getattr(record, "resource_id", None), getattr(record, "kind", None)) == ("r1", "transfer")

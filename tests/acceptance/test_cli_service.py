@@ -419,3 +419,79 @@ def test_the_same_commands_against_the_database(served: Served) -> None:
     assert stale.returncode == 1
     assert f"expected version {version}, found version" in stale.stderr
     assert cleared.json()["desiredState"] is None
+
+
+# --- what a newcomer trips on ----------------------------------------------------------------------
+
+
+def test_serve_on_a_port_in_use_says_so_before_claiming_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        database = f"sqlite:///{tmp_path / 'tenure.db'}"
+        ran = finish(
+            subprocess.Popen(
+                [sys.executable, "-m", "tenure", "serve", "--port", str(port), "--database", database],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
+                env=_env(scrub=_SCRUBBED_SERVER),
+            )
+        )
+    assert ran.returncode == 1
+    assert f"port in use: another process is listening on 127.0.0.1:{port}" in ran.stderr
+    assert "serving" not in ran.stdout
+    assert ran.stdout == ""  # nothing migrated, no token made, nothing announced
+    assert list(tmp_path.iterdir()) == []
+    clean(ran)
+
+
+def test_serve_says_that_configured_tokens_retire_the_token_file(tmp_path: Path) -> None:
+    (tmp_path / "tenure.token").write_text("made-by-an-earlier-run\n")
+    port = free_port()
+    command = [sys.executable, "-m", "tenure", "serve", "--port", str(port), "--workers", "0"]
+    env = _env({"TENURE_TOKENS": "ci-bot:a-long-enough-secret-for-ci:read"}, _SCRUBBED_SERVER)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    ran = finish(proc)
+    assert "auth on: 1 client token(s) configured" in ran.stdout
+    assert (
+        "note: the admin token in tenure.token is not accepted while client tokens are configured (TENURE_TOKENS "
+        "or --config)"
+    ) in ran.stderr
+    clean(ran)
+
+
+def test_wait_says_when_the_server_went_away(tmp_path: Path) -> None:
+    server = serve(tmp_path, workers=0)
+    served = next(server)
+    try:
+        with api(served) as client:
+            rid = client.create("image", {"name": "stays-queued"})["id"]
+        waiting = start("wait", rid, "--state", "active", "--timeout", "4", "--server", served.url, cwd=tmp_path)
+        assert waiting.stderr is not None
+        assert waiting.stderr.readline().startswith(f"waiting for {rid} to reach active")
+        served.proc.send_signal(signal.SIGINT)
+        served.proc.wait(timeout=15)
+        done = finish(waiting)
+    finally:
+        server.close()
+    assert done.returncode == 1
+    assert f"the server is unreachable (cannot reach the tenure server at {served.url}" in done.stderr
+    assert f"stopped waiting for resource {rid} to reach 'active'" in done.stderr
+    assert "it was last seen in state 'queued' (version 1)" in done.stderr
+    clean(done)

@@ -1180,7 +1180,8 @@ def test_lost_callbacks_deadline_asks_again_then_fails(lost_callbacks: Scenario)
     assert run.events("never") == ["@create", "provision", *asked, *ending, "deprovisioned"]
     row = run.row("never")
     assert row.state == "deprovisioned", row
-    assert row.data["ended"] == "terminated", row
+    assert row.data["ended"] == "failed", row
+    assert "gave up after 3 attempts" in row.data["failure"], row.data
     assert row.data["provision"]["d2"]["status"] == "failed", row.data
     assert "gave up after 3 attempts" in row.data["provision"]["d2"]["error"], row.data
     asks = _asks(run, "never", "d2", "provision")
@@ -1374,7 +1375,8 @@ def test_retry_limit_backoff_and_failure_record(always_failing: Scenario) -> Non
     entry = row.data["provision"]["d1"]
     assert (entry["status"], entry["attempts"]) == ("retry", limit), row.data
     assert "boom" in entry["error"], row.data
-    assert (row.state, row.data["ended"]) == ("deprovisioned", "terminated"), row
+    assert (row.state, row.data["ended"]) == ("deprovisioned", "failed"), row
+    assert "boom" in row.data["failure"], row.data
     # Asked, maybe made: deprovisioned, like the definition that was done.
     assert len(run.effects("failing", "d1", "deprovision")) == 1
     assert len(run.effects("failing", "d2", "deprovision")) == 1

@@ -14,8 +14,6 @@ from tenure.cli.resources import create, desire, draw, event, history, list_kind
 from tenure.cli.runs import runs
 from tenure.cli.serve import serve
 from tenure.cli.worker import worker
-from tenure.kinds import builtin_tables
-from tenure.store import open_store
 
 __all__ = ["app", "main"]
 
@@ -28,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, as click writes it: typer's Rich help shows every flag as "--all <bool>" (and
+    # "--help <bool>"), a type where a flag takes no value; the plain one lists flags bare.
+    rich_markup_mode=None,
 )
 
 
@@ -43,6 +44,9 @@ def _root(
 @app.command()
 def migrate(database: DatabaseOption = None) -> None:
     """Apply pending schema migrations to the database."""
+    from tenure.kinds import builtin_tables
+    from tenure.store import open_store
+
     with reported():
         store = open_store(database, check_schema=False, tables=builtin_tables())
         try:

@@ -11,21 +11,25 @@ import builtins
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tenure.cli.common import DEFAULT_TOKEN_FILE, SERVER_ENV, all_kinds, reported
-from tenure.draw import to_dot, to_mermaid, to_svg
-from tenure.errors import InvalidUsage, UnknownKind
-from tenure.kinds import builtin_tables
-from tenure.machine import Kind
-from tenure.service.client import ApiError, Client, Page, ServerUnreachable
-from tenure.service.models import JournalOut, KindOut, ResourceOut
-from tenure.store import open_store
-from tenure.store.model import Resource
-from tenure.store.protocol import Store
+import httpx
+
+from tenure.cli.common import DEFAULT_TOKEN_FILE, SERVER_ENV, all_kinds, open_existing_store, reported
+from tenure.errors import ApiError, InvalidUsage, ServerUnreachable, UnknownKind
+
+# Only what talking to a server needs is imported up front (httpx, through the client): the engine,
+# the database drivers and the API's models wait until a command works on a database.
+from tenure.service.client import Client, Page
+
+if TYPE_CHECKING:
+    from tenure.machine import Kind
+    from tenure.store.model import Resource
+    from tenure.store.protocol import Store
 
 __all__ = [
     "Backend",
@@ -210,7 +214,7 @@ class DatabaseBackend:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self._database, self.loaded, tables=builtin_tables())
+            self._store = open_existing_store(self._database, self.loaded)
             self.target = self._store.target
         return self._store
 
@@ -227,6 +231,8 @@ class DatabaseBackend:
         return _described(self._find(name))
 
     def diagram(self, name: str, fmt: str) -> str:
+        from tenure.draw import to_dot, to_mermaid, to_svg
+
         kind = self._find(name)
         if fmt == "svg":
             return to_svg(kind)
@@ -251,6 +257,8 @@ class DatabaseBackend:
         return _resource(self.store.get(resource_id))
 
     def history(self, resource_id: str) -> builtins.list[Json]:
+        from tenure.service.models import JournalOut
+
         self.store.get(resource_id)  # an unknown id is an error, not an empty history
         entries, after = [], 0
         while True:
@@ -284,6 +292,8 @@ class DatabaseBackend:
 
 
 def _resource(r: Resource) -> Json:
+    from tenure.service.models import ResourceOut
+
     return ResourceOut.of(r).model_dump(mode="json", by_alias=True)
 
 
@@ -333,7 +343,7 @@ def connect(
             if kinds:
                 raise InvalidUsage("--kinds applies to --database; a server serves the kinds it loaded")
             token, source = read_token(token_file)
-            backend = ServerBackend(Client(server, token=token), token_source=source)
+            backend = ServerBackend(Client(server, token=token, transport=_plain_http(server)), token_source=source)
         else:
             backend = DatabaseBackend(database, kinds)
         try:
@@ -342,6 +352,18 @@ def connect(
             raise _explained(exc, backend) from None
         finally:
             backend.close()
+
+
+def _plain_http(server: str) -> httpx.BaseTransport | None:
+    """For an ``http://`` server, a transport without TLS settings; None (httpx's default) otherwise.
+
+    httpx's default transport loads the system's certificate authorities into a TLS context up front,
+    which takes longer than the whole request of a command; plain HTTP never uses it. With a proxy
+    configured in the environment the default stays, since only it routes through the proxy.
+    """
+    if not server.startswith("http://") or urllib.request.getproxies():
+        return None
+    return httpx.HTTPTransport(verify=False)
 
 
 def _explained(exc: ApiError, backend: Backend) -> ApiError:
@@ -358,4 +380,6 @@ def _explained(exc: ApiError, backend: Backend) -> ApiError:
 
 def _described(kind: Kind) -> Json:
     """A kind as the API describes it (the same JSON from either backend)."""
+    from tenure.service.models import KindOut
+
     return KindOut.of(kind).model_dump(mode="json")

@@ -6,20 +6,21 @@ that its flags, help text and environment variable are the same wherever it appe
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from tenure.errors import TenureError, UnknownKind
-from tenure.kinds import builtin_kinds, builtin_tables, load_kinds
-from tenure.machine import Kind
-from tenure.store import open_store
-from tenure.store.protocol import EngineStore
-from tenure.store.url import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+from tenure.errors import InvalidUsage, TenureError, UnknownKind
+
+if TYPE_CHECKING:
+    from tenure.machine import Kind
+    from tenure.store.protocol import EngineStore
 
 __all__ = [
     "DEFAULT_TOKEN_FILE",
@@ -39,12 +40,30 @@ __all__ = [
     "console",
     "errors",
     "find_kind",
+    "missing_sqlite_file",
+    "open_existing_store",
     "reported",
     "with_store",
 ]
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+#: The width of a console that is not a terminal: wide enough that no line is ever cut or wrapped.
+UNBOUNDED_WIDTH = 1_000_000
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console for stdout or stderr that writes whole lines when they do not go to a terminal.
+
+    Rich lays out for 80 columns when it cannot ask a terminal, which cuts tables and wraps lines in
+    a pipe or a file; there nothing is narrow, so lines are as long as they need to be (a COLUMNS in
+    the environment still sets the width). A terminal is laid out for its width.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (stream.isatty() or os.environ.get("COLUMNS", "").strip())
+    return Console(stderr=stderr, soft_wrap=stderr, width=UNBOUNDED_WIDTH if piped else None)
+
+
+console = _console(stderr=False)
+errors = _console(stderr=True)
 
 T = TypeVar("T")
 
@@ -52,6 +71,11 @@ T = TypeVar("T")
 DEFAULT_TOKEN_FILE = Path("tenure.token")
 #: The environment variable naming the server the resource commands talk to when no option says.
 SERVER_ENV = "TENURE_SERVER"
+#: :data:`tenure.store.url.DATABASE_URL_ENV` and :data:`~tenure.store.url.DEFAULT_DATABASE_URL`, for
+#: the help texts: importing the store's module would load the database drivers for every command,
+#: ``tenure --help`` and the server commands included (a test checks that they agree).
+DATABASE_URL_ENV = "TENURE_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite:///tenure.db"
 
 # --- where the work goes: a database, or a server --------------------------------------------------
 
@@ -134,6 +158,8 @@ LeaseOption = Annotated[
 
 def all_kinds(extra: list[str] | None) -> tuple[Kind, ...]:
     """The built-in example kinds plus the user's kinds."""
+    from tenure.kinds import builtin_kinds, load_kinds
+
     return builtin_kinds() + load_kinds(extra or [])
 
 
@@ -147,9 +173,40 @@ def reported() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def missing_sqlite_file(database: str | None) -> Path | None:
+    """The file a ``sqlite:///`` URL names when it does not exist (None: it exists, or not SQLite).
+
+    SQLite makes a missing file on first use; a command that only reads or changes resources must not
+    leave an empty database behind wherever it happens to run.
+    """
+    from tenure.store.url import database_url
+
+    url = database_url(database)
+    if not url.startswith("sqlite:///"):
+        return None  # another scheme, or a malformed URL that opening it reports
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return Path(path)
+
+
+def open_existing_store(database: str | None, kinds: tuple[Kind, ...]) -> EngineStore:
+    """The store the URL names, with the built-in kinds' tables; refuses a SQLite file that is not there."""
+    from tenure.kinds import builtin_tables
+    from tenure.store import open_store
+
+    missing = missing_sqlite_file(database)
+    if missing is not None:
+        raise InvalidUsage(
+            f"there is no database at {missing} (no such file); 'tenure migrate' makes one there "
+            f"(and 'tenure serve' does too), or name another with --database or {DATABASE_URL_ENV}"
+        )
+    return open_store(database, kinds, tables=builtin_tables())
+
+
 def with_store(database: str | None, kinds: list[str] | None, action: Callable[[EngineStore], T]) -> T:
     with reported():
-        store = open_store(database, all_kinds(kinds), tables=builtin_tables())
+        store = open_existing_store(database, all_kinds(kinds))
         try:
             return action(store)
         finally:

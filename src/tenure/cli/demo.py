@@ -5,19 +5,18 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import Progress
-from rich.table import Table
 
 from tenure.cli.common import DatabaseOption, console, reported
-from tenure.cli.resources import journal_table
 from tenure.errors import Conflict, TransitionNotAllowed
-from tenure.kinds import builtin_kinds, builtin_tables
-from tenure.service.models import JournalOut
-from tenure.store import CREATE_EVENT, Resource, open_store
-from tenure.store.protocol import Store
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from tenure.store import Resource
+    from tenure.store.protocol import Store
 
 __all__ = ["demo"]
 
@@ -82,6 +81,8 @@ def _race(store: Store, targets: list[Resource], threads: int, progress: Progres
 
 def _replay_matches(store: Store, resource: Resource) -> bool:
     """Replaying the journal through the kind gives the row's state and version."""
+    from tenure.store import CREATE_EVENT
+
     kind = store.kind(resource.kind)
     state, version = None, 0
     for entry in store.journal(resource.id):
@@ -101,6 +102,9 @@ def demo(
     threads: Annotated[int, typer.Option("--threads", "-t", min=2, max=16, help="Racing threads.")] = 4,
 ) -> None:
     """Create images, race conflicting events at them from several threads, and show who won."""
+    from tenure.kinds import builtin_kinds, builtin_tables
+    from tenure.store import open_store
+
     with reported():
         store = open_store(database, builtin_kinds(), check_schema=False, tables=builtin_tables())
         try:
@@ -113,6 +117,12 @@ def demo(
 
 
 def _run(store: Store, count: int, threads: int) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from tenure.cli.resources import journal_table
+    from tenure.service.models import JournalOut
+
     console.print(f"[bold]tenure demo[/] on {store.target}: {count} images, {threads} threads racing\n")
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("creating images", total=count)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tenure.cli.backend import Backend, Json, connect
+from tenure.cli.backend import Backend, Json, ServerBackend, connect
 from tenure.cli.common import (
     DEFAULT_TOKEN_FILE,
     DirectDatabaseOption,
@@ -33,7 +33,7 @@ from tenure.cli.common import (
     console,
     errors,
 )
-from tenure.errors import InvalidUsage, UnknownState
+from tenure.errors import InvalidUsage, ServerUnreachable, UnknownState
 
 __all__ = [
     "create",
@@ -390,6 +390,27 @@ class _Waiter:
             f"(version {r['version']}), {self.elapsed():.1f} s"
         )
 
+    def _gone(self, unreachable: ServerUnreachable) -> str:
+        r = self.current
+        return (
+            f"the server is unreachable ({unreachable}); stopped waiting for resource {r['id']} to reach "
+            f"{self.target!r} after {self.elapsed():.0f} s: it was last seen in state {r['state']!r} "
+            f"(version {r['version']})"
+        )
+
+    def _timed_out(self, backend: Backend) -> str:
+        r = self.current
+        if isinstance(backend, ServerBackend):
+            # Nothing new for the whole wait may mean a server that went away: say so if it did.
+            try:
+                backend.get(r["id"])
+            except ServerUnreachable as exc:
+                return self._gone(exc)
+        return (
+            f"timed out after {self.timeout:g} s waiting for resource {r['id']} to reach {self.target!r}; "
+            f"it is in state {r['state']!r} (version {r['version']})"
+        )
+
     def run(self, backend: Backend) -> str | None:
         """Follow the resource in a thread; returns None once reached, else why not."""
         inbox: queue.Queue[Json | BaseException] = queue.Queue()
@@ -413,17 +434,15 @@ class _Waiter:
                 while True:
                     left = self.timeout - self.elapsed() if self.timeout else 3600.0
                     if left <= 0:
-                        return (
-                            f"timed out after {self.timeout:g} s waiting for resource {self.current['id']} to reach "
-                            f"{self.target!r}; it is in state {self.current['state']!r} "
-                            f"(version {self.current['version']})"
-                        )
+                        return self._timed_out(backend)
                     try:
                         item = inbox.get(timeout=min(left, 0.1))
                     except queue.Empty:
                         if status is not None:
                             status.update(self._line())
                         continue
+                    if isinstance(item, ServerUnreachable):
+                        return self._gone(item)
                     if isinstance(item, BaseException):
                         raise item
                     if item["version"] < self.current["version"]:

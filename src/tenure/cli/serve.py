@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,12 +22,9 @@ from tenure.cli.common import (
     reported,
 )
 from tenure.cli.worker import pool_size, steps_for
-from tenure.kinds import builtin_tables
-from tenure.service.config import ServiceConfig, generated_token
-from tenure.service.logs import configure_logging
-from tenure.service.server import run_server
-from tenure.store import open_store
-from tenure.store.url import database_url
+
+if TYPE_CHECKING:
+    from tenure.service.config import ServiceConfig
 
 __all__ = ["serve"]
 
@@ -56,50 +54,65 @@ def serve(
 
     The embedded SQLite database (./tenure.db unless --database says otherwise) is migrated first.
     """
+    # The web framework, the engine and the database drivers: only this command needs them.
+    from tenure.kinds import builtin_tables
+    from tenure.service.config import ServiceConfig
+    from tenure.service.logs import configure_logging
+    from tenure.service.server import listen, run_server
+    from tenure.store import open_store
+    from tenure.store.url import database_url
+
     if log_format not in ("text", "json"):
         errors.print(f"[bold red]error:[/] --log-format must be text or json, not {log_format!r}")
         raise typer.Exit(2)
     configure_logging(verbose=verbose, fmt=log_format)
     with reported():
-        settings = ServiceConfig.load(config)
-        # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
-        url = database_url(database, configured=settings.database)
-        kinds = [*settings.kinds, *(kinds or [])]
-        if url.startswith("sqlite:"):
-            migrator = open_store(url, check_schema=False, tables=builtin_tables())
-            try:
-                applied = migrator.migrate()
-            finally:
-                migrator.close()
-            if applied:
-                console.print(f"migrated {migrator.target} to schema version {max(applied)}")
-        store = open_store(
-            url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency), tables=builtin_tables()
-        )
-    try:
+        # The address first: a port in use is said before anything is migrated, made or announced.
+        sock = listen(host, port)
+    with contextlib.closing(sock):
         with reported():
-            steps = steps_for(store, kinds)
-            settings = _announce_auth(settings, token_file)
-        console.print(
-            f"tenure serving http://{host}:{port} on {store.target} with {workers} worker(s); "
-            f"kinds: {', '.join(sorted(store.kinds))}; API docs at /docs; Ctrl-C to stop"
-        )
-        with reported():
-            run_server(
-                store,
-                steps,
-                settings,
-                host=host,
-                port=port,
-                workers=workers,
-                concurrency=concurrency,
-                lease=timedelta(seconds=lease),
+            settings = ServiceConfig.load(config)
+            # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
+            url = database_url(database, configured=settings.database)
+            kinds = [*settings.kinds, *(kinds or [])]
+            if url.startswith("sqlite:"):
+                migrator = open_store(url, check_schema=False, tables=builtin_tables())
+                try:
+                    applied = migrator.migrate()
+                finally:
+                    migrator.close()
+                if applied:
+                    console.print(f"migrated {migrator.target} to schema version {max(applied)}")
+            store = open_store(
+                url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency), tables=builtin_tables()
             )
-    finally:
-        store.close()
+        try:
+            with reported():
+                steps = steps_for(store, kinds)
+                settings = _announce_auth(settings, token_file)
+            console.print(
+                f"tenure serving http://{host}:{sock.getsockname()[1]} on {store.target} with {workers} worker(s); "
+                f"kinds: {', '.join(sorted(store.kinds))}; API docs at /docs; Ctrl-C to stop"
+            )
+            with reported():
+                run_server(
+                    store,
+                    steps,
+                    settings,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    concurrency=concurrency,
+                    lease=timedelta(seconds=lease),
+                    sock=sock,
+                )
+        finally:
+            store.close()
 
 
 def _announce_auth(settings: ServiceConfig, token_file: Path) -> ServiceConfig:
+    from tenure.service.config import generated_token
+
     if not settings.auth:
         errors.print(
             "[bold red on white] WARNING [/] [bold red]authentication is OFF (TENURE_AUTH=off): anyone who can "
@@ -108,6 +121,14 @@ def _announce_auth(settings: ServiceConfig, token_file: Path) -> ServiceConfig:
         return settings
     if settings.tokens:
         console.print(f"auth on: {len(settings.tokens)} client token(s) configured")
+        if token_file.exists():
+            # A token added through TENURE_TOKENS (or --config) takes the generated one's place.
+            errors.print(
+                f"note: the admin token in {token_file} is not accepted while client tokens are configured "
+                "(TENURE_TOKENS or --config); clients that read it, the CLI included, now need TENURE_TOKEN set "
+                f"to a configured token. Configure no tokens to use {token_file} again.",
+                highlight=False,
+            )
         return settings
     existed = token_file.exists()
     token = generated_token(token_file)

@@ -7,7 +7,7 @@ import signal
 import threading
 from datetime import timedelta
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,10 +21,10 @@ from tenure.cli.common import (
     console,
     reported,
 )
-from tenure.engine import Steps, Worker
-from tenure.kinds import builtin_steps, builtin_tables, load_steps
-from tenure.store import open_store
-from tenure.store.protocol import EngineStore, TableStore
+
+if TYPE_CHECKING:
+    from tenure.engine import Steps, Worker
+    from tenure.store.protocol import EngineStore, TableStore
 
 __all__ = ["pool_size", "steps_for", "worker"]
 
@@ -38,6 +38,8 @@ NameOption = Annotated[str | None, typer.Option("--name", help="Worker name (def
 
 def steps_for(store: TableStore, kinds: list[str] | None) -> Steps:
     """The built-in kinds' steps (volumes keep their quotas in tables they own in ``store``) and those of ``kinds``."""
+    from tenure.kinds import builtin_steps, load_steps
+
     return builtin_steps(store) | load_steps(kinds or [])
 
 
@@ -89,6 +91,10 @@ def worker(
 
     Stops on SIGTERM or Ctrl-C, after running steps finish (or are released for another worker).
     """
+    from tenure.engine import Worker
+    from tenure.kinds import builtin_tables
+    from tenure.store import open_store
+
     _configure_logging(verbose)
     with reported():
         store = open_store(database, all_kinds(kinds), pool_size=pool_size(1, concurrency), tables=builtin_tables())

@@ -72,4 +72,10 @@ class InFlight:
         for token, (claim, ctx) in running.items():
             if token not in held and not ctx.lost.is_set():
                 ctx.lost.set()
-                log.info("worker %s lost its claim on %s", self.worker, claim.resource.id, extra=about(claim.resource))
+                log.info(
+                    "worker %s stepped back from %s: its claim expired before it was renewed; another worker will "
+                    "pick the resource up",
+                    self.worker,
+                    claim.resource.id,
+                    extra=about(claim.resource),
+                )

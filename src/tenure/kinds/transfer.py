@@ -5,15 +5,17 @@ an asynchronous one (an HTTP provisioner, say) answers pending and the transfer 
 ``provisioning_requested`` (or ``deprovisioning_requested``) for its callback, up to a deadline that
 asks again. Starting goes through the data plane the same way (``startup_requested``).
 
-A transfer ends by deprovisioning what it provisioned, whether it completed or was terminated:
+A transfer ends by deprovisioning what it provisioned, whether it completed, was terminated or failed:
 ``completed`` and ``terminated`` are work states that start the deprovisioning, and the data keeps
-which way it ended. A deprovisioning that fails ends in ``deprovisioning_failed``, its own final
+which way it ended (``ended``: ``completed``, ``terminated`` or ``failed``) and, after a failure, why
+(``failure``), after the error itself has given way to the next transitions. A deprovisioning that
+fails ends in ``deprovisioning_failed``, its own final
 state, never in ``deprovisioned`` with an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -58,9 +60,9 @@ class TransferSpec(pydantic.BaseModel):
         return self
 
 
-#: The data keys the transfer's steps write: each provisioning action's per-definition answers, and
-#: which way the transfer ended.
-STEP_DATA = ("provision", "start", "deprovision", "ended")
+#: The data keys the transfer's steps write: each provisioning action's per-definition answers, which
+#: way the transfer ended (``completed``, ``terminated`` or ``failed``), and why it failed.
+STEP_DATA = ("provision", "start", "deprovision", "ended", "failure")
 
 #: Sources of ``terminate``: every state before the transfer started ending.
 _RUNNING = (
@@ -79,10 +81,46 @@ _RUNNING = (
 )
 
 
+def _spec_for(types: Sequence[str] | None) -> type[TransferSpec]:
+    """The spec model of a transfer whose definitions and data plane must be of one of ``types``."""
+    if types is None:
+        return TransferSpec
+    known = frozenset(types)
+    listed = ", ".join(sorted(known)) or "none"
+
+    class KnownTypesSpec(TransferSpec):
+        @pydantic.field_validator("resources")
+        @classmethod
+        def _provisioned(cls, resources: list[DefinitionSpec]) -> list[DefinitionSpec]:
+            for index, d in enumerate(resources):
+                if d.type not in known:
+                    raise ValueError(f"[{index}].type {d.type!r} has no provisioner here (known types: {listed})")
+            return resources
+
+        @pydantic.field_validator("dataplane")
+        @classmethod
+        def _served(cls, dataplane: str) -> str:
+            if dataplane not in known:
+                raise ValueError(f"{dataplane!r} has no provisioner here (known types: {listed})")
+            return dataplane
+
+    KnownTypesSpec.__name__ = KnownTypesSpec.__qualname__ = "TransferSpec"
+    return KnownTypesSpec
+
+
 def transfer_kind(
-    *, request_deadline: timedelta = timedelta(minutes=10), retry: Backoff | None = None, name: str = "transfer"
+    *,
+    request_deadline: timedelta = timedelta(minutes=10),
+    retry: Backoff | None = None,
+    name: str = "transfer",
+    provisioner_types: Sequence[str] | None = None,
 ) -> Kind:
-    """The transfer kind, with the deadline of its ``*_requested`` states and the retry policy of its steps."""
+    """The transfer kind, with the deadline of its ``*_requested`` states and the retry policy of its steps.
+
+    ``provisioner_types`` lists the definition types the workers have provisioners for: a transfer
+    naming another type is refused when it is created (it could never run), with the known types in
+    the refusal. None accepts any type (the workers then fail the transfer, visibly, if they lack one).
+    """
     policy = retry or Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(minutes=2))
 
     def work(state: str, code: int, on_failure: str, description: str) -> State:
@@ -96,7 +134,7 @@ def transfer_kind(
     return Kind(
         name,
         description="A data transfer: provision, request, start, run, complete or terminate, deprovision.",
-        spec_model=TransferSpec,
+        spec_model=_spec_for(provisioner_types),
         # What the provisioners were asked and answered, and how the transfer ended: the steps decide
         # what to deprovision from them, so no client event may write them.
         step_data=STEP_DATA,
@@ -159,7 +197,8 @@ def transfer_kind(
     )
 
 
-transfer = transfer_kind()
+#: The built-in transfer kind, served by the built-in steps' one provisioner type.
+transfer = transfer_kind(provisioner_types=("memory",))
 
 
 def _manifest(resource: Resource) -> list[Definition]:
@@ -178,6 +217,18 @@ def _never_provisioned(resource: Resource, definition: Definition) -> bool:
         return True
     touched = (ProvisionStatus.DONE, ProvisionStatus.PENDING, ProvisionStatus.RETRY)
     return entry.get("status") not in touched and entry.get("last_status") not in touched
+
+
+def _terminating(resource: Resource, ctx: StepContext) -> Outcome:
+    """Stop the transfer; if a failure brought it here (its error), keep why, for the rest of its life."""
+    if resource.error:
+        return Advance("terminated", {"failure": resource.error})
+    return Advance("terminated")
+
+
+def _terminated(resource: Resource, ctx: StepContext) -> Outcome:
+    """Deprovision what was provisioned; the data says whether the transfer was stopped or failed."""
+    return Advance("deprovision", {"ended": "failed" if resource.data.get("failure") else "terminated"})
 
 
 def transfer_steps(
@@ -235,8 +286,8 @@ def transfer_steps(
     steps.add(kind, "suspending", goto("suspended", start={}))
     steps.add(kind, "completing", goto("completed"))
     steps.add(kind, "completed", goto("deprovision", ended="completed"))
-    steps.add(kind, "terminating", goto("terminated"))
-    steps.add(kind, "terminated", goto("deprovision", ended="terminated"))
+    steps.add(kind, "terminating", _terminating)
+    steps.add(kind, "terminated", _terminated)
     steps.add(
         kind,
         "deprovisioning",

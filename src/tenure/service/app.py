@@ -18,10 +18,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from tenure import __version__
 from tenure.engine import Worker
@@ -37,7 +41,6 @@ from tenure.service.problems import (
     METHOD_NOT_ALLOWED,
     NOT_ACCEPTABLE,
     NOT_FOUND,
-    PROBLEM_RESPONSES,
     TOO_LARGE,
     UNSUPPORTED_MEDIA,
     Problem,
@@ -81,8 +84,7 @@ def create_app(
         version=__version__,
         description="Durable, race-free lifecycles for provisioned resources.",
         openapi_url="/openapi.json",
-        responses=PROBLEM_RESPONSES,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.store = store
@@ -95,11 +97,58 @@ def create_app(
     # The routes themselves, for the Allow header of a 405 (the app's own list may hold routers).
     app.state.routes = [route for module in modules for route in module.router.routes]
     _errors(app)
+    _docs(app)
     # The last added is the outermost: every answer, a 413 or a HEAD included, is logged and counted.
     app.add_middleware(_BodyLimit, limit=config.max_body)
     app.add_middleware(_Head)
     app.add_middleware(_Logged)
     return app
+
+
+#: Where Swagger UI's files are served from: this package's copy, so that /docs needs no network.
+_ASSETS = "/docs/assets"
+
+
+def _docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI from local files) and an OpenAPI document listing only real answers."""
+    app.mount(_ASSETS, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{_ASSETS}/favicon-32x32.png",
+        )
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _only_real_answers(generate())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _only_real_answers(schema: dict[str, Any]) -> None:
+    """Drop FastAPI's generic 422 (the service's own is listed where it can happen); errors are problem+json."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            for status, response in list(responses.items()):
+                if "HTTPValidationError" in str(response):
+                    del responses[status]
+                elif status.isdigit() and int(status) >= 400:
+                    # Every refusal is a problem document, never plain application/json.
+                    response.get("content", {}).pop("application/json", None)
+    schemas = schema.get("components", {}).get("schemas", {})
+    if "HTTPValidationError" not in str(schema.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def _errors(app: FastAPI) -> None:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tenure.service.auth import require
+from tenure.service.bodies import JSONRoute
 from tenure.service.config import Scope, ServiceConfig
 from tenure.service.models import CallbackIn, ReceiptOut
 from tenure.service.problems import (
@@ -25,13 +26,14 @@ from tenure.service.problems import (
     CALLBACK_SUPERSEDED,
     Problem,
     ProblemError,
+    problem_responses,
 )
 from tenure.service.resources import Store
 from tenure.store.inbox import Delivery, Refusal
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"], route_class=JSONRoute)
 
 _bearer = HTTPBearer(auto_error=False, description="Optional: a client token with the callback scope")
 
@@ -49,7 +51,11 @@ _PROBLEMS: dict[Refusal, Problem] = {
     status_code=202,
     response_model=ReceiptOut,
     summary="Answer one awaited key of a resource's wait, with the token of the attempt that asked",
-    responses={200: {"description": "A duplicate of an answer already recorded", "model": ReceiptOut}},
+    responses={
+        200: {"description": "A duplicate of an answer already recorded", "model": ReceiptOut},
+        # 401 only where a client token is sent or required; 403 also for a refused callback token.
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
 )
 def post_callback(
     body: CallbackIn,

@@ -12,13 +12,14 @@ from fastapi.responses import Response
 from tenure.draw import to_dot, to_mermaid, to_svg
 from tenure.machine import Kind
 from tenure.service.auth import Caller
+from tenure.service.bodies import JSONRoute
 from tenure.service.models import KindOut
-from tenure.service.problems import KIND_NOT_FOUND, ProblemError
+from tenure.service.problems import KIND_NOT_FOUND, ProblemError, problem_responses
 from tenure.service.resources import Store
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/kinds", tags=["kinds"])
+router = APIRouter(prefix="/v1/kinds", tags=["kinds"], route_class=JSONRoute)
 
 
 class DiagramFormat(enum.StrEnum):
@@ -48,12 +49,17 @@ def _find(store: Store, name: str) -> Kind:
     return kind
 
 
-@router.get("", response_model=list[KindOut], summary="The loaded kinds")
+@router.get("", response_model=list[KindOut], summary="The loaded kinds", responses=problem_responses(401, 403))
 def list_kinds(store: Store, caller: Caller) -> list[KindOut]:
     return [KindOut.of(store.kinds[name]) for name in sorted(store.kinds)]
 
 
-@router.get("/{name}", response_model=KindOut, summary="One kind: states, events, roles, spec schema")
+@router.get(
+    "/{name}",
+    response_model=KindOut,
+    summary="One kind: states, events, roles, spec schema",
+    responses=problem_responses(401, 403, 404),
+)
 def get_kind(name: str, store: Store, caller: Caller) -> KindOut:
     return KindOut.of(_find(store, name))
 
@@ -62,7 +68,10 @@ def get_kind(name: str, store: Store, caller: Caller) -> KindOut:
     "/{name}/diagram",
     summary="The kind's state graph as Mermaid, Graphviz DOT or SVG",
     response_class=Response,
-    responses={200: {"content": {media: {"schema": {"type": "string"}} for media in _MEDIA.values()}}},
+    responses={
+        200: {"content": {media: {"schema": {"type": "string"}} for media in _MEDIA.values()}},
+        **problem_responses(401, 403, 404, 422),
+    },
 )
 def get_diagram(
     name: str,

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tenure.service.problems import NOT_READY, ProblemError
+from tenure.service.bodies import JSONRoute
+from tenure.service.problems import NOT_READY, ProblemError, problem_responses
 from tenure.service.resources import Store
 from tenure.store.migrator import latest_version
 
@@ -16,15 +17,19 @@ __all__ = ["router"]
 
 log = logging.getLogger("tenure.service")
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JSONRoute)
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", summary="The process is up", responses=problem_responses())
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database is reachable and its schema is current")
+@router.get(
+    "/readyz",
+    summary="The database is reachable and its schema is current",
+    responses=problem_responses(503),
+)
 def readyz(store: Store) -> dict[str, Any]:
     try:
         current = store.schema_version()
@@ -45,7 +50,7 @@ def readyz(store: Store) -> dict[str, Any]:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **problem_responses(503)},
 )
 def metrics(request: Request) -> Response:
     body = request.app.state.metrics.render()

@@ -21,13 +21,18 @@ from starlette.responses import JSONResponse
 from tenure import errors as e
 
 __all__ = [
+    "ETAG_HEADER",
+    "LINK_HEADER",
+    "LOCATION_HEADER",
     "PROBLEM_JSON",
-    "PROBLEM_RESPONSES",
+    "REPLAYED_HEADER",
     "Problem",
     "ProblemError",
     "ProblemModel",
     "problem_for",
     "problem_response",
+    "problem_responses",
+    "success",
 ]
 
 log = logging.getLogger("tenure.service")
@@ -79,6 +84,7 @@ class ProblemError(Exception):
 
 BAD_REQUEST = Problem(400, "bad-request", "The request is malformed")
 MALFORMED_JSON = Problem(400, "malformed-json", "The body is not valid JSON")
+TOO_DEEP = Problem(400, "too-deeply-nested", "The body nests deeper than accepted")
 INVALID_IF_MATCH = Problem(400, "invalid-if-match", "The If-Match header is not a version ETag")
 INVALID_CURSOR = Problem(400, "invalid-cursor", "The position or page cursor is not valid")
 UNAUTHORIZED = Problem(401, "unauthorized", "Authentication is required")
@@ -182,7 +188,12 @@ def tenure_error_response(request: Request, exc: e.TenureError) -> JSONResponse:
         # The database's address and the driver's words stay in the log, not in the answer.
         log.warning("%s %s: %s", request.method, request.url.path, exc)
         return problem_response(problem, f"{problem.title} (retry after {RETRY_AFTER} s)", request=request)
-    return problem_response(problem, str(exc), exc.facts(), request=request)
+    facts = exc.facts()
+    if isinstance(exc, e.InvalidSpec):
+        # What the README promises: each refused field with the constraint it breaks.
+        facts.pop("problems", None)
+        facts["errors"] = [{"field": field, "constraint": constraint} for field, constraint in exc.problems]
+    return problem_response(problem, str(exc), facts, request=request)
 
 
 _DESCRIBED = {
@@ -200,12 +211,52 @@ _DESCRIBED = {
     503: "The database is unavailable or not migrated (see Retry-After)",
 }
 
-#: The error answers every endpoint may give, for the OpenAPI document.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
-        "description": text,
-        "model": ProblemModel,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemModel"}}},
-    }
-    for status, text in _DESCRIBED.items()
+#: Response headers, as the OpenAPI document describes them.
+ETAG_HEADER = {
+    "ETag": {"description": 'The resource\'s version as a strong entity tag ("3")', "schema": {"type": "string"}}
 }
+LOCATION_HEADER = {"Location": {"description": "The resource's URL", "schema": {"type": "string"}}}
+REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "true: an earlier request with the same Idempotency-Key created the resource",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+LINK_HEADER = {
+    "Link": {"description": 'The next page, as rel="next" (absent on the last page)', "schema": {"type": "string"}}
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer (RFC 6750)", "schema": {"type": "string"}}},
+    412: ETAG_HEADER,
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, for the OpenAPI document (500 is always one)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, 500}):
+        entry: dict[str, Any] = {
+            "description": _DESCRIBED[status],
+            "model": ProblemModel,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemModel"}}},
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        out[status] = entry
+    return out
+
+
+def success(description: str | None = None, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A success answer's entry for an operation's ``responses``: its description and headers."""
+    entry: dict[str, Any] = {}
+    if description is not None:
+        entry["description"] = description
+    if headers:
+        entry["headers"] = dict(headers)
+    return entry

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from tenure.errors import Conflict, ResourceNotFound
 from tenure.service.auth import Caller, require
+from tenure.service.bodies import JSONRoute
 from tenure.service.config import Principal, Scope
 from tenure.service.models import (
     CreateIn,
@@ -26,13 +27,24 @@ from tenure.service.models import (
     ResourcePage,
     WaitOut,
 )
-from tenure.service.problems import INVALID_IF_MATCH, PRECONDITION_FAILED, UNKNOWN_STATE, ProblemError
+from tenure.service.problems import (
+    ETAG_HEADER,
+    INVALID_IF_MATCH,
+    LINK_HEADER,
+    LOCATION_HEADER,
+    PRECONDITION_FAILED,
+    REPLAYED_HEADER,
+    UNKNOWN_STATE,
+    ProblemError,
+    problem_responses,
+    success,
+)
 from tenure.store.model import Resource, new_id
 from tenure.store.protocol import Store as StoreProtocol
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/resources", tags=["resources"])
+router = APIRouter(prefix="/v1/resources", tags=["resources"], route_class=JSONRoute)
 
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 
@@ -41,6 +53,12 @@ _ETAG = re.compile(r'(W/)?"(\d{1,18})"')
 #: compares If-Match strongly, and a weak entity tag never matches strongly, not even the current one.
 _NEVER = 0
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+#: The most one page of resources carries, as JSON (the last resource that fits ends it).
+PAGE_BYTES = 4 * 1024 * 1024
+#: Resources read from the store per query while filling a page.
+_READ_AT_ONCE = 50
+#: The longest Idempotency-Key the store keeps (it takes 1 to 255 characters).
+MAX_IDEMPOTENCY_KEY = 255
 
 IfMatch = Annotated[
     str | None,
@@ -101,7 +119,7 @@ def _precondition(exc: Conflict, pinned: int | None) -> Exception:
     )
 
 
-def _check_state_known(store: StoreProtocol, state: str) -> None:
+def check_state_known(store: StoreProtocol, state: str) -> None:
     if not any(k.has_state(state) for k in store.kinds.values()):
         raise ProblemError(
             UNKNOWN_STATE,
@@ -133,7 +151,14 @@ def _get(store: StoreProtocol, resource_id: str) -> Resource:
     status_code=201,
     response_model=ResourceOut,
     summary="Create a resource",
-    responses={200: {"description": "The resource an earlier request with the same Idempotency-Key created"}},
+    responses={
+        201: success("The resource, created", {**ETAG_HEADER, **LOCATION_HEADER}),
+        200: success(
+            "The resource an earlier request with the same Idempotency-Key created",
+            {**ETAG_HEADER, **LOCATION_HEADER, **REPLAYED_HEADER},
+        ),
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
 )
 def create_resource(
     body: CreateIn,
@@ -143,7 +168,12 @@ def create_resource(
     caller: Writer,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", max_length=200, description="Send the same key again to get the same resource"),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY,
+            description=f"1 to {MAX_IDEMPOTENCY_KEY} characters; send the same key again to get the same resource",
+        ),
     ] = None,
 ) -> ResourceOut:
     # The id is chosen here so that a replay (the store hands back what the key made before) can be
@@ -167,7 +197,18 @@ def create_resource(
     return _answer(response, r)
 
 
-@router.get("", response_model=ResourcePage, summary="List resources, oldest first, a page at a time")
+@router.get(
+    "",
+    response_model=ResourcePage,
+    summary="List resources, oldest first, a page at a time",
+    responses={200: success(headers=LINK_HEADER), **problem_responses(401, 403, 422, 503)},
+    description=(
+        "A page holds at most `limit` resources and at most "
+        f"{PAGE_BYTES // (1024 * 1024)} MiB of them as JSON: a page that would grow past that ends "
+        "early, and its `next` (and `Link: rel=next`) continues after the last resource it holds. A "
+        "single resource bigger than that still comes, alone on its page."
+    ),
+)
 def list_resources(
     store: Store,
     caller: Caller,
@@ -182,20 +223,49 @@ def list_resources(
 ) -> ResourcePage:
     if kind is None:
         for name in state or []:
-            _check_state_known(store, name)
+            check_state_known(store, name)
     filters: dict[str, Any] = {}
     if desired_state is not None:
         filters["desired_state"] = desired_state
     if party is not None:
         filters["party"] = party
-    page = store.list(kind=kind, state=state, after=after, limit=limit, **filters)
-    if page.next_after is not None:
-        nxt = request.url.include_query_params(after=page.next_after)
-        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
-    return ResourcePage(items=[ResourceOut.of(r) for r in page.items], next=page.next_after)
+    items: list[ResourceOut] = []
+    used = 0
+    cursor = after
+    nxt: str | None = None
+    while True:
+        # Read a little at a time, so that a page cut short by the byte budget was not read whole.
+        page = store.list(kind=kind, state=state, after=cursor, limit=min(limit - len(items), _READ_AT_ONCE), **filters)
+        for r in page.items:
+            out = ResourceOut.of(r)
+            size = len(out.model_dump_json())
+            if items and used + size > PAGE_BYTES:
+                nxt = items[-1].id
+                break
+            items.append(out)
+            used += size
+        else:
+            cursor = page.next_after
+            if cursor is not None and len(items) < limit:
+                continue
+            nxt = cursor
+        break
+    if nxt is not None:
+        link = request.url.include_query_params(after=nxt)
+        response.headers["Link"] = f'<{link.path}?{link.query}>; rel="next"'
+    return ResourcePage(items=items, next=nxt)
 
 
-@router.get("/{resource_id}", response_model=ResourceOut, summary="Get a resource (ETag: its version)")
+@router.get(
+    "/{resource_id}",
+    response_model=ResourceOut,
+    summary="Get a resource (ETag: its version)",
+    responses={
+        200: success(headers=ETAG_HEADER),
+        304: success("Not modified: If-None-Match names the current version", ETAG_HEADER),
+        **problem_responses(401, 403, 404, 503),
+    },
+)
 def get_resource(
     resource_id: str,
     store: Store,
@@ -216,6 +286,10 @@ def get_resource(
     "/{resource_id}/events",
     response_model=ResourceOut,
     summary="Fire an event (409 if the state does not allow it; 412 if If-Match is stale)",
+    responses={
+        200: success(headers=ETAG_HEADER),
+        **problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 503),
+    },
 )
 def fire_event(
     resource_id: str,
@@ -243,6 +317,10 @@ def fire_event(
     status_code=202,
     response_model=ResourceOut,
     summary="Set the state the resource should end up in; the engine gets it there",
+    responses={
+        202: success(headers=ETAG_HEADER),
+        **problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 503),
+    },
 )
 def set_desired_state(
     resource_id: str,
@@ -265,7 +343,12 @@ def set_desired_state(
     return _answer(response, r)
 
 
-@router.get("/{resource_id}/journal", response_model=JournalPage, summary="A resource's history, oldest first")
+@router.get(
+    "/{resource_id}/journal",
+    response_model=JournalPage,
+    summary="A resource's history, oldest first",
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
 def read_journal(
     resource_id: str,
     store: Store,
@@ -283,6 +366,7 @@ def read_journal(
     "/{resource_id}/waits",
     response_model=list[WaitOut],
     summary="What the resource waits for: awaited keys, deadline, answers so far",
+    responses=problem_responses(401, 403, 404, 503),
 )
 def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
     _get(store, resource_id)
@@ -293,6 +377,7 @@ def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
     "/{resource_id}/flows",
     response_model=list[FlowRunOut],
     summary="The resource's flow runs with each task's checkpoint",
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
 def read_flows(
     resource_id: str, store: Store, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100

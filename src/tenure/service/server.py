@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -17,7 +19,7 @@ from tenure.service.app import create_app
 from tenure.service.config import ServiceConfig
 from tenure.store.protocol import EngineStore
 
-__all__ = ["ServerFailed", "run_server"]
+__all__ = ["ServerFailed", "listen", "run_server"]
 
 log = logging.getLogger("tenure.service")
 
@@ -42,6 +44,32 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for :func:`run_server`; :class:`ServerFailed` if it cannot be had.
+
+    Binding first lets ``tenure serve`` say that the port is in use before it announces anything.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: a port left in TIME_WAIT by a server that just stopped is free to take.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerFailed(
+                f"port in use: another process is listening on {host}:{port}; stop it or choose another --port"
+            ) from None
+        raise ServerFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(
     store: EngineStore,
     steps: Steps,
@@ -52,12 +80,17 @@ def run_server(
     workers: int = 1,
     concurrency: int = 4,
     lease: timedelta = timedelta(seconds=30),
+    sock: socket.socket | None = None,
 ) -> Sequence[Worker]:
     """Serve the API on ``host:port`` and run ``workers`` until SIGINT or SIGTERM; returns the workers.
 
-    On a signal the server stops taking requests, then the workers finish their running steps (or
-    release them for another worker) before this returns.
+    ``sock``, from :func:`listen`, is the bound socket to serve on (then ``host`` and ``port`` only
+    name it); without one the address is bound here, and one in use raises :class:`ServerFailed`
+    before any worker starts. On a signal the server stops taking requests, then the workers finish
+    their running steps (or release them for another worker) before this returns.
     """
+    if sock is None:
+        sock = listen(host, port)
     pool = [Worker(store, steps, concurrency=concurrency, lease=lease) for _ in range(workers)]
     app = create_app(store, config, workers=pool)
     server = _Server(
@@ -75,12 +108,13 @@ def run_server(
     for w in pool:
         w.start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for w in pool:
             w.request_stop()
         for w in pool:
             w.stop(timeout=30)
     if not server.started:
-        raise ServerFailed(f"could not serve on {host}:{port} (is the address in use? see the log above)")
+        raise ServerFailed(f"could not serve on {host}:{port} (see the log above)")
     return pool

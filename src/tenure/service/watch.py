@@ -20,14 +20,15 @@ from sse_starlette import EventSourceResponse
 
 from tenure.errors import InvalidArgument
 from tenure.service.auth import Caller
+from tenure.service.bodies import JSONRoute
 from tenure.service.models import ChangeOut
-from tenure.service.problems import INVALID_CURSOR, ProblemError
-from tenure.service.resources import Store
+from tenure.service.problems import INVALID_CURSOR, ProblemError, problem_responses
+from tenure.service.resources import Store, check_state_known
 from tenure.store.protocol import Store as StoreProtocol
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["watch"])
+router = APIRouter(prefix="/v1", tags=["watch"], route_class=JSONRoute)
 
 #: Entries read per query while catching up.
 _BATCH = 200
@@ -88,7 +89,10 @@ class Wakeups:
     "/watch",
     summary="Stream resource changes (Server-Sent Events), resumable with Last-Event-ID",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **problem_responses(400, 401, 403, 422, 503),
+    },
 )
 async def watch(
     request: Request,
@@ -104,6 +108,9 @@ async def watch(
 ) -> EventSourceResponse:
     start = last_event_id or after
     position: str | None = None if start in (None, "beginning") else start
+    if kind is None and state is not None:
+        # As the list endpoint does: a state no loaded kind has is refused, not watched for ever.
+        check_state_known(store, state)
     try:
         # The filters and the position are checked before the answer starts: once it has, a refusal
         # could only break the stream (and a browser would reconnect to it again and again).
@@ -112,7 +119,14 @@ async def watch(
         )
     except InvalidArgument as exc:
         if exc.field == "after":
-            raise ProblemError(INVALID_CURSOR, str(exc), exc.facts()) from None
+            given = "Last-Event-ID" if last_event_id else "after"
+            raise ProblemError(
+                INVALID_CURSOR,
+                f"{given} must be the id of an event this service's stream sent (32 lowercase hexadecimal "
+                "digits, as its 'id:' lines give them), or 'beginning' to replay everything; "
+                f"got {str(start)[:100]!r}",
+                {"field": given, "value": str(start)[:100]},
+            ) from None
         raise
     if start is None:
         position = await anyio.to_thread.run_sync(store.latest_position)

@@ -24,6 +24,7 @@ from tenure import (
     Steps,
     TenureError,
     Worker,
+    open_store,
 )
 from tenure.engine.flows import FlowStep, flow_step
 from tenure.engine.provision import MemoryProvisioner
@@ -214,6 +215,24 @@ def test_a_create_cannot_plant_what_the_steps_would_have_provisioned(store: Engi
     assert store.list(kind="transfer").items == []
 
 
+def test_the_built_in_transfer_refuses_at_create_a_type_no_provisioner_serves(store_url: str) -> None:
+    """A transfer that could never run is refused when it is created, naming the types that can."""
+    from tenure.kinds.transfer import transfer
+
+    s = open_store(store_url, [transfer], check_schema=False)
+    try:
+        s.migrate()
+        with pytest.raises(InvalidSpec) as refused:
+            s.create("transfer", {"asset": "a-1", "resources": [{"id": "b", "type": "s3"}], "dataplane": "kafka"})
+        problems = dict(refused.value.problems)
+        assert "'s3' has no provisioner here (known types: memory)" in problems["resources"]
+        assert "'kafka' has no provisioner here (known types: memory)" in problems["dataplane"]
+        assert s.list(kind="transfer").items == [], "nothing written"
+        assert s.create("transfer", {"asset": "a-1"}).state == "initial", "the known type is taken"
+    finally:
+        s.close()
+
+
 # --- asynchronous plug-ins -------------------------------------------------------------------------
 
 
@@ -345,7 +364,8 @@ def test_a_provisioner_failing_for_good_terminates_the_transfer(
     worker.run_until_idle()
 
     after = store.get(r.id)
-    assert (after.state, after.data["ended"]) == ("deprovisioned", "terminated")
+    assert (after.state, after.data["ended"]) == ("deprovisioned", "failed")
+    assert after.data["failure"], "a transfer that failed keeps why, after its error gave way"
     assert events(store, r.id) == [
         "@create", "provision", "provision_failed", "terminated", "deprovision", "deprovisioned",
     ]  # fmt: skip
@@ -420,7 +440,8 @@ def test_a_definition_given_up_on_is_still_deprovisioned(store: EngineStore, clo
         drive(worker, store, clock, r.id, until="deprovisioned")
 
     after = store.get(r.id)
-    assert (after.state, after.data["ended"]) == ("deprovisioned", "terminated")
+    assert (after.state, after.data["ended"]) == ("deprovisioned", "failed")
+    assert after.data["failure"], "a transfer that failed keeps why, after its error gave way"
     given_up = after.data["provision"]["destination"]
     assert (given_up["status"], given_up["last_status"], given_up["attempts"], given_up["error"]) == (
         "failed",
@@ -443,7 +464,8 @@ def test_a_definition_that_failed_for_good_before_the_limit_is_not_deprovisioned
     worker.run_until_idle()
 
     after = store.get(r.id)
-    assert (after.state, after.data["ended"]) == ("deprovisioned", "terminated")
+    assert (after.state, after.data["ended"]) == ("deprovisioned", "failed")
+    assert after.data["failure"], "a transfer that failed keeps why, after its error gave way"
     assert after.data["provision"]["destination"]["status"] == "failed"
     assert "last_status" not in after.data["provision"]["destination"]
     assert plugin.calls("provision") == [("destination", 1), ("destination", 2)]

@@ -65,6 +65,65 @@ def test_malformed_json_on_events_and_callbacks_is_400(live: Live) -> None:
     assert live.store.get(rid).version == 1
 
 
+NOT_JSON_NUMBERS = [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "1e400")]
+
+
+@pytest.mark.parametrize(("token", "named"), NOT_JSON_NUMBERS)
+def test_numbers_json_has_not_are_400_malformed_json_naming_token_and_path(live: Live, token: str, named: str) -> None:
+    rid = live.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+    headers = {"Content-Type": "application/json"}
+    for method, path, body, where in [
+        ("POST", "/v1/resources", f'{{"kind": "job", "spec": {{"ratio": {token}}}}}', "$.spec.ratio"),
+        (
+            "POST",
+            f"/v1/resources/{rid}/events",
+            f'{{"event": "request", "data": {{"n": [1, {token}]}}}}',
+            "$.data.n[1]",
+        ),
+        (
+            "POST",
+            "/v1/callbacks",
+            f'{{"resourceId": "{rid}", "token": "t", "key": "k", "status": "done", "data": {{"x": {token}}}}}',
+            "$.data.x",
+        ),
+    ]:
+        r = live.writer.request(method, path, content=body.encode(), headers=headers)
+        problem = assert_problem(r, 400, "malformed-json")
+        assert problem["token"] == named, problem
+        assert problem["path"] == where, problem
+        assert named in problem["detail"], problem
+        assert where in problem["detail"], problem
+    assert [r.id for r in live.store.list().items] == [rid], "nothing but the first resource is written"
+    assert live.store.get(rid).version == 1, "no event is fired"
+
+
+def test_an_integer_too_long_to_convert_is_400_not_a_server_error(live: Live) -> None:
+    body = b'{"kind": "job", "spec": {"n": ' + b"9" * 5000 + b"}}"
+    r = live.writer.post("/v1/resources", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(r, 400, "malformed-json")
+    assert problem["path"] == "$.spec.n"
+    nothing_written(live)
+
+
+def test_invalid_utf8_is_400_saying_it_is_not_utf8_and_where(live: Live) -> None:
+    body = b'{"kind": "job", "spec": {"name": "caf\xe9"}}'
+    r = live.writer.post("/v1/resources", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(r, 400, "malformed-json")
+    assert "UTF-8" in problem["detail"]
+    assert problem["position"] == body.index(b"\xe9")
+    nothing_written(live)
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_too_deep_nesting_is_400_naming_the_limit(live: Live, depth: int) -> None:
+    body = b'{"kind": "job", "spec": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+    r = live.writer.post("/v1/resources", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(r, 400, "too-deeply-nested")
+    assert problem["maxDepth"] == 33
+    assert "33 levels" in problem["detail"]
+    nothing_written(live)
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -98,11 +157,34 @@ def test_a_missing_body_is_422(live: Live) -> None:
     nothing_written(live)
 
 
-def test_a_body_that_is_not_json_by_media_type_is_refused(live: Live) -> None:
-    r = live.writer.post("/v1/resources", content=json.dumps(_image()).encode(), headers={"Content-Type": "text/plain"})
-    assert r.status_code in (415, 422), r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    nothing_written(live)
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", None, "application/json; charset=latin-1"]
+)
+def test_a_body_not_sent_as_json_is_415_naming_application_json(live: Live, content_type: str | None) -> None:
+    rid = live.writer.post("/v1/resources", json=_image()).json()["id"]
+    for method, path, body in [
+        ("POST", "/v1/resources", _image()),
+        ("POST", f"/v1/resources/{rid}/events", {"event": "upload"}),
+        ("PUT", f"/v1/resources/{rid}/desired-state", {"desiredState": "deleted"}),
+        ("POST", "/v1/callbacks", {"resourceId": rid, "token": "t", "key": "k", "status": "done"}),
+    ]:
+        request = live.writer.build_request(method, path, content=json.dumps(body).encode())
+        if content_type is None:
+            request.headers.pop("Content-Type", None)
+        else:
+            request.headers["Content-Type"] = content_type
+        assert request.headers.get("content-type") == content_type
+        problem = assert_problem(live.writer.send(request), 415, "unsupported-media-type")
+        assert "application/json" in problem["accepted"], problem
+        assert "application/json" in problem["detail"]
+    assert [r.id for r in live.store.list().items] == [rid]
+    assert live.store.get(rid).version == 1
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
+def test_json_media_type_variants_are_accepted(live: Live, content_type: str) -> None:
+    r = live.writer.post("/v1/resources", content=json.dumps(_image()).encode(), headers={"Content-Type": content_type})
+    assert r.status_code == 201, r.text
 
 
 @pytest.mark.parametrize(
@@ -213,6 +295,19 @@ def test_a_raw_chunked_request_over_the_limit_is_refused(small: Live) -> None:
     status = int(answer.split(b" ", 2)[1])
     assert 400 <= status < 500, answer[:300]
     nothing_written(small)
+
+
+def test_event_and_callback_data_over_the_limit_are_413_naming_it(small: Live) -> None:
+    rid = small.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+    pad = "x" * LIMIT
+    for path, body in [
+        (f"/v1/resources/{rid}/events", {"event": "request", "data": {"pad": pad}}),
+        ("/v1/callbacks", {"resourceId": rid, "token": "t", "key": "k", "status": "done", "data": {"pad": pad}}),
+    ]:
+        problem = assert_problem(small.writer.post(path, json=body), 413, "body-too-large")
+        assert problem["limit"] == LIMIT
+        assert str(LIMIT) in problem["detail"]
+    assert small.store.get(rid).version == 1
 
 
 def test_the_default_limit_is_one_mebibyte(live: Live) -> None:

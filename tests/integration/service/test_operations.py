@@ -5,6 +5,7 @@ and a database outage answered 503 with Retry-After (never a stack trace).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -307,3 +308,67 @@ def test_readiness_and_metrics_during_an_outage_are_503(
     assert r.status_code == 503, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert int(r.headers["retry-after"]) > 0
+
+
+# --- the OpenAPI document and /docs ---------------------------------------------------------------
+
+#: The operations anyone may call, without a token.
+PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
+
+
+def _operations(live: Live) -> dict[tuple[str, str], dict[str, Any]]:
+    document = live.anonymous.get("/openapi.json").json()
+    return {(method, path): op for path, item in document["paths"].items() for method, op in item.items()}
+
+
+def test_openapi_lists_only_the_statuses_each_operation_can_answer(live: Live) -> None:
+    operations = _operations(live)
+
+    assert set(operations["get", "/healthz"]["responses"]) == {"200", "500"}
+    for key in PUBLIC:
+        assert not {"401", "403"} & set(operations[key]["responses"]), key
+    for key, op in operations.items():
+        if key not in PUBLIC:
+            assert {"401", "403"} <= set(op["responses"]), key
+        for status, response in op["responses"].items():
+            if int(status) >= 400:
+                assert set(response["content"]) == {"application/problem+json"}, (key, status)
+    assert set(operations["get", "/v1/kinds"]["responses"]) == {"200", "401", "403", "500"}
+    assert "415" in operations["post", "/v1/resources"]["responses"]
+    assert "415" not in operations["get", "/v1/resources"]["responses"]
+    assert "412" not in operations["get", "/v1/resources"]["responses"]
+
+
+def test_openapi_documents_the_response_headers_set(live: Live) -> None:
+    operations = _operations(live)
+
+    def headers(key: tuple[str, str], status: str) -> set[str]:
+        return set(operations[key]["responses"][status].get("headers", {}))
+
+    create = ("post", "/v1/resources")
+    assert headers(create, "201") >= {"ETag", "Location"}
+    assert headers(create, "200") >= {"ETag", "Location", "Idempotent-Replayed"}
+    assert headers(("get", "/v1/resources/{resource_id}"), "200") >= {"ETag"}
+    assert headers(("get", "/v1/resources/{resource_id}"), "304") >= {"ETag"}
+    assert headers(("post", "/v1/resources/{resource_id}/events"), "200") >= {"ETag"}
+    assert headers(("put", "/v1/resources/{resource_id}/desired-state"), "202") >= {"ETag"}
+    assert headers(("get", "/v1/resources"), "200") >= {"Link"}
+    with_503 = [key for key, op in operations.items() if "503" in op["responses"]]
+    assert ("get", "/readyz") in with_503
+    assert all("Retry-After" in headers(key, "503") for key in with_503), with_503
+
+
+def test_docs_loads_every_script_and_stylesheet_from_the_same_server(live: Live) -> None:
+    page = live.anonymous.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+
+    urls = re.findall(r'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"', page.text)
+    assert any(url.endswith(".js") for url in urls), urls
+    assert any(url.endswith(".css") for url in urls), urls
+    for url in urls:
+        assert url.startswith("/"), f"{url} is not on this server"
+        assert not url.startswith("//"), f"{url} is not on this server"
+        asset = live.anonymous.get(url)
+        assert asset.status_code == 200, url
+        assert asset.content, url

@@ -154,9 +154,9 @@ def test_concurrent_creates_with_one_idempotency_key_create_once_and_say_so(live
         assert (len(created), len(replayed)) == (1, len(clients) - 1), (attempt, [r.status_code for r in answers])
 
 
-def test_an_idempotency_key_over_200_characters_is_refused(live: Live) -> None:
+def test_an_idempotency_key_over_255_characters_is_refused(live: Live) -> None:
     r = live.writer.post(
-        "/v1/resources", json={"kind": "image", "spec": {"name": "x"}}, headers={"Idempotency-Key": "k" * 201}
+        "/v1/resources", json={"kind": "image", "spec": {"name": "x"}}, headers={"Idempotency-Key": "k" * 256}
     )
     body = assert_problem(r, 422, "invalid-request")
     assert "Idempotency-Key" in body["detail"]
@@ -171,6 +171,36 @@ def test_reusing_an_idempotency_key_with_another_sharable_flag_is_refused(live: 
     again = live.writer.post("/v1/resources", json={"kind": "job", "sharable": False}, headers=key)
 
     assert again.status_code == 422, again.text
+
+
+def test_invalid_spec_errors_carry_field_and_constraint_members(live: Live) -> None:
+    r = live.writer.post("/v1/resources", json={"kind": "image", "spec": {"name": "x", "disk_format": "floppy"}})
+    body = assert_problem(r, 422, "invalid-spec")
+    (error,) = body["errors"]
+    assert set(error) == {"field", "constraint"}
+    assert error["field"] == "disk_format"
+    assert "problems" not in body
+    assert live.store.list().items == []
+
+
+def test_invalid_event_data_errors_carry_field_and_constraint_members(live: Live) -> None:
+    rid = live.writer.post("/v1/resources", json={"kind": "job"}).json()["id"]
+    r = live.writer.post(f"/v1/resources/{rid}/events", json={"event": "request", "data": {"a": "x\u0000y"}})
+    body = assert_problem(r, 422, "invalid-spec")
+    assert [e["field"] for e in body["errors"]] == ["data.a"]
+    assert "U+0000" in body["errors"][0]["constraint"]
+    assert live.store.get(rid).version == 1
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 201), (256, 422), (0, 422)])
+def test_the_idempotency_key_limit_is_the_stores_1_to_255(live: Live, length: int, status: int) -> None:
+    r = live.writer.post("/v1/resources", json={"kind": "job"}, headers={"Idempotency-Key": "k" * length})
+    assert r.status_code == status, r.text
+    if status == 422:
+        body = assert_problem(r, 422, "invalid-request")
+        assert [e["field"] for e in body["errors"]] == ["header.Idempotency-Key"]
+        assert ("at most 255" if length else "at least 1") in body["detail"], body
+        assert live.store.list().items == []
 
 
 def _nested(depth: int) -> str:
@@ -202,7 +232,8 @@ def test_create_with_a_spec_the_kind_refuses_is_422_naming_the_field(live: Live)
     r = live.writer.post("/v1/resources", json={"kind": "image", "spec": {"name": "x", "disk_format": "floppy"}})
     body = assert_problem(r, 422, "invalid-spec")
     assert body["kind"] == "image"
-    assert [p[0] for p in body["problems"]] == ["disk_format"]
+    assert [e["field"] for e in body["errors"]] == ["disk_format"]
+    assert all(isinstance(e["constraint"], str) and e["constraint"] for e in body["errors"])
     assert live.reader.get("/v1/resources").json()["items"] == []
 
 
@@ -428,6 +459,50 @@ def test_keyset_pagination_walks_every_resource_once_in_creation_order(live: Liv
     assert [len(p) for p in pages] == [3, 3, 1]
     assert [rid for page in pages for rid in page] == ids
     assert all(link is not None and link.startswith("</v1/resources?") for link in links[:-1])
+
+
+#: The byte budget of one page of resources, as the list endpoint documents it.
+PAGE_BUDGET = 4 * 1024 * 1024
+
+
+def test_a_page_of_big_resources_ends_at_the_byte_budget_and_next_continues(live: Live) -> None:
+    # About 1 MB each: a page of 1000 would be over 6 MB.
+    ids = [live.store.create("job", {"pad": str(i) * 1_000_000}).id for i in range(6)]
+
+    sizes = []
+    url: str | None = "/v1/resources?limit=1000"
+    pages = []
+    while url is not None:
+        r = live.reader.get(url)
+        assert r.status_code == 200, r.text[:300]
+        sizes.append(len(r.content))
+        body = r.json()
+        pages.append([item["id"] for item in body["items"]])
+        if body["next"] is not None:
+            assert body["next"] == pages[-1][-1], "next continues after the last resource included"
+            assert r.headers["link"].startswith("</v1/resources?")
+        url = None if body["next"] is None else f"/v1/resources?limit=1000&after={body['next']}"
+        assert len(pages) < 10
+
+    assert [len(p) for p in pages] == [4, 2]
+    assert [rid for page in pages for rid in page] == ids
+    assert all(size <= PAGE_BUDGET + 1024 for size in sizes), sizes
+
+
+def test_a_resource_bigger_than_the_page_budget_comes_alone(live: Live) -> None:
+    big = live.store.create("job", {"pad": "x" * (PAGE_BUDGET + 10)}).id
+    small = live.store.create("job", {}).id
+
+    first = live.reader.get("/v1/resources", params={"limit": 10}).json()
+    second = live.reader.get("/v1/resources", params={"limit": 10, "after": first["next"]}).json()
+
+    assert ([i["id"] for i in first["items"]], first["next"]) == ([big], big)
+    assert ([i["id"] for i in second["items"]], second["next"]) == ([small], None)
+
+
+def test_the_list_documents_its_page_byte_budget(live: Live) -> None:
+    operation = live.reader.get("/openapi.json").json()["paths"]["/v1/resources"]["get"]
+    assert "4 MiB" in operation["description"]
 
 
 def test_pagination_keeps_the_filters_in_the_link(live: Live) -> None:

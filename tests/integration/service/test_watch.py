@@ -224,6 +224,28 @@ def test_an_invalid_position_is_400(live: Live, position: str) -> None:
     body = assert_problem(live.reader.get("/v1/watch", headers={"Last-Event-ID": position}), 400, "invalid-cursor")
 
 
+@pytest.mark.parametrize("header", [True, False], ids=["last-event-id", "after"])
+def test_an_invalid_position_says_what_a_valid_one_looks_like(live: Live, header: bool) -> None:
+    request = {"headers": {"Last-Event-ID": "nonsense"}} if header else {"params": {"after": "nonsense"}}
+    body = assert_problem(live.reader.get("/v1/watch", **request), 400, "invalid-cursor")  # type: ignore[arg-type]
+    named = "Last-Event-ID" if header else "after"
+    assert body["field"] == named
+    assert body["detail"].startswith(named)
+    assert "32 lowercase hexadecimal digits" in body["detail"]
+    assert "beginning" in body["detail"]
+    assert "()" not in body["detail"], "no internal function is named"
+    assert "latest_position" not in body["detail"]
+
+
+def test_watch_with_a_state_no_kind_has_is_422_before_streaming_like_the_list(live: Live) -> None:
+    listed = assert_problem(live.reader.get("/v1/resources", params={"state": "nosuch"}), 422, "unknown-state")
+    with live.reader.stream("GET", "/v1/watch", params={"state": "nosuch"}, timeout=5) as r:
+        r.read()
+        watched = assert_problem(r, 422, "unknown-state")
+    assert watched["state"] == listed["state"] == "nosuch"
+    assert watched["detail"] == listed["detail"]
+
+
 def test_an_unknown_kind_filter_is_422(live: Live) -> None:
     body = assert_problem(live.reader.get("/v1/watch", params={"kind": "teapot"}), 422, "unknown-kind")
     assert body["kind"] == "teapot"
