@@ -51,7 +51,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -292,8 +292,11 @@ class Recorder:
 
 
 def _stats(worker: Worker, *, final: bool) -> dict[str, Any]:
-    stats = asdict(worker.stats)
-    stats["steps"] = len(stats.pop("step_seconds"))
+    # Read field by field, not with asdict(): its deep copy iterates the step timings while the
+    # worker's threads append to them (a "deque mutated during iteration" in the middle of a run).
+    raw = {f.name: getattr(worker.stats, f.name) for f in fields(worker.stats)}
+    stats: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in raw.items() if k != "step_seconds"}
+    stats["steps"] = len(raw["step_seconds"])
     listener = worker.store.listen()
     return {
         "name": worker.name,
