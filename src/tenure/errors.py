@@ -24,7 +24,8 @@ The errors form one tree; catch the group that says what you will do about it:
     ├── InputError
     │   ├── InvalidArgument
     │   ├── InvalidSpec
-    │   └── InvalidUsage
+    │   ├── InvalidUsage
+    │   └── TooLarge
     ├── ResourceNotFound
     ├── WriteConflict
     │   ├── TransitionNotAllowed
@@ -127,6 +128,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TenureError",
+    "TooLarge",
     "TransitionNotAllowed",
     "UnknownEvent",
     "UnknownKind",
@@ -328,6 +330,18 @@ class InvalidSpec(InputError):
         self.problems = tuple(problems)
         detail = "; ".join(f"{field}: {constraint}" for field, constraint in self.problems)
         super().__init__(f"invalid spec for kind {kind!r}: {detail}")
+
+
+class TooLarge(InputError):
+    """A resource would keep more than it may: its spec, or its data after a write merged into it."""
+
+    default_message = "too large to keep"
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} would be {size} bytes as JSON; a resource keeps at most {limit}")
 
 
 class InvalidUsage(InputError):

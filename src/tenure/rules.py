@@ -19,11 +19,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tenure.errors import InvalidArgument, InvalidSpec
+from tenure.errors import InvalidArgument, InvalidSpec, TooLarge
 
 __all__ = [
+    "MAX_DATA_BYTES",
     "MAX_ERROR_TEXT",
     "MAX_JSON_DEPTH",
+    "MAX_SPEC_BYTES",
     "NUL",
     "NUL_RULE",
     "error_text",
@@ -32,6 +34,7 @@ __all__ = [
     "refuse_deep_json",
     "refuse_nul",
     "refuse_nul_json",
+    "refuse_oversized",
 ]
 
 NUL = "\x00"
@@ -40,6 +43,9 @@ NUL_RULE = "must not contain the NUL character (U+0000)"
 MAX_ERROR_TEXT = 4000
 #: How deep JSON objects and arrays may nest in a spec, data or detail.
 MAX_JSON_DEPTH = 32
+#: The most a resource keeps, as compact JSON: its spec, and its data (which every write merges into).
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_DATA_BYTES = 4 * 1024 * 1024
 
 
 def refuse_nul(**fields: str | None) -> None:
@@ -76,6 +82,13 @@ def json_object(kind: str, field: str, value: Mapping[str, Any] | None) -> dict[
         raise InvalidSpec(kind, [(field, f"must be JSON-serialisable ({exc})")]) from None
     refuse_nul_json(kind, field, out)
     return out
+
+
+def refuse_oversized(what: str, value: Any, limit: int) -> None:
+    """Refuse (:class:`~tenure.errors.TooLarge`) a JSON value bigger than ``limit`` bytes as compact JSON."""
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise TooLarge(what, size, limit)
 
 
 def refuse_deep_json(kind: str, field: str, value: Any) -> None:

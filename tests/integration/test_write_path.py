@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tenure.errors import ClaimLost, Conflict
+from tenure.errors import ClaimLost, Conflict, TooLarge
+from tenure.rules import MAX_DATA_BYTES, MAX_SPEC_BYTES
 from tenure.store import Resource
 from tenure.store.claims import Claim
 from tenure.store.inbox import token_hash
@@ -186,3 +187,24 @@ def test_only_the_dialects_commit_functions_run_the_write_block() -> None:
     for name in users:
         text = (SRC / name).read_text()
         assert text.count('Q["write"]') == 1
+
+
+# --- what a resource may keep ------------------------------------------------------------------
+
+
+def test_a_spec_or_data_too_big_to_keep_is_refused_and_nothing_is_written(store: EngineStore) -> None:
+    with pytest.raises(TooLarge) as big_spec:
+        store.create("job", {"blob": "x" * MAX_SPEC_BYTES})
+    assert (big_spec.value.what, big_spec.value.limit) == ("the spec", MAX_SPEC_BYTES)
+    assert big_spec.value.size > MAX_SPEC_BYTES
+    assert store.list(kind="job").items == []
+
+    near = "y" * (MAX_DATA_BYTES - 200_000)
+    r = store.create("job", data={"near": near})
+    with pytest.raises(TooLarge) as grown:
+        # Each write is small; what the resource would keep after merging it is not.
+        store.fire(r, "request", data={"more": "z" * 300_000})
+    assert grown.value.what == "the data"
+    assert grown.value.size > MAX_DATA_BYTES
+    assert store.get(r.id) == r, "nothing written"
+    assert store.fire(r, "request", data={"more": "z" * 100}).data["more"] == "z" * 100

@@ -51,6 +51,7 @@ from tenure.errors import (
     StoreError,
     StoreUnavailable,
     TenureError,
+    TooLarge,
     TransitionNotAllowed,
     UnknownEvent,
     UnknownKind,
@@ -101,6 +102,7 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     NoKindFound: {"module": "mypkg.kinds", "name": "volume"},
     InvalidUsage: {"problem": "give --server or --database, not both"},
     FlowRunNotFound: {"run_id": "run-404"},
+    TooLarge: {"what": "the data", "size": 5000000, "limit": 4194304},
     ServerUnreachable: {"url": "http://127.0.0.1:8080", "reason": "connection refused"},
     ApiError: {
         "status": 409,
@@ -142,6 +144,7 @@ BASE: dict[type[TenureError], type[Exception]] = {
     InvalidArgument: InputError,
     InvalidSpec: InputError,
     InvalidUsage: InputError,
+    TooLarge: InputError,
     ResourceNotFound: TenureError,
     WriteConflict: TenureError,
     TransitionNotAllowed: WriteConflict,

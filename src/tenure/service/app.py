@@ -35,6 +35,7 @@ from tenure.service.config import ServiceConfig
 from tenure.service.metrics import Metrics
 from tenure.service.problems import (
     BAD_REQUEST,
+    HEADERS_TOO_LARGE,
     INTERNAL,
     INVALID_REQUEST,
     MALFORMED_JSON,
@@ -100,6 +101,7 @@ def create_app(
     _docs(app)
     # The last added is the outermost: every answer, a 413 or a HEAD included, is logged and counted.
     app.add_middleware(_BodyLimit, limit=config.max_body)
+    app.add_middleware(_HeaderLimit, limit=MAX_HEADER_BYTES)
     app.add_middleware(_Head)
     app.add_middleware(_Logged)
     return app
@@ -213,6 +215,29 @@ def _field_problem(err: Any) -> dict[str, str]:
     if err.get("type") == "extra_forbidden":
         constraint = "unknown field (not accepted here)"
     return {"field": field, "constraint": constraint}
+
+
+#: The most header-field bytes (names and values) one request may send.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _HeaderLimit:
+    """Refuse requests whose header fields total more than ``limit`` bytes with 431 (RFC 6585)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+            if size > self.limit:
+                facts = {"limit": self.limit, "size": size, "instance": scope.get("path", "")}
+                detail = f"the header fields total {size} bytes; at most {self.limit} are accepted"
+                response = problem_response(HEADERS_TOO_LARGE, detail, facts)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyLimit:

@@ -104,6 +104,8 @@ QUOTA_EXCEEDED = Problem(409, "quota-exceeded", "A quota would be exceeded")
 NOT_SHARABLE = Problem(409, "not-sharable", "The resource is not sharable and another party uses it")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "The resource is not at the version If-Match names")
 TOO_LARGE = Problem(413, "body-too-large", "The request body is too large")
+STORED_TOO_LARGE = Problem(413, "too-large", "The resource would keep more than it may")
+HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "The request's header fields are too large")
 UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body must be application/json")
 INVALID_REQUEST = Problem(422, "invalid-request", "The request does not match what this endpoint accepts")
 INVALID_SPEC = Problem(422, "invalid-spec", "The spec does not match what the kind accepts")
@@ -125,6 +127,7 @@ _BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
     (e.IdempotencyKeyReused, IDEMPOTENCY_KEY_REUSED),
     (e.AlreadyExists, ALREADY_EXISTS),
     (e.InvalidSpec, INVALID_SPEC),
+    (e.TooLarge, STORED_TOO_LARGE),
     (e.InvalidArgument, INVALID_ARGUMENT),
     (e.UnknownKind, UNKNOWN_KIND),
     (e.UnknownState, UNKNOWN_STATE),
@@ -204,9 +207,10 @@ _DESCRIBED = {
     405: "Method not allowed",
     409: "The state does not allow it, or a concurrent change won",
     412: "If-Match names a version the resource has moved past",
-    413: "The body is too large",
+    413: "The body is too large, or the resource would keep more than it may",
     415: "The body is not JSON",
     422: "The request does not match what is accepted",
+    431: "The request's header fields are too large",
     500: "The server failed (logged; no details given)",
     503: "The database is unavailable or not migrated (see Retry-After)",
 }
@@ -238,9 +242,12 @@ _HEADERS: dict[int, dict[str, Any]] = {
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation can give, for the OpenAPI document (500 is always one)."""
+    """The error answers an operation can give, for the OpenAPI document.
+
+    431 and 500 can be any operation's: header fields are refused before routing, and a bug is a bug.
+    """
     out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, 500}):
+    for status in sorted({*statuses, 431, 500}):
         entry: dict[str, Any] = {
             "description": _DESCRIBED[status],
             "model": ProblemModel,

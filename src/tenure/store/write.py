@@ -23,7 +23,15 @@ from typing import Any, NoReturn, Protocol
 from tenure.errors import ClaimLost, Conflict, InvalidArgument, InvalidSpec, ResourceNotFound
 from tenure.machine import Kind, Role, State
 from tenure.machine.graph import reachable_states
-from tenure.rules import json_object, refuse_deep_json, refuse_nul, refuse_nul_json
+from tenure.rules import (
+    MAX_DATA_BYTES,
+    MAX_SPEC_BYTES,
+    json_object,
+    refuse_deep_json,
+    refuse_nul,
+    refuse_nul_json,
+    refuse_oversized,
+)
 from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT, desire_pending
 from tenure.store.model import Resource, new_id
 from tenure.store.signal import WorkSignal
@@ -170,7 +178,10 @@ def plan_create(
     refuse_step_data(kind, data)
     clean_spec = kind.validate_spec(spec)
     refuse_nul_json(kind.name, "", clean_spec)
+    refuse_oversized("the spec", clean_spec, MAX_SPEC_BYTES)
     clean_data = json_object(kind.name, "data", data)
+    if clean_data:
+        refuse_oversized("the data", clean_data, MAX_DATA_BYTES)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidArgument("idempotency_key", "must be 1 to 255 characters", idempotency_key)
     if resource_id is not None and not (0 < len(resource_id) <= 64):
@@ -242,7 +253,10 @@ def plan_fire(
         observed = before.generation
     elif target.role is Role.REST and desire_pending(before):
         next_attempt_at = now  # come to rest short of the desired state: the reconcile takes it on
-    new_data = {**before.data, **json_object(kind.name, "data", data)} if data else before.data
+    new_data = before.data
+    if data:
+        new_data = {**before.data, **json_object(kind.name, "data", data)}
+        refuse_oversized("the data", new_data, MAX_DATA_BYTES)
     after = Resource(
         id=before.id,
         kind=before.kind,
@@ -318,7 +332,10 @@ def plan_retry(
 ) -> Write:
     """A failed attempt of a claimed step, to be tried again at ``at``: the state does not change."""
     refuse_nul(error=error, actor=actor)
-    new_data = {**before.data, **json_object(before.kind, "data", data)} if data else before.data
+    new_data = before.data
+    if data:
+        new_data = {**before.data, **json_object(before.kind, "data", data)}
+        refuse_oversized("the data", new_data, MAX_DATA_BYTES)
     after = _released(before, now, data=new_data, error=error, attempts=attempts, next_attempt_at=at)
     detail = {"attempt": attempts, "error": error, "next_attempt_at": at.isoformat()}
     return Write(before, after, RETRY_EVENT, actor, detail, data_changed=bool(data), token=token)

@@ -364,3 +364,23 @@ def test_every_resource_endpoint_answers_404_for_an_unknown_id(live: Live) -> No
     ]:
         problem = assert_problem(live.admin.request(method, path, json=body), 404, "resource-not-found")
         assert problem["resourceId"] == "nobody", path
+
+
+def test_header_fields_over_the_limit_are_431_before_anything_runs(live: Live) -> None:
+    body = json.dumps({"kind": "job", "spec": {}}).encode()
+    padding = {f"X-Pad-{i}": "p" * 8000 for i in range(10)}  # 80 kB of header fields
+    r = live.writer.post("/v1/resources", content=body, headers={"Content-Type": "application/json", **padding})
+    problem = assert_problem(r, 431, "headers-too-large")
+    assert problem["limit"] == 64 * 1024
+    assert problem["size"] > problem["limit"]
+    nothing_written(live)
+    fine = {f"X-Pad-{i}": "p" * 8000 for i in range(2)}
+    assert live.writer.get("/v1/resources", headers=fine).status_code == 200
+
+
+def test_a_resource_too_big_to_keep_is_413_too_large() -> None:
+    from tenure.errors import TooLarge
+    from tenure.service.problems import problem_for
+
+    problem = problem_for(TooLarge("the data", 5_000_000, 4_194_304))
+    assert (problem.status, problem.slug) == (413, "too-large")

@@ -490,7 +490,8 @@ def test_a_page_of_big_resources_ends_at_the_byte_budget_and_next_continues(live
 
 
 def test_a_resource_bigger_than_the_page_budget_comes_alone(live: Live) -> None:
-    big = live.store.create("job", {"pad": "x" * (PAGE_BUDGET + 10)}).id
+    # As big as a resource may get (spec and data each under what the store keeps), more than a page holds.
+    big = live.store.create("job", {"pad": "x" * 900_000}, data={"pad": "y" * (PAGE_BUDGET - 500_000)}).id
     small = live.store.create("job", {}).id
 
     first = live.reader.get("/v1/resources", params={"limit": 10}).json()
