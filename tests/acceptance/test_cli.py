@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,12 +159,10 @@ def test_commands_on_a_missing_database_say_so_and_create_nothing(tmp_path: Path
 
 
 def test_the_generated_token_file_is_ignored_by_git() -> None:
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    result = subprocess.run(
-        ["git", "check-ignore", "--no-index", "-q", "tenure.token"], cwd=ROOT, timeout=30, check=False
-    )
-    assert result.returncode == 0, "tenure.token (a secret tenure serve writes) is not in .gitignore"
+    # Read from the file itself: the test holds in an exported tree too, with or without git.
+    patterns = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
+    ignored = any(fnmatch.fnmatch("tenure.token", p) for p in patterns if p and not p.startswith(("#", "!")))
+    assert ignored, "tenure.token (a secret tenure serve writes) is not in .gitignore"
 
 
 @pytest.mark.parametrize(
@@ -235,9 +233,10 @@ def test_runs_list_show_and_resolve_a_failed_revert(store_url: str) -> None:
 
 
 def _make_dry_run(target: str) -> str:
-    """What ``make TARGET`` would run in a fresh clone (``-B``: as if nothing were installed yet)."""
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+    """What ``make TARGET`` would run in a fresh clone (``-B``: as if nothing were installed yet).
+
+    ``make`` is what the README's two commands and CI run, so it is there wherever the tests are.
+    """
     result = subprocess.run(
         ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )

@@ -52,7 +52,7 @@ class DatabaseStore:
         tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
-        self.db = db
+        self._db = db
         #: Tables kinds own in this database, migrated with it (see :mod:`tenure.store.tables`).
         self.tables = tuple(tables)
         self.dialect = db.dialect
@@ -78,17 +78,10 @@ class DatabaseStore:
                 raise
 
     def _check_schema(self) -> None:
-        current, latest = self.db.schema_version(), latest_version(self.dialect)
-        if current < latest:
-            raise SchemaNotMigrated(self.target, current, latest)
-        if current > latest:
-            raise SchemaTooNew(self.target, current, latest)
+        _check_version(self.target, self._db.schema_version(), latest_version(self.dialect))
         for owned in self.tables:
-            current, latest = self.db.owned_version(owned.owner), owned.latest_version(self.dialect)
-            if current < latest:
-                raise SchemaNotMigrated(f"{self.target} ({owned.owner} tables)", current, latest)
-            if current > latest:
-                raise SchemaTooNew(f"{self.target} ({owned.owner} tables)", current, latest)
+            where = f"{self.target} ({owned.owner} tables)"
+            _check_version(where, self._db.owned_version(owned.owner), owned.latest_version(self.dialect))
 
     # --- the clock, kinds and lifecycle --------------------------------------------------------
 
@@ -99,7 +92,7 @@ class DatabaseStore:
     @property
     def operations(self) -> int:
         """Operations sent to the database (a statement, or a transaction of several), for metrics."""
-        return self.db.operations
+        return self._db.operations
 
     @property
     def kinds(self) -> Mapping[str, Kind]:
@@ -114,18 +107,18 @@ class DatabaseStore:
     @property
     def database(self) -> Database:
         """The database layer, for code that owns tables in it (see :mod:`tenure.store.tables`)."""
-        return self.db
+        return self._db
 
     def migrate(self) -> builtins.list[int]:
         """Apply pending schema migrations, then those of the tables kinds own; returns tenure's versions applied."""
-        applied = self.db.migrate()
+        applied = self._db.migrate()
         for owned in self.tables:
-            self.db.migrate_owned(owned)
+            self._db.migrate_owned(owned)
         return applied
 
     def schema_version(self) -> int:
         """The newest migration applied to the database (0 for an empty database)."""
-        return self.db.schema_version()
+        return self._db.schema_version()
 
     def listen(self) -> Listener | None:
         """Start relaying other processes' writes to :attr:`signal` and :attr:`changed`, where the database can.
@@ -133,11 +126,11 @@ class DatabaseStore:
         Returns the listener (started once, shared, stopped by :meth:`close`), or None when the
         database cannot notify: waiters must then poll for work written by other processes.
         """
-        return self.db.listen(self.signal, self.changed)
+        return self._db.listen(self.signal, self.changed)
 
     def close(self) -> None:
         """Release connections."""
-        self.db.close()
+        self._db.close()
 
     # --- resources -----------------------------------------------------------------------------
 
@@ -370,3 +363,11 @@ class DatabaseStore:
         self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
     ) -> builtins.list[FlowRunRow]:
         return self._flow_runs.flow_runs(resource_id=resource_id, state=state, limit=limit)
+
+
+def _check_version(target: str, current: int, latest: int) -> None:
+    """Refuse a schema behind (run ``tenure migrate``) or ahead of (upgrade tenure) this version of tenure."""
+    if current < latest:
+        raise SchemaNotMigrated(target, current, latest)
+    if current > latest:
+        raise SchemaTooNew(target, current, latest)

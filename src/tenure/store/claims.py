@@ -212,9 +212,7 @@ class Claims:
         write = plan_retry(
             claim.resource, claim.token, self._clock(), error=error, at=at, attempts=attempts, data=data, actor=actor
         )
-        after = self._writer.apply(write)
-        self._signal.notify()
-        return after
+        return self._writer.apply(write)  # due again at ``at``: the writer wakes the workers
 
     # --- desired state ------------------------------------------------------------------------
 

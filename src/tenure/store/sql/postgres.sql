@@ -153,19 +153,6 @@ INSERT INTO flow_runs (id, flow, version, fingerprint, state, resource_id, input
                        pending_retry, created_at, updated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
--- name: update_flow_run
-UPDATE flow_runs
-SET state = %s, overrides = %s, retries = %s, failure = %s, pending_retry = %s, updated_at = %s
-WHERE id = %s
-
--- name: upsert_flow_task
-INSERT INTO flow_tasks (run_id, task, state, attempt, seq, result, failure, revert_failure, inputs, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (run_id, task) DO UPDATE
-SET state = excluded.state, attempt = excluded.attempt, seq = excluded.seq, result = excluded.result,
-    failure = excluded.failure, revert_failure = excluded.revert_failure, inputs = excluded.inputs,
-    updated_at = excluded.updated_at
-
 -- name: get_flow_run
 SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, retries, failure, pending_retry,
        created_at, updated_at
@@ -235,15 +222,6 @@ SELECT (SELECT min(next_attempt_at) FROM resources
 
 -- === the engine: waits and the callback inbox ===
 
--- name: insert_wait
--- Opens the wait, or completes the provisional one the step opened when it first read its token.
-INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (token_hash) DO UPDATE
-SET version = excluded.version, state = excluded.state, keys = excluded.keys, rules = excluded.rules,
-    deadline = excluded.deadline
-WHERE waits.resource_id = excluded.resource_id
-
 -- name: insert_provisional_wait
 -- A step read its token: callbacks under it are recorded from now on, applied once it waits.
 INSERT INTO waits (token_hash, resource_id, version, state, keys, rules, created_at, deadline)
@@ -285,10 +263,6 @@ ORDER BY i.seq LIMIT %s
 
 -- name: settle_callback
 UPDATE inbox SET applied_at = %s, result = %s WHERE seq = %s AND applied_at IS NULL
-
--- name: insert_journal
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: claim
 -- Take up to 'limit' due resources no live worker holds, oldest due first. SKIP LOCKED lets many
