@@ -27,13 +27,17 @@ The errors form one tree; catch the group that says what you will do about it:
     │   ├── InvalidUsage
     │   └── TooLarge
     ├── ResourceNotFound
+    ├── SubscriptionNotFound
     ├── WriteConflict
     │   ├── TransitionNotAllowed
     │   ├── Conflict
     │   │   └── ClaimLost
     │   ├── AlreadyExists
     │   ├── IdempotencyKeyReused
-    │   └── NotSharable
+    │   ├── NotSharable
+    │   ├── InUse
+    │   ├── TeardownStarted
+    │   └── UseNotYours
     ├── QuotaError
     │   ├── QuotaExceeded
     │   └── QuotaNotFound
@@ -64,11 +68,14 @@ The errors form one tree; catch the group that says what you will do about it:
 ``ResourceNotFound``
     The id names no resource (never created, or a stale id). It stands alone: it is the one error
     every reader of an id has to expect, and it needs nothing but a different id.
+``SubscriptionNotFound``
+    Its like for webhook subscriptions: the id names none (never created, or deleted).
 ``WriteConflict``
     What is stored refuses the change: the resource is at another version (``Conflict``, and
     ``ClaimLost`` for a worker's fenced write), its state does not allow the event
     (``TransitionNotAllowed``), a key is taken (``AlreadyExists``, ``IdempotencyKeyReused``) or
-    another party holds it (``NotSharable``). Re-read, then decide whether the change still makes
+    another party holds it (``NotSharable``), parties still use it (``InUse``), its teardown has
+    begun (``TeardownStarted``) or the use belongs to another client (``UseNotYours``). Re-read, then decide whether the change still makes
     sense; nothing was written.
 ``QuotaError``
     A reservation would exceed a project's limit, or names a quota that does not exist.
@@ -104,6 +111,7 @@ __all__ = [
     "FlowFailed",
     "FlowRunNotFound",
     "IdempotencyKeyReused",
+    "InUse",
     "InputError",
     "InvalidArgument",
     "InvalidDatabaseURL",
@@ -127,12 +135,15 @@ __all__ = [
     "ServiceError",
     "StoreError",
     "StoreUnavailable",
+    "SubscriptionNotFound",
+    "TeardownStarted",
     "TenureError",
     "TooLarge",
     "TransitionNotAllowed",
     "UnknownEvent",
     "UnknownKind",
     "UnknownState",
+    "UseNotYours",
     "WriteConflict",
 ]
 
@@ -371,6 +382,16 @@ class ResourceNotFound(TenureError):
         super().__init__(f"no resource with id {resource_id!r}")
 
 
+class SubscriptionNotFound(TenureError):
+    """No webhook subscription has this id."""
+
+    default_message = "subscription not found"
+
+    def __init__(self, subscription_id: str) -> None:
+        self.subscription_id = subscription_id
+        super().__init__(f"no subscription with id {subscription_id!r}")
+
+
 # --- writes that what is stored refuses ----------------------------------------------------------
 
 
@@ -501,6 +522,58 @@ class NotSharable(WriteConflict):
         super().__init__(
             f"resource {resource_id} is not sharable and is in use by {party}; {refused} cannot register "
             f"an interest until that party deregisters or its interest expires"
+        )
+
+
+class InUse(WriteConflict):
+    """A resource's teardown was asked for while parties still use it (force teardown is the admin's way)."""
+
+    default_message = "resource in use"
+
+    def __init__(self, *, resource_id: str, event: str, parties: Sequence[str]) -> None:
+        self.resource_id = resource_id
+        #: The event that starts the kind's teardown.
+        self.event = event
+        #: The parties whose use has not expired.
+        self.parties = tuple(parties)
+        super().__init__(
+            f"resource {resource_id} is in use by {_names(self.parties)}; event {event!r} tears it down and "
+            f"waits until they release it or their use expires (set the desired state to wait for them, "
+            f"or force the teardown with the admin scope)"
+        )
+
+
+class TeardownStarted(WriteConflict):
+    """A party asked to use a resource that is being (or has been) torn down."""
+
+    default_message = "teardown started"
+
+    def __init__(self, *, resource_id: str, state: str, usable: Sequence[str]) -> None:
+        self.resource_id = resource_id
+        self.state = state
+        #: The states in which parties may register.
+        self.usable = tuple(usable)
+        super().__init__(
+            f"resource {resource_id} is in state {state!r}: it can no longer be used "
+            f"(parties may register in: {_names(self.usable)})"
+        )
+
+
+class UseNotYours(WriteConflict):
+    """A client tried to renew or release a use that another client registered."""
+
+    default_message = "use registered by another client"
+
+    def __init__(self, *, resource_id: str, party: str, owner: str | None, client: str | None) -> None:
+        self.resource_id = resource_id
+        self.party = party
+        #: The client that registered the use.
+        self.owner = owner
+        #: The client that was refused.
+        self.client = client
+        super().__init__(
+            f"party {party} on resource {resource_id} was registered by client {owner!r}; "
+            f"client {client!r} may not renew or release it (only its owner or an admin may)"
         )
 
 

@@ -50,6 +50,7 @@ from tenure.errors import (
     ServiceError,
     StoreError,
     StoreUnavailable,
+    SubscriptionNotFound,
     TenureError,
     TooLarge,
     TransitionNotAllowed,
@@ -102,6 +103,7 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     NoKindFound: {"module": "mypkg.kinds", "name": "volume"},
     InvalidUsage: {"problem": "give --server or --database, not both"},
     FlowRunNotFound: {"run_id": "run-404"},
+    SubscriptionNotFound: {"subscription_id": "sub-404"},
     TooLarge: {"what": "the data", "size": 5000000, "limit": 4194304},
     ServerUnreachable: {"url": "http://127.0.0.1:8080", "reason": "connection refused"},
     ApiError: {
@@ -146,6 +148,7 @@ BASE: dict[type[TenureError], type[Exception]] = {
     InvalidUsage: InputError,
     TooLarge: InputError,
     ResourceNotFound: TenureError,
+    SubscriptionNotFound: TenureError,
     WriteConflict: TenureError,
     TransitionNotAllowed: WriteConflict,
     Conflict: WriteConflict,

@@ -30,6 +30,7 @@ import pydantic
 
 from tenure.errors import InvalidKind, InvalidSpec, TransitionNotAllowed, UnknownEvent, UnknownState
 from tenure.machine.parts import Event, Role, State, Subject, Transition
+from tenure.machine.sharing import Sharing, sharing_problems
 from tenure.machine.validation import expand_sources, find_problems
 
 __all__ = ["Kind"]
@@ -43,6 +44,8 @@ class Kind:
     keys of a resource's ``data`` that only the kind's steps write — what was provisioned, what a flow
     produced, what an external party answered: events fired from outside the engine (a client's event,
     a create) may not set them, so no client can make the engine believe something it did not do.
+    ``sharing`` says how several parties use one resource and when it may be torn down
+    (:class:`~tenure.machine.sharing.Sharing`).
     """
 
     __slots__ = (
@@ -54,6 +57,7 @@ class Kind:
         "events",
         "initial",
         "name",
+        "sharing",
         "spec_model",
         "states",
         "step_data",
@@ -71,6 +75,7 @@ class Kind:
         version: int = 1,
         description: str = "",
         step_data: Iterable[str] = (),
+        sharing: Sharing | None = None,
     ) -> None:
         self.name = name
         #: Keys of ``data`` that only the kind's steps write (see the class docstring).
@@ -82,6 +87,10 @@ class Kind:
         self.description = description
         edges = self._compile_edges()
         problems = find_problems(name, self.states, self.events, initial, edges)
+        if sharing is not None:
+            problems += sharing_problems(sharing, self.states, self.events, edges)
+        #: How several parties share a resource of this kind (None: uses are recorded, nothing waits).
+        self.sharing = sharing
         if problems:
             raise InvalidKind(name, problems)
         self._states: Mapping[str, State] = MappingProxyType({s.name: s for s in self.states})
@@ -236,6 +245,7 @@ class Kind:
             "version": self.version,
             "description": self.description,
             "initial": self.initial.name,
+            "sharing": None if self.sharing is None else self.sharing.describe(),
             "states": [
                 {
                     "name": s.name,

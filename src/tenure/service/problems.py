@@ -93,6 +93,7 @@ CALLBACK_REFUSED = Problem(403, "callback-token-refused", "The callback token is
 NOT_FOUND = Problem(404, "not-found", "No such thing")
 RESOURCE_NOT_FOUND = Problem(404, "resource-not-found", "No such resource")
 KIND_NOT_FOUND = Problem(404, "kind-not-found", "No such kind")
+SUBSCRIPTION_NOT_FOUND = Problem(404, "subscription-not-found", "No such subscription")
 METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "The method is not allowed here")
 NOT_ACCEPTABLE = Problem(406, "not-acceptable", "No representation matches the Accept header")
 TRANSITION_NOT_ALLOWED = Problem(409, "transition-not-allowed", "The event is not allowed in the resource's state")
@@ -122,6 +123,7 @@ NOT_READY = Problem(503, "not-ready", "The service is not ready")
 #: Most specific class first: the first match wins.
 _BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
     (e.ResourceNotFound, RESOURCE_NOT_FOUND),
+    (e.SubscriptionNotFound, SUBSCRIPTION_NOT_FOUND),
     (e.TransitionNotAllowed, TRANSITION_NOT_ALLOWED),
     (e.Conflict, CONFLICT),
     (e.IdempotencyKeyReused, IDEMPOTENCY_KEY_REUSED),
@@ -203,7 +205,7 @@ _DESCRIBED = {
     400: "Malformed request (bad JSON, a bad If-Match or cursor)",
     401: "No valid client token",
     403: "The token lacks the scope, or the callback token is refused",
-    404: "No such resource, kind or endpoint",
+    404: "No such resource, kind, subscription or endpoint",
     405: "Method not allowed",
     409: "The state does not allow it, or a concurrent change won",
     412: "If-Match names a version the resource has moved past",

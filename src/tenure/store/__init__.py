@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from tenure.store.feed import Change, Changes
 from tenure.store.inbox import AwaitedKey, WaitInfo
-from tenure.store.interests import Interest, NotSharable
-from tenure.store.model import CREATE_EVENT, BacklogRow, JournalEntry, Page, Resource
+from tenure.store.model import CREATE_EVENT, BacklogRow, JournalEntry, Page, Resource, Use
 from tenure.store.protocol import EngineStore, StepStore, Store, TableStore
 from tenure.store.tables import OwnedTables
 from tenure.store.url import DEFAULT_DATABASE_URL, database_url, open_store
+from tenure.store.uses import UsePolicy
 
 __all__ = [
     "CREATE_EVENT",
@@ -23,15 +23,15 @@ __all__ = [
     "Change",
     "Changes",
     "EngineStore",
-    "Interest",
     "JournalEntry",
-    "NotSharable",
     "OwnedTables",
     "Page",
     "Resource",
     "StepStore",
     "Store",
     "TableStore",
+    "Use",
+    "UsePolicy",
     "WaitInfo",
     "database_url",
     "open_store",

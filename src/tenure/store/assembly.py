@@ -26,17 +26,16 @@ from tenure.store.database import Database
 from tenure.store.feed import ChangeFeed, Changes
 from tenure.store.flowruns import FlowRuns
 from tenure.store.inbox import CallbackRow, CallbackStatus, Inbox, Receipt, WaitInfo, WaitRow
-from tenure.store.interests import Interest, Interests
 from tenure.store.migrator import latest_version
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.resources import KindRegistry, Resources
+from tenure.store.sharing import KEEP, Keep, Sharing
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.tables import OwnedTables
+from tenure.store.uses import UsePolicy
 from tenure.store.write import WaitPlan, Writer
 
 __all__ = ["DatabaseStore"]
-
-_DAY = timedelta(days=1)
 
 
 class DatabaseStore:
@@ -49,6 +48,7 @@ class DatabaseStore:
         *,
         clock: Clock = system_clock,
         default_sharable: bool = True,
+        uses: UsePolicy | None = None,
         tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
@@ -68,7 +68,7 @@ class DatabaseStore:
         self._claims = Claims(db, writer, self._kinds, clock, self.signal)
         self._inbox = Inbox(db, clock, self.signal)
         self._feed = ChangeFeed(db, self._kinds)
-        self._interests = Interests(db, clock)
+        self._sharing = Sharing(db, self._resources.swap, self._kinds, clock, uses or UsePolicy())
         self._flow_runs = FlowRuns(db, clock)
         if check_schema:
             try:
@@ -177,8 +177,11 @@ class DatabaseStore:
         *,
         expected_version: int | None = None,
         actor: str | None = None,
+        client: str | None = None,
     ) -> Resource:
-        return self._resources.set_desired_state(resource, desired, expected_version=expected_version, actor=actor)
+        return self._resources.set_desired_state(
+            resource, desired, expected_version=expected_version, actor=actor, client=client
+        )
 
     def get(self, resource_id: str) -> Resource:
         return self._resources.get(resource_id)
@@ -337,16 +340,72 @@ class DatabaseStore:
     def latest_position(self) -> str:
         return self._feed.latest_position()
 
-    # --- interests -----------------------------------------------------------------------------
+    # --- uses ----------------------------------------------------------------------------------
 
-    def register_interest(self, resource_id: str, party: str, *, ttl: timedelta, max_ttl: timedelta = _DAY) -> Interest:
-        return self._interests.register_interest(resource_id, party, ttl=ttl, max_ttl=max_ttl)
+    @property
+    def use_policy(self) -> UsePolicy:
+        return self._sharing.policy
 
-    def deregister_interest(self, resource_id: str, party: str) -> bool:
-        return self._interests.deregister_interest(resource_id, party)
+    def change_uses(
+        self,
+        resource_id: str,
+        *,
+        register: Mapping[str, timedelta | None] | None = None,
+        release: Iterable[str] = (),
+        client: str | None = None,
+        admin: bool = False,
+        desired: str | Keep | None = KEEP,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        return self._sharing.change_uses(
+            resource_id,
+            register=register,
+            release=release,
+            client=client,
+            admin=admin,
+            desired=desired,
+            expected_version=expected_version,
+            actor=actor,
+        )
 
-    def interests(self, resource_id: str) -> builtins.list[Interest]:
-        return self._interests.interests(resource_id)
+    def use(
+        self,
+        resource_id: str,
+        party: str,
+        *,
+        ttl: timedelta | None = None,
+        client: str | None = None,
+        admin: bool = False,
+        expected_version: int | None = None,
+    ) -> Resource:
+        return self._sharing.change_uses(
+            resource_id, register={party: ttl}, client=client, admin=admin, expected_version=expected_version
+        )
+
+    def release_use(
+        self,
+        resource_id: str,
+        party: str,
+        *,
+        client: str | None = None,
+        admin: bool = False,
+        expected_version: int | None = None,
+    ) -> Resource:
+        return self._sharing.change_uses(
+            resource_id, release=[party], client=client, admin=admin, expected_version=expected_version
+        )
+
+    def force_teardown(
+        self, resource_id: str, *, actor: str | None, reason: str | None = None, expected_version: int | None = None
+    ) -> Resource:
+        return self._sharing.force_teardown(resource_id, actor=actor, reason=reason, expected_version=expected_version)
+
+    def expire_uses(self, *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
+        return self._sharing.expire_uses(actor=actor, limit=limit)
+
+    def next_use_expiry(self) -> datetime | None:
+        return self._sharing.next_use_expiry()
 
     # --- flow runs -----------------------------------------------------------------------------
 

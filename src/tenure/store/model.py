@@ -8,9 +8,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["CREATE_EVENT", "BacklogRow", "JournalEntry", "Page", "Resource", "new_id"]
+__all__ = [
+    "CREATE_EVENT",
+    "NO_USES",
+    "BacklogRow",
+    "JournalEntry",
+    "Page",
+    "Resource",
+    "Use",
+    "new_id",
+    "uses_from_json",
+]
 
 #: The journal event recorded when a resource is created (user event names cannot start with '@').
 CREATE_EVENT = "@create"
@@ -46,6 +57,44 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Use:
+    """One party's use of a resource: who registered it, when, and until when it counts.
+
+    The use is live while ``expires_at`` lies ahead on the store's clock; after that it no longer holds
+    the resource, and the engine removes it (journaled) soon after.
+    """
+
+    #: The client (token) that registered the use: only it, or an admin, may renew or release it.
+    client: str | None
+    registered_at: datetime
+    expires_at: datetime
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "registered_at": self.registered_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+#: No party uses the resource.
+NO_USES: Mapping[str, Use] = MappingProxyType({})
+
+
+def uses_from_json(value: Mapping[str, Any] | None) -> Mapping[str, Use]:
+    """The ``in_use_by`` column as values (party URI -> :class:`Use`)."""
+    if not value:
+        return NO_USES
+    return {
+        party: Use(u.get("client"), datetime.fromisoformat(u["registered_at"]), datetime.fromisoformat(u["expires_at"]))
+        for party, u in value.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """One resource as stored at one ``version``.
 
@@ -74,6 +123,12 @@ class Resource:
     idempotency_key: str | None
     created_at: datetime
     updated_at: datetime
+    #: Who uses the resource: party URI -> :class:`Use` (expired uses stay until the engine removes them).
+    in_use_by: Mapping[str, Use] = field(default_factory=lambda: NO_USES)
+
+    def live_uses(self, now: datetime) -> dict[str, Use]:
+        """The uses that still hold the resource at ``now``."""
+        return {party: use for party, use in self.in_use_by.items() if use.expires_at > now}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of the resource (the claim token is a secret and is left out)."""
@@ -98,6 +153,7 @@ class Resource:
             "idempotency_key": self.idempotency_key,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "in_use_by": {party: use.to_json() for party, use in self.in_use_by.items()},
         }
 
 

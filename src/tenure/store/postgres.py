@@ -29,10 +29,11 @@ from tenure.store.assembly import DatabaseStore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import PageQuery
-from tenure.store.rows import journal_from_pg, resource_from_pg
+from tenure.store.rows import journal_from_pg, resource_from_pg, uses_json
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
 from tenure.store.tables import OwnedTables
+from tenure.store.uses import UsePolicy
 from tenure.store.write import Write
 
 __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
@@ -67,13 +68,16 @@ def _text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def write_statement(*, opens_wait: bool = False, carries_waits: bool = False, settles: bool = False) -> bytes:
+def write_statement(
+    *, opens_wait: bool = False, carries_waits: bool = False, settles: bool = False, uses: bool = False
+) -> bytes:
     """The ``write`` block with the side rows a write has, and its journal row, as one statement."""
     parts = [Q["write"]]
     for wanted, name in (
         (opens_wait, "write_opens_wait"),
         (carries_waits, "write_carries_waits"),
         (settles, "write_settles"),
+        (uses, "write_uses"),
     ):
         if wanted:
             parts.append(Q[name])
@@ -83,17 +87,18 @@ def write_statement(*, opens_wait: bool = False, carries_waits: bool = False, se
 #: Every shape a write can take, made once: one statement per combination of side rows. A write
 #: without side rows (most of them) pays for none: PostgreSQL plans and runs only what is sent.
 _WRITES = {
-    (wait, carry, settle): write_statement(opens_wait=wait, carries_waits=carry, settles=settle)
+    (wait, carry, settle, uses): write_statement(opens_wait=wait, carries_waits=carry, settles=settle, uses=uses)
     for wait in (False, True)
     for carry in (False, True)
     for settle in (False, True)
+    for uses in (False, True)
 }
 
 
 def write_params(write: Write) -> dict[str, Any]:
     """The parameters of the ``write`` block for a planned write."""
     before, after, wait = write.before, write.after, write.wait
-    return {
+    params: dict[str, Any] = {
         "state": after.state,
         "version": after.version,
         "data": Jsonb(after.data) if write.data_changed else None,
@@ -120,7 +125,16 @@ def write_params(write: Write) -> dict[str, Any]:
         "carries_waits": write.carries_waits,
         "settle": list(write.settle),
         "result": write.settle_result,
+        "in_use_by": Jsonb(uses_json(after.in_use_by)) if write.uses_changed else None,
     }
+    if write.uses_changed:
+        kept = write.uses_kept
+        params["uses_dropped"] = list(write.uses_dropped)
+        params["kept_party"] = [party for party, _ in kept]
+        params["kept_client"] = [use.client for _, use in kept]
+        params["kept_registered"] = [use.registered_at for _, use in kept]
+        params["kept_expires"] = [use.expires_at for _, use in kept]
+    return params
 
 
 class PostgresDatabase:
@@ -208,7 +222,7 @@ class PostgresDatabase:
     # --- the one write -------------------------------------------------------------------------
 
     def commit(self, write: Write) -> bool:
-        statement = _WRITES[write.wait is not None, write.carries_waits, bool(write.settle)]
+        statement = _WRITES[write.wait is not None, write.carries_waits, bool(write.settle), write.uses_changed]
         with self._connection() as conn:
             return conn.execute(statement, write_params(write)).fetchone() is not None
 
@@ -276,7 +290,7 @@ class PostgresDatabase:
         params = {"now": now, "pairs": list(pairs), "limit": limit, "worker": worker, "expires": expires}
         with self._connection() as conn:
             rows = conn.execute(Q["claim"], params).fetchall()
-        return [(resource_from_pg(row[:21]), bool(row[21])) for row in rows]
+        return [(resource_from_pg(row[:22]), bool(row[22])) for row in rows]
 
     def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None, now: datetime) -> bool:
         # Every checkpoint of one engine step in one statement: one round trip, one commit.
@@ -406,11 +420,18 @@ class PostgresStore(DatabaseStore):
         pool_size: int = 4,
         connect_timeout: float = 5.0,
         default_sharable: bool = True,
+        uses: UsePolicy | None = None,
         tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
         db = PostgresDatabase(conninfo, pool_size=pool_size, connect_timeout=connect_timeout)
         self.conninfo = conninfo
         super().__init__(
-            db, kinds, clock=clock, default_sharable=default_sharable, tables=tables, check_schema=check_schema
+            db,
+            kinds,
+            clock=clock,
+            default_sharable=default_sharable,
+            uses=uses,
+            tables=tables,
+            check_schema=check_schema,
         )

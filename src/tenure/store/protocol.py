@@ -18,7 +18,7 @@ Both built-in stores (:class:`~tenure.store.sqlite.SQLiteStore`,
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,9 +29,10 @@ from tenure.store.claims import Agenda, Claim
 from tenure.store.database import Database
 from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
-from tenure.store.interests import Interest
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
+from tenure.store.sharing import Keep
 from tenure.store.signal import Listener, WorkSignal
+from tenure.store.uses import UsePolicy
 from tenure.store.write import WaitPlan
 
 __all__ = ["EngineStore", "StepStore", "Store", "TableStore"]
@@ -125,20 +126,63 @@ class Store(Protocol):
         *,
         expected_version: int | None = None,
         actor: str | None = None,
+        client: str | None = None,
     ) -> Resource:
-        """Set (or clear) the state the engine should take the resource to; a journaled compare-and-swap."""
+        """Set (or clear) the state the engine should take the resource to; a journaled compare-and-swap.
+
+        A teardown wish of a shared kind releases ``client``'s own uses and waits for the others'."""
         ...
 
-    def register_interest(self, resource_id: str, party: str, *, ttl: timedelta, max_ttl: timedelta = ...) -> Interest:
-        """Register or renew a party's interest in a resource, until an expiry on the store's clock."""
+    def change_uses(
+        self,
+        resource_id: str,
+        *,
+        register: Mapping[str, timedelta | None] | None = None,
+        release: Iterable[str] = (),
+        client: str | None = None,
+        admin: bool = False,
+        desired: str | Keep | None = ...,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Resource:
+        """Register or renew (party -> ttl) and release parties' uses, and maybe set the desired state,
+        in one journaled compare-and-swap (see :mod:`tenure.store.sharing`)."""
         ...
 
-    def deregister_interest(self, resource_id: str, party: str) -> bool:
-        """Remove a party's interest; whether it had an unexpired one."""
+    def use(
+        self,
+        resource_id: str,
+        party: str,
+        *,
+        ttl: timedelta | None = None,
+        client: str | None = None,
+        admin: bool = False,
+        expected_version: int | None = None,
+    ) -> Resource:
+        """Register or renew ``party``'s use of the resource, owned by ``client``."""
         ...
 
-    def interests(self, resource_id: str) -> builtins.list[Interest]:
-        """The unexpired interests in a resource."""
+    def release_use(
+        self,
+        resource_id: str,
+        party: str,
+        *,
+        client: str | None = None,
+        admin: bool = False,
+        expected_version: int | None = None,
+    ) -> Resource:
+        """Release ``party``'s use (a no-op if it has none); the last one may start a waiting teardown."""
+        ...
+
+    def force_teardown(
+        self, resource_id: str, *, actor: str | None, reason: str | None = None, expected_version: int | None = None
+    ) -> Resource:
+        """Tear the resource down whoever still uses it, recording them in the journal."""
+        ...
+
+    @property
+    def use_policy(self) -> UsePolicy:
+        """How long uses last (default and maximum time to live)."""
         ...
 
     def fire(
@@ -301,6 +345,14 @@ class EngineStore(Store, Protocol):
         actor: str | None = None,
     ) -> Resource:
         """Record a failed attempt and schedule the next one (fenced, journaled as ``@retry``)."""
+        ...
+
+    def expire_uses(self, *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
+        """Remove expired uses, one journaled write per resource; teardown starts where one waited."""
+        ...
+
+    def next_use_expiry(self) -> datetime | None:
+        """When the earliest recorded use expires."""
         ...
 
     def expired_waits(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[Resource]:

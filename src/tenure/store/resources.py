@@ -25,11 +25,12 @@ from tenure.errors import (
 from tenure.machine import Kind, Role
 from tenure.rules import NUL, refuse_nul
 from tenure.store.database import Database
-from tenure.store.interests import check_party
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.plans import PageQuery
+from tenure.store.sharing import plan_uses
 from tenure.store.signal import WorkSignal
-from tenure.store.write import Write, Writer, plan_create, plan_desired, plan_fire, refuse_step_data
+from tenure.store.uses import check_party
+from tenure.store.write import Write, Writer, plan_create, plan_fire, refuse_step_data
 
 __all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources"]
 
@@ -134,7 +135,7 @@ class Resources:
 
         # A stale snapshot may be refused for a state the resource has already left: that is a
         # lost race, and the caller hears so.
-        return self._swap(resource, expected_version, plan, refusal=TransitionNotAllowed)
+        return self.swap(resource, expected_version, plan, refusal=TransitionNotAllowed)
 
     def set_desired_state(
         self,
@@ -143,6 +144,7 @@ class Resources:
         *,
         expected_version: int | None = None,
         actor: str | None = None,
+        client: str | None = None,
     ) -> Resource:
         """Say which state the resource should end up in (None: no wish); the engine takes it there.
 
@@ -153,6 +155,9 @@ class Resources:
         ``@desired`` entry in the same transaction; a resource resting short of the new desired state
         is due for the engine at once. A worker holding the resource keeps its claim, but its write is
         refused since the version moved.
+
+        On a kind that declares sharing, a desired state beyond its usable states is a teardown wish:
+        it releases ``client``'s own uses and waits for the other parties' (see :mod:`tenure.store.uses`).
         """
         refuse_nul(actor=actor)
 
@@ -163,11 +168,12 @@ class Resources:
                 # retried PUT keeps the ETag and disturbs no worker. Asking again after the engine
                 # gave up is a new generation: it tries again.
                 return None
-            return plan_desired(self._kind(snapshot.kind), snapshot, desired, self._clock(), actor)
+            kind = self._kind(snapshot.kind)
+            return plan_uses(kind, snapshot, self._clock(), client=client, desired=desired, actor=actor)
 
-        return self._swap(resource, expected_version, plan, refusal=InvalidArgument)
+        return self.swap(resource, expected_version, plan, refusal=InvalidArgument)
 
-    def _swap(
+    def swap(
         self,
         resource: Resource | str,
         expected_version: int | None,

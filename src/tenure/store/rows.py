@@ -7,12 +7,21 @@ text, PostgreSQL hands back native values.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from tenure.store.model import JournalEntry, Resource
+from tenure.store.model import NO_USES, JournalEntry, Resource, Use, uses_from_json
 
-__all__ = ["from_iso", "journal_from_pg", "journal_from_sqlite", "resource_from_pg", "resource_from_sqlite", "to_iso"]
+__all__ = [
+    "from_iso",
+    "journal_from_pg",
+    "journal_from_sqlite",
+    "resource_from_pg",
+    "resource_from_sqlite",
+    "to_iso",
+    "uses_json",
+]
 
 _parse_time = datetime.fromisoformat
 _loads = json.loads
@@ -50,11 +59,14 @@ def resource_from_sqlite(row: tuple[Any, ...]) -> Resource:
         row[18],
         _parse_time(row[19]),
         _parse_time(row[20]),
+        NO_USES if row[21] == "{}" else uses_from_json(_loads(row[21])),
     )
 
 
 def resource_from_pg(row: tuple[Any, ...]) -> Resource:
-    return Resource(*row)
+    if row[21]:
+        return Resource(*row[:21], in_use_by=uses_from_json(row[21]))  # type: ignore[misc]
+    return Resource(*row[:21])
 
 
 def journal_from_sqlite(row: tuple[Any, ...]) -> JournalEntry:
@@ -63,3 +75,11 @@ def journal_from_sqlite(row: tuple[Any, ...]) -> JournalEntry:
 
 def journal_from_pg(row: tuple[Any, ...]) -> JournalEntry:
     return JournalEntry(*row)
+
+
+def uses_json(uses: Mapping[str, Use]) -> dict[str, Any]:
+    """``in_use_by`` as the JSON the column keeps (fixed-width times, as every stored time)."""
+    return {
+        party: {"client": u.client, "registered_at": to_iso(u.registered_at), "expires_at": to_iso(u.expires_at)}
+        for party, u in uses.items()
+    }

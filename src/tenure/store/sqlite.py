@@ -32,10 +32,11 @@ from tenure.store.assembly import DatabaseStore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import PageQuery
-from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso
+from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso, uses_json
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
 from tenure.store.tables import OwnedTables
+from tenure.store.uses import UsePolicy
 from tenure.store.write import Write
 
 __all__ = ["SQLiteDatabase", "SQLiteStore", "Synchronous"]
@@ -235,6 +236,7 @@ class SQLiteDatabase:
                                 to_iso(after.deadline), after.desired_state, after.generation,
                                 after.observed_generation, now, write.keeps_claim, before.id, before.version,
                                 before.state, write.token,
+                                _dumps(uses_json(after.in_use_by)) if write.uses_changed else None,
                             ),
                         ).rowcount
                         == 1
@@ -259,6 +261,14 @@ class SQLiteDatabase:
                             conn.execute(Q["carry_waits"], (after.version, before.id, before.version))
                         for seq in write.settle:
                             conn.execute(Q["settle_callback"], (now, write.settle_result, seq))
+                        if write.uses_changed:
+                            for party in write.uses_dropped:
+                                conn.execute(Q["drop_use"], (before.id, party))
+                            for party, use in write.uses_kept:
+                                conn.execute(
+                                    Q["keep_use"],
+                                    (before.id, party, use.client, to_iso(use.registered_at), to_iso(use.expires_at)),
+                                )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -480,11 +490,18 @@ class SQLiteStore(DatabaseStore):
         synchronous: Synchronous = Synchronous.FULL,
         busy_timeout: float = 30.0,
         default_sharable: bool = True,
+        uses: UsePolicy | None = None,
         tables: Iterable[OwnedTables] = (),
         check_schema: bool = True,
     ) -> None:
         db = SQLiteDatabase(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self.path = db.path
         super().__init__(
-            db, kinds, clock=clock, default_sharable=default_sharable, tables=tables, check_schema=check_schema
+            db,
+            kinds,
+            clock=clock,
+            default_sharable=default_sharable,
+            uses=uses,
+            tables=tables,
+            check_schema=check_schema,
         )

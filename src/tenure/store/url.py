@@ -11,6 +11,7 @@ from tenure.errors import InvalidDatabaseURL
 from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
 from tenure.store.tables import OwnedTables
+from tenure.store.uses import UsePolicy
 
 __all__ = ["DATABASE_URL_ENV", "DEFAULT_DATABASE_URL", "database_url", "open_store"]
 
@@ -52,11 +53,15 @@ def open_store(
     check_schema: bool = True,
     pool_size: int | None = None,
     tables: Iterable[OwnedTables] = (),
+    default_sharable: bool = True,
+    uses: UsePolicy | None = None,
 ) -> DatabaseStore:
     """Open the store a URL names.
 
     ``tables`` are the tables kinds own in its database (:mod:`tenure.store.tables`): ``migrate()``
-    applies their migrations too, and the schema check covers them.
+    applies their migrations too, and the schema check covers them. ``default_sharable`` applies to a
+    create that does not say whether the resource is sharable; ``uses`` says how long a party's use
+    lasts (:class:`~tenure.store.uses.UsePolicy`).
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` open the embedded store (query
     options: ``synchronous=full|normal``, ``busy_timeout`` in seconds); ``postgresql://...`` opens
@@ -80,6 +85,8 @@ def open_store(
             busy_timeout=_number(url, options, "busy_timeout", 30.0),
             tables=tables,
             check_schema=check_schema,
+            default_sharable=default_sharable,
+            uses=uses,
         )
     if scheme in ("postgresql", "postgres"):
         from tenure.store.postgres import PostgresStore
@@ -95,6 +102,8 @@ def open_store(
             connect_timeout=timeout,
             tables=tables,
             check_schema=check_schema,
+            default_sharable=default_sharable,
+            uses=uses,
         )
     raise InvalidDatabaseURL(url, f"unknown scheme {scheme or '(none)'!r}")
 

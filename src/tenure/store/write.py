@@ -33,8 +33,9 @@ from tenure.rules import (
     refuse_oversized,
 )
 from tenure.store.desired import DESIRED_EVENT, DESIRED_FAILED_EVENT, desire_pending
-from tenure.store.model import Resource, new_id
+from tenure.store.model import NO_USES, Resource, Use, new_id
 from tenure.store.signal import WorkSignal
+from tenure.store.uses import held, refuse_in_use
 
 __all__ = [
     "RETRY_EVENT",
@@ -91,6 +92,11 @@ class Write:
     settle_result: str = ""
     #: Move the resource's waits to the new version (a desired state set while it waits).
     carries_waits: bool = False
+    #: Whether ``after.in_use_by`` differs from the row's; then ``uses_kept`` are the uses registered
+    #: or renewed and ``uses_dropped`` the parties released, expired or forced out (the index rows).
+    uses_changed: bool = False
+    uses_kept: Sequence[tuple[str, Use]] = ()
+    uses_dropped: Sequence[str] = ()
 
     @property
     def makes_due(self) -> bool:
@@ -241,9 +247,16 @@ def plan_fire(
     error: str | None,
     actor: str | None,
     detail: Mapping[str, Any] | None,
+    forced: bool = False,
 ) -> Write:
-    """A transition through ``kind``: refused (TransitionNotAllowed) unless the kind allows it now."""
+    """A transition through ``kind``: refused (TransitionNotAllowed) unless the kind allows it now.
+
+    The kind's teardown event is refused (InUse) while a party's use is live, unless ``forced``; it
+    takes every remaining use (expired ones, or all when forced) with it.
+    """
     transition = kind.transition(before.state, event, before, resource_id=before.id)
+    if not forced:
+        refuse_in_use(kind, before, event, now)
     refuse_nul(error=error, actor=actor)
     target = kind.state(transition.target)
     next_attempt_at, deadline = schedule(target, now)
@@ -251,7 +264,7 @@ def plan_fire(
     if before.desired_state == target.name or (target.is_final and desire_pending(before)):
         # Arrived, or stuck for good short of it: either way the engine is done with this generation.
         observed = before.generation
-    elif target.role is Role.REST and desire_pending(before):
+    elif target.role is Role.REST and desire_pending(before) and not held(kind, before, now):
         next_attempt_at = now  # come to rest short of the desired state: the reconcile takes it on
     new_data = before.data
     if data:
@@ -283,7 +296,14 @@ def plan_fire(
     journaled = json_object(kind.name, "detail", detail)
     if error is not None:
         journaled["error"] = error  # the row's error is cleared by the next write; the journal keeps it
-    return Write(before, after, event, actor, journaled, data_changed=bool(data))
+    write = Write(before, after, event, actor, journaled, data_changed=bool(data))
+    if before.in_use_by and kind.sharing is not None and event == kind.sharing.teardown:
+        # Teardown ends every use: the expired ones the engine had not removed yet (or, forced, all).
+        write.after = dataclasses.replace(after, in_use_by=NO_USES)
+        write.uses_changed = True
+        write.uses_dropped = tuple(before.in_use_by)
+        journaled.setdefault("uses", dict.fromkeys(before.in_use_by, "forced" if forced else "expired"))
+    return write
 
 
 def plan_desired(kind: Kind, before: Resource, desired: str | None, now: datetime, actor: str | None) -> Write:
@@ -303,7 +323,7 @@ def plan_desired(kind: Kind, before: Resource, desired: str | None, now: datetim
     settled = desired is None or desired == before.state
     next_attempt_at = before.next_attempt_at
     if state.role is Role.REST:
-        # A resting resource is due only while it has somewhere to go.
+        # A resting resource is due only while it has somewhere to go, and no party holds it back.
         next_attempt_at = None if settled else now
     after = dataclasses.replace(
         before,
@@ -314,6 +334,8 @@ def plan_desired(kind: Kind, before: Resource, desired: str | None, now: datetim
         next_attempt_at=next_attempt_at,
         updated_at=now,
     )
+    if next_attempt_at is not None and state.role is Role.REST and held(kind, after, now):
+        after = dataclasses.replace(after, next_attempt_at=None)  # the write that frees it fires teardown
     detail = {"desired_state": desired, "generation": generation}
     # A waiting resource's wait moves with it: its callbacks still answer this stay in the state.
     return Write(before, after, DESIRED_EVENT, actor, detail, keeps_claim=True, carries_waits=True)

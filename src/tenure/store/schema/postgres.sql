@@ -20,7 +20,9 @@ CREATE TABLE resources (
     claim_expires_at    timestamptz,
     idempotency_key     text UNIQUE,
     created_at          timestamptz NOT NULL,
-    updated_at          timestamptz NOT NULL
+    updated_at          timestamptz NOT NULL,
+    -- who uses the resource: party URI -> client, registered_at, expires_at
+    in_use_by           jsonb NOT NULL DEFAULT '{}'
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);
@@ -165,10 +167,13 @@ CREATE TABLE interests (
     registered_at timestamptz NOT NULL,
     -- on the store's clock; an expired interest no longer counts
     expires_at    timestamptz NOT NULL,
+    -- the client (token) that registered it
+    client        text,
     PRIMARY KEY (resource_id, party)
 );
 
 CREATE INDEX interests_party ON interests (party, resource_id);
+CREATE INDEX interests_expiry ON interests (expires_at);
 
 -- Watchers of the change feed LISTEN on this channel: one notification per transaction that
 -- journals anything (NOTIFY folds identical ones), so a stream wakes at once for every change.
@@ -181,3 +186,31 @@ $$;
 
 CREATE TRIGGER journal_changes AFTER INSERT ON journal
     FOR EACH STATEMENT EXECUTE FUNCTION tenure_notify_changes();
+
+-- Webhook subscriptions: each keeps its own cursor in the change feed, and a lease.
+CREATE TABLE subscriptions (
+    id                text PRIMARY KEY,
+    url               text NOT NULL,
+    -- signs every delivery (HMAC-SHA256); shown to its creator once
+    secret            text NOT NULL,
+    -- the filter: one resource, or one kind and (optionally) the states its resources enter
+    resource_id       text,
+    kind              text,
+    states            jsonb,
+    -- the client that created it
+    created_by        text,
+    created_at        timestamptz NOT NULL,
+    -- the change-feed position delivered up to: 32 hexadecimal digits, ordered as text (in "C" order)
+    position          text COLLATE "C" NOT NULL,
+    delivered         bigint NOT NULL DEFAULT 0,
+    -- failed attempts at the next change since the last success, and when to try again
+    attempts          integer NOT NULL DEFAULT 0,
+    next_attempt_at   timestamptz,
+    last_error        text,
+    last_delivered_at timestamptz,
+    claimed_by        text,
+    claim_expires_at  timestamptz,
+    CHECK ((resource_id IS NULL) <> (kind IS NULL))
+);
+
+CREATE INDEX subscriptions_creator ON subscriptions (created_by, id);

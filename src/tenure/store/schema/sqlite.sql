@@ -21,7 +21,9 @@ CREATE TABLE resources (
     claim_expires_at    TEXT,
     idempotency_key     TEXT UNIQUE,
     created_at          TEXT NOT NULL,
-    updated_at          TEXT NOT NULL
+    updated_at          TEXT NOT NULL,
+    -- who uses the resource: party URI -> client, registered_at, expires_at
+    in_use_by           TEXT NOT NULL DEFAULT '{}'
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);
@@ -145,7 +147,38 @@ CREATE TABLE interests (
     registered_at TEXT NOT NULL,
     -- on the store's clock; an expired interest no longer counts
     expires_at    TEXT NOT NULL,
+    -- the client (token) that registered it
+    client        TEXT,
     PRIMARY KEY (resource_id, party)
 );
 
 CREATE INDEX interests_party ON interests (party, resource_id);
+CREATE INDEX interests_expiry ON interests (expires_at);
+
+-- Webhook subscriptions: each keeps its own cursor in the change feed, and a lease.
+CREATE TABLE subscriptions (
+    id                TEXT PRIMARY KEY,
+    url               TEXT NOT NULL,
+    -- signs every delivery (HMAC-SHA256); shown to its creator once
+    secret            TEXT NOT NULL,
+    -- the filter: one resource, or one kind and (optionally) the states its resources enter
+    resource_id       TEXT,
+    kind              TEXT,
+    states            TEXT,
+    -- the client that created it
+    created_by        TEXT,
+    created_at        TEXT NOT NULL,
+    -- the change-feed position delivered up to: 32 hexadecimal digits, ordered as text
+    position          TEXT NOT NULL,
+    delivered         INTEGER NOT NULL DEFAULT 0,
+    -- failed attempts at the next change since the last success, and when to try again
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   TEXT,
+    last_error        TEXT,
+    last_delivered_at TEXT,
+    claimed_by        TEXT,
+    claim_expires_at  TEXT,
+    CHECK ((resource_id IS NULL) <> (kind IS NULL))
+);
+
+CREATE INDEX subscriptions_creator ON subscriptions (created_by, id);

@@ -21,13 +21,13 @@ SELECT count(*) FROM made
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE id = %s
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE idempotency_key = %s
 
 -- name: write
@@ -46,7 +46,8 @@ WITH moved AS (
         generation = %(generation)s, observed_generation = %(observed_generation)s, updated_at = %(now)s,
         claim_token = CASE WHEN %(keeps_claim)s THEN claim_token END,
         claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by END,
-        claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at END
+        claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at END,
+        in_use_by = coalesce(%(in_use_by)s, in_use_by)
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
@@ -79,6 +80,22 @@ WITH moved AS (
     WHERE seq = ANY(%(settle)s::bigint[]) AND applied_at IS NULL AND EXISTS (SELECT 1 FROM moved)
 )
 
+-- name: write_uses
+-- Side rows of a write that changes who uses a resource: the interests index follows in_use_by.
+, dropped AS (
+    DELETE FROM interests
+    WHERE resource_id IN (SELECT id FROM moved) AND party = ANY(%(uses_dropped)s::text[])
+)
+, kept AS (
+    INSERT INTO interests (resource_id, party, client, registered_at, expires_at)
+    SELECT m.id, u.party, u.client, u.registered_at, u.expires_at
+    FROM moved AS m,
+         unnest(%(kept_party)s::text[], %(kept_client)s::text[], %(kept_registered)s::timestamptz[],
+                %(kept_expires)s::timestamptz[]) AS u(party, client, registered_at, expires_at)
+    ON CONFLICT (resource_id, party) DO UPDATE
+    SET client = excluded.client, registered_at = excluded.registered_at, expires_at = excluded.expires_at
+)
+
 -- name: write_journal
 -- The journal row of a write, and the statement's answer: a row when the swap matched, none when it lost.
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
@@ -88,7 +105,7 @@ RETURNING seq
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources
 WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
@@ -206,7 +223,7 @@ WHERE id = %s AND claim_token = %s
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) ORDER BY deadline LIMIT %s
 
 -- name: next_wakeup
@@ -286,7 +303,7 @@ FROM due
 WHERE r.id = due.id
 RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, due.takeover
+          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, due.takeover
 
 -- name: listen_work
 -- The channel migration 3's triggers notify whenever work becomes due.
@@ -396,3 +413,11 @@ SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind = ANY(%s
 -- changed (or re-entered) its state. Bookkeeping entries (@retry, @desired, ...) do not start a stay.
 SELECT max(version) FROM journal
 WHERE resource_id = %s AND version <= %s AND (event = '@create' OR left(event, 1) <> '@')
+
+-- name: expired_uses
+-- Resources with a use that expired, earliest first (the engine's sweep removes them, journaled).
+SELECT resource_id FROM interests WHERE expires_at <= %s
+GROUP BY resource_id ORDER BY min(expires_at), resource_id LIMIT %s
+
+-- name: next_use_expiry
+SELECT min(expires_at) FROM interests

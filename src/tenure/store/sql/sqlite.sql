@@ -18,8 +18,18 @@ SET state = ?1, version = ?2, data = coalesce(?3, data), error = ?4,
     attempts = CASE WHEN ?13 THEN attempts ELSE ?5 END, entered_at = ?6, next_attempt_at = ?7, deadline = ?8,
     desired_state = ?9, generation = ?10, observed_generation = ?11, updated_at = ?12,
     claim_token = CASE WHEN ?13 THEN claim_token END, claimed_by = CASE WHEN ?13 THEN claimed_by END,
-    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END
+    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END, in_use_by = coalesce(?18, in_use_by)
 WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17)
+
+-- name: drop_use
+-- Side rows of a write that changes who uses a resource: the index row of a party that left.
+DELETE FROM interests WHERE resource_id = ? AND party = ?
+
+-- name: keep_use
+-- ... and of a party that registered or renewed.
+INSERT INTO interests (resource_id, party, client, registered_at, expires_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (resource_id, party) DO UPDATE
+SET client = excluded.client, registered_at = excluded.registered_at, expires_at = excluded.expires_at
 
 -- name: insert_journal
 INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
@@ -28,19 +38,19 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE id = ?
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE idempotency_key = ?
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources
 WHERE (:kind IS NULL OR kind = :kind)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
@@ -142,7 +152,7 @@ WHERE id = ? AND claim_token = ?
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT value FROM json_each(?)) ORDER BY deadline LIMIT ?
 
 -- name: next_wakeup
@@ -224,7 +234,7 @@ UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, c
 WHERE id = ?
 RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at
+       idempotency_key, created_at, updated_at, in_use_by
 
 -- === desired state ===
 
@@ -320,3 +330,11 @@ WHERE resource_id = ? AND version <= ? AND (event = '@create' OR substr(event, 1
 -- A desired state set on a waiting resource bumps its version: its wait moves with it, since its
 -- callbacks still answer this stay in the state (provisional waits of a running step do not).
 UPDATE waits SET version = ? WHERE resource_id = ? AND version = ? AND rules <> '{}'
+
+-- name: expired_uses
+-- Resources with a use that expired, earliest first (the engine's sweep removes them, journaled).
+SELECT resource_id FROM interests WHERE expires_at <= ?
+GROUP BY resource_id ORDER BY min(expires_at), resource_id LIMIT ?
+
+-- name: next_use_expiry
+SELECT min(expires_at) FROM interests
