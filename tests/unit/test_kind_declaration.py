@@ -196,8 +196,9 @@ def test_describe_is_json_ready() -> None:
 def test_describe_is_complete() -> None:
     kind = make_kind()
     d = kind.describe()
-    assert set(d) == {"name", "version", "description", "initial", "states", "events"}
+    assert set(d) == {"name", "version", "description", "initial", "states", "events", "sharing"}
     assert (d["name"], d["version"], d["description"], d["initial"]) == ("order", 3, "an order", "new")
+    assert d["sharing"] is None
 
     assert [s["name"] for s in d["states"]] == [s.name for s in kind.states]
     by_name = {s["name"]: s for s in d["states"]}

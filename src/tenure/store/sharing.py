@@ -183,10 +183,9 @@ def _start_teardown(kind: Kind, write: Write, now: datetime) -> Write | None:
         return None
     # Plan the teardown from the planned row, as if it were the stored one, and swap from the real one.
     at = dataclasses.replace(after, version=write.before.version, in_use_by={})
+    detail = {**write.detail, "teardown": "no party uses the resource any more"}
     try:
-        fired = plan_fire(
-            kind, at, sharing.teardown, now, data=None, error=None, actor=write.actor, detail=write.detail
-        )
+        fired = plan_fire(kind, at, sharing.teardown, now, data=None, error=None, actor=write.actor, detail=detail)
     except TransitionNotAllowed:
         return None  # a guard says no: the reconcile will try, and explain when it gives up
     fired.before = write.before
