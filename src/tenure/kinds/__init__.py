@@ -9,6 +9,7 @@ from typing import Any
 from tenure.engine.flows import flow_step
 from tenure.engine.steps import Steps
 from tenure.errors import ModuleNotImportable, NoKindFound, QuotaNotFound
+from tenure.kinds.deployment import MemoryPlatform, deployment, deployment_steps
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer, transfer_steps
 from tenure.kinds.volume import (
@@ -30,7 +31,7 @@ __all__ = ["builtin_kinds", "builtin_steps", "builtin_tables", "load_kinds", "lo
 
 def builtin_kinds() -> tuple[Kind, ...]:
     """The example kinds that ship with tenure."""
-    return (image, transfer, volume)
+    return (deployment, image, transfer, volume)
 
 
 def builtin_tables() -> tuple[OwnedTables, ...]:
@@ -42,9 +43,11 @@ def builtin_steps(store: TableStore | None = None) -> Steps:
     """The engine steps of the example kinds, with in-memory plug-ins (for the demo and tests).
 
     Volumes keep their quota ledger in ``store`` (opened with :func:`builtin_tables`); without it only
-    transfers get steps. Every project gets a 1000 GB quota the first time a volume of it is requested.
+    transfers and deployments get steps. Every project gets a 1000 GB quota the first time a volume of it is requested.
     """
     steps = transfer_steps()
+    for state, step in deployment_steps(MemoryPlatform()).items():
+        steps.add(deployment, state, flow_step(step))
     if store is not None:
         flows = volume_steps(
             _DefaultQuota(StoreQuotaLedger(store)),
