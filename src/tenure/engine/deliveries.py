@@ -209,7 +209,10 @@ class Deliverer:
     def run(self) -> None:
         """The loop: claim subscriptions behind the feed and deliver, until :meth:`stop`."""
         listener = self.store.listen()
-        poll = self._poll_interval if self._poll_interval is not None else (5.0 if listener else 1.0)
+        # PostgreSQL's feed may hold a notified change back behind an older transaction still running:
+        # look again soon. Elsewhere the notification is enough, and the poll only a fallback.
+        slow = listener is not None and self.store.database.dialect != "postgres"
+        poll = self._poll_interval if self._poll_interval is not None else (5.0 if slow else 1.0)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"tenure-{self.name}")
         log.info("deliverer %s started, %d subscriptions at once", self.name, self.concurrency)
         pause = 0.05

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from tenure.errors import TransitionNotAllowed
+from tenure.errors import InUse, TransitionNotAllowed
 from tenure.machine import Kind, Role
 from tenure.machine.graph import next_hop
 from tenure.rules import error_text
@@ -81,6 +81,11 @@ class Reconciler:
             )
         except TransitionNotAllowed as exc:  # a guard refused the way there
             return self._give_up(claim, f"event {event!r} from state {r.state!r} was refused ({exc.reason or exc})")
+        except InUse:
+            # A party's use is live after all (it renewed as the claim was taken): the write that ends
+            # the last use fires the teardown, so there is nothing to do until then.
+            store.release_idle(claim)
+            return Reconciled.IDLE
         return Reconciled.MOVED
 
     def _give_up(self, claim: Claim, why: str) -> Reconciled:

@@ -202,6 +202,8 @@ class Worker:
             worked += self.apply_callbacks()
         if agenda.deadline is not None and agenda.deadline <= now:
             worked += self.sweep_deadlines()
+        if agenda.use_expiry is not None and agenda.use_expiry <= now:
+            worked += self.sweep_uses()
         if free > 0 and agenda.claims_due(now):
             claims = store.claim(self.name, self._due, limit=free, lease=self.lease)
             for claim in claims:
@@ -212,7 +214,11 @@ class Worker:
             return 0.0
         if free <= 0:
             return _REPLAN  # a finishing step bumps the signal; callbacks and deadlines go on meanwhile
-        upcoming = [t for t in (agenda.step, agenda.claim_expiry, agenda.deadline) if t is not None and t > now]
+        upcoming = [
+            t
+            for t in (agenda.step, agenda.claim_expiry, agenda.deadline, agenda.use_expiry)
+            if t is not None and t > now
+        ]
         if not upcoming:
             return self._poll
         return min(self._poll, (min(upcoming) - now).total_seconds())
@@ -222,7 +228,7 @@ class Worker:
 
         For tests and scripts that drive the engine step by step.
         """
-        done = self.apply_callbacks() + self.sweep_deadlines()
+        done = self.apply_callbacks() + self.sweep_deadlines() + self.sweep_uses()
         claims = self.store.claim(self.name, self._due, limit=self.batch, lease=self.lease) if self._due else []
         for claim in claims:
             self.run_claim(claim)
@@ -334,6 +340,10 @@ class Worker:
         deadline fires only if they do not decide the wait (keeping what they said in the data).
         """
         return self._waits.sweep_deadlines(limit=self.batch)
+
+    def sweep_uses(self) -> int:
+        """Remove the parties' uses that expired, journaled, starting a teardown that waited for them."""
+        return len(self.store.expire_uses(self._kinds, actor=self.name, limit=self.batch))
 
     # --- heartbeats and shutdown ---------------------------------------------------------------
 

@@ -401,11 +401,10 @@ class DatabaseStore:
     ) -> Resource:
         return self._sharing.force_teardown(resource_id, actor=actor, reason=reason, expected_version=expected_version)
 
-    def expire_uses(self, *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
-        return self._sharing.expire_uses(actor=actor, limit=limit)
-
-    def next_use_expiry(self) -> datetime | None:
-        return self._sharing.next_use_expiry()
+    def expire_uses(
+        self, kinds: Sequence[str] | None = None, *, actor: str | None, limit: int = 100
+    ) -> builtins.list[Resource]:
+        return self._sharing.expire_uses(self._kinds.by_name if kinds is None else kinds, actor=actor, limit=limit)
 
     # --- flow runs -----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from tenure.machine import Kind
 from tenure.store.database import Database
 from tenure.store.model import Resource
 from tenure.store.signal import WorkSignal
-from tenure.store.write import RETRY_EVENT, WaitPlan, Writer, plan_fire, plan_give_up, plan_retry
+from tenure.store.write import RETRY_EVENT, WaitPlan, Write, Writer, plan_fire, plan_give_up, plan_retry
 
 __all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "WaitPlan"]
 
@@ -53,14 +53,37 @@ class Agenda:
     deadline: datetime | None
     #: When the oldest unsettled callback arrived.
     callback: datetime | None
+    #: The earliest expiry of a party's use (the engine removes it then, and may start a teardown).
+    use_expiry: datetime | None = None
 
     @property
     def earliest(self) -> datetime | None:
-        times = [t for t in (self.step, self.claim_expiry, self.deadline, self.callback) if t is not None]
+        times = [
+            t for t in (self.step, self.claim_expiry, self.deadline, self.callback, self.use_expiry) if t is not None
+        ]
         return min(times, default=None)
 
     def claims_due(self, now: datetime) -> bool:
         return any(t is not None and t <= now for t in (self.step, self.claim_expiry))
+
+
+#: How many times a fenced write is planned again after losing to use changes only.
+_REBASES = 5
+
+
+def _moved_by_uses_only(before: Resource, current: Resource, token: str | None) -> bool:
+    """Whether every write since ``before`` only changed who uses the resource (and the claim holds)."""
+    return (
+        current.version > before.version
+        and current.claim_token == before.claim_token
+        and (token is None or current.claim_token == token)
+        and current.state == before.state
+        and current.generation == before.generation
+        and current.desired_state == before.desired_state
+        and current.data == before.data
+        and current.error == before.error
+        and current.in_use_by != before.in_use_by
+    )
 
 
 def _pair(kind: str, state: str) -> str:
@@ -188,11 +211,21 @@ class Claims:
         settle: Sequence[int] = (),
         result: str = "",
     ) -> Resource:
-        write = plan_fire(
-            self._kind(before.kind), before, event, self._clock(), data=data, error=error, actor=actor, detail=detail
-        )
-        write.token, write.wait, write.settle, write.settle_result = token, wait, settle, result
-        return self._writer.apply(write)
+        def plan(snapshot: Resource) -> Write:
+            write = plan_fire(
+                self._kind(snapshot.kind),
+                snapshot,
+                event,
+                self._clock(),
+                data=data,
+                error=error,
+                actor=actor,
+                detail=detail,
+            )
+            write.token, write.wait, write.settle, write.settle_result = token, wait, settle, result
+            return write
+
+        return self._commit_fenced(before, token, plan)
 
     def retry_later(
         self,
@@ -209,10 +242,30 @@ class Claims:
         The write is fenced like a fire, bumps the version, and journals a ``@retry`` entry with the
         error and the schedule, so the backoff is visible in the history and survives restarts.
         """
-        write = plan_retry(
-            claim.resource, claim.token, self._clock(), error=error, at=at, attempts=attempts, data=data, actor=actor
-        )
-        return self._writer.apply(write)  # due again at ``at``: the writer wakes the workers
+
+        def plan(snapshot: Resource) -> Write:
+            return plan_retry(
+                snapshot, claim.token, self._clock(), error=error, at=at, attempts=attempts, data=data, actor=actor
+            )
+
+        return self._commit_fenced(claim.resource, claim.token, plan)  # due again at ``at``: the writer wakes workers
+
+    def _commit_fenced(self, before: Resource, token: str | None, plan: Callable[[Resource], Write]) -> Resource:
+        """Commit the write ``plan`` makes of ``before``; if it lost only to parties' uses, plan it again.
+
+        Registering, renewing or releasing a use bumps the version but changes nothing a step decided
+        on, and keeps the claim: a step that ran meanwhile must not lose its work (and be run again)
+        for it. The write is planned again on the newer row, with every rule applied to it.
+        """
+        write = plan(before)
+        for _ in range(_REBASES):
+            if self._writer.commit(write):
+                return write.after
+            current = self._db.find(before.id)
+            if current is None or not _moved_by_uses_only(write.before, current, token):
+                break
+            write = plan(current)
+        return self._writer.apply(write)  # one last try: raises the error that explains the lost race
 
     # --- desired state ------------------------------------------------------------------------
 
@@ -263,8 +316,8 @@ class Claims:
         pairs = db.array_in([_pair(k, s) for k, s in due])
         names = db.array_in(list(kinds))
         with db.reading() as conn:
-            row = conn.execute(db.sql["next_wakeup"], (pairs, pairs, names, names)).fetchone()
-        values = [db.time_out(v) for v in (row or (None, None, None, None))]
+            row = conn.execute(db.sql["next_wakeup"], (pairs, pairs, names, names, names)).fetchone()
+        values = [db.time_out(v) for v in (row or (None, None, None, None, None))]
         return Agenda(*values)
 
     def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:

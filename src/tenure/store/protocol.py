@@ -347,12 +347,11 @@ class EngineStore(Store, Protocol):
         """Record a failed attempt and schedule the next one (fenced, journaled as ``@retry``)."""
         ...
 
-    def expire_uses(self, *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
-        """Remove expired uses, one journaled write per resource; teardown starts where one waited."""
-        ...
-
-    def next_use_expiry(self) -> datetime | None:
-        """When the earliest recorded use expires."""
+    def expire_uses(
+        self, kinds: Sequence[str] | None = None, *, actor: str | None, limit: int = 100
+    ) -> builtins.list[Resource]:
+        """Remove expired uses of resources of ``kinds`` (default: every kind the store knows), one
+        journaled write per resource; teardown starts where the last use of a waiting teardown expired."""
         ...
 
     def expired_waits(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[Resource]:

@@ -258,12 +258,16 @@ class Sharing:
 
         return self._swap(resource_id, expected_version, plan, refusal=InvalidArgument)
 
-    def expire_uses(self, *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
-        """Remove uses that expired (the engine's sweep): one journaled write per resource, starting
-        teardown where the last use of a teardown wish expired. Returns the resources written."""
+    def expire_uses(
+        self, kinds: Iterable[str], *, actor: str | None, limit: int = 100
+    ) -> builtins.list[Resource]:
+        """Remove uses that expired from resources of ``kinds`` (the engine's sweep): one journaled write
+        per resource, starting teardown where the last use of a teardown wish expired. Returns the
+        resources written."""
         db = self._db
+        names = db.array_in(list(kinds))
         with db.reading() as conn:
-            rows = conn.execute(db.sql["expired_uses"], (db.time_in(self._clock()), limit)).fetchall()
+            rows = conn.execute(db.sql["expired_uses"], (db.time_in(self._clock()), names, limit)).fetchall()
         written = []
         for (resource_id,) in rows:
 
@@ -278,10 +282,3 @@ class Sharing:
                 continue  # a resource too hot to win on now is swept next round
             written.append(after)
         return written
-
-    def next_use_expiry(self) -> datetime | None:
-        """When the earliest recorded use expires (the engine wakes then to remove it)."""
-        db = self._db
-        with db.reading() as conn:
-            row = conn.execute(db.sql["next_use_expiry"]).fetchone()
-        return None if row is None else db.time_out(row[0])

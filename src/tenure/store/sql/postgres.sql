@@ -227,7 +227,7 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
 FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) ORDER BY deadline LIMIT %s
 
 -- name: next_wakeup
--- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback.
+-- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state = ANY(%s)),
        (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state = ANY(%s)),
@@ -235,7 +235,9 @@ SELECT (SELECT min(next_attempt_at) FROM resources
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
         WHERE i.applied_at IS NULL AND r.kind = ANY(%s)
-          AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version))
+          AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)),
+       (SELECT u.expires_at FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+        WHERE r.kind = ANY(%s) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===
 
@@ -416,8 +418,7 @@ WHERE resource_id = %s AND version <= %s AND (event = '@create' OR left(event, 1
 
 -- name: expired_uses
 -- Resources with a use that expired, earliest first (the engine's sweep removes them, journaled).
-SELECT resource_id FROM interests WHERE expires_at <= %s
-GROUP BY resource_id ORDER BY min(expires_at), resource_id LIMIT %s
+SELECT u.resource_id FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+WHERE u.expires_at <= %s AND r.kind = ANY(%s)
+GROUP BY u.resource_id ORDER BY min(u.expires_at), u.resource_id LIMIT %s
 
--- name: next_use_expiry
-SELECT min(expires_at) FROM interests

@@ -156,7 +156,7 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
 FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT value FROM json_each(?)) ORDER BY deadline LIMIT ?
 
 -- name: next_wakeup
--- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback.
+-- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
@@ -164,7 +164,9 @@ SELECT (SELECT min(next_attempt_at) FROM resources
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
         WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
-          AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version))
+          AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version)),
+       (SELECT u.expires_at FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+        WHERE r.kind IN (SELECT value FROM json_each(?)) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===
 
@@ -333,8 +335,7 @@ UPDATE waits SET version = ? WHERE resource_id = ? AND version = ? AND rules <> 
 
 -- name: expired_uses
 -- Resources with a use that expired, earliest first (the engine's sweep removes them, journaled).
-SELECT resource_id FROM interests WHERE expires_at <= ?
-GROUP BY resource_id ORDER BY min(expires_at), resource_id LIMIT ?
+SELECT u.resource_id FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+WHERE u.expires_at <= ? AND r.kind IN (SELECT value FROM json_each(?))
+GROUP BY u.resource_id ORDER BY min(u.expires_at), u.resource_id LIMIT ?
 
--- name: next_use_expiry
-SELECT min(expires_at) FROM interests
