@@ -62,7 +62,7 @@ from tenure.errors import (
 if TYPE_CHECKING:
     from tenure.engine import Advance, Fail, Fatal, Retryable, RetryLater, StepContext, Steps, Wait, Worker
     from tenure.engine.provision import Definition, Provisioner, ProvisionRequest, ProvisionResult, ProvisionStep
-    from tenure.machine import ANY, Backoff, Event, Kind, Role, State
+    from tenure.machine import ANY, Backoff, Event, Kind, Role, Sharing, State
     from tenure.store import (
         EngineStore,
         JournalEntry,
@@ -72,6 +72,8 @@ if TYPE_CHECKING:
         StepStore,
         Store,
         TableStore,
+        Use,
+        UsePolicy,
         open_store,
     )
     from tenure.store.inbox import CallbackStatus, Delivery, Receipt
@@ -79,7 +81,7 @@ if TYPE_CHECKING:
 #: The names whose modules pull in pydantic, the engine and the database drivers: imported when first
 #: used, so that ``import tenure`` (and the command line, which starts with it) stays quick.
 _LAZY = {
-    **dict.fromkeys(("ANY", "Backoff", "Event", "Kind", "Role", "State"), "tenure.machine"),
+    **dict.fromkeys(("ANY", "Backoff", "Event", "Kind", "Role", "Sharing", "State"), "tenure.machine"),
     **dict.fromkeys(
         ("Advance", "Fail", "Fatal", "Retryable", "RetryLater", "StepContext", "Steps", "Wait", "Worker"),
         "tenure.engine",
@@ -89,7 +91,18 @@ _LAZY = {
         "tenure.engine.provision",
     ),
     **dict.fromkeys(
-        ("EngineStore", "JournalEntry", "OwnedTables", "Page", "Resource", "StepStore", "Store", "TableStore"),
+        (
+            "EngineStore",
+            "JournalEntry",
+            "OwnedTables",
+            "Page",
+            "Resource",
+            "StepStore",
+            "Store",
+            "TableStore",
+            "Use",
+            "UsePolicy",
+        ),
         "tenure.store",
     ),
     "open_store": "tenure.store",
@@ -165,6 +178,7 @@ __all__ = [
     "RetryLater",
     "Retryable",
     "Role",
+    "Sharing",
     "SchemaNotMigrated",
     "SchemaTooNew",
     "ServerFailed",
@@ -186,6 +200,8 @@ __all__ = [
     "UnknownEvent",
     "UnknownKind",
     "UnknownState",
+    "Use",
+    "UsePolicy",
     "UseNotYours",
     "Wait",
     "Worker",

@@ -15,10 +15,11 @@ import pytest
 
 from tenure import InvalidArgument, SubscriptionNotFound, open_store
 from tenure.store.feed import BEGINNING
-from tenure.store.protocol import EngineStore, TableStore
+from tenure.store.protocol import EngineStore
 from tenure.store.subscriptions import MAX_URL, Subscriptions
 from tests.conftest import KINDS
 from tests.store_support import FakeClock
+from tests.support.webhooks import settle, subscriptions_of
 
 LEASE = timedelta(seconds=30)
 URL = "http://127.0.0.1:9/hook"
@@ -30,17 +31,12 @@ class Opened:
     subs: Subscriptions
 
 
-def _subscriptions(store: Any) -> Subscriptions:
-    tables: TableStore = store
-    return Subscriptions(tables.database, tables.now, kinds=lambda name: store.kinds.get(name))
-
-
 @pytest.fixture
 def opened(store_url: str, clock: FakeClock) -> Iterator[Opened]:
     s = open_store(store_url, KINDS, clock=clock, check_schema=False)
     try:
         s.migrate()
-        yield Opened(s, _subscriptions(s))
+        yield Opened(s, subscriptions_of(s))
     finally:
         s.close()
 
@@ -62,7 +58,8 @@ def test_a_subscription_is_kept_with_its_filter_creator_and_a_made_secret(opened
     assert (got.attempts, got.delivered, got.next_attempt_at, got.last_error) == (0, 0, None, None)
     again = opened.subs.get(by_kind.id)
     assert (again.kind, again.states, again.resource_id) == ("image", ("active", "deleted"), None)
-    assert "secret" not in repr(again) and again.secret not in repr(again)
+    assert "secret" not in repr(again)
+    assert again.secret not in repr(again)
 
 
 def test_a_chosen_secret_is_kept_as_given(opened: Opened) -> None:
@@ -75,10 +72,12 @@ def test_the_cursor_starts_at_the_head_of_the_feed(opened: Opened) -> None:
     assert empty.position == BEGINNING == opened.store.latest_position()
     r = opened.store.create("image", {"name": "before"})
     opened.store.fire(r.id, "upload")
+    settle(opened.store)
     sub = opened.subs.create(URL, kind="image")
     assert sub.position == opened.store.latest_position() > empty.position
     assert opened.store.changes(sub.position).entries == []
     opened.store.fire(r.id, "activate")
+    settle(opened.store)
     assert [c.event for c in opened.store.changes(sub.position).entries] == ["activate"]
 
 
@@ -95,13 +94,12 @@ def test_the_cursor_starts_at_the_head_of_the_feed(opened: Opened) -> None:
         ("", "empty"),
     ],
 )
-def test_a_url_that_is_not_an_absolute_http_url_is_refused_naming_the_field(
-    opened: Opened, url: str, why: str
-) -> None:
+def test_a_url_that_is_not_an_absolute_http_url_is_refused_naming_the_field(opened: Opened, url: str, why: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         opened.subs.create(url, kind="image")
     assert info.value.field == "url"
-    assert "http://" in info.value.constraint and str(MAX_URL) in info.value.constraint
+    assert "http://" in info.value.constraint
+    assert str(MAX_URL) in info.value.constraint
 
 
 @pytest.mark.parametrize(
@@ -174,6 +172,7 @@ def test_only_subscriptions_behind_the_head_are_claimed(opened: Opened) -> None:
     sub = opened.subs.create(URL, kind="image")
     assert opened.subs.claim_due("w1", lease=LEASE) == []
     opened.store.create("image", {"name": "x"})
+    settle(opened.store)
     claimed = opened.subs.claim_due("w1", lease=LEASE)
     assert [s.id for s in claimed] == [sub.id]
     assert claimed[0].claimed_by == "w1"
@@ -182,6 +181,7 @@ def test_only_subscriptions_behind_the_head_are_claimed(opened: Opened) -> None:
 def test_a_claimed_subscription_is_no_one_elses_until_its_lease_lapses(opened: Opened, clock: FakeClock) -> None:
     sub = opened.subs.create(URL, kind="image")
     opened.store.create("image", {"name": "x"})
+    settle(opened.store)
     assert [s.id for s in opened.subs.claim_due("w1", lease=LEASE)] == [sub.id]
     assert opened.subs.claim_due("w2", lease=LEASE) == []
     clock.advance(LEASE + timedelta(seconds=1))
@@ -197,6 +197,7 @@ def test_a_claimed_subscription_is_no_one_elses_until_its_lease_lapses(opened: O
 def test_the_cursor_never_moves_back(opened: Opened) -> None:
     sub = opened.subs.create(URL, kind="image")
     opened.store.create("image", {"name": "x"})
+    settle(opened.store)
     opened.subs.claim_due("w", lease=LEASE)
     head = opened.store.latest_position()
     assert opened.subs.record_success(sub.id, head, worker="w", lease=LEASE)
@@ -207,6 +208,7 @@ def test_the_cursor_never_moves_back(opened: Opened) -> None:
 def test_a_failure_hands_the_claim_back_and_waits_until_the_next_attempt(opened: Opened, clock: FakeClock) -> None:
     sub = opened.subs.create(URL, kind="image")
     opened.store.create("image", {"name": "x"})
+    settle(opened.store)
     opened.subs.claim_due("w1", lease=LEASE)
     retry_at = clock.now + timedelta(seconds=4)
     assert opened.subs.record_failure(sub.id, "answered 500", retry_at, worker="w1")
@@ -224,13 +226,14 @@ def test_a_failure_hands_the_claim_back_and_waits_until_the_next_attempt(opened:
 def test_concurrent_claimers_never_hold_one_subscription_at_once(opened: Opened, store_url: str) -> None:
     subs = [opened.subs.create(URL, kind="image") for _ in range(20)]
     opened.store.create("image", {"name": "x"})
+    settle(opened.store)
     others = [open_store(store_url, KINDS, check_schema=False) for _ in range(3)]
     taken: dict[str, list[str]] = {}
     lock = threading.Lock()
     barrier = threading.Barrier(len(others))
 
     def claim(name: str, store: Any) -> None:
-        mine = _subscriptions(store)
+        mine = subscriptions_of(store)
         barrier.wait(10)
         for _ in range(10):
             for s in mine.claim_due(name, limit=3, lease=timedelta(minutes=5)):
@@ -248,3 +251,15 @@ def test_concurrent_claimers_never_hold_one_subscription_at_once(opened: Opened,
             s.close()
     assert sorted(taken) == sorted(s.id for s in subs)
     assert all(len(holders) == 1 for holders in taken.values()), taken
+
+
+def test_next_due_names_only_times_still_to_come(opened: Opened, clock: FakeClock) -> None:
+    opened.subs.create(URL, kind="image")
+    assert opened.subs.next_due() is None
+    opened.store.create("image", {"name": "x"})
+    settle(opened.store)
+    opened.subs.claim_due("w1", lease=LEASE)
+    assert opened.subs.next_due() == clock.now + LEASE
+    # A holder that died leaves its lease behind; once lapsed it is no reason to wake up early.
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert opened.subs.next_due() is None

@@ -55,6 +55,7 @@ def serve(
     The embedded SQLite database (./tenure.db unless --database says otherwise) is migrated first.
     """
     # The web framework, the engine and the database drivers: only this command needs them.
+    from tenure.engine.deliveries import Deliverer
     from tenure.kinds import builtin_tables
     from tenure.service.config import ServiceConfig
     from tenure.service.logs import configure_logging
@@ -84,7 +85,11 @@ def serve(
                 if applied:
                     console.print(f"migrated {migrator.target} to schema version {max(applied)}")
             store = open_store(
-                url, all_kinds(kinds), pool_size=pool_size(workers + 2, concurrency), tables=builtin_tables()
+                url,
+                all_kinds(kinds),
+                pool_size=pool_size(workers + 2, concurrency),
+                tables=builtin_tables(),
+                **settings.store_options(),
             )
         try:
             with reported():
@@ -94,18 +99,24 @@ def serve(
                 f"tenure serving http://{host}:{sock.getsockname()[1]} on {store.target} with {workers} worker(s); "
                 f"kinds: {', '.join(sorted(store.kinds))}; API docs at /docs; Ctrl-C to stop"
             )
-            with reported():
-                run_server(
-                    store,
-                    steps,
-                    settings,
-                    host=host,
-                    port=port,
-                    workers=workers,
-                    concurrency=concurrency,
-                    lease=timedelta(seconds=lease),
-                    sock=sock,
-                )
+            # Webhook subscriptions are delivered wherever the engine runs (not by an API-only process).
+            deliverer = Deliverer(store).start() if workers else None
+            try:
+                with reported():
+                    run_server(
+                        store,
+                        steps,
+                        settings,
+                        host=host,
+                        port=port,
+                        workers=workers,
+                        concurrency=concurrency,
+                        lease=timedelta(seconds=lease),
+                        sock=sock,
+                    )
+            finally:
+                if deliverer is not None:
+                    deliverer.stop()
         finally:
             store.close()
 

@@ -92,19 +92,25 @@ def worker(
     Stops on SIGTERM or Ctrl-C, after running steps finish (or are released for another worker).
     """
     from tenure.engine import Worker
+    from tenure.engine.deliveries import Deliverer
     from tenure.kinds import builtin_tables
     from tenure.store import open_store
 
     _configure_logging(verbose)
     with reported():
-        store = open_store(database, all_kinds(kinds), pool_size=pool_size(1, concurrency), tables=builtin_tables())
+        # One more worker's worth of connections: the webhook deliverer runs next to the worker.
+        store = open_store(database, all_kinds(kinds), pool_size=pool_size(2, concurrency), tables=builtin_tables())
         steps = steps_for(store, kinds)
     try:
         w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)
         console.print(
             f"worker {w.name} on {store.target}: {len(steps)} steps, concurrency {concurrency}; Ctrl-C to stop"
         )
-        _run_workers(store, steps, [w])
+        deliverer = Deliverer(store).start()  # webhook subscriptions are delivered wherever the engine runs
+        try:
+            _run_workers(store, steps, [w])
+        finally:
+            deliverer.stop()
         console.print(f"worker {w.name} stopped: {w.stats.claimed} claimed, {w.stats.advanced} advanced")
     finally:
         store.close()

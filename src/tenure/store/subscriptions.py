@@ -46,14 +46,10 @@ from tenure.store.sqlfile import load_queries
 
 __all__ = ["MAX_URL", "Subscription", "Subscriptions"]
 
-#: The longest callback URL accepted.
-MAX_URL = 2000
-#: The shortest and longest secret a subscriber may choose.
-MIN_SECRET, MAX_SECRET = 16, 256
-#: The most states one filter names, and the longest name of a kind or state.
-MAX_STATES, MAX_NAME = 100, 100
-#: The longest resource id a filter names (resource ids are at most 64 characters).
-MAX_RESOURCE_ID = 64
+#: The longest callback URL; the shortest and longest secret a subscriber may choose.
+MAX_URL, MIN_SECRET, MAX_SECRET = 2000, 16, 256
+#: The most states one filter names, the longest kind or state name, and resource id (64, as resources').
+MAX_STATES, MAX_NAME, MAX_RESOURCE_ID = 100, 100, 64
 #: The most subscriptions one page lists.
 MAX_PAGE = 1000
 
@@ -288,9 +284,9 @@ class Subscriptions:
             return bool(tx.execute(self._sql["release_subscription"], {"id": sub_id, "worker": worker}).rowcount == 1)
 
     def next_due(self) -> datetime | None:
-        """The earliest time a backing-off or leased subscription may be claimed again (None: none is)."""
+        """The next time to come at which a backing-off or leased subscription may be claimed (None: none)."""
         with self._db.reading() as conn:
-            row = conn.execute(self._sql["next_subscription_due"]).fetchone()
+            row = conn.execute(self._sql["next_subscription_due"], {"now": self._db.time_in(self._clock())}).fetchone()
         return None if row is None else self._db.time_out(row[0])
 
     # --- checks and rows -----------------------------------------------------------------------
@@ -360,7 +356,7 @@ def check_url(url: object) -> str:
         f"at most {MAX_URL} characters"
     )
     if not isinstance(url, str) or not url or len(url) > MAX_URL or _UNPRINTABLE.search(url):
-        raise InvalidArgument("url", rule, url if isinstance(url, str) and len(url) <= 200 else _clip(url))
+        raise InvalidArgument("url", rule, url[:200] if isinstance(url, str) else url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -395,10 +391,6 @@ def _check_secret(secret: object) -> str:
 
 def _short_text(value: object, limit: int) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= limit and "\x00" not in value
-
-
-def _clip(value: object) -> object:
-    return value[:200] + "..." if isinstance(value, str) else value
 
 
 def _no_kind_lookup(name: str) -> Kind:

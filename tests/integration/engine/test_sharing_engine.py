@@ -129,9 +129,7 @@ def test_a_client_that_dies_without_releasing_lets_the_teardown_go_when_its_use_
     assert EXPIRED_EVENT not in events(shared, rid)
 
 
-def test_a_teardown_wish_is_not_worked_on_while_a_party_uses_the_resource(
-    shared: EngineStore, worker: Worker
-) -> None:
+def test_a_teardown_wish_is_not_worked_on_while_a_party_uses_the_resource(shared: EngineStore, worker: Worker) -> None:
     rid = deployed(shared, worker)
     shared.use(rid, CI, client="ci")
     r = shared.set_desired_state(rid, "undeployed", client="creator")
@@ -197,9 +195,7 @@ def test_a_use_registered_while_a_step_runs_does_not_cost_the_step_its_work(
     assert worker.stats.claims_lost == 0
 
 
-def test_a_desired_state_set_while_a_step_runs_still_refuses_its_write(
-    shared: EngineStore, clock: FakeClock
-) -> None:
+def test_a_desired_state_set_while_a_step_runs_still_refuses_its_write(shared: EngineStore, clock: FakeClock) -> None:
     """Only use changes are planned around: a new desired state is something the step did not decide on."""
     started, finish = threading.Event(), threading.Event()
 

@@ -64,6 +64,7 @@ WHERE id = %(id)s AND claimed_by = %(worker)s
 UPDATE subscriptions SET claimed_by = NULL, claim_expires_at = NULL WHERE id = %(id)s AND claimed_by = %(worker)s
 
 -- name: next_subscription_due
--- The earliest time a subscription backing off (or held by a lease) may be claimed again.
+-- The earliest time still to come at which a subscription backing off (or held by a lease) may be
+-- claimed again. (A lease that lapsed on one that is up to date is left as it is: nothing is due.)
 SELECT min(coalesce(claim_expires_at, next_attempt_at)) FROM subscriptions
-WHERE next_attempt_at IS NOT NULL OR claim_expires_at IS NOT NULL
+WHERE coalesce(claim_expires_at, next_attempt_at) > %(now)s
