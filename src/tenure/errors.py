@@ -75,8 +75,8 @@ The errors form one tree; catch the group that says what you will do about it:
     ``ClaimLost`` for a worker's fenced write), its state does not allow the event
     (``TransitionNotAllowed``), a key is taken (``AlreadyExists``, ``IdempotencyKeyReused``) or
     another party holds it (``NotSharable``), parties still use it (``InUse``), its teardown has
-    begun (``TeardownStarted``) or the use belongs to another client (``UseNotYours``). Re-read, then decide whether the change still makes
-    sense; nothing was written.
+    begun (``TeardownStarted``) or the use belongs to another client (``UseNotYours``). Re-read,
+    then decide whether the change still makes sense; nothing was written.
 ``QuotaError``
     A reservation would exceed a project's limit, or names a quota that does not exist.
 ``FlowError``
