@@ -163,14 +163,14 @@ def test_kinds_and_diagrams_come_from_the_server(served: Served) -> None:
     )
     clean(listed, dot, svg, missing)
     kinds = {k["name"]: k for k in listed.json()}
-    assert {"image", "transfer", "volume"} <= set(kinds)
+    assert {"deployment", "image", "transfer", "volume"} <= set(kinds)
     assert kinds["volume"]["initial"] == "requested"
     assert kinds["volume"]["specSchema"]["properties"]["size_gb"]["type"] == "integer"
     assert dot.stdout.startswith('digraph "volume" {')
     assert svg.returncode == 0, svg.stderr
     assert svg.stdout.lstrip().startswith(("<svg", "<?xml"))
     assert missing.returncode == 1
-    assert "no kind 'volcano' is loaded (loaded: image, transfer, volume)" in missing.stderr
+    assert "no kind 'volcano' is loaded (loaded: deployment, image, transfer, volume)" in missing.stderr
 
 
 def test_resource_commands_print_the_apis_json_and_tables(served: Served) -> None:
