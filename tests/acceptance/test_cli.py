@@ -61,7 +61,7 @@ def test_kinds_lists_the_builtin_kinds_as_table_and_json() -> None:
         assert kind.name in table.stdout
     as_json = json.loads(tenure("kinds", "--json").stdout)
     assert [k["name"] for k in as_json] == [k.name for k in builtin_kinds()]
-    image = as_json[0]
+    image = next(k for k in as_json if k["name"] == "image")
     assert {s["name"]: s["code"] for s in image["states"]}["active"] == 50
 
 
