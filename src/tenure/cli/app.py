@@ -13,6 +13,7 @@ from tenure.cli.demo import demo
 from tenure.cli.resources import create, desire, draw, event, history, list_kinds, ls, show, wait
 from tenure.cli.runs import runs
 from tenure.cli.serve import serve
+from tenure.cli.sharing import parties, release, renew, teardown, use
 from tenure.cli.worker import worker
 
 __all__ = ["app", "main"]
@@ -20,7 +21,8 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="tenure",
     help="Durable, race-free lifecycles for provisioned resources.\n\n"
-    "The resource commands (ls, show, history, create, event, desire, wait, kinds, draw) talk to a running "
+    "The resource commands (ls, show, history, create, event, desire, wait, use, renew, release, parties, "
+    "teardown, kinds, draw) talk to a running "
     "server with --server URL (or TENURE_SERVER; the token comes from TENURE_TOKEN or ./tenure.token), or "
     "straight to a database with --database URL (or TENURE_DATABASE_URL; default sqlite:///tenure.db).",
     no_args_is_help=True,
@@ -69,6 +71,11 @@ app.command()(create)
 app.command()(event)
 app.command()(desire)
 app.command()(wait)
+app.command()(use)
+app.command()(renew)
+app.command()(release)
+app.command()(parties)
+app.command()(teardown)
 app.command("kinds")(list_kinds)
 app.command()(draw)
 app.command()(serve)

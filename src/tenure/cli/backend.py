@@ -251,10 +251,10 @@ class DatabaseBackend:
         page = self.store.list(
             kind=kind, state=list(states) or None, desired_state=desired_state, party=party, after=after, limit=limit
         )
-        return Page(tuple(_resource(r) for r in page.items), page.next_after)
+        return Page(tuple(_resource(r, self.store) for r in page.items), page.next_after)
 
     def get(self, resource_id: str) -> Json:
-        return _resource(self.store.get(resource_id))
+        return _resource(self.store.get(resource_id), self.store)
 
     def history(self, resource_id: str) -> builtins.list[Json]:
         from tenure.service.models import JournalOut
@@ -269,15 +269,23 @@ class DatabaseBackend:
             after = page[-1].version
 
     def create(self, kind: str, spec: Mapping[str, Any], *, sharable: bool | None, idempotency_key: str | None) -> Json:
-        made = self.store.create(kind, spec, sharable=sharable, idempotency_key=idempotency_key, actor="cli")
-        return _resource(made)
+        from tenure.service.idempotency import scoped_key
+
+        # The key in the namespace of the client "cli", as the service keeps each client's keys.
+        key = None if idempotency_key is None else scoped_key("cli", idempotency_key)
+        made = self.store.create(kind, spec, sharable=sharable, idempotency_key=key, actor="cli")
+        return _resource(made, self.store)
 
     def fire(self, resource_id: str, event: str, *, data: Mapping[str, Any] | None, if_version: int | None) -> Json:
-        return _resource(self.store.fire(resource_id, event, expected_version=if_version, data=data, actor="cli"))
+        fired = self.store.fire(resource_id, event, expected_version=if_version, data=data, actor="cli")
+        return _resource(fired, self.store)
 
     def set_desired_state(self, resource_id: str, state: str | None, *, if_version: int | None) -> Json:
-        changed = self.store.set_desired_state(resource_id, state, expected_version=if_version, actor="cli")
-        return _resource(changed)
+        # As the client "cli": a teardown wish releases the uses "cli" registered, as over HTTP.
+        changed = self.store.set_desired_state(
+            resource_id, state, expected_version=if_version, actor="cli", client="cli"
+        )
+        return _resource(changed, self.store)
 
     def follow(self, resource_id: str, emit: Callable[[Json], None], stop: threading.Event) -> None:
         """Poll: other processes' writes reach a database client no other way that works everywhere."""
@@ -291,10 +299,11 @@ class DatabaseBackend:
             self._store = None
 
 
-def _resource(r: Resource) -> Json:
+def _resource(r: Resource, store: Store) -> Json:
     from tenure.service.models import ResourceOut
 
-    return ResourceOut.of(r).model_dump(mode="json", by_alias=True)
+    # With its kind and the store's clock: live uses and the teardown summary, as the API shows them.
+    return ResourceOut.of(r, store.kinds.get(r.kind), store.now()).model_dump(mode="json", by_alias=True)
 
 
 # --- choosing one --------------------------------------------------------------------------------

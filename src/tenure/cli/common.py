@@ -201,7 +201,16 @@ def open_existing_store(database: str | None, kinds: tuple[Kind, ...]) -> Engine
             f"there is no database at {missing} (no such file); 'tenure migrate' makes one there "
             f"(and 'tenure serve' does too), or name another with --database or {DATABASE_URL_ENV}"
         )
-    return open_store(database, kinds, tables=builtin_tables())
+    return open_store(database, kinds, tables=builtin_tables(), **_configured_store_options())
+
+
+def _configured_store_options() -> dict[str, Any]:
+    """The sharing defaults (``[service]``) of the file ``TENURE_CONFIG`` names, as ``tenure serve`` reads them."""
+    if not os.environ.get("TENURE_CONFIG", "").strip():
+        return {}
+    from tenure.service.config import ServiceConfig
+
+    return ServiceConfig.load().store_options()
 
 
 def with_store(database: str | None, kinds: list[str] | None, action: Callable[[EngineStore], T]) -> T:

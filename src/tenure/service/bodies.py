@@ -7,7 +7,8 @@ body (:class:`JSONRoute`, the routers' route class) reads it first and refuses, 
 written:
 
 * a body whose ``Content-Type`` is missing or not ``application/json`` (or ``application/*+json``):
-  415, naming the accepted types;
+  415, naming the accepted types; a route whose body declares its own media type (``PATCH`` takes
+  ``application/merge-patch+json``, RFC 7396) accepts that one only;
 * bytes that are not UTF-8, text that is not JSON, or a number JSON cannot carry: 400 malformed-json,
   naming the position or the path and the token;
 * JSON nested deeper than :data:`MAX_BODY_DEPTH` levels: 400 too-deeply-nested, naming the limit.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import email.message
 import json
 import math
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -67,34 +68,35 @@ def _int(text: str) -> int | _NotJson:
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float, parse_int=_int)
 
 
-def check_media_type(content_type: str | None) -> None:
-    """Refuse (415) a body that is not sent as JSON in UTF-8."""
-    accepted = {"accepted": list(ACCEPTED_MEDIA_TYPES)}
+def check_media_type(content_type: str | None, accepted: Sequence[str] = ACCEPTED_MEDIA_TYPES) -> None:
+    """Refuse (415) a body that is not sent as one of the ``accepted`` JSON types, in UTF-8.
+
+    ``application/*+json`` in ``accepted`` stands for every JSON-based type.
+    """
+    facts = {"accepted": list(accepted)}
+    wanted = accepted[0]
     if not content_type:
         raise ProblemError(
             UNSUPPORTED_MEDIA,
-            "the body has no Content-Type; send it as 'Content-Type: application/json'",
-            {**accepted, "content_type": None},
+            f"the body has no Content-Type; send it as 'Content-Type: {wanted}'",
+            {**facts, "content_type": None},
         )
     message = email.message.Message()
     message["content-type"] = content_type
     charset = message.get_param("charset")
-    is_json = message.get_content_maintype() == "application" and (
-        message.get_content_subtype() == "json" or message.get_content_subtype().endswith("+json")
-    )
-    if not is_json:
+    sent = message.get_content_type()
+    if not any(sent == media or (media == "application/*+json" and sent.endswith("+json")) for media in accepted):
+        others = f" (or {', '.join(accepted[1:])})" if len(accepted) > 1 else ""
         raise ProblemError(
             UNSUPPORTED_MEDIA,
-            f"the body is sent as {content_type[:100]!r}; send JSON as 'Content-Type: application/json' "
-            "(or an application/*+json type)",
-            {**accepted, "content_type": content_type[:100]},
+            f"the body is sent as {content_type[:100]!r}; send it as 'Content-Type: {wanted}'{others}",
+            {**facts, "content_type": content_type[:100]},
         )
     if isinstance(charset, str) and charset.lower().replace("-", "") != "utf8":
         raise ProblemError(
             UNSUPPORTED_MEDIA,
-            f"the body is sent in charset {charset[:40]!r}; "
-            "send application/json in UTF-8 (charset=utf-8, or no charset)",
-            {**accepted, "content_type": content_type[:100]},
+            f"the body is sent in charset {charset[:40]!r}; send {wanted} in UTF-8 (charset=utf-8, or no charset)",
+            {**facts, "content_type": content_type[:100]},
         )
 
 
@@ -170,12 +172,15 @@ class JSONRoute(APIRoute):
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
+        # A body declared with its own media type (Body(media_type=...)) is accepted as that type only.
+        declared = getattr(self.body_field.field_info, "media_type", None) or "application/json"
+        accepted = ACCEPTED_MEDIA_TYPES if declared == "application/json" else (declared,)
 
         async def strict(request: Request) -> Response:
             body = await request.body()
             if not body:
                 return await handler(request)
-            check_media_type(request.headers.get("content-type"))
+            check_media_type(request.headers.get("content-type"), accepted)
             parsed = _Parsed(request.scope, _replay(request, body), parse_json(body))
             return await handler(parsed)
 

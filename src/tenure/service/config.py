@@ -8,6 +8,9 @@ Client tokens come from a TOML file, from the environment, or both::
     kinds = ["mypkg.kinds"]          # besides the built-in example kinds
     public_url = "https://tenure.internal"
     max_body_bytes = 1048576
+    default_sharable = true          # a create that does not say whether the resource is sharable
+    default_interest_ttl = 3600      # seconds a party's use lasts when it asks for no time to live
+    max_interest_ttl = 86400         # the longest a party may ask for (it renews to stay longer)
 
     [auth]
     enabled = true
@@ -35,6 +38,7 @@ import secrets
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,9 @@ __all__ = ["ClientToken", "ConfigError", "Principal", "Scope", "ServiceConfig", 
 
 #: The largest request body the service reads (bigger ones get 413).
 DEFAULT_MAX_BODY = 1024 * 1024
+#: Seconds a party's use lasts when it asks for no time to live, and the most it may ask for.
+DEFAULT_INTEREST_TTL = 3600
+MAX_INTEREST_TTL = 86400
 
 
 class Scope(enum.StrEnum):
@@ -127,6 +134,29 @@ class ServiceConfig:
     database: str | None = None
     #: Whether a callback needs a client token with the ``callback`` scope besides its correlation token.
     callbacks_need_client: bool = False
+    #: Whether a resource is sharable when its create does not say.
+    default_sharable: bool = True
+    #: Seconds a party's use lasts when it asks for no time to live.
+    default_interest_ttl: int = DEFAULT_INTEREST_TTL
+    #: The most seconds a party may ask for; it renews to stay longer.
+    max_interest_ttl: int = MAX_INTEREST_TTL
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.default_interest_ttl <= self.max_interest_ttl:
+            raise ConfigError(
+                f"default_interest_ttl ({self.default_interest_ttl}) must be at least 1 and at most "
+                f"max_interest_ttl ({self.max_interest_ttl})"
+            )
+
+    def store_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``open_store`` this configuration decides: the sharing defaults."""
+        # Imported here: the store package is not needed to read a configuration (the CLI starts faster).
+        from tenure.store.uses import UsePolicy
+
+        policy = UsePolicy(
+            default_ttl=timedelta(seconds=self.default_interest_ttl), max_ttl=timedelta(seconds=self.max_interest_ttl)
+        )
+        return {"default_sharable": self.default_sharable, "uses": policy}
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal ``token`` belongs to, or None; compares every configured token in constant time."""
@@ -199,10 +229,51 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     kinds = service.get("kinds", [])
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
         raise ConfigError(f'config file {path}: service.kinds must be a list of import paths such as ["mypkg.kinds"]')
-    return ServiceConfig(enabled, tuple(tokens), max_body, public_url, tuple(kinds), database, strict_callbacks)
+    sharable = service.get("default_sharable", True)
+    if not isinstance(sharable, bool):
+        raise ConfigError(f"config file {path}: service.default_sharable must be true or false")
+    default_ttl, max_ttl = _interest_ttls(service, path)
+    return ServiceConfig(
+        enabled,
+        tuple(tokens),
+        max_body,
+        public_url,
+        tuple(kinds),
+        database,
+        strict_callbacks,
+        default_sharable=sharable,
+        default_interest_ttl=default_ttl,
+        max_interest_ttl=max_ttl,
+    )
 
 
-_SERVICE_KEYS = ("max_body_bytes", "public_url", "kinds", "database")
+_SERVICE_KEYS = (
+    "max_body_bytes",
+    "public_url",
+    "kinds",
+    "database",
+    "default_sharable",
+    "default_interest_ttl",
+    "max_interest_ttl",
+)
+
+
+def _interest_ttls(service: Mapping[str, Any], path: Path) -> tuple[int, int]:
+    """``default_interest_ttl`` and ``max_interest_ttl``: whole positive seconds, the default within the maximum."""
+    values = []
+    for name, fallback in (("default_interest_ttl", DEFAULT_INTEREST_TTL), ("max_interest_ttl", MAX_INTEREST_TTL)):
+        value = service.get(name, fallback)
+        # bool is an int in Python; "true" seconds is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config file {path}: service.{name} must be a whole number of seconds, at least 1")
+        values.append(value)
+    default_ttl, max_ttl = values
+    if default_ttl > max_ttl:
+        raise ConfigError(
+            f"config file {path}: service.default_interest_ttl ({default_ttl}) must not exceed "
+            f"service.max_interest_ttl ({max_ttl})"
+        )
+    return default_ttl, max_ttl
 
 
 def _tokens_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> list[ClientToken]:

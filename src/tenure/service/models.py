@@ -6,7 +6,7 @@ the Python names are snake_case.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -15,9 +15,11 @@ from pydantic.alias_generators import to_camel
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.rules import MAX_ERROR_TEXT
+from tenure.service.idempotency import shown_key
 from tenure.store.feed import Change
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
-from tenure.store.model import JournalEntry, Resource
+from tenure.store.model import JournalEntry, Resource, Use
+from tenure.store.uses import held
 
 __all__ = [
     "AwaitedKeyOut",
@@ -28,12 +30,16 @@ __all__ = [
     "EventIn",
     "FlowRunOut",
     "FlowTaskOut",
+    "In",
     "JournalOut",
     "JournalPage",
     "KindOut",
+    "Out",
     "ReceiptOut",
     "ResourceOut",
     "ResourcePage",
+    "TeardownOut",
+    "UseOut",
     "WaitOut",
 ]
 
@@ -42,16 +48,43 @@ _NAME = 100
 _ID = 64
 
 
-class _Out(BaseModel):
+class Out(BaseModel):
+    """An answer's JSON: camelCase on the wire."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
 
 
-class _In(BaseModel):
+class In(BaseModel):
+    """A request body: camelCase (snake_case accepted too); an unknown field is refused."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class ResourceOut(_Out):
-    """A resource at one version (``version`` is also its ETag)."""
+class UseOut(Out):
+    """One party's live use of a resource: the client that registered it, when, and until when."""
+
+    client: str | None
+    registered_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, use: Use) -> UseOut:
+        return cls(client=use.client, registered_at=use.registered_at, expires_at=use.expires_at)
+
+
+class TeardownOut(Out):
+    """A teardown wish that waits: the resource stays up until these parties are gone (or expire)."""
+
+    pending: bool
+    waiting_for: list[str]
+
+
+class ResourceOut(Out):
+    """A resource at one version (``version`` is also its ETag).
+
+    ``inUseBy`` lists the parties whose use is live (party URI -> client, registeredAt, expiresAt);
+    ``teardown`` says, while a teardown wish waits for them, which parties it waits for.
+    """
 
     id: str
     kind: str
@@ -63,6 +96,8 @@ class ResourceOut(_Out):
     generation: int
     observed_generation: int
     sharable: bool
+    in_use_by: dict[str, UseOut]
+    teardown: TeardownOut | None
     error: str | None
     attempts: int
     entered_at: datetime
@@ -75,7 +110,16 @@ class ResourceOut(_Out):
     updated_at: datetime
 
     @classmethod
-    def of(cls, r: Resource) -> ResourceOut:
+    def of(cls, r: Resource, kind: Kind | None = None, now: datetime | None = None) -> ResourceOut:
+        """``r`` as the API shows it at ``now`` (the store's clock; default: the system's).
+
+        Without its ``kind`` no teardown summary can be made (``teardown`` is null).
+        """
+        now = now or datetime.now(UTC)
+        live = r.live_uses(now)
+        teardown = None
+        if kind is not None and held(kind, r, now):
+            teardown = TeardownOut(pending=True, waiting_for=sorted(live))
         return cls(
             id=r.id,
             kind=r.kind,
@@ -87,6 +131,8 @@ class ResourceOut(_Out):
             generation=r.generation,
             observed_generation=r.observed_generation,
             sharable=r.sharable,
+            in_use_by={party: UseOut.of(use) for party, use in sorted(live.items())},
+            teardown=teardown,
             error=r.error,
             attempts=r.attempts,
             entered_at=r.entered_at,
@@ -94,20 +140,20 @@ class ResourceOut(_Out):
             deadline=r.deadline,
             claimed_by=r.claimed_by,
             claim_expires_at=r.claim_expires_at,
-            idempotency_key=r.idempotency_key,
+            idempotency_key=shown_key(r.idempotency_key),
             created_at=r.created_at,
             updated_at=r.updated_at,
         )
 
 
-class ResourcePage(_Out):
+class ResourcePage(Out):
     """One page of resources; pass ``next`` back as ``after`` for the next one (null: the last page)."""
 
     items: list[ResourceOut]
     next: str | None
 
 
-class JournalOut(_Out):
+class JournalOut(Out):
     """One write in a resource's history."""
 
     seq: int
@@ -146,13 +192,13 @@ class ChangeOut(JournalOut):
         return cls(position=c.position, kind=c.kind, **JournalOut.of(c.entry).model_dump())
 
 
-class JournalPage(_Out):
+class JournalPage(Out):
     items: list[JournalOut]
     #: The version to pass as ``afterVersion`` for the next page (null: nothing more).
     next_after_version: int | None
 
 
-class CreateIn(_In):
+class CreateIn(In):
     """A resource to create in its kind's initial state."""
 
     kind: str = Field(min_length=1, max_length=_NAME)
@@ -160,20 +206,20 @@ class CreateIn(_In):
     sharable: bool | None = None
 
 
-class EventIn(_In):
+class EventIn(In):
     """An event to fire; ``data`` is merged into the resource's data."""
 
     event: str = Field(min_length=1, max_length=_NAME)
     data: dict[str, Any] | None = None
 
 
-class DesiredStateIn(_In):
+class DesiredStateIn(In):
     """The state the resource should end up in (null: no preference); the engine acts on it later."""
 
     desired_state: str | None = Field(max_length=_NAME)
 
 
-class CallbackIn(_In):
+class CallbackIn(In):
     """An external party's answer for one awaited key, authenticated by the attempt's token."""
 
     resource_id: str = Field(min_length=1, max_length=_ID, validation_alias=AliasChoices("resourceId", "resource_id"))
@@ -184,7 +230,7 @@ class CallbackIn(_In):
     error: str | None = Field(default=None, max_length=MAX_ERROR_TEXT)
 
 
-class ReceiptOut(_Out):
+class ReceiptOut(Out):
     """What became of a callback."""
 
     delivery: Literal["accepted", "duplicate"]
@@ -199,7 +245,7 @@ class ReceiptOut(_Out):
         return cls(delivery=delivery, resource_id=r.resource_id, key=r.key, reason=r.reason, seq=r.seq)
 
 
-class AwaitedKeyOut(_Out):
+class AwaitedKeyOut(Out):
     """One answer a wait awaits, and whether (and how) it came."""
 
     key: str
@@ -212,7 +258,7 @@ class AwaitedKeyOut(_Out):
         return cls(key=k.key, received=k.received, status=k.status, received_at=k.received_at)
 
 
-class WaitOut(_Out):
+class WaitOut(Out):
     """What a waiting resource awaits (``id`` is a short prefix of the token's hash, never the token)."""
 
     id: str
@@ -236,7 +282,7 @@ class WaitOut(_Out):
         )
 
 
-class FlowTaskOut(_Out):
+class FlowTaskOut(Out):
     """One task's checkpoint in a flow run."""
 
     task: str
@@ -251,7 +297,7 @@ class FlowTaskOut(_Out):
         return cls(task=t.task, state=t.state, attempt=t.attempt, result=t.result, failure=failure)
 
 
-class FlowRunOut(_Out):
+class FlowRunOut(Out):
     """A flow run of a resource's step, with each task's checkpoint."""
 
     id: str
@@ -277,7 +323,7 @@ class FlowRunOut(_Out):
         )
 
 
-class StateOut(_Out):
+class StateOut(Out):
     """One state of a kind: its stable code, its role, and what the engine does there."""
 
     name: str
@@ -292,7 +338,7 @@ class StateOut(_Out):
     description: str
 
 
-class EventOut(_Out):
+class EventOut(Out):
     """One event: the states it leaves from and the state it leads to."""
 
     name: str
@@ -302,7 +348,7 @@ class EventOut(_Out):
     description: str
 
 
-class KindOut(_Out):
+class KindOut(Out):
     """A kind: its state machine, and the JSON schema its resources' spec must satisfy (if any)."""
 
     name: str

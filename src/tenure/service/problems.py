@@ -103,11 +103,15 @@ CALLBACK_SUPERSEDED = Problem(409, "callback-superseded", "The attempt the callb
 CALLBACK_CONFLICT = Problem(409, "callback-conflict", "A different answer was already recorded")
 QUOTA_EXCEEDED = Problem(409, "quota-exceeded", "A quota would be exceeded")
 NOT_SHARABLE = Problem(409, "not-sharable", "The resource is not sharable and another party uses it")
+IN_USE = Problem(409, "in-use", "Parties still use the resource")
+TEARDOWN_STARTED = Problem(409, "teardown-started", "The resource's teardown has started; it can no longer be used")
+USE_NOT_YOURS = Problem(403, "use-not-yours", "Another client registered this party's use")
+PARTY_NOT_FOUND = Problem(404, "party-not-found", "The party does not use the resource")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "The resource is not at the version If-Match names")
 TOO_LARGE = Problem(413, "body-too-large", "The request body is too large")
 STORED_TOO_LARGE = Problem(413, "too-large", "The resource would keep more than it may")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "The request's header fields are too large")
-UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body must be application/json")
+UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body is not sent in a media type accepted here")
 INVALID_REQUEST = Problem(422, "invalid-request", "The request does not match what this endpoint accepts")
 INVALID_SPEC = Problem(422, "invalid-spec", "The spec does not match what the kind accepts")
 INVALID_ARGUMENT = Problem(422, "invalid-argument", "An argument is outside what is accepted")
@@ -136,6 +140,9 @@ _BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
     (e.UnknownEvent, UNKNOWN_EVENT),
     (e.QuotaExceeded, QUOTA_EXCEEDED),
     (e.NotSharable, NOT_SHARABLE),
+    (e.InUse, IN_USE),
+    (e.TeardownStarted, TEARDOWN_STARTED),
+    (e.UseNotYours, USE_NOT_YOURS),
     (e.StoreUnavailable, UNAVAILABLE),
     (e.SchemaNotMigrated, NOT_READY),
     (e.SchemaTooNew, NOT_READY),
@@ -204,8 +211,8 @@ def tenure_error_response(request: Request, exc: e.TenureError) -> JSONResponse:
 _DESCRIBED = {
     400: "Malformed request (bad JSON, a bad If-Match or cursor)",
     401: "No valid client token",
-    403: "The token lacks the scope, or the callback token is refused",
-    404: "No such resource, kind, subscription or endpoint",
+    403: "The token lacks the scope, the callback token is refused, or another client's party is named",
+    404: "No such resource, kind, subscription, party or endpoint",
     405: "Method not allowed",
     409: "The state does not allow it, or a concurrent change won",
     412: "If-Match names a version the resource has moved past",

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from tenure.errors import Conflict, ResourceNotFound
+from tenure.errors import Conflict, IdempotencyKeyReused, ResourceNotFound
 from tenure.service.auth import Caller, require
 from tenure.service.bodies import JSONRoute
 from tenure.service.config import Principal, Scope
+from tenure.service.idempotency import scoped
 from tenure.service.models import (
     CreateIn,
     DesiredStateIn,
@@ -42,7 +43,19 @@ from tenure.service.problems import (
 from tenure.store.model import Resource, new_id
 from tenure.store.protocol import Store as StoreProtocol
 
-__all__ = ["router"]
+__all__ = [
+    "IfMatch",
+    "Store",
+    "Writer",
+    "answer",
+    "check_id",
+    "etag",
+    "fetch",
+    "parse_if_match",
+    "precondition",
+    "represent",
+    "router",
+]
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"], route_class=JSONRoute)
 
@@ -81,9 +94,15 @@ def etag(r: Resource) -> str:
     return f'"{r.version}"'
 
 
-def _answer(response: Response, r: Resource) -> ResourceOut:
+def represent(store: StoreProtocol, r: Resource) -> ResourceOut:
+    """``r`` as the API shows it: its live uses and teardown summary on the store's clock."""
+    return ResourceOut.of(r, store.kinds.get(r.kind), store.now())
+
+
+def answer(response: Response, store: StoreProtocol, r: Resource) -> ResourceOut:
+    """``r`` as the answer, with its version as the ETag."""
     response.headers["ETag"] = etag(r)
-    return ResourceOut.of(r)
+    return represent(store, r)
 
 
 def parse_if_match(header: str | None) -> int | None:
@@ -106,7 +125,8 @@ def parse_if_match(header: str | None) -> int | None:
     return _NEVER if match.group(1) else int(match.group(2))
 
 
-def _precondition(exc: Conflict, pinned: int | None) -> Exception:
+def precondition(exc: Conflict, pinned: int | None) -> Exception:
+    """A lost compare-and-swap as the answer: 412 when If-Match pinned the version, else the conflict."""
     if pinned is None:
         return exc
     named = "a weak ETag, which If-Match never matches," if pinned == _NEVER else f"{pinned}"
@@ -135,14 +155,16 @@ def _matches_any(header: str, r: Resource) -> bool:
     return "*" in tags or etag(r) in tags
 
 
-def _check_id(resource_id: str) -> None:
+def check_id(resource_id: str) -> None:
+    """Answer 404 for an id no resource can have, without asking the database."""
     # No resource has such an id: answer 404 without asking the database.
     if not re.fullmatch(_ID_PATTERN, resource_id):
         raise ResourceNotFound(resource_id[:100])
 
 
-def _get(store: StoreProtocol, resource_id: str) -> Resource:
-    _check_id(resource_id)
+def fetch(store: StoreProtocol, resource_id: str) -> Resource:
+    """The resource, or 404."""
+    check_id(resource_id)
     return store.get(resource_id)
 
 
@@ -179,14 +201,18 @@ def create_resource(
     # The id is chosen here so that a replay (the store hands back what the key made before) can be
     # told from a creation whatever the timing of concurrent requests with the same key.
     fresh = new_id()
-    r = store.create(
-        body.kind,
-        body.spec,
-        sharable=body.sharable,
-        idempotency_key=idempotency_key,
-        actor=caller.client,
-        resource_id=fresh,
-    )
+    try:
+        r = store.create(
+            body.kind,
+            body.spec,
+            sharable=body.sharable,
+            idempotency_key=scoped(caller.client, idempotency_key, MAX_IDEMPOTENCY_KEY),
+            actor=caller.client,
+            resource_id=fresh,
+        )
+    except IdempotencyKeyReused as exc:
+        # Named as the client sent it, not as stored in its namespace.
+        raise IdempotencyKeyReused(str(idempotency_key), exc.resource_id, exc.difference) from None
     response.headers["Location"] = f"/v1/resources/{r.id}"
     if r.id == fresh:
         request.app.state.metrics.count_write("create")
@@ -194,7 +220,7 @@ def create_resource(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     request.state.resource = r
-    return _answer(response, r)
+    return answer(response, store, r)
 
 
 @router.get(
@@ -237,7 +263,7 @@ def list_resources(
         # Read a little at a time, so that a page cut short by the byte budget was not read whole.
         page = store.list(kind=kind, state=state, after=cursor, limit=min(limit - len(items), _READ_AT_ONCE), **filters)
         for r in page.items:
-            out = ResourceOut.of(r)
+            out = represent(store, r)
             size = len(out.model_dump_json())
             if items and used + size > PAGE_BYTES:
                 nxt = items[-1].id
@@ -275,11 +301,11 @@ def get_resource(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Any:
     request.state.resource_id = resource_id
-    r = _get(store, resource_id)
+    r = fetch(store, resource_id)
     request.state.resource = r
     if if_none_match is not None and _matches_any(if_none_match, r):
         return Response(status_code=304, headers={"ETag": etag(r)})
-    return _answer(response, r)
+    return answer(response, store, r)
 
 
 @router.post(
@@ -302,14 +328,14 @@ def fire_event(
 ) -> ResourceOut:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
-    _check_id(resource_id)
+    check_id(resource_id)
     try:
         r = store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
     except Conflict as exc:
-        raise _precondition(exc, pinned) from None
+        raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("event")
     request.state.resource = r
-    return _answer(response, r)
+    return answer(response, store, r)
 
 
 @router.put(
@@ -333,14 +359,16 @@ def set_desired_state(
 ) -> ResourceOut:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
-    _check_id(resource_id)
+    check_id(resource_id)
     try:
-        r = store.set_desired_state(resource_id, body.desired_state, expected_version=pinned, actor=caller.client)
+        r = store.set_desired_state(
+            resource_id, body.desired_state, expected_version=pinned, actor=caller.client, client=caller.client
+        )
     except Conflict as exc:
-        raise _precondition(exc, pinned) from None
+        raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("desired")
     request.state.resource = r
-    return _answer(response, r)
+    return answer(response, store, r)
 
 
 @router.get(
@@ -356,7 +384,7 @@ def read_journal(
     after_version: Annotated[int, Query(alias="afterVersion", ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JournalPage:
-    _get(store, resource_id)
+    fetch(store, resource_id)
     entries = store.journal(resource_id, after_version=after_version, limit=limit)
     nxt = entries[-1].version if len(entries) == limit else None
     return JournalPage(items=[JournalOut.of(j) for j in entries], next_after_version=nxt)
@@ -369,7 +397,7 @@ def read_journal(
     responses=problem_responses(401, 403, 404, 503),
 )
 def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
-    _get(store, resource_id)
+    fetch(store, resource_id)
     return [WaitOut.of(w) for w in store.pending_waits(resource_id)]
 
 
@@ -382,7 +410,7 @@ def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
 def read_flows(
     resource_id: str, store: Store, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[FlowRunOut]:
-    _get(store, resource_id)
+    fetch(store, resource_id)
     runs = []
     for run in store.flow_runs(resource_id=resource_id, limit=limit):
         loaded = store.load_flow_run(run.id)

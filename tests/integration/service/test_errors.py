@@ -329,7 +329,8 @@ def test_an_unknown_route_is_a_404_problem(live: Live) -> None:
 
 WRONG_METHODS = [
     ("DELETE", "/v1/resources", {"GET", "POST"}),
-    ("PATCH", "/v1/resources/x", {"GET"}),
+    ("DELETE", "/v1/resources/x", {"GET", "PATCH"}),
+    ("GET", "/v1/resources/x/teardown", {"POST"}),
     ("GET", "/v1/resources/x/events", {"POST"}),
     ("POST", "/v1/kinds", {"GET"}),
     ("GET", "/v1/callbacks", {"POST"}),

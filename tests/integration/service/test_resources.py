@@ -192,15 +192,31 @@ def test_invalid_event_data_errors_carry_field_and_constraint_members(live: Live
     assert live.store.get(rid).version == 1
 
 
-@pytest.mark.parametrize(("length", "status"), [(255, 201), (256, 422), (0, 422)])
-def test_the_idempotency_key_limit_is_the_stores_1_to_255(live: Live, length: int, status: int) -> None:
+#: The longest key client "writer" may send: the store keeps 255 characters, "writer:" included.
+WRITERS_KEY_LIMIT = 255 - len("writer:")
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "said"),
+    [
+        (WRITERS_KEY_LIMIT, 201, ""),
+        (WRITERS_KEY_LIMIT + 1, 422, f"at most {WRITERS_KEY_LIMIT} characters for client 'writer'"),
+        (256, 422, "at most 255"),
+        (0, 422, "at least 1"),
+    ],
+)
+def test_the_idempotency_key_limit_is_the_stores_255_less_the_clients_namespace(
+    live: Live, length: int, status: int, said: str
+) -> None:
     r = live.writer.post("/v1/resources", json={"kind": "job"}, headers={"Idempotency-Key": "k" * length})
     assert r.status_code == status, r.text
     if status == 422:
         body = assert_problem(r, 422, "invalid-request")
         assert [e["field"] for e in body["errors"]] == ["header.Idempotency-Key"]
-        assert ("at most 255" if length else "at least 1") in body["detail"], body
+        assert said in body["detail"], body
         assert live.store.list().items == []
+    else:
+        assert r.json()["idempotencyKey"] == "k" * length
 
 
 def _nested(depth: int) -> str:
@@ -699,8 +715,8 @@ def test_list_filters_by_desired_state(live: Live) -> None:
 def test_list_filters_by_party(live: Live) -> None:
     a = create(live.writer, "a")["id"]
     b = create(live.writer, "b")["id"]
-    live.store.register_interest(b, "urn:example:party-1", ttl=timedelta(hours=1))  # type: ignore[attr-defined]
-    live.store.register_interest(a, "urn:example:party-2", ttl=timedelta(hours=1))  # type: ignore[attr-defined]
+    live.store.use(b, "urn:example:party-1", ttl=timedelta(hours=1), client="writer")
+    live.store.use(a, "urn:example:party-2", ttl=timedelta(hours=1), client="writer")
 
     r = live.reader.get("/v1/resources", params={"party": "urn:example:party-1"})
     assert r.status_code == 200, r.text

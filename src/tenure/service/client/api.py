@@ -20,7 +20,10 @@ import httpx
 from tenure.service.client.transport import Json, Transport
 from tenure.service.client.watch import Watch
 
-__all__ = ["Client", "JournalPage", "Page"]
+__all__ = ["MERGE_PATCH", "Client", "JournalPage", "Page"]
+
+#: The media type of a merge patch (RFC 7396), which PATCH takes.
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,43 @@ class Client:
             headers=_etag(if_version),
         )
 
+    # --- sharing -------------------------------------------------------------------------------
+
+    def use(self, resource_id: str, party: str, ttl: float | None = None) -> Json:
+        """Register ``party`` as using the resource, or renew its use, for ``ttl`` seconds (None: the
+        provider's default). Returns the use (``party``, ``client``, ``registeredAt``, ``expiresAt``).
+
+        Refused with 409 when the resource is not sharable and another party uses it, or its teardown
+        has started; with 403 when another client registered ``party``.
+        """
+        body = None if ttl is None else {"ttlSeconds": int(ttl)}
+        return self._transport.json_object("PUT", _party_path(resource_id, party), body=body)
+
+    def release(self, resource_id: str, party: str) -> None:
+        """Release ``party``'s use (404 if it does not use the resource); the last one may start a teardown."""
+        self._transport.call("DELETE", _party_path(resource_id, party))
+
+    def parties(self, resource_id: str) -> builtins.list[Json]:
+        """The parties whose use of the resource is live, with their client and expiry."""
+        return self._transport.json_array("GET", f"/v1/resources/{_segment(resource_id)}/parties")
+
+    def patch(self, resource_id: str, body: Mapping[str, Any], if_match: int | None = None) -> Json:
+        """Merge-patch the resource (RFC 7396): ``{"inUseBy": {party: {"ttlSeconds": n} | None}}`` and/or
+        ``{"desiredState": state}``, in one write; returns the resource."""
+        return self._transport.json_object(
+            "PATCH",
+            f"/v1/resources/{_segment(resource_id)}",
+            body=dict(body),
+            headers={"Content-Type": MERGE_PATCH, **_etag(if_match)},
+        )
+
+    def force_teardown(self, resource_id: str, reason: str | None = None) -> Json:
+        """Tear the resource down whoever still uses it (admin scope); the journal names the parties."""
+        body: Json = {"force": True}
+        if reason is not None:
+            body["reason"] = reason
+        return self._transport.json_object("POST", f"/v1/resources/{_segment(resource_id)}/teardown", body=body)
+
     def journal(self, resource_id: str, after_version: int = 0, limit: int = 100) -> JournalPage:
         """One page of the resource's history, oldest first, after ``after_version``."""
         page = self._transport.json_object(
@@ -268,6 +308,11 @@ class Client:
 def _segment(value: str) -> str:
     # An id with a '/' or '?' must not reach another route.
     return quote(value, safe="")
+
+
+def _party_path(resource_id: str, party: str) -> str:
+    # The party URI is one percent-encoded segment: its '/' and ':' never reach another route.
+    return f"/v1/resources/{_segment(resource_id)}/parties/{_segment(party)}"
 
 
 def _etag(version: int | None) -> dict[str, str]:
