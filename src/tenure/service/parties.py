@@ -120,18 +120,19 @@ def _ttl(store: StoreProtocol, seconds: int | None, field: str) -> timedelta | N
     """The asked time to live, refused (422, naming ``field`` and the maximum) beyond the provider's."""
     if seconds is None:
         return None
-    asked = timedelta(seconds=seconds) if -(10**9) < seconds < 10**9 else None
     try:
-        if asked is None:
-            raise InvalidArgument("ttl_seconds", "is out of range", seconds)
-        return store.use_policy.ttl(asked)
-    except InvalidArgument:
-        maximum = int(store.use_policy.max_ttl.total_seconds())
-        constraint = f"must be at least 1 and at most {maximum} seconds (renew before it expires to stay longer)"
+        # Beyond timedelta's range is beyond the policy's maximum too: the policy says so, in its words.
+        return store.use_policy.ttl(timedelta(seconds=seconds) if abs(seconds) < 10**12 else timedelta.max, field=field)
+    except InvalidArgument as exc:
         raise ProblemError(
             INVALID_ARGUMENT,
-            f"{field} {constraint}, got {seconds}",
-            {"field": field, "constraint": constraint, "got": seconds, "maximum": maximum},
+            f"{exc.field} {exc.constraint}, got {seconds}",
+            {
+                "field": exc.field,
+                "constraint": exc.constraint,
+                "got": seconds,
+                "maximum": int(store.use_policy.max_ttl.total_seconds()),
+            },
         ) from None
 
 

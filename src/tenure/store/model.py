@@ -125,6 +125,8 @@ class Resource:
     updated_at: datetime
     #: Who uses the resource: party URI -> :class:`Use` (expired uses stay until the engine removes them).
     in_use_by: Mapping[str, Use] = field(default_factory=lambda: NO_USES)
+    #: The generation whose teardown an admin forced (it waits for no party; None: never forced).
+    forced_generation: int | None = None
 
     def live_uses(self, now: datetime) -> dict[str, Use]:
         """The uses that still hold the resource at ``now``."""
@@ -154,6 +156,7 @@ class Resource:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "in_use_by": {party: use.to_json() for party, use in self.in_use_by.items()},
+            "forced_generation": self.forced_generation,
         }
 
 

@@ -126,6 +126,7 @@ def write_params(write: Write) -> dict[str, Any]:
         "settle": list(write.settle),
         "result": write.settle_result,
         "in_use_by": Jsonb(uses_json(after.in_use_by)) if write.uses_changed else None,
+        "forced": after.forced_generation if write.forces else None,
     }
     if write.uses_changed:
         kept = write.uses_kept
@@ -290,7 +291,7 @@ class PostgresDatabase:
         params = {"now": now, "pairs": list(pairs), "limit": limit, "worker": worker, "expires": expires}
         with self._connection() as conn:
             rows = conn.execute(Q["claim"], params).fetchall()
-        return [(resource_from_pg(row[:22]), bool(row[22])) for row in rows]
+        return [(resource_from_pg(row[:23]), bool(row[23])) for row in rows]
 
     def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None, now: datetime) -> bool:
         # Every checkpoint of one engine step in one statement: one round trip, one commit.

@@ -60,13 +60,13 @@ def resource_from_sqlite(row: tuple[Any, ...]) -> Resource:
         _parse_time(row[19]),
         _parse_time(row[20]),
         NO_USES if row[21] == "{}" else uses_from_json(_loads(row[21])),
+        row[22],
     )
 
 
 def resource_from_pg(row: tuple[Any, ...]) -> Resource:
-    if row[21]:
-        return Resource(*row[:21], in_use_by=uses_from_json(row[21]))  # type: ignore[misc]
-    return Resource(*row[:21])
+    uses = NO_USES if not row[21] else uses_from_json(row[21])
+    return Resource(*row[:21], in_use_by=uses, forced_generation=row[22])  # type: ignore[misc]
 
 
 def journal_from_sqlite(row: tuple[Any, ...]) -> JournalEntry:

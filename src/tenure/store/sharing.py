@@ -74,7 +74,7 @@ def plan_uses(
     released = [check_party(p) for p in release]
     for party in register:
         check_party(party)
-    refuse_nul(actor=actor, client=client)
+    refuse_nul(client=client, actor=actor)
     if register:
         refuse_registration(kind, before)
     uses = dict(before.in_use_by)
@@ -149,7 +149,9 @@ def plan_force(kind: Kind, before: Resource, now: datetime, *, actor: str | None
         if before.state == wanted or kind.state(before.state).role is Role.FINAL:
             raise InvalidArgument("force", f"has nothing to tear down: the resource is in state {before.state!r}")
         base = dataclasses.replace(plan_desired(kind, before, wanted, now, actor).after, version=before.version)
-    after = dataclasses.replace(base, version=before.version + 1, updated_at=now, in_use_by={})
+    after = dataclasses.replace(
+        base, version=before.version + 1, updated_at=now, in_use_by={}, forced_generation=base.generation
+    )
     detail: dict[str, Any] = {"forced": True, "desired_state": wanted, "parties": parties}
     if reason:
         detail["reason"] = reason
@@ -163,6 +165,7 @@ def plan_force(kind: Kind, before: Resource, now: datetime, *, actor: str | None
         carries_waits=True,
         uses_changed=bool(parties),
         uses_dropped=list(parties),
+        forces=True,
     )
     return _start_teardown(kind, write, now) or _due(kind, write, now)
 
@@ -189,6 +192,7 @@ def _start_teardown(kind: Kind, write: Write, now: datetime) -> Write | None:
     except TransitionNotAllowed:
         return None  # a guard says no: the reconcile will try, and explain when it gives up
     fired.before = write.before
+    fired.forces = write.forces
     fired.uses_changed = write.uses_changed
     fired.uses_kept = write.uses_kept
     fired.uses_dropped = write.uses_dropped
@@ -258,9 +262,7 @@ class Sharing:
 
         return self._swap(resource_id, expected_version, plan, refusal=InvalidArgument)
 
-    def expire_uses(
-        self, kinds: Iterable[str], *, actor: str | None, limit: int = 100
-    ) -> builtins.list[Resource]:
+    def expire_uses(self, kinds: Iterable[str], *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
         """Remove uses that expired from resources of ``kinds`` (the engine's sweep): one journaled write
         per resource, starting teardown where the last use of a teardown wish expired. Returns the
         resources written."""

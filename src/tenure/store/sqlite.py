@@ -237,6 +237,7 @@ class SQLiteDatabase:
                                 after.observed_generation, now, write.keeps_claim, before.id, before.version,
                                 before.state, write.token,
                                 _dumps(uses_json(after.in_use_by)) if write.uses_changed else None,
+                                after.forced_generation if write.forces else None,
                             ),
                         ).rowcount
                         == 1

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_PARTY",
     "UsePolicy",
     "check_party",
+    "forced",
     "held",
     "refuse_in_use",
     "refuse_registration",
@@ -74,17 +75,17 @@ class UsePolicy:
 
     >>> UsePolicy().ttl(None)
     datetime.timedelta(seconds=3600)
-    >>> UsePolicy().ttl(timedelta(days=2))
+    >>> UsePolicy().ttl(timedelta(days=2))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tenure.errors.InvalidArgument: ttl_seconds must be at least 1 and at most 86400 (renew to stay longer), got 172800
+    tenure.errors.InvalidArgument: ttl_seconds must be at least 1 and at most 86400 seconds (renew ...), got 172800
     """
 
     default_ttl: timedelta = timedelta(hours=1)
     max_ttl: timedelta = timedelta(days=1)
 
-    def ttl(self, asked: timedelta | None) -> timedelta:
-        """The time to live a registration gets (raises InvalidArgument outside 1 s to the maximum)."""
+    def ttl(self, asked: timedelta | None, *, field: str = "ttl_seconds") -> timedelta:
+        """The time to live a registration gets (InvalidArgument, naming ``field``, outside 1 s to the maximum)."""
         if asked is None:
             return min(self.default_ttl, self.max_ttl)
         if not isinstance(asked, timedelta) or not timedelta(seconds=1) <= asked <= self.max_ttl:
@@ -92,8 +93,9 @@ class UsePolicy:
             if isinstance(got, float) and got.is_integer():
                 got = int(got)
             raise InvalidArgument(
-                "ttl_seconds",
-                f"must be at least 1 and at most {int(self.max_ttl.total_seconds())} (renew to stay longer)",
+                field,
+                f"must be at least 1 and at most {int(self.max_ttl.total_seconds())} seconds "
+                f"(renew before it expires to stay longer)",
                 got,
             )
         return asked
@@ -106,10 +108,16 @@ def usable_states(kind: Kind) -> tuple[str, ...]:
     return tuple(s.name for s in kind.states if s.role is not Role.FINAL)
 
 
+def forced(resource: Resource) -> bool:
+    """Whether an admin forced the teardown the resource's pending desired state asks for."""
+    return resource.forced_generation == resource.generation and desire_pending(resource)
+
+
 def refuse_registration(kind: Kind, resource: Resource) -> None:
-    """Refuse (:class:`~tenure.errors.TeardownStarted`) a use of a resource that can no longer be used."""
+    """Refuse (:class:`~tenure.errors.TeardownStarted`) a use of a resource that can no longer be used:
+    its state is not usable, or its teardown was forced (and waits only to come to rest)."""
     usable = usable_states(kind)
-    if resource.state not in usable:
+    if resource.state not in usable or forced(resource):
         raise TeardownStarted(resource_id=resource.id, state=resource.state, usable=usable)
 
 
@@ -120,8 +128,12 @@ def teardown_wished(kind: Kind, resource: Resource) -> bool:
 
 
 def held(kind: Kind, resource: Resource, now: datetime) -> bool:
-    """Whether a teardown wish waits for parties whose use is still live at ``now``."""
-    return teardown_wished(kind, resource) and any(u.expires_at > now for u in resource.in_use_by.values())
+    """Whether a teardown wish waits for parties whose use is still live at ``now`` (a forced one never does)."""
+    return (
+        teardown_wished(kind, resource)
+        and not forced(resource)
+        and any(u.expires_at > now for u in resource.in_use_by.values())
+    )
 
 
 def refuse_in_use(kind: Kind, resource: Resource, event: str, now: datetime) -> None:

@@ -97,6 +97,8 @@ class Write:
     uses_changed: bool = False
     uses_kept: Sequence[tuple[str, Use]] = ()
     uses_dropped: Sequence[str] = ()
+    #: Whether the write records a forced teardown (``after.forced_generation``).
+    forces: bool = False
 
     @property
     def makes_due(self) -> bool:
@@ -292,6 +294,8 @@ def plan_fire(
         idempotency_key=before.idempotency_key,
         created_at=before.created_at,
         updated_at=now,
+        in_use_by=before.in_use_by,
+        forced_generation=before.forced_generation,
     )
     journaled = json_object(kind.name, "detail", detail)
     if error is not None:

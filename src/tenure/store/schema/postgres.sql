@@ -22,7 +22,9 @@ CREATE TABLE resources (
     created_at          timestamptz NOT NULL,
     updated_at          timestamptz NOT NULL,
     -- who uses the resource: party URI -> client, registered_at, expires_at
-    in_use_by           jsonb NOT NULL DEFAULT '{}'
+    in_use_by           jsonb NOT NULL DEFAULT '{}',
+    -- the generation a forced teardown set (it waits for no party)
+    forced_generation   bigint
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);

@@ -23,7 +23,9 @@ CREATE TABLE resources (
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL,
     -- who uses the resource: party URI -> client, registered_at, expires_at
-    in_use_by           TEXT NOT NULL DEFAULT '{}'
+    in_use_by           TEXT NOT NULL DEFAULT '{}',
+    -- the generation a forced teardown set (it waits for no party)
+    forced_generation   INTEGER
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);

@@ -21,13 +21,13 @@ SELECT count(*) FROM made
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE id = %s
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE idempotency_key = %s
 
 -- name: write
@@ -47,7 +47,7 @@ WITH moved AS (
         claim_token = CASE WHEN %(keeps_claim)s THEN claim_token END,
         claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by END,
         claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at END,
-        in_use_by = coalesce(%(in_use_by)s, in_use_by)
+        in_use_by = coalesce(%(in_use_by)s, in_use_by), forced_generation = coalesce(%(forced)s, forced_generation)
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
@@ -105,7 +105,7 @@ RETURNING seq
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources
 WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
@@ -223,7 +223,7 @@ WHERE id = %s AND claim_token = %s
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) ORDER BY deadline LIMIT %s
 
 -- name: next_wakeup
@@ -305,7 +305,7 @@ FROM due
 WHERE r.id = due.id
 RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, due.takeover
+          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation, due.takeover
 
 -- name: listen_work
 -- The channel migration 3's triggers notify whenever work becomes due.

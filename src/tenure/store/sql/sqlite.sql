@@ -18,7 +18,8 @@ SET state = ?1, version = ?2, data = coalesce(?3, data), error = ?4,
     attempts = CASE WHEN ?13 THEN attempts ELSE ?5 END, entered_at = ?6, next_attempt_at = ?7, deadline = ?8,
     desired_state = ?9, generation = ?10, observed_generation = ?11, updated_at = ?12,
     claim_token = CASE WHEN ?13 THEN claim_token END, claimed_by = CASE WHEN ?13 THEN claimed_by END,
-    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END, in_use_by = coalesce(?18, in_use_by)
+    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END, in_use_by = coalesce(?18, in_use_by),
+    forced_generation = coalesce(?19, forced_generation)
 WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17)
 
 -- name: drop_use
@@ -38,19 +39,19 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE id = ?
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE idempotency_key = ?
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources
 WHERE (:kind IS NULL OR kind = :kind)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
@@ -152,7 +153,7 @@ WHERE id = ? AND claim_token = ?
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT value FROM json_each(?)) ORDER BY deadline LIMIT ?
 
 -- name: next_wakeup
@@ -236,7 +237,7 @@ UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, c
 WHERE id = ?
 RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation
 
 -- === desired state ===
 
