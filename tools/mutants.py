@@ -37,9 +37,14 @@ POSTGRES_SQL = "src/tenure/store/sql/postgres.sql"
 FLOW_ENGINE = "src/tenure/flow/engine.py"
 SERVICE_RESOURCES = "src/tenure/service/resources.py"
 STORE_RESOURCES = "src/tenure/store/resources.py"
+STORE_MODEL = "src/tenure/store/model.py"
+STORE_USES = "src/tenure/store/uses.py"
+STORE_SHARING = "src/tenure/store/sharing.py"
+STORE_CLAIMS = "src/tenure/store/claims.py"
 
 CLAIMS = "tests/integration/test_claims.py"
-INTERESTS = "tests/integration/test_interests.py"
+USES = "tests/integration/test_uses.py"
+SHARING_ENGINE = "tests/integration/engine/test_sharing_engine.py"
 CONTRACT = "tests/integration/test_store_contract.py"
 RETRIES = "tests/integration/engine/test_worker_retries.py"
 SERVICE = "tests/integration/service/test_resources.py"
@@ -155,8 +160,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "if-match-stale-desired",
         SERVICE_RESOURCES,
-        "store.set_desired_state(resource_id, body.desired_state, expected_version=pinned,",
-        "store.set_desired_state(resource_id, body.desired_state, expected_version=None,",
+        "resource_id, body.desired_state, expected_version=pinned, actor=caller.client, client=caller.client",
+        "resource_id, body.desired_state, expected_version=None, actor=caller.client, client=caller.client",
         _in("sqlite", f"{SERVICE}::test_set_desired_state_with_a_stale_if_match_is_412"),
     ),
     # 7. The takeover budget: taking over a dead holder's claim counts its attempt.
@@ -182,34 +187,49 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         _in("sqlite", f"{CONTRACT}::test_same_idempotency_key_with_another_spec_is_refused"),
     ),
-    # 9. An expired interest no longer counts: neither in a resource's interests nor against another party.
+    # 9. Sharing: an expired use no longer counts; a live one holds the teardown; a step's write is planned
+    #    again when only uses changed under it.
     Mutation(
-        "interests-of-expiry-sqlite",
-        SQLITE_SQL,
-        "WHERE resource_id = ? AND expires_at > ?",
-        "WHERE resource_id = ? AND (expires_at > ? OR TRUE)",
-        _in("sqlite", f"{INTERESTS}::test_an_expired_interest_no_longer_counts_and_registering_again_starts_anew"),
+        "use-expiry",
+        STORE_MODEL,
+        "return self.expires_at > now",
+        "return True",
+        _in("sqlite", f"{USES}::test_an_expired_use_no_longer_counts_and_registering_again_starts_anew"),
     ),
     Mutation(
-        "interests-of-expiry-postgres",
-        POSTGRES_SQL,
-        "WHERE resource_id = %s AND expires_at > %s",
-        "WHERE resource_id = %s AND (expires_at > %s OR TRUE)",
-        _in("postgres", f"{INTERESTS}::test_an_expired_interest_no_longer_counts_and_registering_again_starts_anew"),
+        "teardown-event-in-use",
+        STORE_USES,
+        "raise InUse(resource_id=resource.id, event=event, parties=sorted(live))",
+        "return",
+        _in("sqlite", f"{USES}::test_the_teardown_event_fired_while_a_use_is_live_is_refused_and_nothing_written"),
     ),
     Mutation(
-        "other-party-expiry-sqlite",
-        SQLITE_SQL,
-        "party <> ? AND expires_at > ?",
-        "party <> ? AND (expires_at > ? OR TRUE)",
-        _in("sqlite", f"{INTERESTS}::test_a_resource_that_is_not_sharable_takes_one_party_at_a_time"),
+        "teardown-wish-held",
+        STORE_USES,
+        "and any(u.expires_at > now for u in resource.in_use_by.values())",
+        "and False",
+        _in("sqlite", f"{USES}::test_a_teardown_wish_waits_for_live_parties_and_is_not_due"),
     ),
     Mutation(
-        "other-party-expiry-postgres",
-        POSTGRES_SQL,
-        "party <> %s AND expires_at > %s",
-        "party <> %s AND (expires_at > %s OR TRUE)",
-        _in("postgres", f"{INTERESTS}::test_a_resource_that_is_not_sharable_takes_one_party_at_a_time"),
+        "last-release-starts-teardown",
+        STORE_SHARING,
+        "if sharing is None or not teardown_wished(kind, after) or held(kind, after, now):",
+        "if True:",
+        _in("sqlite", f"{USES}::test_the_last_release_starts_teardown_in_the_same_write"),
+    ),
+    Mutation(
+        "use-owner",
+        STORE_SHARING,
+        "if use.client != client and not admin:",
+        "if False:",
+        _in("sqlite", f"{USES}::test_only_the_registering_client_or_an_admin_may_renew_or_release"),
+    ),
+    Mutation(
+        "rebase-on-uses",
+        STORE_CLAIMS,
+        "_REBASES = 5",
+        "_REBASES = 0",
+        _in("sqlite", f"{SHARING_ENGINE}::test_a_use_registered_while_a_step_runs_does_not_cost_the_step_its_work"),
     ),
 )
 
