@@ -9,12 +9,13 @@ step its work.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from tenure import Worker, open_store
+from tenure import TeardownStarted, Worker, open_store
+from tenure.engine.deliveries import Deliverer
 from tenure.engine.flows import flow_step
 from tenure.engine.steps import Steps
 from tenure.kinds.deployment import MemoryPlatform, deployment, deployment_steps
@@ -22,6 +23,7 @@ from tenure.store.protocol import EngineStore
 from tenure.store.sharing import EXPIRED_EVENT
 from tenure.store.uses import UsePolicy
 from tests.store_support import FakeClock, all_journal
+from tests.support.webhooks import Receiver, settle, subscriptions_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,7 +123,8 @@ def test_a_client_that_dies_without_releasing_lets_the_teardown_go_when_its_use_
     worker.run_until_idle()
     r = shared.get(rid)
     assert (r.state, dict(r.in_use_by)) == ("undeployed", {})
-    assert platform.running == {} and platform.endpoints == {}
+    assert platform.running == {}
+    assert platform.endpoints == {}
     # The sweep that found the last use expired fired the teardown itself: one write, not two.
     teardown = next(e for e in all_journal(shared, rid) if e.event == "undeploy")
     assert (teardown.from_state, teardown.to_state, teardown.actor) == ("deployed", "undeploying", "engine")
@@ -160,8 +163,10 @@ def test_an_undeploy_that_fails_reverts_and_leaves_the_deployment_running(
     worker.run_until_idle()
     r = shared.get(rid)
     assert r.state == "deployed"
-    assert platform.running and platform.endpoints  # the service runs again, as before the undeploy
-    assert r.error is not None and "came back to state 'deployed'" in r.error
+    assert platform.running
+    assert platform.endpoints
+    assert r.error is not None
+    assert "came back to state 'deployed'" in r.error
 
 
 def test_a_use_registered_while_a_step_runs_does_not_cost_the_step_its_work(
@@ -228,18 +233,45 @@ def test_a_renewal_racing_the_expiry_sweep_either_keeps_the_use_or_ends_it_never
     shared.use(rid, CI, client="ci")
     shared.set_desired_state(rid, "undeployed", client="creator")
     clock.advance(10 * MINUTE)
-    sweep: Callable[[], object] = worker.run_until_idle
-    renew: Callable[[], object] = lambda: shared.use(rid, CI, client="ci")  # noqa: E731
-    first, second = (renew, sweep) if renew_first else (sweep, renew)
-    first()
-    try:
-        second()
-    except Exception as exc:  # the renewal after teardown started is refused: the use had ended
-        assert type(exc).__name__ == "TeardownStarted"
-        assert not renew_first
+    if renew_first:
+        shared.use(rid, CI, client="ci")
+        worker.run_until_idle()
+    else:
+        worker.run_until_idle()
+        with pytest.raises(TeardownStarted):  # the use had ended and teardown started: too late to renew
+            shared.use(rid, CI, client="ci")
     worker.run_until_idle()
     r = shared.get(rid)
     if renew_first:
         assert (r.state, list(r.in_use_by)) == ("deployed", [CI])
     else:
         assert (r.state, dict(r.in_use_by)) == ("undeployed", {})
+
+
+def test_force_and_expiry_reach_subscribers_and_no_subscriber_holds_a_teardown(
+    shared: EngineStore, worker: Worker, clock: FakeClock
+) -> None:
+    rid = deployed(shared, worker)
+    other = deployed(shared, worker)
+    with Receiver() as receiver:
+        sub = subscriptions_of(shared).create(receiver.url, kind="deployment", created_by="watcher")
+        shared.use(rid, CI, client="ci")
+        shared.force_teardown(rid, actor="ops", reason="maintenance")
+        shared.use(other, QA, client="qa")
+        clock.advance(10 * MINUTE)
+        worker.run_until_idle()  # the expiry sweep; the undeploy flow of the forced one
+        settle(shared)
+        deliverer = Deliverer(shared, rand=lambda: 1.0)
+        try:
+            deliverer.run_until_idle()
+        finally:
+            deliverer.stop(timeout=5)
+        told = [(r.json["resourceId"], r.json["event"], r.json["detail"]) for r in receiver.accepted]
+    forced = [detail for resource, event, detail in told if resource == rid and event == "undeploy"]
+    assert len(forced) == 1
+    assert forced[0]["forced"] is True
+    assert forced[0]["reason"] == "maintenance"
+    assert list(forced[0]["parties"]) == [CI]
+    assert (other, EXPIRED_EVENT, {"uses": {QA: "expired"}}) in told
+    assert shared.get(rid).state == "undeployed"
+    assert all(r.headers["tenure-subscription"] == sub.id for r in receiver.accepted)
