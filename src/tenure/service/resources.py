@@ -28,6 +28,7 @@ from tenure.service.models import (
     ResourcePage,
     WaitOut,
 )
+from tenure.service.pages import PAGE_BYTES, PageBudget
 from tenure.service.problems import (
     ETAG_HEADER,
     INVALID_IF_MATCH,
@@ -67,7 +68,8 @@ _ETAG = re.compile(r'(W/)?"(\d{1,18})"')
 _NEVER = 0
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 #: The most one page of resources carries, as JSON (the last resource that fits ends it).
-PAGE_BYTES = 4 * 1024 * 1024
+
+
 #: Resources read from the store per query while filling a page.
 _READ_AT_ONCE = 50
 #: The longest Idempotency-Key the store keeps (it takes 1 to 255 characters).
@@ -256,7 +258,7 @@ def list_resources(
     if party is not None:
         filters["party"] = party
     items: list[ResourceOut] = []
-    used = 0
+    budget = PageBudget()
     cursor = after
     nxt: str | None = None
     while True:
@@ -264,12 +266,10 @@ def list_resources(
         page = store.list(kind=kind, state=state, after=cursor, limit=min(limit - len(items), _READ_AT_ONCE), **filters)
         for r in page.items:
             out = represent(store, r)
-            size = len(out.model_dump_json())
-            if items and used + size > PAGE_BYTES:
+            if not budget.fits(out):
                 nxt = items[-1].id
                 break
             items.append(out)
-            used += size
         else:
             cursor = page.next_after
             if cursor is not None and len(items) < limit:
@@ -375,6 +375,11 @@ def set_desired_state(
     "/{resource_id}/journal",
     response_model=JournalPage,
     summary="A resource's history, oldest first",
+    description=(
+        f"A page holds at most `limit` entries and at most {PAGE_BYTES // (1024 * 1024)} MiB of them as "
+        "JSON: a page that would grow past that ends early, and `nextAfterVersion` continues after its "
+        "last entry."
+    ),
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 def read_journal(
@@ -386,8 +391,14 @@ def read_journal(
 ) -> JournalPage:
     fetch(store, resource_id)
     entries = store.journal(resource_id, after_version=after_version, limit=limit)
-    nxt = entries[-1].version if len(entries) == limit else None
-    return JournalPage(items=[JournalOut.of(j) for j in entries], next_after_version=nxt)
+    items: list[JournalOut] = []
+    budget = PageBudget()
+    for entry in entries:
+        out = JournalOut.of(entry)
+        if not budget.fits(out):
+            return JournalPage(items=items, next_after_version=items[-1].version)
+        items.append(out)
+    return JournalPage(items=items, next_after_version=entries[-1].version if len(entries) == limit else None)
 
 
 @router.get(

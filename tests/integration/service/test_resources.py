@@ -517,6 +517,22 @@ def test_a_resource_bigger_than_the_page_budget_comes_alone(live: Live) -> None:
     assert ([i["id"] for i in second["items"]], second["next"]) == ([small], None)
 
 
+def test_a_page_of_big_journal_entries_ends_at_the_byte_budget_and_next_continues(live: Live) -> None:
+    r = live.store.create("job", {})
+    for event in ("request", "callback", "retry", "request", "callback", "retry"):
+        r = live.store.fire(r, event, detail={"pad": event * (1_000_000 // len(event))})  # about 1 MB each
+
+    url = f"/v1/resources/{r.id}/journal?limit=1000"
+    first = live.reader.get(url)
+    assert first.status_code == 200, first.text[:300]
+    body = first.json()
+    assert [e["version"] for e in body["items"]] == [1, 2, 3, 4, 5]  # the sixth megabyte would not fit
+    assert body["nextAfterVersion"] == 5
+    assert len(first.content) <= PAGE_BUDGET + 1024
+    rest = live.reader.get(url + "&afterVersion=5").json()
+    assert ([e["version"] for e in rest["items"]], rest["nextAfterVersion"]) == ([6, 7], None)
+
+
 def test_the_list_documents_its_page_byte_budget(live: Live) -> None:
     operation = live.reader.get("/openapi.json").json()["paths"]["/v1/resources"]["get"]
     assert "4 MiB" in operation["description"]
