@@ -1,16 +1,17 @@
 """Kinds used only by the store tests, next to the built-in ``image`` kind.
 
 ``job`` starts in a *work* state (so creation schedules it), has a *wait* state with a deadline and a
-guarded event, which the ``image`` kind does not have.
+guarded event, which the ``image`` kind does not have. ``share`` declares sharing: parties use it
+while it is ``ready`` (or ``paused``), and its ``teardown`` waits for the last one.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tenure.machine import ANY, Event, Kind, Role, State, Subject
+from tenure.machine import ANY, Event, Kind, Role, Sharing, State, Subject
 
-__all__ = ["JOB_WAIT", "approved", "job", "ticket_kind"]
+__all__ = ["JOB_WAIT", "approved", "job", "share", "ticket_kind"]
 
 #: The deadline of the job kind's wait state.
 JOB_WAIT = timedelta(minutes=10)
@@ -39,6 +40,26 @@ job = Kind(
         Event("expire", "waiting", "expired"),
         Event("cancel", ANY, "expired"),
     ],
+)
+
+
+#: A resource several parties use: ``teardown`` fires only when none of them still uses it.
+share = Kind(
+    "share",
+    initial="ready",
+    states=[
+        State("ready", 1, Role.REST),
+        State("paused", 2, Role.REST),
+        State("tearing", 3, Role.WORK),
+        State("gone", 9, Role.FINAL),
+    ],
+    events=[
+        Event("pause", "ready", "paused"),
+        Event("resume", "paused", "ready"),
+        Event("teardown", ["ready", "paused"], "tearing"),
+        Event("finish", "tearing", "gone"),
+    ],
+    sharing=Sharing(teardown="teardown", torn_down="gone", usable=["ready", "paused"]),
 )
 
 
