@@ -33,10 +33,10 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/tenure migrate
 	$(BIN)/tenure demo
 
-## The whole check: lint, types, and every test (PostgreSQL tests skip if no server, unless
+## The whole check: lint, types, and every test on two processes (PostgreSQL tests skip if no server, unless
 ## TENURE_REQUIRE_POSTGRES=1).
 test: lint types
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench tools
