@@ -564,7 +564,7 @@ class PlainPGCTEWorker(PlainPGWorker):
                 "generation": 1, "observed_generation": 0, "now": now, "keeps_claim": False, "id": rid,
                 "expected_version": version, "source": state, "token": None, "event": NEXT_EVENT[state],
                 "actor": None, "detail": empty, "wait_hash": None, "wait_keys": None, "wait_rules": None,
-                "carries_waits": False, "settle": [], "result": "",
+                "carries_waits": False, "settle": [], "result": "", "in_use_by": None, "forced": None,
             }  # fmt: skip
             if execute(PG_CTE, params).fetchone() is None:
                 raise LostRace(rid)
