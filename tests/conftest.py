@@ -34,6 +34,20 @@ PG_ADMIN_URL = os.environ.get("TENURE_TEST_PG_ADMIN_URL", "postgresql://postgres
 #: The kinds every ``store`` fixture knows.
 KINDS: tuple[Kind, ...] = (image, job)
 
+# The shell that runs the tests may point tenure at a server, a database or tokens of its own (the
+# quickstart exports TENURE_SERVER): the tests' commands and servers must not inherit them.
+for _name in (
+    "TENURE_AUTH",
+    "TENURE_CONFIG",
+    "TENURE_DATABASE_URL",
+    "TENURE_PUBLIC_URL",
+    "TENURE_SERVER",
+    "TENURE_TOKEN",
+    "TENURE_TOKENS",
+    "TENURE_TOKEN_FILE",
+):
+    os.environ.pop(_name, None)
+
 
 def _require_postgres() -> bool:
     return os.environ.get("TENURE_REQUIRE_POSTGRES", "").strip() == "1"
