@@ -41,9 +41,10 @@ from typing import Any, Protocol
 import httpx
 
 from tenure.clock import Clock
+from tenure.engine.guard import RoundGuard
 from tenure.engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
 from tenure.engine.worker import default_worker_name
-from tenure.errors import InvalidArgument, StoreUnavailable, TenureError
+from tenure.errors import InvalidArgument, TenureError
 from tenure.machine import Backoff, Kind
 from tenure.store.database import Database
 from tenure.store.feed import Change, Changes
@@ -215,26 +216,12 @@ class Deliverer:
         poll = self._poll_interval if self._poll_interval is not None else (5.0 if slow else 1.0)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"tenure-{self.name}")
         log.info("deliverer %s started, %d subscriptions at once", self.name, self.concurrency)
-        pause = 0.05
+        guard = RoundGuard(f"deliverer {self.name}", self.stats, self._stopping, log)
         try:
             while not self._stopping.is_set():
                 seen = self.store.changed.seq
-                try:
-                    full = self._round(pool)
-                    pause = 0.05
-                except (StoreUnavailable, OSError) as exc:
-                    self.stats.store_errors += 1
-                    log.warning("deliverer %s: store unavailable (%s); retrying in %.2fs", self.name, exc, pause)
-                    self._stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
-                    continue
-                except Exception:
-                    self.stats.engine_errors += 1
-                    log.exception("deliverer %s: unexpected error; retrying in %.2fs", self.name, pause)
-                    self._stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
-                    continue
-                if not full:
+                full = guard.run(lambda: self._round(pool))
+                if full is False:
                     self.store.changed.wait(seen, _BUSY_POLL if self._inflight else self._sleep(poll))
         finally:
             pool.shutdown(wait=True)

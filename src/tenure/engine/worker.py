@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from tenure.engine.apply import OutcomeWriter, call_step
+from tenure.engine.guard import RoundGuard
 from tenure.engine.heartbeat import InFlight
 from tenure.engine.logs import about, log
 from tenure.engine.outcome import Fail
@@ -145,27 +146,12 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat_loop, name=f"tenure-heartbeat-{self.name}", daemon=True)
         beat.start()
         log.info("worker %s started: %d steps, concurrency %d", self.name, len(self.steps), self.concurrency)
-        pause = 0.05
+        guard = RoundGuard(f"worker {self.name}", self.stats, self._stopping, log)
         try:
             while not self._stopping.is_set():
                 seen = self.store.signal.seq
-                try:
-                    sleep = self._round()
-                    pause = 0.05
-                except (StoreUnavailable, OSError) as exc:
-                    self.stats.store_errors += 1
-                    log.warning("worker %s: store unavailable (%s); retrying in %.2fs", self.name, exc, pause)
-                    self._stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
-                    continue
-                except Exception:
-                    # A bug must not kill the worker silently: say so, back off, and go on.
-                    self.stats.engine_errors += 1
-                    log.exception("worker %s: unexpected error in its loop; retrying in %.2fs", self.name, pause)
-                    self._stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
-                    continue
-                if sleep > 0:
+                sleep = guard.run(self._round)
+                if sleep is not None and sleep > 0:
                     self.store.signal.wait(seen, sleep)
         finally:
             self._drain()
