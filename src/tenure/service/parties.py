@@ -270,8 +270,6 @@ def put_party(
     request.state.resource_id = resource_id
     check_party(party)
     ttl = _ttl(store, body.ttl_seconds if body is not None else None, "ttlSeconds")
-    before = fetch(store, resource_id)
-    prior = _live(store, before).get(party)
     try:
         r = store.use(
             resource_id,
@@ -287,8 +285,9 @@ def put_party(
     request.state.resource = r
     use = r.in_use_by[party]
     response.headers["ETag"] = etag(r)
-    # A use registered anew (first time, or after the last one expired) starts now; a renewal keeps its start.
-    if prior is None or prior.registered_at != use.registered_at:
+    # A use registered anew (first time, or after the last one expired) starts with the write that made it;
+    # a renewal keeps the start of an earlier write. The answer tells them apart without reading first.
+    if use.registered_at == r.updated_at:
         response.status_code = 201
         response.headers["Location"] = f"/v1/resources/{r.id}/parties/{quote(party, safe='')}"
     return PartyOut.of(party, use)

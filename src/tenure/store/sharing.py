@@ -22,7 +22,7 @@ from tenure.machine import Kind, Role
 from tenure.machine.graph import next_hop
 from tenure.rules import refuse_nul
 from tenure.store.database import Database
-from tenure.store.desired import DESIRED_EVENT
+from tenure.store.desired import DESIRED_EVENT, desire_pending
 from tenure.store.model import Resource, Use
 from tenure.store.uses import UsePolicy, check_party, held, refuse_registration, teardown_wished
 from tenure.store.write import Write, plan_desired, plan_fire
@@ -203,8 +203,7 @@ def _due(kind: Kind, write: Write, now: datetime) -> Write:
     """A resting resource with somewhere to go is due for the reconcile, unless parties hold it back."""
     after = write.after
     if kind.state(after.state).role is Role.REST and after.desired_state is not None:
-        pending = after.generation > after.observed_generation and after.desired_state != after.state
-        due = pending and not held(kind, after, now)
+        due = desire_pending(after) and not held(kind, after, now)
         write.after = dataclasses.replace(after, next_attempt_at=now if due else None)
     return write
 
