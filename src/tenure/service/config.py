@@ -64,6 +64,8 @@ class Scope(enum.StrEnum):
     ADMIN = "admin"
     #: Post callbacks on behalf of external provisioners and data planes.
     CALLBACK = "callback"
+    #: Send data-plane signals (prepare, start, suspend, terminate): what a control plane holds.
+    SIGNAL = "signal"
 
 
 _IMPLIES: Mapping[Scope, frozenset[Scope]] = {
@@ -71,6 +73,7 @@ _IMPLIES: Mapping[Scope, frozenset[Scope]] = {
     Scope.WRITE: frozenset({Scope.WRITE, Scope.READ}),
     Scope.ADMIN: frozenset(Scope),
     Scope.CALLBACK: frozenset({Scope.CALLBACK}),
+    Scope.SIGNAL: frozenset({Scope.SIGNAL}),
 }
 
 
@@ -111,7 +114,7 @@ class ClientToken:
                 allowed = ", ".join(s.value for s in Scope)
                 raise ConfigError(f"client {client!r} has unknown scope {raw!r}; scopes are {allowed}") from None
         if not granted:
-            raise ConfigError(f"client {client!r} has no scopes; give at least one of read, write, admin, callback")
+            raise ConfigError(f"client {client!r} has no scopes; give at least one of read, write, admin, callback, signal")
         return cls(client, _digest(token), frozenset(granted))
 
 
