@@ -249,9 +249,11 @@ class DuplicateKind(KindError):
 
     default_message = "duplicate kind"
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, version: int | None = None) -> None:
         self.kind = kind
-        super().__init__(f"a different kind named {kind!r} is already registered with this store")
+        self.version = version
+        which = f"{kind!r}" if version is None else f"{kind!r} version {version}"
+        super().__init__(f"a different kind named {which} is already registered with this store")
 
 
 class ModuleNotImportable(KindError):
@@ -286,10 +288,15 @@ class UnknownKind(KindError):
 
     default_message = "unknown kind"
 
-    def __init__(self, kind: str, known: Sequence[str]) -> None:
+    def __init__(self, kind: str, known: Sequence[str], *, version: int | None = None) -> None:
         self.kind = kind
         self.known = tuple(known)
-        super().__init__(f"unknown kind {kind!r}; known kinds: {_names(self.known)}")
+        self.version = version
+        if version is None:
+            super().__init__(f"unknown kind {kind!r}; known kinds: {_names(self.known)}")
+        else:
+            loaded = ", ".join(str(v) for v in self.known) or "none"
+            super().__init__(f"version {version} of kind {kind!r} is not loaded; loaded versions: {loaded}")
 
 
 class UnknownState(KindError):

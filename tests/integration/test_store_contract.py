@@ -606,7 +606,7 @@ def test_journal_entries_and_resources_serialise_to_json(store: EngineStore, clo
         "id", "kind", "state", "version", "spec", "data", "desired_state", "generation", "observed_generation",
         "sharable", "error", "attempts", "entered_at", "next_attempt_at", "deadline", "claimed_by",
         "claim_expires_at", "idempotency_key", "created_at", "updated_at", "in_use_by",
-        "forced_generation",
+        "forced_generation", "kind_version",
     }  # fmt: skip
     assert "claim_token" not in doc
     assert (doc["id"], doc["kind"], doc["state"], doc["version"]) == (r.id, "job", "waiting", 2)

@@ -66,7 +66,7 @@ from tenure.errors import (
 #: One sample per error class: the keyword arguments it is built from, which are also its facts.
 SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     InvalidKind: {"kind": "shop", "problems": ("state 'x' is unreachable", "duplicate state code 3")},
-    UnknownKind: {"kind": "ghost", "known": ("image", "volume")},
+    UnknownKind: {"kind": "ghost", "known": ("image", "volume"), "version": None},
     UnknownState: {"kind": "image", "state": "flying", "known": ("queued", "active")},
     UnknownEvent: {"kind": "image", "event": "fly", "known": ("upload", "delete")},
     TransitionNotAllowed: {
@@ -104,7 +104,7 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     TeardownStarted: {"resource_id": "r1", "state": "undeploying", "usable": ("deployed",)},
     UseNotYours: {"resource_id": "r1", "party": "tag:a,2026:x", "owner": "ci", "client": "bob"},
     AlreadyExists: {"what": "resource", "key": "r-1"},
-    DuplicateKind: {"kind": "image"},
+    DuplicateKind: {"kind": "image", "version": None},
     ModuleNotImportable: {"module": "mypkg.kinds", "reason": "No module named 'mypkg'", "what": "steps"},
     NoKindFound: {"module": "mypkg.kinds", "name": "volume"},
     InvalidUsage: {"problem": "give --server or --database, not both"},

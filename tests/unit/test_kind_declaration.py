@@ -214,7 +214,9 @@ def test_describe_is_complete() -> None:
             "max_attempts",
             "events",
             "description",
+            "deprecated",
         }
+        assert entry["deprecated"] is state.deprecated
         assert entry["on_failure"] == state.on_failure
         assert entry["max_attempts"] == (state.backoff.max_attempts if state.role is Role.WORK else None)
         assert entry["code"] == state.code
@@ -230,7 +232,8 @@ def test_describe_is_complete() -> None:
 
     assert len(d["events"]) == len(kind.events)
     for entry, event in zip(d["events"], kind.events, strict=True):
-        assert set(entry) == {"name", "sources", "target", "guarded", "description"}
+        assert set(entry) == {"name", "sources", "target", "guarded", "engine_only", "description"}
+        assert entry["engine_only"] is (event.name in kind.engine_events)
         assert entry["name"] == event.name
         assert entry["target"] == event.target
         assert entry["guarded"] is (event.guard is not None)

@@ -303,7 +303,7 @@ def _resource(r: Resource, store: Store) -> Json:
     from tenure.service.models import ResourceOut
 
     # With its kind and the store's clock: live uses and the teardown summary, as the API shows them.
-    return ResourceOut.of(r, store.kinds.get(r.kind), store.now()).model_dump(mode="json", by_alias=True)
+    return ResourceOut.seen_in(store, r).model_dump(mode="json", by_alias=True)
 
 
 # --- choosing one --------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def _replay_matches(store: Store, resource: Resource) -> bool:
     """Replaying the journal through the kind gives the row's state and version."""
     from tenure.store import CREATE_EVENT
 
-    kind = store.kind(resource.kind)
+    kind = store.kind_of(resource)
     state, version = None, 0
     for entry in store.journal(resource.id):
         if entry.event == CREATE_EVENT:

@@ -200,7 +200,7 @@ def teardown(
 
             store = _store(backend)
             r = store.force_teardown(resource_id, actor=LOCAL_CLIENT, reason=reason)
-            forced = ResourceOut.of(r, store.kinds.get(r.kind), store.now()).model_dump(mode="json", by_alias=True)
+            forced = ResourceOut.seen_in(store, r).model_dump(mode="json", by_alias=True)
     if as_json:
         _print_json(forced)
         return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from tenure.errors import InUse, TransitionNotAllowed
+from tenure.errors import InUse, TransitionNotAllowed, UnknownKind
 from tenure.machine import Kind, Role
 from tenure.machine.graph import next_hop
 from tenure.rules import error_text
@@ -54,8 +54,11 @@ class Reconciler:
 
     def handles(self, resource: Resource) -> bool:
         """Whether ``resource`` rests, so that a claim on it is the reconcile's."""
-        kind = self.store.kinds.get(resource.kind)
-        return kind is not None and kind.has_state(resource.state) and kind.state(resource.state).role is Role.REST
+        try:
+            kind = self.store.kind_of(resource)
+        except UnknownKind:
+            return False
+        return kind.has_state(resource.state) and kind.state(resource.state).role is Role.REST
 
     def reconcile(self, claim: Claim) -> Reconciled:
         """Take one step towards the claimed resource's desired state (raises ClaimLost if it moved on)."""
@@ -68,7 +71,7 @@ class Reconciler:
         assert desired is not None
         if r.state in store.reconcile_hops(r.id, r.generation):
             return self._give_up(claim, f"the resource came back to state {r.state!r}")
-        kind = store.kind(r.kind)
+        kind = store.kind_of(r)
         event = next_hop(kind, r.state, desired)
         if event is None:
             return self._give_up(claim, f"it cannot be reached from state {r.state!r}")

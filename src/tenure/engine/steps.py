@@ -111,10 +111,15 @@ class Registered:
 
 
 class Steps:
-    """The steps a worker can run, one per (kind, work state)."""
+    """The steps a worker can run, one per (kind, version of the kind, state).
+
+    Most steps run in work states. A rest state may have a step as well, when leaving it takes work
+    (telling a data plane to suspend, say): it runs only while a desired state asks the resource to
+    leave, in place of the plain event the engine would otherwise fire towards it.
+    """
 
     def __init__(self, entries: Iterable[Registered] = ()) -> None:
-        self._by_key: dict[tuple[str, str], Registered] = {}
+        self._by_key: dict[tuple[str, int, str], Registered] = {}
         for e in entries:
             self._put(e)
 
@@ -127,7 +132,10 @@ class Steps:
         retry_on: Iterable[type[BaseException]] = (Exception,),
         fatal_on: Iterable[type[BaseException]] = (),
     ) -> None:
-        """Run ``step`` for resources of ``kind`` in ``state`` (a work state with ``on_failure``).
+        """Run ``step`` for resources of ``kind`` (this version of it) in ``state``.
+
+        ``state`` is a work state, or a rest state whose leaving takes work; either declares
+        ``on_failure``.
 
         Exceptions the step raises are retried when they match ``retry_on`` (everything, by default)
         and not ``fatal_on``; :class:`~tenure.engine.outcome.Fatal` is always fatal.
@@ -152,10 +160,10 @@ class Steps:
 
     def _put(self, entry: Registered) -> None:
         problems = _problems(entry)
-        key = (entry.kind.name, entry.state)
+        key = (entry.kind.name, entry.kind.version, entry.state)
         existing = self._by_key.get(key)
         if existing is not None and existing.step is not entry.step:
-            problems.append(f"{entry.kind.name}/{entry.state} already runs step {existing.name}")
+            problems.append(f"{_label(entry.kind)}/{entry.state} already runs step {existing.name}")
         if problems:
             raise InvalidSteps(problems)
         self._by_key[key] = entry
@@ -167,16 +175,35 @@ class Steps:
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def get(self, kind: str, state: str) -> Registered | None:
-        return self._by_key.get((kind, state))
+    def get(self, kind: str, state: str, version: int = 1) -> Registered | None:
+        """The step for resources of version ``version`` of ``kind`` in ``state`` (None: there is none)."""
+        return self._by_key.get((kind, version, state))
+
+    def of(self, resource: Resource) -> Registered | None:
+        """The step for ``resource`` where it is now, on the version of its kind it lives on."""
+        return self._by_key.get((resource.kind, resource.kind_version, resource.state))
 
     def due(self) -> list[tuple[str, str]]:
-        """The (kind, state) pairs these steps cover."""
-        return sorted(self._by_key)
+        """The (kind, state) pairs these steps cover, whatever the version."""
+        return sorted({(name, state) for name, _, state in self._by_key})
 
     @property
     def kinds(self) -> Mapping[str, Kind]:
-        return {e.kind.name: e.kind for e in self._by_key.values()}
+        """The newest version of each kind these steps serve, by name."""
+        newest: dict[str, Kind] = {}
+        for e in self._by_key.values():
+            if e.kind.name not in newest or newest[e.kind.name].version < e.kind.version:
+                newest[e.kind.name] = e.kind
+        return newest
+
+    @property
+    def all_kinds(self) -> tuple[Kind, ...]:
+        """Every kind these steps serve, each version of each."""
+        return tuple({id(e.kind): e.kind for e in self._by_key.values()}.values())
+
+
+def _label(kind: Kind) -> str:
+    return kind.name if kind.version == 1 else f"{kind.name}@{kind.version}"
 
 
 def _problems(entry: Registered) -> list[str]:
@@ -186,8 +213,8 @@ def _problems(entry: Registered) -> list[str]:
         return [f"kind {kind.name!r} has no state {name!r} (states: {known})"]
     state = kind.state(name)
     problems = []
-    if state.role is not Role.WORK:
-        problems.append(f"{kind.name}/{name} is a {state.role.value} state; steps run only in work states")
+    if state.role not in (Role.WORK, Role.REST):
+        problems.append(f"{kind.name}/{name} is a {state.role.value} state; steps run only in work and rest states")
     elif state.on_failure is None:
         problems.append(
             f"{kind.name}/{name} declares no on_failure event; a step needs one to fire when it fails for good"

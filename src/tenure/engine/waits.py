@@ -121,7 +121,7 @@ class WaitSettler:
         return fired
 
     def _expire(self, r: Resource) -> int:
-        state = self.store.kind(r.kind).state(r.state)
+        state = self.store.kind_of(r).state(r.state)
         if state.role is not Role.WAIT or state.on_deadline is None:
             return 0
         data = None

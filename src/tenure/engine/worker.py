@@ -43,7 +43,9 @@ from tenure.errors import (
     StoreUnavailable,
     TenureError,
 )
+from tenure.machine import Role
 from tenure.store.claims import Claim
+from tenure.store.desired import desire_pending
 from tenure.store.protocol import EngineStore
 
 __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
@@ -86,7 +88,7 @@ class Worker:
         # What step code gets: the few things a step may do with the store, not the store itself.
         self._step_store = StepStoreView(store)
         self.steps = steps
-        for kind in steps.kinds.values():
+        for kind in steps.all_kinds:
             store.register(kind)
         self.name = name or default_worker_name()
         self.concurrency = concurrency
@@ -249,7 +251,7 @@ class Worker:
             claim=claim,
             attempt=r.attempts + 1,
             store=self._step_store,
-            kind=self.store.kind(r.kind),
+            kind=self.store.kind_of(r),
             now=self.store.now,
         )
         self._inflight.add(claim, ctx)
@@ -262,7 +264,11 @@ class Worker:
     def _run(self, claim: Claim, ctx: StepContext) -> None:
         r = claim.resource
         try:
-            reg = self.steps.get(r.kind, r.state)
+            reg = self.steps.of(r)
+            if reg is not None and ctx.kind.state(r.state).role is Role.REST and not desire_pending(r):
+                # A rest state's step runs only to leave it as a desired state asks; the wish is gone.
+                self.store.release_idle(claim)
+                return
             if reg is None and not ctx.lost.is_set() and self._reconciler.handles(r):
                 done = self._reconciler.reconcile(claim)
                 self.stats.reconciled += done is Reconciled.MOVED
@@ -309,7 +315,7 @@ class Worker:
             # attempt, so that it backs off and ends in the failure event instead of looping.
             self.stats.engine_errors += 1
             log.exception("worker %s: unexpected error running %s", self.name, r.id, extra=about(r))
-            self._outcomes.record_engine_error(self.steps.get(r.kind, r.state), ctx, exc)
+            self._outcomes.record_engine_error(self.steps.of(r), ctx, exc)
         finally:
             self._inflight.discard(claim.token)
 

@@ -22,7 +22,7 @@ whether an event is allowed is a single dictionary lookup.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -45,7 +45,11 @@ class Kind:
     produced, what an external party answered: events fired from outside the engine (a client's event,
     a create) may not set them, so no client can make the engine believe something it did not do.
     ``sharing`` says how several parties use one resource and when it may be torn down
-    (:class:`~tenure.machine.sharing.Sharing`).
+    (:class:`~tenure.machine.sharing.Sharing`). ``engine_events`` names the events only the engine
+    fires (a step's outcome, a callback's roll-up, a deadline, the move towards a desired state): a
+    client firing one is refused, so that no client skips the work the step would have done.
+    ``answered_by`` says, from a resource, which client alone may answer its waits (the data plane a
+    transfer was assigned, say): a callback from any other caller is refused even with a valid token.
     """
 
     __slots__ = (
@@ -53,7 +57,9 @@ class Kind:
         "_edges",
         "_events",
         "_states",
+        "answered_by",
         "description",
+        "engine_events",
         "events",
         "initial",
         "name",
@@ -76,8 +82,14 @@ class Kind:
         description: str = "",
         step_data: Iterable[str] = (),
         sharing: Sharing | None = None,
+        engine_events: Iterable[str] = (),
+        answered_by: Callable[[Subject], str | None] | None = None,
     ) -> None:
         self.name = name
+        #: Events only the engine fires (see the class docstring).
+        self.engine_events: frozenset[str] = frozenset(engine_events)
+        #: Who alone may answer a resource's waits (see the class docstring); None: any token holder.
+        self.answered_by = answered_by
         #: Keys of ``data`` that only the kind's steps write (see the class docstring).
         self.step_data: frozenset[str] = frozenset(step_data)
         self.states: tuple[State, ...] = tuple(states)
@@ -89,6 +101,8 @@ class Kind:
         problems = find_problems(name, self.states, self.events, initial, edges)
         if sharing is not None:
             problems += sharing_problems(sharing, self.states, self.events, edges)
+        declared = {e.name for e in self.events}
+        problems += [f"engine event {e!r} is not an event of the kind" for e in sorted(self.engine_events - declared)]
         #: How several parties share a resource of this kind (None: uses are recorded, nothing waits).
         self.sharing = sharing
         if problems:
@@ -209,6 +223,19 @@ class Kind:
             reason=reason,
         )
 
+    def refuse_engine_event(self, state: str, event: str, *, resource_id: str | None = None) -> None:
+        """Refuse ``event`` from outside the engine if only the engine fires it (TransitionNotAllowed)."""
+        if event in self.engine_events:
+            outside = tuple(e for e in self.allowed_events(state) if e not in self.engine_events)
+            raise TransitionNotAllowed(
+                kind=self.name,
+                state=state,
+                event=event,
+                allowed=outside,
+                resource_id=resource_id,
+                reason="only the engine fires it (ask for the state you want with desiredState instead)",
+            )
+
     def states_with_role(self, role: Role) -> tuple[State, ...]:
         return tuple(s for s in self.states if s.role is role)
 
@@ -254,9 +281,10 @@ class Kind:
                     "deadline_seconds": s.deadline.total_seconds() if s.deadline else None,
                     "on_deadline": s.on_deadline,
                     "on_failure": s.on_failure,
-                    "max_attempts": s.backoff.max_attempts if s.role is Role.WORK else None,
+                    "max_attempts": s.backoff.max_attempts if s.role is Role.WORK or s.on_failure is not None else None,
                     "events": list(self.allowed_events(s.name)),
                     "description": s.description,
+                    "deprecated": s.deprecated,
                 }
                 for s in self.states
             ],
@@ -266,6 +294,7 @@ class Kind:
                     "sources": list(expand_sources(e, self.states)),
                     "target": e.target,
                     "guarded": e.guard is not None,
+                    "engine_only": e.name in self.engine_events,
                     "description": e.description,
                 }
                 for e in self.events

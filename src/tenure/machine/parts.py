@@ -126,6 +126,9 @@ class State:
     description: str = ""
     on_failure: str | None = None
     retry: Backoff | None = None
+    #: Kept only so that resources already in it can finish: a newer version of the kind no longer
+    #: has it (see the kind's evolution rules in the README). Shown in descriptions and diagrams.
+    deprecated: bool = False
 
     @property
     def backoff(self) -> Backoff:

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tenure.errors import ResourceNotFound, UnknownKind
 from tenure.service.auth import require
 from tenure.service.bodies import JSONRoute
 from tenure.service.config import Scope, ServiceConfig
@@ -24,6 +25,7 @@ from tenure.service.problems import (
     CALLBACK_NOT_AWAITED,
     CALLBACK_REFUSED,
     CALLBACK_SUPERSEDED,
+    CALLBACK_WRONG_CALLER,
     Problem,
     ProblemError,
     problem_responses,
@@ -65,9 +67,17 @@ def post_callback(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ReceiptOut:
     config: ServiceConfig = request.app.state.config
-    if config.auth and (credentials is not None or config.callbacks_need_client):
+    caller = None
+    expected = _answered_by(store, body)
+    if config.auth and (credentials is not None or config.callbacks_need_client or expected is not None):
         # A client token, where one is sent or required, must be valid and grant "callback".
-        require(Scope.CALLBACK)(request, credentials)
+        caller = require(Scope.CALLBACK)(request, credentials).client
+    if config.auth and expected is not None and caller != expected:
+        raise ProblemError(
+            CALLBACK_WRONG_CALLER,
+            f"resource {body.resource_id!r} takes callbacks only from {expected!r}, not from {caller!r}",
+            {"resource_id": body.resource_id, "expected_caller": expected, "caller": caller},
+        )
     receipt = store.deliver(body.resource_id, body.token, body.key, body.status, data=body.data, error=body.error)
     request.state.resource_id = body.resource_id
     if receipt.delivery is Delivery.REFUSED:
@@ -77,3 +87,13 @@ def post_callback(
     if receipt.delivery is Delivery.DUPLICATE:
         response.status_code = 200
     return ReceiptOut.of(receipt)
+
+
+def _answered_by(store: Store, body: CallbackIn) -> str | None:
+    """The one client the resource's kind lets answer its waits (None: any holder of the token)."""
+    try:
+        resource = store.get(body.resource_id)
+        kind = store.kind_of(resource)
+    except (ResourceNotFound, UnknownKind):
+        return None  # the inbox refuses it, with its own reason
+    return None if kind.answered_by is None else kind.answered_by(resource)

@@ -114,7 +114,9 @@ class ClientToken:
                 allowed = ", ".join(s.value for s in Scope)
                 raise ConfigError(f"client {client!r} has unknown scope {raw!r}; scopes are {allowed}") from None
         if not granted:
-            raise ConfigError(f"client {client!r} has no scopes; give at least one of read, write, admin, callback, signal")
+            raise ConfigError(
+                f"client {client!r} has no scopes; give at least one of read, write, admin, callback, signal"
+            )
         return cls(client, _digest(token), frozenset(granted))
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tenure.errors import UnknownKind
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.rules import MAX_ERROR_TEXT
@@ -19,6 +20,7 @@ from tenure.service.idempotency import shown_key
 from tenure.store.feed import Change
 from tenure.store.inbox import AwaitedKey, CallbackStatus, Receipt, WaitInfo
 from tenure.store.model import JournalEntry, Resource, Use
+from tenure.store.protocol import Store
 from tenure.store.uses import held
 
 __all__ = [
@@ -88,6 +90,8 @@ class ResourceOut(Out):
 
     id: str
     kind: str
+    #: The version of its kind the resource was created under (and lives its whole life on).
+    kind_version: int
     state: str
     version: int
     spec: dict[str, Any]
@@ -110,6 +114,15 @@ class ResourceOut(Out):
     updated_at: datetime
 
     @classmethod
+    def seen_in(cls, store: Store, r: Resource) -> ResourceOut:
+        """``r`` as the API shows it, with its kind's version and ``store``'s clock."""
+        try:
+            kind: Kind | None = store.kind_of(r)
+        except UnknownKind:  # a resource of a kind this process does not load is still shown
+            kind = None
+        return cls.of(r, kind, store.now())
+
+    @classmethod
     def of(cls, r: Resource, kind: Kind | None = None, now: datetime | None = None) -> ResourceOut:
         """``r`` as the API shows it at ``now`` (the store's clock; default: the system's).
 
@@ -123,6 +136,7 @@ class ResourceOut(Out):
         return cls(
             id=r.id,
             kind=r.kind,
+            kind_version=r.kind_version,
             state=r.state,
             version=r.version,
             spec=dict(r.spec),
@@ -336,6 +350,8 @@ class StateOut(Out):
     #: The events allowed in this state.
     events: list[str]
     description: str
+    #: Kept so that resources already in it can finish; newer versions of the kind do not have it.
+    deprecated: bool = False
 
 
 class EventOut(Out):
@@ -345,6 +361,8 @@ class EventOut(Out):
     sources: list[str]
     target: str
     guarded: bool
+    #: Fired by the engine only (a client firing it is refused).
+    engine_only: bool = False
     description: str
 
 

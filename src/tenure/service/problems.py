@@ -90,6 +90,7 @@ INVALID_CURSOR = Problem(400, "invalid-cursor", "The position or page cursor is 
 UNAUTHORIZED = Problem(401, "unauthorized", "Authentication is required")
 FORBIDDEN = Problem(403, "forbidden", "The token does not grant this")
 CALLBACK_REFUSED = Problem(403, "callback-token-refused", "The callback token is not valid for this resource")
+CALLBACK_WRONG_CALLER = Problem(403, "callback-caller-refused", "Only the party assigned to the resource may answer")
 NOT_FOUND = Problem(404, "not-found", "No such thing")
 RESOURCE_NOT_FOUND = Problem(404, "resource-not-found", "No such resource")
 KIND_NOT_FOUND = Problem(404, "kind-not-found", "No such kind")

@@ -98,7 +98,7 @@ def etag(r: Resource) -> str:
 
 def represent(store: StoreProtocol, r: Resource) -> ResourceOut:
     """``r`` as the API shows it: its live uses and teardown summary on the store's clock."""
-    return ResourceOut.of(r, store.kinds.get(r.kind), store.now())
+    return ResourceOut.seen_in(store, r)
 
 
 def answer(response: Response, store: StoreProtocol, r: Resource) -> ResourceOut:

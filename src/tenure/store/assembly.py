@@ -104,6 +104,12 @@ class DatabaseStore:
     def kind(self, name: str) -> Kind:
         return self._kinds(name)
 
+    def kind_of(self, resource: Resource) -> Kind:
+        return self._kinds.of(resource)
+
+    def kind_versions(self, name: str) -> tuple[Kind, ...]:
+        return self._kinds.versions(name)
+
     @property
     def database(self) -> Database:
         """The database layer, for code that owns tables in it (see :mod:`tenure.store.tables`)."""

@@ -17,11 +17,10 @@ from typing import Any
 
 from tenure.clock import Clock
 from tenure.errors import InvalidArgument
-from tenure.machine import Kind
 from tenure.store.database import Database
 from tenure.store.model import Resource
 from tenure.store.signal import WorkSignal
-from tenure.store.write import RETRY_EVENT, WaitPlan, Write, Writer, plan_fire, plan_give_up, plan_retry
+from tenure.store.write import RETRY_EVENT, KindOf, WaitPlan, Write, Writer, plan_fire, plan_give_up, plan_retry
 
 __all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "WaitPlan"]
 
@@ -93,9 +92,7 @@ def _pair(kind: str, state: str) -> str:
 class Claims:
     """Claim, renew, release, and the fenced writes of the engine, over any database."""
 
-    def __init__(
-        self, db: Database, writer: Writer, kind: Callable[[str], Kind], clock: Clock, signal: WorkSignal
-    ) -> None:
+    def __init__(self, db: Database, writer: Writer, kind: KindOf, clock: Clock, signal: WorkSignal) -> None:
         self._db = db
         self._writer = writer
         self._kind = kind
@@ -213,7 +210,7 @@ class Claims:
     ) -> Resource:
         def plan(snapshot: Resource) -> Write:
             write = plan_fire(
-                self._kind(snapshot.kind),
+                self._kind.of(snapshot),
                 snapshot,
                 event,
                 self._clock(),

@@ -127,6 +127,8 @@ class Resource:
     in_use_by: Mapping[str, Use] = field(default_factory=lambda: NO_USES)
     #: The generation whose teardown an admin forced (it waits for no party; None: never forced).
     forced_generation: int | None = None
+    #: The version of its kind the resource was created under: it lives its whole life on that graph.
+    kind_version: int = 1
 
     def live_uses(self, now: datetime) -> dict[str, Use]:
         """The uses that still hold the resource at ``now``."""
@@ -157,6 +159,7 @@ class Resource:
             "updated_at": self.updated_at.isoformat(),
             "in_use_by": {party: use.to_json() for party, use in self.in_use_by.items()},
             "forced_generation": self.forced_generation,
+            "kind_version": self.kind_version,
         }
 
 

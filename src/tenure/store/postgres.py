@@ -240,6 +240,7 @@ class PostgresDatabase:
             "next_attempt_at": r.next_attempt_at,
             "deadline": r.deadline,
             "idempotency_key": r.idempotency_key,
+            "kind_version": r.kind_version,
             "event": CREATE_EVENT,
             "actor": actor,
         }
@@ -291,7 +292,7 @@ class PostgresDatabase:
         params = {"now": now, "pairs": list(pairs), "limit": limit, "worker": worker, "expires": expires}
         with self._connection() as conn:
             rows = conn.execute(Q["claim"], params).fetchall()
-        return [(resource_from_pg(row[:23]), bool(row[23])) for row in rows]
+        return [(resource_from_pg(row[:24]), bool(row[24])) for row in rows]
 
     def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None, now: datetime) -> bool:
         # Every checkpoint of one engine step in one statement: one round trip, one commit.

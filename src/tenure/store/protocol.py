@@ -72,11 +72,23 @@ class Store(Protocol):
         ...
 
     def register(self, kind: Kind) -> None:
-        """Make ``kind`` known to this store (raises if another kind has that name)."""
+        """Make ``kind`` known to this store (raises if another kind has that name and version).
+
+        Registering a higher version of a known kind keeps the older ones: resources made under
+        them finish on them, new resources are made under the newest.
+        """
         ...
 
     def kind(self, name: str) -> Kind:
-        """The kind called ``name`` (raises :class:`~tenure.errors.UnknownKind`)."""
+        """The newest version of the kind called ``name`` (raises :class:`~tenure.errors.UnknownKind`)."""
+        ...
+
+    def kind_of(self, resource: Resource) -> Kind:
+        """The version of its kind ``resource`` lives on (raises UnknownKind if it is not loaded)."""
+        ...
+
+    def kind_versions(self, name: str) -> tuple[Kind, ...]:
+        """Every loaded version of the kind called ``name``, oldest first (empty if none)."""
         ...
 
     def create(

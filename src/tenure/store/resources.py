@@ -41,28 +41,58 @@ MAX_PAGE = 1000
 
 
 class KindRegistry:
-    """The kinds a store knows, by name."""
+    """The kinds a store knows: each name's versions, the newest of which new resources are made under.
+
+    A kind evolves by being declared again under a higher ``version``; loading both lets resources
+    made under the old version finish on it (:meth:`of` answers the version a resource lives on)
+    while new ones start on the new one (:meth:`__call__` answers the newest).
+    """
 
     def __init__(self, kinds: Iterable[Kind] = ()) -> None:
         self._kinds: dict[str, Kind] = {}
+        self._versions: dict[tuple[str, int], Kind] = {}
         for k in kinds:
             self.register(k)
 
     def register(self, kind: Kind) -> None:
-        existing = self._kinds.get(kind.name)
+        existing = self._versions.get((kind.name, kind.version))
         if existing is not None and existing is not kind:
-            raise DuplicateKind(kind.name)
-        self._kinds[kind.name] = kind
+            raise DuplicateKind(kind.name, kind.version if len(self.versions(kind.name)) > 1 else None)
+        self._versions[(kind.name, kind.version)] = kind
+        newest = self._kinds.get(kind.name)
+        if newest is None or newest.version <= kind.version:
+            self._kinds[kind.name] = kind
 
     def __call__(self, name: str) -> Kind:
+        """The newest loaded version of the kind called ``name``."""
         try:
             return self._kinds[name]
         except KeyError:
             raise UnknownKind(name, sorted(self._kinds)) from None
 
+    def of(self, resource: Resource) -> Kind:
+        """The version of its kind ``resource`` was created under (and lives its whole life on)."""
+        found = self._versions.get((resource.kind, resource.kind_version))
+        if found is not None:
+            return found
+        if resource.kind not in self._kinds:
+            raise UnknownKind(resource.kind, sorted(self._kinds))
+        loaded = [str(k.version) for k in self.versions(resource.kind)]
+        raise UnknownKind(resource.kind, loaded, version=resource.kind_version)
+
+    def versions(self, name: str) -> tuple[Kind, ...]:
+        """Every loaded version of the kind called ``name``, oldest first."""
+        return tuple(sorted((k for (n, _), k in self._versions.items() if n == name), key=lambda k: k.version))
+
     @property
     def by_name(self) -> Mapping[str, Kind]:
+        """The newest version of each kind, by name."""
         return dict(self._kinds)
+
+    @property
+    def all(self) -> tuple[Kind, ...]:
+        """Every loaded kind, each version of each."""
+        return tuple(self._versions[key] for key in sorted(self._versions))
 
 
 class Resources:
@@ -129,8 +159,10 @@ class Resources:
         detail: Mapping[str, Any] | None = None,
     ) -> Resource:
         def plan(snapshot: Resource) -> Write:
-            kind = self._kind(snapshot.kind)
-            refuse_step_data(kind, data)  # this is the write of those outside the engine
+            kind = self._kind.of(snapshot)
+            # This is the write of those outside the engine.
+            kind.refuse_engine_event(snapshot.state, event, resource_id=snapshot.id)
+            refuse_step_data(kind, data)
             return plan_fire(kind, snapshot, event, self._clock(), data=data, error=error, actor=actor, detail=detail)
 
         # A stale snapshot may be refused for a state the resource has already left: that is a
@@ -168,7 +200,7 @@ class Resources:
                 # retried PUT keeps the ETag and disturbs no worker. Asking again after the engine
                 # gave up is a new generation: it tries again.
                 return None
-            kind = self._kind(snapshot.kind)
+            kind = self._kind.of(snapshot)
             return plan_uses(kind, snapshot, self._clock(), client=client, desired=desired, actor=actor)
 
         return self.swap(resource, expected_version, plan, refusal=InvalidArgument)

@@ -61,12 +61,13 @@ def resource_from_sqlite(row: tuple[Any, ...]) -> Resource:
         _parse_time(row[20]),
         NO_USES if row[21] == "{}" else uses_from_json(_loads(row[21])),
         row[22],
+        row[23],
     )
 
 
 def resource_from_pg(row: tuple[Any, ...]) -> Resource:
     uses = NO_USES if not row[21] else uses_from_json(row[21])
-    return Resource(*row[:21], in_use_by=uses, forced_generation=row[22])  # type: ignore[misc]
+    return Resource(*row[:21], in_use_by=uses, forced_generation=row[22], kind_version=row[23])  # type: ignore[misc]
 
 
 def journal_from_sqlite(row: tuple[Any, ...]) -> JournalEntry:

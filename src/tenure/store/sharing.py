@@ -25,7 +25,7 @@ from tenure.store.database import Database
 from tenure.store.desired import DESIRED_EVENT, desire_pending
 from tenure.store.model import Resource, Use
 from tenure.store.uses import UsePolicy, check_party, held, refuse_registration, teardown_wished
-from tenure.store.write import Write, plan_desired, plan_fire
+from tenure.store.write import KindOf, Write, plan_desired, plan_fire
 
 __all__ = ["EXPIRED_EVENT", "FORCE_EVENT", "KEEP", "USE_EVENT", "Keep", "Sharing", "plan_force", "plan_uses"]
 
@@ -211,7 +211,7 @@ def _due(kind: Kind, write: Write, now: datetime) -> Write:
 class Sharing:
     """Registering, renewing, releasing, forcing and expiring uses, over any database."""
 
-    def __init__(self, db: Database, swap: Swap, kind: Callable[[str], Kind], clock: Clock, policy: UsePolicy) -> None:
+    def __init__(self, db: Database, swap: Swap, kind: KindOf, clock: Clock, policy: UsePolicy) -> None:
         self._db = db
         self._swap = swap
         self._kind = kind
@@ -238,7 +238,7 @@ class Sharing:
 
         def plan(snapshot: Resource) -> Write | None:
             return plan_uses(
-                self._kind(snapshot.kind),
+                self._kind.of(snapshot),
                 snapshot,
                 self._clock(),
                 register=ttls,
@@ -257,7 +257,7 @@ class Sharing:
         """Tear the resource down now, whoever uses it (an admin's decision, journaled with the parties)."""
 
         def plan(snapshot: Resource) -> Write:
-            return plan_force(self._kind(snapshot.kind), snapshot, self._clock(), actor=actor, reason=reason)
+            return plan_force(self._kind.of(snapshot), snapshot, self._clock(), actor=actor, reason=reason)
 
         return self._swap(resource_id, expected_version, plan, refusal=InvalidArgument)
 
@@ -274,7 +274,7 @@ class Sharing:
 
             def plan(snapshot: Resource) -> Write | None:
                 return plan_uses(
-                    self._kind(snapshot.kind), snapshot, self._clock(), client=None, actor=actor, event=EXPIRED_EVENT
+                    self._kind.of(snapshot), snapshot, self._clock(), client=None, actor=actor, event=EXPIRED_EVENT
                 )
 
             try:

@@ -291,7 +291,7 @@ class SQLiteDatabase:
                     r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
                     r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
                     to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
-                    created, created,
+                    created, created, r.kind_version,
                 ),
             )  # fmt: skip
             if cur.rowcount == 0:

@@ -39,6 +39,7 @@ from tenure.store.uses import held, refuse_in_use
 
 __all__ = [
     "RETRY_EVENT",
+    "KindOf",
     "WaitPlan",
     "Write",
     "Writer",
@@ -53,6 +54,12 @@ __all__ = [
 
 #: The journal event of a failed attempt that will be retried (the state does not change).
 RETRY_EVENT = "@retry"
+
+
+class KindOf(Protocol):
+    """Where a write finds the version of its kind a resource lives on (the store's kind registry)."""
+
+    def of(self, resource: Resource) -> Kind: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +225,7 @@ def plan_create(
         idempotency_key=idempotency_key,
         created_at=now,
         updated_at=now,
+        kind_version=kind.version,
     )
 
 
@@ -296,6 +304,7 @@ def plan_fire(
         updated_at=now,
         in_use_by=before.in_use_by,
         forced_generation=before.forced_generation,
+        kind_version=before.kind_version,
     )
     journaled = json_object(kind.name, "detail", detail)
     if error is not None:

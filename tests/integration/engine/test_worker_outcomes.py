@@ -448,7 +448,7 @@ def test_outcome_data_that_is_not_json_ends_in_the_failure_event(store: EngineSt
     assert worker.tick() == 0
 
 
-def test_steps_are_registered_only_for_work_states_with_a_failure_event() -> None:
+def test_steps_are_registered_only_for_work_and_rest_states_with_a_failure_event() -> None:
     no_failure = Kind(
         "bare",
         initial="todo",
@@ -458,7 +458,7 @@ def test_steps_are_registered_only_for_work_states_with_a_failure_event() -> Non
     steps = Steps()
     with pytest.raises(InvalidSteps) as caught:
         steps.add(chore, "awaiting", returning(Advance("answered")))
-    assert caught.value.problems == ("chore/awaiting is a wait state; steps run only in work states",)
+    assert caught.value.problems == ("chore/awaiting is a wait state; steps run only in work and rest states",)
     with pytest.raises(InvalidSteps, match="declares no on_failure event"):
         steps.add(no_failure, "todo", returning(Advance("finish")))
     with pytest.raises(InvalidSteps, match="has no state 'nope'"):

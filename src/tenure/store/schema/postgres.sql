@@ -24,7 +24,9 @@ CREATE TABLE resources (
     -- who uses the resource: party URI -> client, registered_at, expires_at
     in_use_by           jsonb NOT NULL DEFAULT '{}',
     -- the generation a forced teardown set (it waits for no party)
-    forced_generation   bigint
+    forced_generation   bigint,
+    -- the version of its kind the resource was created under
+    kind_version        integer NOT NULL DEFAULT 1
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);

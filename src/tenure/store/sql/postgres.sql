@@ -6,10 +6,10 @@
 WITH made AS (
     INSERT INTO resources (id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at)
+       idempotency_key, created_at, updated_at, kind_version)
     VALUES (%(id)s, %(kind)s, %(state)s, 1, %(spec)s, %(data)s, NULL, 1, 0, %(sharable)s,
             NULL, 0, %(now)s, %(next_attempt_at)s, %(deadline)s, NULL, NULL, NULL,
-            %(idempotency_key)s, %(now)s, %(now)s)
+            %(idempotency_key)s, %(now)s, %(now)s, %(kind_version)s)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, state
 ), logged AS (
@@ -21,13 +21,13 @@ SELECT count(*) FROM made
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE id = %s
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE idempotency_key = %s
 
 -- name: write
@@ -105,7 +105,7 @@ RETURNING seq
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources
 WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
@@ -223,7 +223,7 @@ WHERE id = %s AND claim_token = %s
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) ORDER BY deadline LIMIT %s
 
 -- name: next_wakeup
@@ -305,7 +305,7 @@ FROM due
 WHERE r.id = due.id
 RETURNING r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation, due.takeover
+          r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation, r.kind_version, due.takeover
 
 -- name: listen_work
 -- The channel migration 3's triggers notify whenever work becomes due.

@@ -3,8 +3,8 @@
 -- name: insert_resource
 INSERT INTO resources (id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       idempotency_key, created_at, updated_at, kind_version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING
 
 -- name: write
@@ -39,19 +39,19 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 -- name: get_resource
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE id = ?
 
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE idempotency_key = ?
 
 -- name: list_resources
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources
 WHERE (:kind IS NULL OR kind = :kind)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
@@ -153,7 +153,7 @@ WHERE id = ? AND claim_token = ?
 -- name: expired_waits
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT value FROM json_each(?)) ORDER BY deadline LIMIT ?
 
 -- name: next_wakeup
@@ -237,7 +237,7 @@ UPDATE resources SET claim_token = lower(hex(randomblob(16))), claimed_by = ?, c
 WHERE id = ?
 RETURNING id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 
 -- === desired state ===
 

@@ -1,0 +1,155 @@
+"""Kinds evolve, on both stores: a resource lives its whole life on the version of its kind it was made under.
+
+A store that loads two versions of a kind makes new resources under the newest, finishes the old
+ones on their own graph and steps, refuses a client the events only the engine fires, and runs a
+rest state's step only while a desired state asks to leave it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from tenure import Backoff, Event, Kind, Role, State, Steps, TransitionNotAllowed, UnknownKind, Worker
+from tenure.engine import Advance, Resource, StepContext
+from tenure.errors import DuplicateKind
+from tenure.store.protocol import EngineStore
+
+pytestmark = pytest.mark.timeout(120)
+
+QUICK = Backoff(max_attempts=2, base=timedelta(0), cap=timedelta(0), jitter=0)
+
+#: Version 1: an order is packed by the warehouse itself.
+order_v1 = Kind(
+    "order",
+    version=1,
+    initial="new",
+    states=[
+        State("new", 100, Role.WORK, on_failure="cancel", retry=QUICK),
+        State("packing", 200, Role.WORK, on_failure="cancel", retry=QUICK, deprecated=True),
+        State("shipped", 300, Role.FINAL),
+        State("cancelled", 900, Role.FINAL),
+    ],
+    events=[
+        Event("pack", "new", "packing"),
+        Event("ship", "packing", "shipped"),
+        Event("cancel", ["new", "packing"], "cancelled"),
+    ],
+)
+
+#: Version 2: packing moved to a partner; an order rests until a client asks for it to ship, and
+#: leaving the rest state takes work (a rest-state step).
+order_v2 = Kind(
+    "order",
+    version=2,
+    initial="new",
+    engine_events=["ship"],
+    states=[
+        State("new", 100, Role.WORK, on_failure="cancel", retry=QUICK),
+        State("placed", 250, Role.REST, on_failure="cancel", retry=QUICK),
+        State("shipped", 300, Role.FINAL),
+        State("cancelled", 900, Role.FINAL),
+    ],
+    events=[
+        Event("place", "new", "placed"),
+        Event("ship", "placed", "shipped"),
+        Event("cancel", ["new", "placed"], "cancelled"),
+    ],
+)
+
+
+def _steps(ran: list[str]) -> Steps:
+    steps = Steps()
+
+    def step(name: str, event: str) -> Callable[[Resource, StepContext], Advance]:
+        def run(resource: Resource, ctx: StepContext) -> Advance:
+            ran.append(f"v{ctx.kind.version}:{name}")
+            return Advance(event)
+
+        run.__name__ = name
+        return run
+
+    steps.add(order_v1, "new", step("pack", "pack"))
+    steps.add(order_v1, "packing", step("packed", "ship"))
+    steps.add(order_v2, "new", step("place", "place"))
+    steps.add(order_v2, "placed", step("hand_to_partner", "ship"))
+    return steps
+
+
+def test_resources_finish_on_the_version_they_were_made_under(
+    open_engine_store: Callable[..., EngineStore],
+) -> None:
+    old = open_engine_store([order_v1])
+    before = old.create("order")
+    assert before.kind_version == 1
+
+    # The service is upgraded: both versions are loaded; the old resource keeps its version.
+    store = open_engine_store([order_v1, order_v2])
+    assert store.kind("order") is order_v2
+    assert store.kind_of(store.get(before.id)) is order_v1
+    assert store.kind_versions("order") == (order_v1, order_v2)
+    after = store.create("order")
+    assert after.kind_version == 2
+
+    ran: list[str] = []
+    Worker(store, _steps(ran), name="w").run_until_idle()
+    assert store.get(before.id).state == "shipped"
+    assert [e.to_state for e in store.journal(before.id)] == ["new", "packing", "shipped"]
+    # The new order rests in a state version 1 does not have, until a client asks it to ship.
+    assert store.get(after.id).state == "placed"
+    assert sorted(ran) == ["v1:pack", "v1:packed", "v2:place"]
+
+
+def test_a_version_that_is_not_loaded_is_named(open_engine_store: Callable[..., EngineStore]) -> None:
+    newer = open_engine_store([order_v2])
+    r = newer.create("order")
+    older = open_engine_store([order_v1])
+    with pytest.raises(UnknownKind) as caught:
+        older.kind_of(older.get(r.id))
+    assert caught.value.version == 2
+    assert str(caught.value) == "version 2 of kind 'order' is not loaded; loaded versions: 1"
+
+
+def test_two_different_kinds_under_one_name_and_version_are_refused(
+    open_engine_store: Callable[..., EngineStore],
+) -> None:
+    store = open_engine_store([order_v1])
+    impostor = Kind(
+        "order", initial="a", states=[State("a", 1), State("b", 2, Role.FINAL)], events=[Event("go", "a", "b")]
+    )
+    with pytest.raises(DuplicateKind):
+        store.register(impostor)
+    store.register(order_v1)  # the same kind again is fine
+
+
+def test_a_client_may_not_fire_an_event_only_the_engine_fires(open_engine_store: Callable[..., EngineStore]) -> None:
+    store = open_engine_store([order_v2])
+    r = store.create("order")
+    r = store.fire(r, "place")
+    with pytest.raises(TransitionNotAllowed) as caught:
+        store.fire(r, "ship")
+    assert caught.value.allowed == ("cancel",)
+    assert "only the engine fires it" in str(caught.value)
+    assert store.get(r.id).version == r.version, "nothing was written"
+
+
+def test_a_rest_state_step_runs_only_while_a_desired_state_asks_to_leave(
+    open_engine_store: Callable[..., EngineStore],
+) -> None:
+    store = open_engine_store([order_v2])
+    ran: list[str] = []
+    worker = Worker(store, _steps(ran), name="w")
+    r = store.create("order")
+    worker.run_until_idle()
+    r = store.get(r.id)
+    assert (r.state, ran) == ("placed", ["v2:place"])
+    assert worker.run_until_idle() == 0, "at rest with no wish, nothing runs"
+
+    store.set_desired_state(r, "shipped")
+    worker.run_until_idle()
+    r = store.get(r.id)
+    assert r.state == "shipped"
+    assert ran == ["v2:place", "v2:hand_to_partner"], "the rest state's step did the leaving, not a plain event"
+    assert r.observed_generation == r.generation
