@@ -1,17 +1,19 @@
-"""Kinds used only by the store tests, next to the built-in ``image`` kind.
+"""Kinds used only by the tests, next to the built-in ``image`` kind.
 
 ``job`` starts in a *work* state (so creation schedules it), has a *wait* state with a deadline and a
 guarded event, which the ``image`` kind does not have. ``share`` declares sharing: parties use it
-while it is ``ready`` (or ``paused``), and its ``teardown`` waits for the last one.
+while it is ``ready`` (or ``paused``), and its ``teardown`` waits for the last one. ``order`` comes
+in two versions: version 2 dropped a state (deprecated in version 1), added a rest state whose
+leaving takes a step, and keeps ``ship`` for the engine alone.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tenure.machine import ANY, Event, Kind, Role, Sharing, State, Subject
+from tenure.machine import ANY, Backoff, Event, Kind, Role, Sharing, State, Subject
 
-__all__ = ["JOB_WAIT", "approved", "job", "share", "ticket_kind"]
+__all__ = ["JOB_WAIT", "approved", "job", "order_v1", "order_v2", "share", "ticket_kind"]
 
 #: The deadline of the job kind's wait state.
 JOB_WAIT = timedelta(minutes=10)
@@ -86,3 +88,44 @@ def ticket_kind(name: str = "ticket", *, wait_for: timedelta = timedelta(minutes
             Event("cancel", ["todo", "awaiting"], "cancelled"),
         ],
     )
+
+
+_QUICK = Backoff(max_attempts=2, base=timedelta(0), cap=timedelta(0), jitter=0)
+
+#: Version 1: an order is packed by the warehouse itself.
+order_v1 = Kind(
+    "order",
+    version=1,
+    initial="new",
+    states=[
+        State("new", 100, Role.WORK, on_failure="cancel", retry=_QUICK),
+        State("packing", 200, Role.WORK, on_failure="cancel", retry=_QUICK, deprecated=True),
+        State("shipped", 300, Role.FINAL),
+        State("cancelled", 900, Role.FINAL),
+    ],
+    events=[
+        Event("pack", "new", "packing"),
+        Event("ship", "packing", "shipped"),
+        Event("cancel", ["new", "packing"], "cancelled"),
+    ],
+)
+
+#: Version 2: packing moved to a partner; an order rests until a client asks for it to ship, and
+#: leaving the rest state takes work (a rest-state step).
+order_v2 = Kind(
+    "order",
+    version=2,
+    initial="new",
+    engine_events=["ship"],
+    states=[
+        State("new", 100, Role.WORK, on_failure="cancel", retry=_QUICK),
+        State("placed", 250, Role.REST, on_failure="cancel", retry=_QUICK),
+        State("shipped", 300, Role.FINAL),
+        State("cancelled", 900, Role.FINAL),
+    ],
+    events=[
+        Event("place", "new", "placed"),
+        Event("ship", "placed", "shipped"),
+        Event("cancel", ["new", "placed"], "cancelled"),
+    ],
+)

@@ -203,9 +203,12 @@ def _states(lay: Layout, centre: Callable[[float, float], tuple[float, float]]) 
         x, y = cx - w / 2, cy - h / 2
         fill, stroke, dash = _ROLE_STYLE[s.role]
         dashes = f' stroke-dasharray="{dash}"' if dash else ""
-        tip = "\n".join(p for p in (f"{name} ({s.code}, {s.role.value})", s.description, _deadline_tip(s)) if p)
+        head = f"{name} ({s.code}, {s.role.value}{', deprecated' if s.deprecated else ''})"
+        tip = "\n".join(p for p in (head, s.description, _deadline_tip(s)) if p)
+        # A deprecated state is kept for the resources still in it: drawn faded.
+        faded = ' opacity="0.55" data-deprecated="true"' if s.deprecated else ""
         out += [
-            f'<g class="state" data-state="{_esc(name)}" data-role="{s.role.value}" data-code="{s.code}">',
+            f'<g class="state" data-state="{_esc(name)}" data-role="{s.role.value}" data-code="{s.code}"{faded}>',
             f"<title>{_esc(tip)}</title>",
             f'<rect class="box" x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="{_num(h)}" rx="8" '
             f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dashes}/>',

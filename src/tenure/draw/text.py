@@ -33,7 +33,8 @@ def to_mermaid(kind: Kind) -> str:
     ids = _mermaid_ids(kind)
     lines = ["stateDiagram-v2", f"    %% kind {kind.name} v{kind.version}"]
     for s in kind.states:
-        lines.append(f'    state "{s.name} ({s.code}, {s.role.value})" as {ids[s.name]}')
+        note = ", deprecated" if s.deprecated else ""
+        lines.append(f'    state "{s.name} ({s.code}, {s.role.value}{note})" as {ids[s.name]}')
     lines.append(f"    [*] --> {ids[kind.initial.name]}")
     for (src, dst), events in edge_labels(kind).items():
         lines.append(f"    {ids[src]} --> {ids[dst]}: {', '.join(events)}")
@@ -59,7 +60,7 @@ def to_dot(kind: Kind) -> str:
     # '@' cannot start a state name, so the start point never merges with a state.
     lines.append('    "@start" [shape=point, label=""];')
     for s in kind.states:
-        label = f"{s.name}\\n{s.code} · {s.role.value}"
+        label = f"{s.name}\\n{s.code} · {s.role.value}" + (" · deprecated" if s.deprecated else "")
         if s.deadline is not None:
             label += f"\\ndeadline {int(s.deadline.total_seconds())}s → {s.on_deadline}"
         lines.append(f'    {_dot_quote(s.name)} [label="{label}", {_DOT_STYLE[s.role]}];')

@@ -41,27 +41,46 @@ _MEDIA = {
 }
 
 
-def _find(store: Store, name: str) -> Kind:
+#: ``?version=``: one loaded version of the kind (default: the newest, which new resources are made under).
+Version = Annotated[int | None, Query(ge=1, description="A loaded version of the kind (default: the newest)")]
+
+
+def _find(store: Store, name: str, version: int | None = None) -> Kind:
     kind = store.kinds.get(name)
     if kind is None:
         known = ", ".join(sorted(store.kinds)) or "none"
         raise ProblemError(KIND_NOT_FOUND, f"no kind {name[:100]!r} is loaded (loaded: {known})", {"kind": name[:100]})
-    return kind
+    if version is None or version == kind.version:
+        return kind
+    versions = store.kind_versions(name)
+    found = next((k for k in versions if k.version == version), None)
+    if found is None:
+        loaded = ", ".join(str(k.version) for k in versions)
+        raise ProblemError(
+            KIND_NOT_FOUND,
+            f"version {version} of kind {name!r} is not loaded (loaded versions: {loaded})",
+            {"kind": name, "version": version},
+        )
+    return found
+
+
+def _out(store: Store, kind: Kind) -> KindOut:
+    return KindOut.of(kind, versions=[k.version for k in store.kind_versions(kind.name)])
 
 
 @router.get("", response_model=list[KindOut], summary="The loaded kinds", responses=problem_responses(401, 403))
 def list_kinds(store: Store, caller: Caller) -> list[KindOut]:
-    return [KindOut.of(store.kinds[name]) for name in sorted(store.kinds)]
+    return [_out(store, store.kinds[name]) for name in sorted(store.kinds)]
 
 
 @router.get(
     "/{name}",
     response_model=KindOut,
-    summary="One kind: states, events, roles, spec schema",
-    responses=problem_responses(401, 403, 404),
+    summary="One kind (one version of it): states, events, roles, spec schema",
+    responses=problem_responses(401, 403, 404, 422),
 )
-def get_kind(name: str, store: Store, caller: Caller) -> KindOut:
-    return KindOut.of(_find(store, name))
+def get_kind(name: str, store: Store, caller: Caller, version: Version = None) -> KindOut:
+    return _out(store, _find(store, name, version))
 
 
 @router.get(
@@ -78,7 +97,8 @@ def get_diagram(
     store: Store,
     caller: Caller,
     fmt: Annotated[DiagramFormat, Query(alias="format")] = DiagramFormat.MERMAID,
+    version: Version = None,
 ) -> Response:
-    kind = _find(store, name)
+    kind = _find(store, name, version)
     body = _DRAW[fmt](kind)
     return Response(body, media_type=_MEDIA[fmt])

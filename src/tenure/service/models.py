@@ -371,6 +371,8 @@ class KindOut(Out):
 
     name: str
     version: int
+    #: Every loaded version of the kind: resources made under an older one finish on it.
+    versions: list[int]
     description: str
     initial: str
     states: list[StateOut]
@@ -379,15 +381,17 @@ class KindOut(Out):
     diagram: str
 
     @classmethod
-    def of(cls, kind: Kind) -> KindOut:
+    def of(cls, kind: Kind, *, versions: list[int] | None = None) -> KindOut:
         described = kind.describe()
         return cls(
             name=kind.name,
             version=kind.version,
+            versions=versions or [kind.version],
             description=kind.description,
             initial=kind.initial.name,
             states=[StateOut.model_validate(s) for s in described["states"]],
             events=[EventOut.model_validate(e) for e in described["events"]],
             spec_schema=kind.spec_model.model_json_schema() if kind.spec_model is not None else None,
-            diagram=f"/v1/kinds/{kind.name}/diagram",
+            diagram=f"/v1/kinds/{kind.name}/diagram"
+            + (f"?version={kind.version}" if versions and len(versions) > 1 else ""),
         )

@@ -8,56 +8,16 @@ rest state's step only while a desired state asks to leave it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 
-from tenure import Backoff, Event, Kind, Role, State, Steps, TransitionNotAllowed, UnknownKind, Worker
+from tenure import Event, Kind, Role, State, Steps, TransitionNotAllowed, UnknownKind, Worker
 from tenure.engine import Advance, Resource, StepContext
 from tenure.errors import DuplicateKind
 from tenure.store.protocol import EngineStore
+from tests.kinds_for_tests import order_v1, order_v2
 
 pytestmark = pytest.mark.timeout(120)
-
-QUICK = Backoff(max_attempts=2, base=timedelta(0), cap=timedelta(0), jitter=0)
-
-#: Version 1: an order is packed by the warehouse itself.
-order_v1 = Kind(
-    "order",
-    version=1,
-    initial="new",
-    states=[
-        State("new", 100, Role.WORK, on_failure="cancel", retry=QUICK),
-        State("packing", 200, Role.WORK, on_failure="cancel", retry=QUICK, deprecated=True),
-        State("shipped", 300, Role.FINAL),
-        State("cancelled", 900, Role.FINAL),
-    ],
-    events=[
-        Event("pack", "new", "packing"),
-        Event("ship", "packing", "shipped"),
-        Event("cancel", ["new", "packing"], "cancelled"),
-    ],
-)
-
-#: Version 2: packing moved to a partner; an order rests until a client asks for it to ship, and
-#: leaving the rest state takes work (a rest-state step).
-order_v2 = Kind(
-    "order",
-    version=2,
-    initial="new",
-    engine_events=["ship"],
-    states=[
-        State("new", 100, Role.WORK, on_failure="cancel", retry=QUICK),
-        State("placed", 250, Role.REST, on_failure="cancel", retry=QUICK),
-        State("shipped", 300, Role.FINAL),
-        State("cancelled", 900, Role.FINAL),
-    ],
-    events=[
-        Event("place", "new", "placed"),
-        Event("ship", "placed", "shipped"),
-        Event("cancel", ["new", "placed"], "cancelled"),
-    ],
-)
 
 
 def _steps(ran: list[str]) -> Steps:
