@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Reconcile, Retryable, RetryLater, Wait
 from tenure.engine.reconcile import Reconciled, Reconciler
 from tenure.engine.steps import Step, StepContext, Steps
 from tenure.engine.worker import Worker, WorkerStats
@@ -13,6 +13,7 @@ __all__ = [
     "Fail",
     "Fatal",
     "Outcome",
+    "Reconcile",
     "Reconciled",
     "Reconciler",
     "Resource",

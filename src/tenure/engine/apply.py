@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from tenure.engine.logs import about, log
-from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Retryable, RetryLater, Wait
+from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Reconcile, Retryable, RetryLater, Wait
 from tenure.engine.stats import WorkerStats
 from tenure.engine.steps import Registered, StepContext
 from tenure.errors import TransitionNotAllowed
@@ -29,7 +29,7 @@ from tenure.store.protocol import EngineStore
 
 __all__ = ["MAX_RETRY_DELAY", "OutcomeWriter", "call_step", "describe"]
 
-_OUTCOMES = (Advance, Wait, RetryLater, Fail)
+_OUTCOMES = (Advance, Wait, RetryLater, Fail, Reconcile)
 
 #: The longest explicit delay a step may ask for before its next attempt.
 MAX_RETRY_DELAY = timedelta(days=30)
@@ -55,7 +55,7 @@ def call_step(reg: Registered, ctx: StepContext) -> Outcome:
         log.info("step %s of %s raised %s", reg.name, r.id, describe(exc), extra=about(r))
         return RetryLater(describe(exc))
     if not isinstance(outcome, _OUTCOMES):
-        return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater or Fail")
+        return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)")
     return outcome
 
 
@@ -87,6 +87,8 @@ class OutcomeWriter:
         claim, r, store = ctx.claim, ctx.claim.resource, self.store
         detail = {"step": reg.name, "attempt": ctx.attempt, "worker": self.worker}
         kind = reg.kind
+        if isinstance(outcome, Reconcile):  # the worker acts on it for rest states; elsewhere it is a bug
+            outcome = Fail(f"step {reg.name} answered Reconcile in {state.role.value} state {r.state!r}")
         if isinstance(outcome, Advance):
             problem = _event_problem(kind, r.state, outcome.event)
             if problem is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["Advance", "Fail", "Fatal", "Outcome", "RetryLater", "Retryable", "Wait"]
+__all__ = ["Advance", "Fail", "Fatal", "Outcome", "Reconcile", "RetryLater", "Retryable", "Wait"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,17 @@ class Fail:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-Outcome = Advance | Wait | RetryLater | Fail
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A rest state's step has no work to do for this wish: the engine goes the plain way.
+
+    The worker then does what it does for a rest state without a step: it fires the first event of a
+    shortest path towards the desired state, or gives the wish up when no way is left. Only a
+    rest state's step may answer this.
+    """
+
+
+Outcome = Advance | Wait | RetryLater | Fail | Reconcile
 
 
 class Retryable(Exception):

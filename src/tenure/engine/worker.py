@@ -29,7 +29,7 @@ from tenure.engine.apply import OutcomeWriter, call_step
 from tenure.engine.guard import RoundGuard
 from tenure.engine.heartbeat import InFlight
 from tenure.engine.logs import about, log
-from tenure.engine.outcome import Fail
+from tenure.engine.outcome import Fail, Reconcile
 from tenure.engine.reconcile import Reconciled, Reconciler, rest_pairs
 from tenure.engine.stats import STEP_BUCKETS, WorkerStats
 from tenure.engine.steps import StepContext, Steps
@@ -43,9 +43,11 @@ from tenure.errors import (
     StoreUnavailable,
     TenureError,
 )
-from tenure.machine import Role
+from tenure.machine import Kind, Role
+from tenure.machine.graph import next_hop
 from tenure.store.claims import Claim
 from tenure.store.desired import desire_pending
+from tenure.store.model import Resource
 from tenure.store.protocol import EngineStore
 
 __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
@@ -265,10 +267,10 @@ class Worker:
         r = claim.resource
         try:
             reg = self.steps.of(r)
-            if reg is not None and ctx.kind.state(r.state).role is Role.REST and not desire_pending(r):
-                # A rest state's step runs only to leave it as a desired state asks; the wish is gone.
-                self.store.release_idle(claim)
-                return
+            if reg is not None and ctx.kind.state(r.state).role is Role.REST and not self._leaves(ctx.kind, r):
+                # A rest state's step runs only to leave it on the way to a desired state. With no
+                # wish left, or none that can be reached, the reconcile releases or gives up.
+                reg = None
             if reg is None and not ctx.lost.is_set() and self._reconciler.handles(r):
                 done = self._reconciler.reconcile(claim)
                 self.stats.reconciled += done is Reconciled.MOVED
@@ -289,6 +291,11 @@ class Worker:
             outcome = call_step(reg, ctx)
             self.stats.record_step(time.perf_counter() - started)
             if self._stopping.is_set() and ctx.lost.is_set():
+                return
+            if isinstance(outcome, Reconcile) and state.role is Role.REST and not ctx.lost.is_set():
+                done = self._reconciler.reconcile(claim)
+                self.stats.reconciled += done is Reconciled.MOVED
+                self.stats.desired_given_up += done is Reconciled.GAVE_UP
                 return
             try:
                 self._outcomes.apply(reg, state, ctx, outcome)
@@ -318,6 +325,13 @@ class Worker:
             self._outcomes.record_engine_error(self.steps.of(r), ctx, exc)
         finally:
             self._inflight.discard(claim.token)
+
+    @staticmethod
+    def _leaves(kind: Kind, r: Resource) -> bool:
+        """Whether a desired state asks ``r`` to leave its rest state, by a way that exists."""
+        return (
+            desire_pending(r) and r.desired_state is not None and next_hop(kind, r.state, r.desired_state) is not None
+        )
 
     # --- callbacks and deadlines ---------------------------------------------------------------
 

@@ -11,6 +11,14 @@ which way it ended (``ended``: ``completed``, ``terminated`` or ``failed``) and,
 (``failure``), after the error itself has given way to the next transitions. A deprovisioning that
 fails ends in ``deprovisioning_failed``, its own final
 state, never in ``deprovisioned`` with an error.
+
+This is **version 1** of ``transfer``. Version 2 (:mod:`tenure.kinds.transfer_v2`) follows seed 001:
+provisioning and deprovisioning moved to the data plane, which the control plane signals (prepare,
+start, suspend, terminate) and which calls back when an operation it started ends, so the control
+plane needs no knowledge of data-flow protocols. A store that loads both versions makes new transfers
+under version 2 and finishes the transfers made under version 1 here, on this graph and these steps;
+that is why this module stays, and why its ``*PROVISION*`` states are marked ``deprecated`` (only
+transfers already in them still use them; version 2 has none of them).
 """
 
 from __future__ import annotations
@@ -27,7 +35,17 @@ from tenure.engine.provision import Definition, MemoryProvisioner, ProvisionStat
 from tenure.engine.steps import StepContext, Steps
 from tenure.machine import Backoff, Event, Kind, Role, State
 
-__all__ = ["STEP_DATA", "DefinitionSpec", "TransferSpec", "transfer", "transfer_kind", "transfer_steps"]
+__all__ = [
+    "STEP_DATA",
+    "DefinitionSpec",
+    "TransferSpec",
+    "transfer",
+    "transfer_kind",
+    "transfer_kind_v1",
+    "transfer_steps",
+    "transfer_steps_v1",
+    "transfer_v1",
+]
 
 
 class DefinitionSpec(pydantic.BaseModel):
@@ -126,13 +144,26 @@ def transfer_kind(
     def work(state: str, code: int, on_failure: str, description: str) -> State:
         return State(state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description)
 
-    def wait(state: str, code: int, on_deadline: str, description: str) -> State:
+    def wait(state: str, code: int, on_deadline: str, description: str, *, deprecated: bool = False) -> State:
         return State(
-            state, code, Role.WAIT, deadline=request_deadline, on_deadline=on_deadline, description=description
+            state,
+            code,
+            Role.WAIT,
+            deadline=request_deadline,
+            on_deadline=on_deadline,
+            description=description,
+            deprecated=deprecated,
+        )
+
+    def old_work(state: str, code: int, on_failure: str, description: str) -> State:
+        """A work state of the provisioning that version 2 moved to the data plane."""
+        return State(
+            state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description, deprecated=True
         )
 
     return Kind(
         name,
+        version=1,
         description="A data transfer: provision, request, start, run, complete or terminate, deprovision.",
         spec_model=_spec_for(provisioner_types),
         # What the provisioners were asked and answered, and how the transfer ended: the steps decide
@@ -141,9 +172,15 @@ def transfer_kind(
         initial="initial",
         states=[
             work("initial", 100, "terminate", "accepted; the manifest is being prepared"),
-            work("provisioning", 200, "provision_failed", "provisioners are being asked for the resources"),
-            wait("provisioning_requested", 250, "provision_timed_out", "waiting for async provisioners to call back"),
-            work("provisioned", 300, "terminate", "every resource is provisioned"),
+            old_work("provisioning", 200, "provision_failed", "provisioners are being asked for the resources"),
+            wait(
+                "provisioning_requested",
+                250,
+                "provision_timed_out",
+                "waiting for async provisioners to call back",
+                deprecated=True,
+            ),
+            old_work("provisioned", 300, "terminate", "every resource is provisioned"),
             work("requesting", 400, "terminate", "the transfer is being requested from the counter-party"),
             work("requested", 500, "terminate", "the counter-party accepted the request"),
             work("starting", 550, "terminate", "the data plane is being asked to start"),
@@ -155,14 +192,23 @@ def transfer_kind(
             work("completed", 800, "deprovision", "finished; deprovisioning starts"),
             work("terminating", 825, "terminate_failed", "the transfer is being stopped"),
             work("terminated", 850, "terminate_failed", "stopped; deprovisioning starts"),
-            work("deprovisioning", 900, "deprovision_failed", "provisioners are being asked to remove the resources"),
-            wait("deprovisioning_requested", 950, "deprovision_timed_out", "waiting for async deprovisioners"),
-            State("deprovisioned", 1000, Role.FINAL, description="every provisioned resource is gone"),
+            old_work(
+                "deprovisioning", 900, "deprovision_failed", "provisioners are being asked to remove the resources"
+            ),
+            wait(
+                "deprovisioning_requested",
+                950,
+                "deprovision_timed_out",
+                "waiting for async deprovisioners",
+                deprecated=True,
+            ),
+            State("deprovisioned", 1000, Role.FINAL, description="every provisioned resource is gone", deprecated=True),
             State(
                 "deprovisioning_failed",
                 1100,
                 Role.FINAL,
                 description="deprovisioning failed for good: resources may be left behind (see the error)",
+                deprecated=True,
             ),
         ],
         events=[
@@ -199,6 +245,9 @@ def transfer_kind(
 
 #: The built-in transfer kind, served by the built-in steps' one provisioner type.
 transfer = transfer_kind(provisioner_types=("memory",))
+#: Version 1 by its version's name (version 2 is :mod:`tenure.kinds.transfer_v2`).
+transfer_v1 = transfer
+transfer_kind_v1 = transfer_kind
 
 
 def _manifest(resource: Resource) -> list[Definition]:
@@ -304,3 +353,7 @@ def transfer_steps(
         ),
     )
     return steps
+
+
+#: Version 1's steps by its version's name.
+transfer_steps_v1 = transfer_steps

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tenure import Event, Kind, Role, State, Steps, TransitionNotAllowed, UnknownKind, Worker
-from tenure.engine import Advance, Resource, StepContext
+from tenure.engine import Advance, Outcome, Reconcile, Resource, StepContext
 from tenure.errors import DuplicateKind
 from tenure.store.protocol import EngineStore
 from tests.kinds_for_tests import order_v1, order_v2
@@ -34,7 +34,12 @@ def _steps(ran: list[str]) -> Steps:
     steps.add(order_v1, "new", step("pack", "pack"))
     steps.add(order_v1, "packing", step("packed", "ship"))
     steps.add(order_v2, "new", step("place", "place"))
-    steps.add(order_v2, "placed", step("hand_to_partner", "ship"))
+    def hand_to_partner(resource: Resource, ctx: StepContext) -> Outcome:
+        ran.append(f"v{ctx.kind.version}:hand_to_partner")
+        # Only shipping takes the partner; any other wish goes the plain way.
+        return Advance("ship") if resource.desired_state == "shipped" else Reconcile()
+
+    steps.add(order_v2, "placed", hand_to_partner)
     return steps
 
 
@@ -113,3 +118,19 @@ def test_a_rest_state_step_runs_only_while_a_desired_state_asks_to_leave(
     assert r.state == "shipped"
     assert ran == ["v2:place", "v2:hand_to_partner"], "the rest state's step did the leaving, not a plain event"
     assert r.observed_generation == r.generation
+
+
+def test_a_rest_state_step_leaves_a_wish_it_does_not_serve_to_the_plain_way(
+    open_engine_store: Callable[..., EngineStore],
+) -> None:
+    store = open_engine_store([order_v2])
+    ran: list[str] = []
+    worker = Worker(store, _steps(ran), name="w")
+    r = store.create("order")
+    worker.run_until_idle()
+    store.set_desired_state(store.get(r.id), "cancelled")
+    worker.run_until_idle()
+    r = store.get(r.id)
+    assert r.state == "cancelled"
+    assert ran == ["v2:place", "v2:hand_to_partner"], "the step was asked, and answered Reconcile"
+    assert [e.event for e in store.journal(r.id)][-1] == "cancel"

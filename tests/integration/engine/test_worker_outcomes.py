@@ -266,7 +266,7 @@ def test_a_long_error_is_cut_to_4000_characters(store: EngineStore) -> None:
     [
         pytest.param(Fail("the disk is full"), "the disk is full", id="fail"),
         pytest.param(
-            None, "step do_it returned None; a step returns Advance, Wait, RetryLater or Fail", id="non-outcome"
+            None, "step do_it returned None; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)", id="non-outcome"
         ),
         pytest.param(Fail("x" * 5000), "x" * 4000, id="cut-like-the-row"),
     ],
@@ -300,7 +300,7 @@ def test_only_failures_journal_an_error(store: EngineStore) -> None:
 @pytest.mark.parametrize(
     ("outcome", "problem"),
     [
-        pytest.param(None, "step do_it returned None; a step returns Advance, Wait, RetryLater or Fail", id="none"),
+        pytest.param(None, "step do_it returned None; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)", id="none"),
         pytest.param("finish", "step do_it returned 'finish'; a step returns", id="a-string"),
         pytest.param(
             Advance("no_such_event"),
