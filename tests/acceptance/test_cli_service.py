@@ -170,7 +170,7 @@ def test_kinds_and_diagrams_come_from_the_server(served: Served) -> None:
     assert svg.returncode == 0, svg.stderr
     assert svg.stdout.lstrip().startswith(("<svg", "<?xml"))
     assert missing.returncode == 1
-    assert "no kind 'volcano' is loaded (loaded: deployment, image, transfer, volume)" in missing.stderr
+    assert "no kind 'volcano' is loaded (loaded: dataflow, deployment, image, transfer, volume)" in missing.stderr
 
 
 def test_resource_commands_print_the_apis_json_and_tables(served: Served) -> None:

@@ -14,6 +14,7 @@ from tenure.cli.resources import create, desire, draw, event, history, list_kind
 from tenure.cli.runs import runs
 from tenure.cli.serve import serve
 from tenure.cli.sharing import parties, release, renew, teardown, use
+from tenure.cli.signaling_demo import signaling
 from tenure.cli.worker import worker
 
 __all__ = ["app", "main"]
@@ -80,7 +81,10 @@ app.command("kinds")(list_kinds)
 app.command()(draw)
 app.command()(serve)
 app.command()(worker)
-app.command()(demo)
+demos = typer.Typer(name="demo", add_completion=False, rich_markup_mode=None)
+demos.callback(invoke_without_command=True)(demo)
+demos.command("signaling")(signaling)
+app.add_typer(demos)
 app.add_typer(runs)
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from tenure.errors import InvalidUsage, TenureError, UnknownKind
 
 if TYPE_CHECKING:
+    from tenure.engine.planes import Signaling
     from tenure.machine import Kind
     from tenure.store.protocol import EngineStore
 
@@ -156,11 +157,11 @@ LeaseOption = Annotated[
 ]
 
 
-def all_kinds(extra: list[str] | None) -> tuple[Kind, ...]:
-    """The built-in example kinds plus the user's kinds."""
+def all_kinds(extra: list[str] | None, signaling: Signaling | None = None) -> tuple[Kind, ...]:
+    """The built-in example kinds (the dataflow's deadline from ``signaling``) plus the user's kinds."""
     from tenure.kinds import builtin_kinds, load_kinds
 
-    return builtin_kinds() + load_kinds(extra or [])
+    return builtin_kinds(signaling) + load_kinds(extra or [])
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -73,6 +74,7 @@ def serve(
     with contextlib.closing(sock):
         with reported():
             settings = ServiceConfig.load(config)
+            settings = _with_callback_url(settings, host, sock.getsockname()[1])
             # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
             url = database_url(database, configured=settings.database)
             kinds = [*settings.kinds, *(kinds or [])]
@@ -86,14 +88,14 @@ def serve(
                     console.print(f"migrated {migrator.target} to schema version {max(applied)}")
             store = open_store(
                 url,
-                all_kinds(kinds),
+                all_kinds(kinds, settings.signaling),
                 pool_size=pool_size(workers + 2, concurrency),
                 tables=builtin_tables(),
                 **settings.store_options(),
             )
         try:
             with reported():
-                steps = steps_for(store, kinds)
+                steps = steps_for(store, kinds, settings.signaling)
                 settings = _announce_auth(settings, token_file)
             console.print(
                 f"tenure serving http://{host}:{sock.getsockname()[1]} on {store.target} with {workers} worker(s); "
@@ -119,6 +121,16 @@ def serve(
                     deliverer.stop()
         finally:
             store.close()
+
+
+def _with_callback_url(settings: ServiceConfig, host: str, port: int) -> ServiceConfig:
+    """A control plane hands its data planes the URL of its callbacks: its public URL's, or where it listens."""
+    signaling = settings.signaling
+    if signaling is None or not signaling.dataplanes or signaling.callback_url is not None:
+        return settings
+    base = settings.public_url or f"http://{host}:{port}"
+    callback = f"{base.rstrip('/')}/v1/callbacks"
+    return dataclasses.replace(settings, signaling=dataclasses.replace(signaling, callback_url=callback))
 
 
 def _announce_auth(settings: ServiceConfig, token_file: Path) -> ServiceConfig:

@@ -24,6 +24,7 @@ from tenure.cli.common import (
 
 if TYPE_CHECKING:
     from tenure.engine import Steps, Worker
+    from tenure.engine.planes import Signaling
     from tenure.store.protocol import EngineStore, TableStore
 
 __all__ = ["pool_size", "steps_for", "worker"]
@@ -36,11 +37,14 @@ PollOption = Annotated[
 NameOption = Annotated[str | None, typer.Option("--name", help="Worker name (default: host:pid:random).")]
 
 
-def steps_for(store: TableStore, kinds: list[str] | None) -> Steps:
-    """The built-in kinds' steps (volumes keep their quotas in tables they own in ``store``) and those of ``kinds``."""
+def steps_for(store: TableStore, kinds: list[str] | None, signaling: Signaling | None = None) -> Steps:
+    """The built-in kinds' steps (volumes keep their quotas in tables they own in ``store``) and those of ``kinds``.
+
+    ``signaling`` is the process's data-plane settings (dataflows call back its control plane).
+    """
     from tenure.kinds import builtin_steps, load_steps
 
-    return builtin_steps(store) | load_steps(kinds or [])
+    return builtin_steps(store, signaling) | load_steps(kinds or [])
 
 
 def _run_workers(store: EngineStore, steps: Steps, workers: list[Worker]) -> None:

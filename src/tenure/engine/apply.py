@@ -55,7 +55,8 @@ def call_step(reg: Registered, ctx: StepContext) -> Outcome:
         log.info("step %s of %s raised %s", reg.name, r.id, describe(exc), extra=about(r))
         return RetryLater(describe(exc))
     if not isinstance(outcome, _OUTCOMES):
-        return Fail(f"step {reg.name} returned {outcome!r}; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)")
+        expected = "Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)"
+        return Fail(f"step {reg.name} returned {outcome!r}; a step returns {expected}")
     return outcome
 
 

@@ -47,6 +47,8 @@ class Signaling:
     controlplane: ControlPlaneRef | None = None
     #: How long a ``*_requested`` state waits for the other side before asking again.
     request_deadline: timedelta = timedelta(seconds=60)
+    #: Where this control plane takes callbacks (``{its public URL}/v1/callbacks``), handed to data planes.
+    callback_url: str | None = None
 
     @property
     def is_dataplane(self) -> bool:

@@ -7,11 +7,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from tenure.engine.flows import flow_step
+from tenure.engine.planes import Signaling
+from tenure.engine.provision import MemoryProvisioner
+from tenure.engine.signaling import dataplanes
 from tenure.engine.steps import Steps
-from tenure.errors import ModuleNotImportable, NoKindFound, QuotaNotFound
+from tenure.errors import InvalidArgument, ModuleNotImportable, NoKindFound, QuotaNotFound
+from tenure.kinds.dataflow import CallbackInbox, MemoryAsyncProvisioner, dataflow_for, dataflow_steps
 from tenure.kinds.deployment import MemoryPlatform, deployment, deployment_steps
 from tenure.kinds.image import image
 from tenure.kinds.transfer import transfer, transfer_steps
+from tenure.kinds.transfer_v2 import transfer_v2_for, transfer_v2_steps
 from tenure.kinds.volume import (
     VOLUME_TABLES,
     Host,
@@ -29,9 +34,18 @@ from tenure.store.tables import OwnedTables
 __all__ = ["builtin_kinds", "builtin_steps", "builtin_tables", "load_kinds", "load_steps"]
 
 
-def builtin_kinds() -> tuple[Kind, ...]:
-    """The example kinds that ship with tenure."""
-    return (deployment, image, transfer, volume)
+def builtin_kinds(signaling: Signaling | None = None) -> tuple[Kind, ...]:
+    """The example kinds that ship with tenure (the dataflow's request deadline is ``signaling``'s).
+
+    A control plane with data planes (``signaling.dataplanes``) also loads ``transfer`` version 2,
+    which hands provisioning to them: new transfers are made under it, while those made under
+    version 1 finish there. Without data planes, transfers stay on version 1 (the control plane
+    provisions them itself).
+    """
+    kinds: tuple[Kind, ...] = (dataflow_for(signaling), deployment, image, transfer, volume)
+    if signaling is not None and signaling.dataplanes:
+        kinds += (transfer_v2_for(signaling),)
+    return kinds
 
 
 def builtin_tables() -> tuple[OwnedTables, ...]:
@@ -39,13 +53,25 @@ def builtin_tables() -> tuple[OwnedTables, ...]:
     return (VOLUME_TABLES,)
 
 
-def builtin_steps(store: TableStore | None = None) -> Steps:
+def builtin_steps(store: TableStore | None = None, signaling: Signaling | None = None) -> Steps:
     """The engine steps of the example kinds, with in-memory plug-ins (for the demo and tests).
 
     Volumes keep their quota ledger in ``store`` (opened with :func:`builtin_tables`); without it only
-    transfers and deployments get steps. Every project gets a 1000 GB quota the first time a volume of it is requested.
+    transfers, dataflows and deployments get steps. Every project gets a 1000 GB quota the first time a volume of it
+    is requested. Dataflows call back ``signaling``'s control plane; their ``memory-async`` provisioner answers
+    through ``store``.
     """
     steps = transfer_steps()
+    provisioners: dict[str, object] = {"memory": MemoryProvisioner()}
+    if isinstance(store, CallbackInbox):
+        provisioners["memory-async"] = MemoryAsyncProvisioner(store)
+    controlplane = signaling.controlplane if signaling is not None else None
+    steps = steps | dataflow_steps(provisioners, controlplane, kind=dataflow_for(signaling))
+    if signaling is not None and signaling.dataplanes:
+        if signaling.callback_url is None:
+            raise InvalidArgument("signaling.callback_url", "a control plane needs the URL of its own callbacks", None)
+        planes = dataplanes(signaling)
+        steps = steps | transfer_v2_steps(planes, callback_url=signaling.callback_url, kind=transfer_v2_for(signaling))
     for state, step in deployment_steps(MemoryPlatform()).items():
         steps.add(deployment, state, flow_step(step))
     if store is not None:

@@ -58,6 +58,7 @@ for good, so those two codes stay free for them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -67,6 +68,7 @@ import pydantic
 
 from tenure.engine.apply import describe
 from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Reconcile, Retryable, RetryLater, Wait
+from tenure.engine.planes import Signaling
 from tenure.engine.signaling import DataPlaneClient, SignalRefused
 from tenure.engine.steps import StepContext, Steps
 from tenure.errors import InvalidArgument
@@ -81,6 +83,7 @@ __all__ = [
     "KEY",
     "STEP_DATA",
     "TransferV2Spec",
+    "transfer_v2_for",
     "transfer_v2_kind",
     "transfer_v2_steps",
 ]
@@ -598,3 +601,16 @@ def transfer_v2_steps(
     ):
         steps.add(kind, state, step)
     return steps
+
+
+@functools.cache
+def _built_in(dataplanes: tuple[str, ...], request_deadline: timedelta) -> Kind:
+    return transfer_v2_kind(dataplanes=dataplanes, request_deadline=request_deadline)
+
+
+def transfer_v2_for(signaling: Signaling) -> Kind:
+    """The built-in transfer version 2 for the data planes ``signaling`` configures (the same object each time).
+
+    The store and the engine's steps must hold one and the same kind object.
+    """
+    return _built_in(tuple(p.id for p in signaling.dataplanes), signaling.request_deadline)

@@ -30,7 +30,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from tenure import __version__
 from tenure.engine import Worker
 from tenure.errors import TenureError
-from tenure.service import callbacks, kinds, operations, parties, resources, subscriptions, watch
+from tenure.service import callbacks, kinds, operations, parties, resources, signaling, subscriptions, watch
 from tenure.service.config import ServiceConfig
 from tenure.service.metrics import Metrics
 from tenure.service.problems import (
@@ -92,7 +92,10 @@ def create_app(
     app.state.config = config
     app.state.metrics = Metrics(store, workers)
     app.state.wakeups = wakeups
-    modules = (resources, parties, kinds, callbacks, watch, subscriptions, operations)
+    modules = [resources, parties, kinds, callbacks, watch, subscriptions, operations]
+    if config.signaling is not None and config.signaling.is_dataplane:
+        signaling.check_store(store)  # a data plane serves its control plane's signals
+        modules.append(signaling)
     for module in modules:
         app.include_router(module.router)
     # The routes themselves, for the Allow header of a 405 (the app's own list may hold routers).

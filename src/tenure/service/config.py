@@ -21,6 +21,24 @@ Client tokens come from a TOML file, from the environment, or both::
     token_env = "CI_BOT_TOKEN"     # or: token = "..." (keep the file private then)
     scopes = ["read", "write"]
 
+    [tokens.controlplane]          # the same, keyed by the client's name
+    token_env = "CP_TOKEN"
+    scopes = ["signal"]
+
+    [dataplane]                    # this process is a data plane (docs/signaling.md)
+    id = "dp1"                     # its client name on the control plane
+    controlplane_url = "http://127.0.0.1:8800"
+    controlplane_token_env = "DP1_TOKEN"   # or: controlplane_token = "..."
+    request_deadline = 60          # seconds a *_requested state waits before asking again
+
+    [signaling]
+    request_deadline = 60          # the same, for a control plane's *_requested states
+
+    [[dataplanes]]                 # this process is a control plane of these data planes
+    id = "dp1"
+    url = "http://127.0.0.1:8801"
+    token_env = "CP_TO_DP1_TOKEN"  # or: token = "..."
+
     TENURE_TOKENS="ci-bot:s3cret:read,write;ops:0ther:admin"
     TENURE_AUTH=off                # local development only: anyone may do anything
 
@@ -40,9 +58,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tenure.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Imported when a file configures signaling: reading a configuration needs no engine otherwise.
+    from tenure.engine.planes import Signaling
 
 __all__ = ["ClientToken", "ConfigError", "Principal", "Scope", "ServiceConfig", "generated_token"]
 
@@ -145,6 +168,8 @@ class ServiceConfig:
     default_interest_ttl: int = DEFAULT_INTEREST_TTL
     #: The most seconds a party may ask for; it renews to stay longer.
     max_interest_ttl: int = MAX_INTEREST_TTL
+    #: Data-plane signaling (``[dataplane]``, ``[[dataplanes]]``): None when the file configures neither.
+    signaling: Signaling | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_interest_ttl <= self.max_interest_ttl:
@@ -204,10 +229,10 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = set(doc) - {"auth", "tokens", "service"}
+    unknown = set(doc) - set(_SECTIONS)
     if unknown:
         raise ConfigError(
-            f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; known: auth, tokens, service"
+            f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}"
         )
     auth_section = _table(doc, "auth", path)
     enabled = auth_section.get("enabled", True)
@@ -249,8 +274,11 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         default_sharable=sharable,
         default_interest_ttl=default_ttl,
         max_interest_ttl=max_ttl,
+        signaling=_signaling_from(doc, path, env),
     )
 
+
+_SECTIONS = ("auth", "tokens", "service", "dataplane", "dataplanes", "signaling")
 
 _SERVICE_KEYS = (
     "max_body_bytes",
@@ -281,13 +309,27 @@ def _interest_ttls(service: Mapping[str, Any], path: Path) -> tuple[int, int]:
     return default_ttl, max_ttl
 
 
+def _token_entries(doc: Mapping[str, Any], path: Path) -> list[tuple[str, Any]]:
+    """The token tables, each with where it is: ``[[tokens]]`` (with a client), or ``[tokens.<client>]``."""
+    entries = doc.get("tokens", [])
+    if isinstance(entries, list):
+        return [(f"config file {path}: tokens[{i}]", entry) for i, entry in enumerate(entries)]
+    if not isinstance(entries, dict):
+        raise ConfigError(f"config file {path}: tokens must be an array of tables ([[tokens]]) or [tokens.<client>]")
+    named: list[tuple[str, Any]] = []
+    for client, entry in entries.items():
+        where = f"config file {path}: [tokens.{client}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table with token or token_env, and scopes")
+        if "client" in entry and entry["client"] != client:
+            raise ConfigError(f"{where}: client must be left out or be {client!r} (the table's name)")
+        named.append((where, {**entry, "client": client}))
+    return named
+
+
 def _tokens_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> list[ClientToken]:
     tokens: list[ClientToken] = []
-    entries = doc.get("tokens", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"config file {path}: tokens must be an array of tables ([[tokens]])")
-    for i, entry in enumerate(entries):
-        where = f"config file {path}: tokens[{i}]"
+    for where, entry in _token_entries(doc, path):
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table with client, token or token_env, and scopes")
         extra = set(entry) - {"client", "token", "token_env", "scopes"}
@@ -308,6 +350,111 @@ def _tokens_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return tokens
+
+
+_DATAPLANE_KEYS = ("id", "controlplane_url", "controlplane_token", "controlplane_token_env", "request_deadline")
+_DATAPLANES_KEYS = ("id", "url", "token", "token_env")
+#: The default of ``[dataplane] request_deadline``, in seconds.
+DEFAULT_REQUEST_DEADLINE = 60
+
+
+def _signaling_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Signaling | None:
+    """``[dataplane]`` and ``[[dataplanes]]`` as :class:`~tenure.engine.planes.Signaling` (None: neither is there)."""
+    if "dataplane" not in doc and "dataplanes" not in doc:
+        return None
+    from tenure.engine.planes import ControlPlaneRef, DataPlaneRef, Signaling
+
+    where = f"config file {path}"
+    planes: list[DataPlaneRef] = []
+    entries = doc.get("dataplanes", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: dataplanes must be an array of tables ([[dataplanes]]) with id, url and token")
+    for i, entry in enumerate(entries):
+        at = f"{where}: dataplanes[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at} must be a table with id, url, and token or token_env")
+        _known_keys(entry, _DATAPLANES_KEYS, at)
+        plane_id = _plane_id(entry.get("id"), f"{at}.id")
+        if any(p.id == plane_id for p in planes):
+            raise ConfigError(f"{at}.id: data plane {plane_id!r} is configured twice; ids must be unique")
+        url = _base_url(entry.get("url"), f"{at}.url", "the data plane's base URL, such as http://127.0.0.1:8801")
+        token = _secret(entry, "token", env, at, "the token the control plane presents to the data plane")
+        planes.append(DataPlaneRef(plane_id, url, token))
+    shared = doc.get("signaling", {})
+    if not isinstance(shared, dict):
+        raise ConfigError(f"{where}: signaling must be a table ([signaling]) with request_deadline")
+    _known_keys(shared, ("request_deadline",), f"{where}: [signaling]")
+    section = doc.get("dataplane")
+    if section is None:
+        deadline = _deadline(shared.get("request_deadline", DEFAULT_REQUEST_DEADLINE), f"{where}: [signaling]")
+        return Signaling(dataplanes=tuple(planes), request_deadline=timedelta(seconds=deadline))
+    at = f"{where}: [dataplane]"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{at} must be a table with id, controlplane_url and controlplane_token")
+    _known_keys(section, _DATAPLANE_KEYS, at)
+    plane_id = _plane_id(section.get("id"), f"{at} id")
+    url = _base_url(
+        section.get("controlplane_url"),
+        f"{at} controlplane_url",
+        "the control plane's base URL (callbacks go to its /v1/callbacks), such as http://127.0.0.1:8800",
+    )
+    token = _secret(section, "controlplane_token", env, at, "the token this data plane presents to the control plane")
+    deadline = _deadline(section.get("request_deadline", shared.get("request_deadline", DEFAULT_REQUEST_DEADLINE)), at)
+    return Signaling(
+        dataplanes=tuple(planes),
+        dataplane_id=plane_id,
+        controlplane=ControlPlaneRef(url, token),
+        request_deadline=timedelta(seconds=deadline),
+    )
+
+
+def _deadline(value: object, at: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400 * 7:
+        raise ConfigError(
+            f"{at} request_deadline must be a number of seconds, more than 0 and at most 604800 (a week), not {value!r}"
+        )
+    return float(value)
+
+
+def _known_keys(table: Mapping[str, Any], known: tuple[str, ...], at: str) -> None:
+    extra = set(table) - set(known)
+    if extra:
+        raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(extra))}; known: {', '.join(known)}")
+
+
+def _plane_id(value: object, at: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 100 or any(c in value for c in ":;\n"):
+        raise ConfigError(
+            f"{at} must be the data plane's id: text of 1 to 100 characters without ':', ';' or newlines "
+            "(it is also its client name on the control plane)"
+        )
+    return value
+
+
+def _base_url(value: object, at: str, what: str) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{at} must be {what}: an http:// or https:// URL without query or fragment")
+    return str(value).rstrip("/")
+
+
+def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], at: str, what: str) -> str:
+    """``table[key]``, or the environment variable ``table[key + "_env"]`` names; never shown in an error."""
+    named = f"{key}_env"
+    if key in table and named in table:
+        raise ConfigError(f"{at}: give {key} or {named}, not both")
+    if named in table:
+        variable = table[named]
+        value = env.get(str(variable)) if isinstance(variable, str) else None
+        if value is None:
+            raise ConfigError(f"{at}: {named} names environment variable {variable!r}, which is not set")
+    else:
+        value = table.get(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{at}: {key} (or {named}) is required: {what}, as text")
+    if len(value) < 16:
+        raise ConfigError(f"{at}: {key} is too short: use at least 16 characters")
+    return value
 
 
 def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:

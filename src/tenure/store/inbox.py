@@ -257,7 +257,9 @@ class Inbox:
         self._signal.notify()
         return Receipt(Delivery.ACCEPTED, resource_id, key, seq=seq)
 
-    def _check_delivery(self, conn: Executor, resource_id: str, hashed: str, key: str, digest: str) -> Receipt | None:
+    def _check_delivery(
+        self, conn: Executor, resource_id: str, hashed: str, key: str, digest: str, *, again: bool = True
+    ) -> Receipt | None:
         """The receipt of a callback that must not be inserted, or None if it may be."""
         wait = self._wait_in(conn, hashed)
         if wait is None or wait.resource_id != resource_id:
@@ -304,6 +306,10 @@ class Inbox:
                     refusal=Refusal.TOO_EARLY,
                 )
         current = conn.execute(self._db.sql["get_version_state"], (resource_id,)).fetchone()
+        if current is not None and int(current[0]) != wait.version and again:
+            # The wait and the row are two reads: the step's write entering the wait state may have
+            # committed between them (PostgreSQL reads each statement afresh). Read the wait again.
+            return self._check_delivery(conn, resource_id, hashed, key, digest, again=False)
         if current is None or int(current[0]) != wait.version:
             where = "" if current is None else f"; the resource is now in state {current[1]!r} at version {current[0]}"
             return Receipt(

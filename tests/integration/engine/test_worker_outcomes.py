@@ -62,6 +62,9 @@ chore = Kind(
 
 StepFn = Callable[[Resource, StepContext], Any]
 
+#: What a step may return, as the refusal of anything else names it.
+EXPECTED_OUTCOMES = "Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)"
+
 
 def worker_for(store: EngineStore, step: StepFn, *, name: str = "w-1") -> Worker:
     steps = Steps()
@@ -265,9 +268,7 @@ def test_a_long_error_is_cut_to_4000_characters(store: EngineStore) -> None:
     ("outcome", "error"),
     [
         pytest.param(Fail("the disk is full"), "the disk is full", id="fail"),
-        pytest.param(
-            None, "step do_it returned None; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)", id="non-outcome"
-        ),
+        pytest.param(None, "step do_it returned None; a step returns " + EXPECTED_OUTCOMES, id="non-outcome"),
         pytest.param(Fail("x" * 5000), "x" * 4000, id="cut-like-the-row"),
     ],
 )
@@ -300,7 +301,7 @@ def test_only_failures_journal_an_error(store: EngineStore) -> None:
 @pytest.mark.parametrize(
     ("outcome", "problem"),
     [
-        pytest.param(None, "step do_it returned None; a step returns Advance, Wait, RetryLater, Fail (or, in a rest state, Reconcile)", id="none"),
+        pytest.param(None, "step do_it returned None; a step returns " + EXPECTED_OUTCOMES, id="none"),
         pytest.param("finish", "step do_it returned 'finish'; a step returns", id="a-string"),
         pytest.param(
             Advance("no_such_event"),

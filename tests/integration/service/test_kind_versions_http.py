@@ -34,7 +34,8 @@ def test_a_kind_lists_its_loaded_versions_and_shows_each(
     deprecated = {s["name"]: s["deprecated"] for s in older["states"]}
     assert deprecated == {"new": False, "packing": True, "shipped": False, "cancelled": False}
     drawn = live.reader.get("/v1/kinds/order/diagram", params={"version": 1, "format": "svg"}).text
-    assert 'data-state="packing"' in drawn and 'data-deprecated="true"' in drawn
+    assert 'data-state="packing"' in drawn
+    assert 'data-deprecated="true"' in drawn
 
     missing = live.reader.get("/v1/kinds/order", params={"version": 7})
     assert_problem(missing, 404, "kind-not-found")
