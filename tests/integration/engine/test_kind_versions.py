@@ -34,6 +34,7 @@ def _steps(ran: list[str]) -> Steps:
     steps.add(order_v1, "new", step("pack", "pack"))
     steps.add(order_v1, "packing", step("packed", "ship"))
     steps.add(order_v2, "new", step("place", "place"))
+
     def hand_to_partner(resource: Resource, ctx: StepContext) -> Outcome:
         ran.append(f"v{ctx.kind.version}:hand_to_partner")
         # Only shipping takes the partner; any other wish goes the plain way.
