@@ -74,7 +74,8 @@ def serve(
     with contextlib.closing(sock):
         with reported():
             settings = ServiceConfig.load(config)
-            settings = _with_callback_url(settings, host, sock.getsockname()[1])
+            listening = f"http://{host}:{sock.getsockname()[1]}"
+            settings = dataclasses.replace(settings, signaling=settings.signaling_with_callbacks(listening))
             # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
             url = database_url(database, configured=settings.database)
             kinds = [*settings.kinds, *(kinds or [])]
@@ -121,16 +122,6 @@ def serve(
                     deliverer.stop()
         finally:
             store.close()
-
-
-def _with_callback_url(settings: ServiceConfig, host: str, port: int) -> ServiceConfig:
-    """A control plane hands its data planes the URL of its callbacks: its public URL's, or where it listens."""
-    signaling = settings.signaling
-    if signaling is None or not signaling.dataplanes or signaling.callback_url is not None:
-        return settings
-    base = settings.public_url or f"http://{host}:{port}"
-    callback = f"{base.rstrip('/')}/v1/callbacks"
-    return dataclasses.replace(settings, signaling=dataclasses.replace(signaling, callback_url=callback))
 
 
 def _announce_auth(settings: ServiceConfig, token_file: Path) -> ServiceConfig:

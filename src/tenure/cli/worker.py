@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -90,6 +91,14 @@ def worker(
     poll: PollOption = None,
     name: NameOption = None,
     verbose: VerboseOption = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="TENURE_CONFIG",
+            help="The service's TOML file: its database, kinds and signaling ([dataplane], [[dataplanes]]).",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker: claim due resources, run their steps, sweep deadlines and callbacks.
 
@@ -98,13 +107,21 @@ def worker(
     from tenure.engine import Worker
     from tenure.engine.deliveries import Deliverer
     from tenure.kinds import builtin_tables
+    from tenure.service.config import ServiceConfig
     from tenure.store import open_store
+    from tenure.store.url import database_url
 
     _configure_logging(verbose)
     with reported():
+        settings = ServiceConfig.load(config) if config is not None else ServiceConfig()
+        signaling = settings.signaling_with_callbacks()
+        url = database_url(database, configured=settings.database)
+        kinds = [*settings.kinds, *(kinds or [])]
         # One more worker's worth of connections: the webhook deliverer runs next to the worker.
-        store = open_store(database, all_kinds(kinds), pool_size=pool_size(2, concurrency), tables=builtin_tables())
-        steps = steps_for(store, kinds)
+        store = open_store(
+            url, all_kinds(kinds, signaling), pool_size=pool_size(2, concurrency), tables=builtin_tables()
+        )
+        steps = steps_for(store, kinds, signaling)
     try:
         w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)
         console.print(

@@ -178,6 +178,24 @@ class ServiceConfig:
                 f"max_interest_ttl ({self.max_interest_ttl})"
             )
 
+    def signaling_with_callbacks(self, listening: str | None = None) -> Signaling | None:
+        """The signaling settings, with the URL a control plane's data planes call back at.
+
+        That is ``{public_url}/v1/callbacks``, else ``{listening}/v1/callbacks`` (where the server
+        listens). A control plane with data planes and neither refuses to start: its data planes could
+        not call back.
+        """
+        signaling = self.signaling
+        if signaling is None or not signaling.dataplanes or signaling.callback_url is not None:
+            return signaling
+        base = self.public_url or listening
+        if base is None:
+            raise ConfigError(
+                "a control plane with data planes needs [service] public_url: its data planes call back at "
+                "{public_url}/v1/callbacks"
+            )
+        return dataclasses.replace(signaling, callback_url=f"{base.rstrip('/')}/v1/callbacks")
+
     def store_options(self) -> dict[str, Any]:
         """The keyword arguments of ``open_store`` this configuration decides: the sharing defaults."""
         # Imported here: the store package is not needed to read a configuration (the CLI starts faster).

@@ -172,3 +172,17 @@ def test_a_control_planes_request_deadline_comes_from_the_signaling_section(tmp_
     assert signaling is not None
     assert signaling.request_deadline == timedelta(seconds=7.5)
     assert [p.id for p in signaling.dataplanes] == ["dp1"]
+
+
+def test_a_control_plane_hands_out_its_public_callback_url_or_where_it_listens(tmp_path: Path) -> None:
+    public = load(tmp_path, '[service]\npublic_url = "https://cp.example/"\n' + _ONE_PLANE)
+    signaling = public.signaling_with_callbacks("http://127.0.0.1:8800")
+    assert signaling is not None
+    assert signaling.callback_url == "https://cp.example/v1/callbacks"
+
+    bare = load(tmp_path, _ONE_PLANE)
+    listening = bare.signaling_with_callbacks("http://127.0.0.1:8800")
+    assert listening is not None
+    assert listening.callback_url == "http://127.0.0.1:8800/v1/callbacks"
+    with pytest.raises(ConfigError, match=r"needs \[service\] public_url"):
+        bare.signaling_with_callbacks()  # a worker process listens nowhere
