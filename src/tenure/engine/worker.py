@@ -108,6 +108,7 @@ class Worker:
         self._inflight = InFlight(store, self.stats, worker=self.name)
         self._poll = 5.0
         self._planned_at = -_REPLAN
+        self._callbacks_seen = store.signal.callbacks
         self._stop_timeout = 30.0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -172,6 +173,11 @@ class Worker:
         store = self.store
         free = min(self.concurrency - len(self._inflight), self.batch)
         since = time.monotonic() - self._planned_at
+        if store.signal.callbacks != self._callbacks_seen:
+            # A callback arrived through this process: apply it now, busy or not, rather than at
+            # the next re-plan (a data plane's answer should move its transfer at once).
+            self._callbacks_seen = store.signal.callbacks
+            self.apply_callbacks()
         if since < _REPLAN:
             # Busy: the agenda was read a moment ago. Claim straight away (one query per pass), or
             # with every slot taken just wait for a step to finish (it bumps the signal); callbacks,

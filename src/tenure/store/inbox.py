@@ -254,7 +254,7 @@ class Inbox:
                 refusal = self._check_delivery(conn, resource_id, hashed, key, digest)
             assert refusal is not None, "the key was just taken, so it must be recorded now"
             return refusal
-        self._signal.notify()
+        self._signal.notify(callback=True)
         return Receipt(Delivery.ACCEPTED, resource_id, key, seq=seq)
 
     def _check_delivery(

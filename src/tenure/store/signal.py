@@ -26,20 +26,27 @@ class WorkSignal:
     True
     """
 
-    __slots__ = ("_cond", "_seq")
+    __slots__ = ("_callbacks", "_cond", "_seq")
 
     def __init__(self) -> None:
         # Re-entrant: a signal handler may notify while the thread it interrupted holds the lock.
         self._cond = threading.Condition(threading.RLock())
         self._seq = 0
+        self._callbacks = 0
 
     @property
     def seq(self) -> int:
         return self._seq
 
-    def notify(self) -> None:
+    @property
+    def callbacks(self) -> int:
+        """How many callbacks this process recorded: a busy worker applies them without waiting to re-plan."""
+        return self._callbacks
+
+    def notify(self, *, callback: bool = False) -> None:
         with self._cond:
             self._seq += 1
+            self._callbacks += callback
             self._cond.notify_all()
 
     def wait(self, after: int, timeout: float) -> int:

@@ -710,3 +710,26 @@ def test_a_waiting_resource_is_moved_on_by_its_answers_not_a_step(store: EngineS
     store.deliver(r.id, token, "b", "done")
     worker.tick()
     assert store.get(r.id).state == "done"
+
+
+def test_a_worker_with_every_slot_busy_still_applies_callbacks(
+    store: EngineStore, eventually: Callable[[Callable[[], object], str], None]
+) -> None:
+    # One resource waits for its answers; another holds the running worker's only slot with a gated step.
+    _, _, waiting_one, token = waiting(store)
+    gate = threading.Event()
+    busy = Asker(gate=gate)
+    steps = Steps()
+    steps.add(ticket, "todo", busy)
+    busy_worker = Worker(store, steps, name="busy", concurrency=1, rand=lambda: 1.0)
+    held = store.create("ticket")
+    busy_worker.start()
+    try:
+        assert busy.handed_out.wait(10), "the gated step never started"
+        store.deliver(waiting_one.id, token, "a", "done")
+        store.deliver(waiting_one.id, token, "b", "done")
+        eventually(lambda: store.get(waiting_one.id).state == "done", "the callbacks moved the waiting resource")
+        assert store.get(held.id).state == "todo", "the gated step still holds the only slot"
+    finally:
+        gate.set()
+        busy_worker.stop()
