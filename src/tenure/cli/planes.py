@@ -117,6 +117,8 @@ class Plane:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         command = [sys.executable, "-m", "tenure", "serve", "--port", str(self.port), "--config", str(self.config)]
         command += ["--workers", str(self.workers), "--log-format", "json"]
+        if self.process is not None:  # it exited by itself: keep how
+            self.returncode = self.process.returncode
         self._close_log()
         self._log = self.log.open("ab")
         self.process = subprocess.Popen(
@@ -145,14 +147,22 @@ class Plane:
         self._end(signal.SIGTERM)
 
     def _end(self, how: signal.Signals) -> None:
+        self.send(how)
+        self.reap()
+
+    def send(self, how: signal.Signals) -> None:
+        """Send ``how`` to the process, if it runs, without waiting for it to exit (see :meth:`reap`)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(how)
+
+    def reap(self, timeout: float = 30.0) -> None:
+        """Wait for the process to exit (SIGKILL after ``timeout`` seconds) and keep its exit status."""
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(how)
-                try:
-                    self.process.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(30)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
             self.returncode = self.process.returncode
             self.process = None
         self._close_log()
@@ -264,8 +274,11 @@ class LocalPlanes:
         return self
 
     def stop(self) -> None:
+        """SIGTERM every plane, all at once, and wait until each has exited."""
         for plane in self.planes:
-            plane.stop()
+            plane.send(signal.SIGTERM)
+        for plane in self.planes:
+            plane.reap()
 
     def __enter__(self) -> LocalPlanes:
         try:

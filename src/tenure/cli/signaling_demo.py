@@ -91,6 +91,19 @@ SCENARIOS = (
 )
 
 
+#: Where a data plane's flow rests between signals (every other state is an operation under way).
+_FLOW_AT_REST = (
+    "received",
+    "provisioned",
+    "started",
+    "suspended",
+    "completed",
+    "terminated",
+    "deprovisioned",
+    "failed",
+)
+
+
 class _Printer:
     """Prints the journal entries of a transfer on every plane that it has not printed yet, in time order."""
 
@@ -143,8 +156,9 @@ def walk(planes: Any, scenario: Scenario, out: Callable[[str], None], *, timeout
             out(f"  [dim]the client asks for desiredState {wish}[/]")
             cp.put(f"/v1/resources/{rid}/desired-state", json={"desiredState": wish}).raise_for_status()
             _wait_for(cp, rid, [rest], timeout)
-            # The data plane may still be finishing (its flow's last moves follow the callback).
-            time.sleep(0.3)
+            # The data plane may still be finishing: its flow's last moves follow the callback.
+            with planes.dataplanes["dp1"].client() as dp:
+                _wait_for(dp, rid, _FLOW_AT_REST, timeout)
             printer.flush(rid)
     return rid
 
