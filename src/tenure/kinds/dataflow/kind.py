@@ -1,0 +1,325 @@
+"""The ``dataflow`` kind's declaration: its spec, states and events, and what its data says.
+
+The guards of the synchronous signals and the steps (:mod:`tenure.kinds.dataflow.steps`) read the
+flow's data through the same helpers: :func:`holding`, :func:`addresses` and :func:`touched`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+import pydantic
+from pydantic.alias_generators import to_camel
+
+from tenure.engine.planes import Signaling
+from tenure.engine.provision import ProvisionStatus
+from tenure.kinds.transfer import DefinitionSpec
+from tenure.machine import Backoff, Event, Kind, Role, State, Subject
+
+__all__ = [
+    "BUILTIN_TYPES",
+    "DEFAULT_REQUEST_DEADLINE",
+    "ENGINE_EVENTS",
+    "SIGNAL_EVENTS",
+    "STEP_DATA",
+    "DataflowSpec",
+    "addresses",
+    "dataflow",
+    "dataflow_for",
+    "dataflow_kind",
+    "holding",
+    "touched",
+]
+
+#: How long a ``*_requested`` state waits for the provisioners by default (as :class:`Signaling` does).
+DEFAULT_REQUEST_DEADLINE = Signaling().request_deadline
+
+
+class DataflowSpec(pydantic.BaseModel):
+    """What a flow was made for: the transfer, its addresses and resources, and the signal that made it."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", alias_generator=to_camel, serialize_by_alias=True)
+
+    transfer_id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    type: Literal["consumer", "provider"]
+    asset: str = pydantic.Field(min_length=1, max_length=255)
+    #: Free-form address objects (``{"type": "s3", "bucket": "in"}``); a provisioner may change them.
+    source: dict[str, Any] | None = None
+    destination: dict[str, Any] | None = None
+    resources: list[DefinitionSpec] = pydantic.Field(default_factory=list, max_length=50)
+    #: The signal that created the flow.
+    signal: Literal["prepare", "start"]
+
+    @pydantic.model_validator(mode="after")
+    def _unique_ids(self) -> DataflowSpec:
+        ids = [d.id for d in self.resources]
+        if len(ids) != len(set(ids)):
+            raise ValueError("resource definition ids must be unique")
+        return self
+
+
+#: The data keys only the engine and the signaling API write (see the package docs).
+STEP_DATA = (
+    "provision",
+    "deprovision",
+    "provisioned",
+    "addresses",
+    "failure",
+    "notification",
+    "signals",
+    "op",
+    "callback",
+)
+
+#: The events the signaling API fires for the control plane's signals.
+SIGNAL_EVENTS = ("prepare", "provision", "start", "suspend", "terminate", "deprovision", "resignal", "renotify")
+
+#: Every event but ``complete`` is the engine's or the signaling API's: no client fires them.
+ENGINE_EVENTS = (
+    *SIGNAL_EVENTS,
+    "provisioned",
+    "provision_requested",
+    "provision_retry",
+    "provision_timed_out",
+    "provision_failed",
+    "notified_provisioned",
+    "notified_started",
+    "notified_failed",
+    "deprovisioned",
+    "deprovision_requested",
+    "deprovision_retry",
+    "deprovision_timed_out",
+    "deprovision_failed",
+    "notified_suspended",
+    "notified_deprovisioned",
+    "notified_deprovision_failed",
+)
+
+_REST_STATES = (
+    "received",
+    "provisioned",
+    "started",
+    "completed",
+    "suspended",
+    "failed",
+    "deprovisioned",
+    "deprovision_failed",
+)
+_WORK_STATES = ("provisioning", "provision_notifying", "provision_failed", "deprovisioning", "deprovision_notifying")
+#: Where provisioning is under way, before it has succeeded or failed.
+_PROVISIONING_STEPS = ("provisioning", "provision_requested", "provision_notifying")
+#: Where a terminate finds a provisioning under way: it deprovisions every definition.
+_PROVISIONING = (*_PROVISIONING_STEPS, "provision_failed")
+_TOUCHED = (ProvisionStatus.DONE.value, ProvisionStatus.PENDING.value, ProvisionStatus.RETRY.value)
+
+
+# --- what the data says ----------------------------------------------------------------------------
+
+
+def _entries(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _resource_ids(spec: Mapping[str, Any]) -> list[str]:
+    return [str(d["id"]) for d in spec.get("resources") or [] if isinstance(d, Mapping) and "id" in d]
+
+
+def touched(data: Mapping[str, Any], definition_id: str) -> bool:
+    """Whether provisioning touched the definition: done, or asked and maybe made."""
+    entry = _entries(data, "provision").get(definition_id)
+    if not isinstance(entry, Mapping):
+        return False
+    return entry.get("status") in _TOUCHED or entry.get("last_status") in _TOUCHED
+
+
+def holding(resource: Subject) -> list[str]:
+    """The definitions the flow holds: touched by provisioning and not deprovisioned since."""
+    gone = _entries(resource.data, "deprovision")
+    return [
+        i
+        for i in _resource_ids(resource.spec)
+        if touched(resource.data, i)
+        and not (isinstance(gone.get(i), Mapping) and gone[i].get("status") == ProvisionStatus.DONE.value)
+    ]
+
+
+def addresses(resource: Subject) -> dict[str, Any]:
+    """``{"source", "destination"}`` as they are now: the spec's, changed by the provisioners' answers."""
+    out: dict[str, Any] = {"source": resource.spec.get("source"), "destination": resource.spec.get("destination")}
+    answers = _entries(resource.data, "provision")
+    for i in _resource_ids(resource.spec):
+        entry = answers.get(i)
+        if not isinstance(entry, Mapping) or entry.get("status") != ProvisionStatus.DONE.value:
+            continue
+        made = entry.get("data")
+        for which in ("source", "destination"):
+            if isinstance(made, Mapping) and isinstance(made.get(which), Mapping):
+                out[which] = dict(made[which])
+    return out
+
+
+# Guards: the sync signal events happen only when there is indeed nothing to do asynchronously, so no
+# desired state (or anything else outside the signaling API) can skip a provisioning or leak resources.
+
+
+def _nothing_to_provision(resource: Subject) -> bool:
+    return not _resource_ids(resource.spec)
+
+
+def _all_provisioned(resource: Subject) -> bool:
+    return set(_resource_ids(resource.spec)) <= set(holding(resource))
+
+
+def _nothing_held(resource: Subject) -> bool:
+    return not holding(resource)
+
+
+# --- the kind ----------------------------------------------------------------------------------------
+
+
+def dataflow_kind(
+    *,
+    request_deadline: timedelta = DEFAULT_REQUEST_DEADLINE,
+    retry: Backoff | None = None,
+    name: str = "dataflow",
+    provisioner_types: Sequence[str] | None = None,
+) -> Kind:
+    """The dataflow kind, with the deadline of its ``*_requested`` states and the retry policy of its steps.
+
+    ``provisioner_types`` lists the definition types the data plane provisions: a flow naming another
+    is refused when it is created, naming the known ones (None accepts any type).
+    """
+    policy = retry or Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(minutes=2))
+
+    def work(state: str, code: int, on_failure: str, description: str) -> State:
+        return State(state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description)
+
+    def wait(state: str, code: int, on_deadline: str, description: str) -> State:
+        return State(
+            state, code, Role.WAIT, deadline=request_deadline, on_deadline=on_deadline, description=description
+        )
+
+    resignal = [Event("resignal", s, s, description="the control plane repeated its signal") for s in _REST_STATES]
+    resignal += [Event("resignal", s, s, description="the control plane repeated its signal") for s in _WORK_STATES]
+    return Kind(
+        name,
+        description="A data plane's flow for one transfer: provision, start, suspend, terminate, deprovision.",
+        spec_model=_spec_for(provisioner_types),
+        step_data=STEP_DATA,
+        engine_events=ENGINE_EVENTS,
+        initial="received",
+        states=[
+            work("provisioning", 25, "provision_failed", "the provisioners are being asked for the resources"),
+            wait("provision_requested", 40, "provision_timed_out", "waiting for async provisioners to call back"),
+            work("provision_notifying", 45, "provision_failed", "telling the control plane provisioning is done"),
+            State("provisioned", 50, Role.REST, description="prepared: every resource is provisioned"),
+            work("provision_failed", 60, "notified_failed", "telling the control plane provisioning failed"),
+            State("received", 100, Role.REST, description="received a signal; prepared with nothing to provision"),
+            State("started", 150, Role.REST, description="data is flowing"),
+            State("completed", 200, Role.REST, description="the data has flowed; terminate releases what is held"),
+            State("suspended", 225, Role.REST, description="paused with nothing held; can be started again"),
+            State("terminated", 250, Role.FINAL, description="stopped, with nothing to deprovision"),
+            State("failed", 300, Role.REST, description="provisioning failed; terminate releases what it touched"),
+            work("deprovisioning", 500, "deprovision_failed", "the provisioners are being asked to remove resources"),
+            wait("deprovision_requested", 550, "deprovision_timed_out", "waiting for async deprovisioners"),
+            work("deprovision_notifying", 575, "notified_deprovision_failed", "telling the control plane"),
+            State("deprovisioned", 600, Role.REST, description="terminated; every provisioned resource is gone"),
+            State(
+                "deprovision_failed",
+                700,
+                Role.REST,
+                description="deprovisioning failed (see failure); told, and told again if asked",
+            ),
+        ],
+        events=[
+            # The signals (fired by the signaling API).
+            Event("prepare", "received", "received", guard=_nothing_to_provision, description="prepared at once"),
+            Event("provision", ["received", "suspended"], "provisioning", description="prepare or start, async"),
+            Event("start", ["received", "provisioned", "suspended"], "started", guard=_all_provisioned),
+            Event("suspend", "started", "suspended", guard=_nothing_held),
+            Event(
+                "terminate",
+                ["received", "provisioned", "started", "completed", "suspended", "failed"],
+                "terminated",
+                guard=_nothing_held,
+            ),
+            Event(
+                "deprovision",
+                ["provisioned", "started", "completed", "failed", "deprovision_failed", *_PROVISIONING],
+                "deprovisioning",
+                description="suspend or terminate, async",
+            ),
+            *resignal,
+            Event("resignal", "provision_requested", "provisioning", description="asked again: ask again"),
+            Event("resignal", "deprovision_requested", "deprovisioning", description="asked again: ask again"),
+            Event("renotify", ["provisioned", "started"], "provision_notifying", description="tell it again"),
+            Event("renotify", "failed", "provision_failed", description="tell it again"),
+            Event("renotify", ["suspended", "deprovisioned", "deprovision_failed"], "deprovision_notifying"),
+            # Provisioning.
+            Event("provisioned", ["provisioning", "provision_requested"], "provision_notifying"),
+            Event("provision_requested", "provisioning", "provision_requested"),
+            Event("provision_retry", "provision_requested", "provisioning", description="a provisioner asked again"),
+            Event("provision_timed_out", "provision_requested", "provisioning", description="no callback in time"),
+            Event("provision_failed", _PROVISIONING_STEPS, "provision_failed"),
+            Event("notified_provisioned", "provision_notifying", "provisioned"),
+            Event("notified_started", "provision_notifying", "started"),
+            Event("notified_failed", "provision_failed", "failed"),
+            # Running.
+            Event("complete", "started", "completed", description="the data has flowed"),
+            # Deprovisioning (a failure is told too, then rests in deprovision_failed).
+            Event("deprovisioned", ["deprovisioning", "deprovision_requested"], "deprovision_notifying"),
+            Event("deprovision_requested", "deprovisioning", "deprovision_requested"),
+            Event("deprovision_retry", "deprovision_requested", "deprovisioning"),
+            Event("deprovision_timed_out", "deprovision_requested", "deprovisioning", description="no answer in time"),
+            Event("deprovision_failed", ["deprovisioning", "deprovision_requested"], "deprovision_notifying"),
+            Event("notified_suspended", "deprovision_notifying", "suspended"),
+            Event("notified_deprovisioned", "deprovision_notifying", "deprovisioned"),
+            Event("notified_deprovision_failed", "deprovision_notifying", "deprovision_failed"),
+        ],
+    )
+
+
+def _spec_for(types: Sequence[str] | None) -> type[DataflowSpec]:
+    """The spec model of a flow whose definitions must be of one of ``types``."""
+    if types is None:
+        return DataflowSpec
+    known = frozenset(types)
+    listed = ", ".join(sorted(known)) or "none"
+
+    class KnownTypesSpec(DataflowSpec):
+        @pydantic.field_validator("resources")
+        @classmethod
+        def _provisioned(cls, resources: list[DefinitionSpec]) -> list[DefinitionSpec]:
+            for index, d in enumerate(resources):
+                if d.type not in known:
+                    raise ValueError(f"[{index}].type {d.type!r} has no provisioner here (known types: {listed})")
+            return resources
+
+    KnownTypesSpec.__name__ = KnownTypesSpec.__qualname__ = "DataflowSpec"
+    return KnownTypesSpec
+
+
+#: The definition types the built-in data plane provisions.
+BUILTIN_TYPES = ("memory", "memory-async")
+
+
+@functools.lru_cache(maxsize=16)
+def _built_in(request_deadline: timedelta) -> Kind:
+    return dataflow_kind(request_deadline=request_deadline, provisioner_types=BUILTIN_TYPES)
+
+
+def dataflow_for(signaling: Signaling | None = None) -> Kind:
+    """The built-in dataflow kind with the request deadline ``signaling`` configures (the same object each time).
+
+    The store and the engine's steps must hold one and the same kind object; asking twice with the
+    same settings answers the same kind.
+    """
+    return _built_in(DEFAULT_REQUEST_DEADLINE if signaling is None else signaling.request_deadline)
+
+
+#: The built-in dataflow kind, with the default request deadline.
+dataflow = dataflow_for()
