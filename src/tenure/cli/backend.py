@@ -75,6 +75,7 @@ class Backend(Protocol):
         party: str | None,
         after: str | None,
         limit: int,
+        data: tuple[str, str] | None = None,
     ) -> Page:
         """One page of resources, oldest first."""
         ...
@@ -141,9 +142,16 @@ class ServerBackend:
         party: str | None,
         after: str | None,
         limit: int,
+        data: tuple[str, str] | None = None,
     ) -> Page:
         return self.client.list(
-            kind=kind, state=list(states) or None, desired_state=desired_state, party=party, after=after, limit=limit
+            kind=kind,
+            state=list(states) or None,
+            desired_state=desired_state,
+            party=party,
+            after=after,
+            limit=limit,
+            data=data,
         )
 
     def get(self, resource_id: str) -> Json:
@@ -247,9 +255,16 @@ class DatabaseBackend:
         party: str | None,
         after: str | None,
         limit: int,
+        data: tuple[str, str] | None = None,
     ) -> Page:
         page = self.store.list(
-            kind=kind, state=list(states) or None, desired_state=desired_state, party=party, after=after, limit=limit
+            kind=kind,
+            state=list(states) or None,
+            desired_state=desired_state,
+            party=party,
+            after=after,
+            limit=limit,
+            data=data,
         )
         return Page(tuple(_resource(r, self.store) for r in page.items), page.next_after)
 

@@ -32,6 +32,7 @@ from tenure.cli.common import (
     TokenFileOption,
     console,
     errors,
+    reported,
 )
 from tenure.errors import InvalidUsage, ServerUnreachable, UnknownState
 
@@ -134,6 +135,10 @@ def ls(
         str | None, typer.Option("--desired-state", help="Only resources whose desired state is this one.")
     ] = None,
     party: Annotated[str | None, typer.Option("--party", help="Only resources this party (a URI) is using.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="KEY:TEXT: only resources whose data holds TEXT under KEY (e.g. ended:failed)."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Resources per page.")] = 100,
     after: Annotated[
         str | None, typer.Option("--after", help="Start after this id (the 'next' of the previous page).")
@@ -147,11 +152,24 @@ def ls(
 ) -> None:
     """List resources, oldest first (JSON: {"items": [...], "next": cursor or null})."""
     items: list[Json] = []
+    wanted = None
+    if data is not None:
+        key, colon, text = data.partition(":")
+        if not colon:
+            with reported():
+                raise InvalidUsage("--data must be KEY:TEXT, such as ended:failed")
+        wanted = (key, text)
     with connect(server, database, kinds, token_file) as backend:
         cursor = after
         while True:
             page = backend.list(
-                kind=kind, states=state or [], desired_state=desired_state, party=party, after=cursor, limit=limit
+                kind=kind,
+                states=state or [],
+                desired_state=desired_state,
+                party=party,
+                after=cursor,
+                limit=limit,
+                data=wanted,
             )
             items += page.items
             cursor = page.next

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from tenure.errors import Conflict, IdempotencyKeyReused, ResourceNotFound
+from tenure.errors import Conflict, IdempotencyKeyReused, InvalidArgument, ResourceNotFound
 from tenure.service.auth import Caller, require
 from tenure.service.bodies import JSONRoute
 from tenure.service.config import Principal, Scope
@@ -142,7 +142,8 @@ def precondition(exc: Conflict, pinned: int | None) -> Exception:
 
 
 def check_state_known(store: StoreProtocol, state: str) -> None:
-    if not any(k.has_state(state) for k in store.kinds.values()):
+    """Refuse a state no loaded kind has, in any loaded version (resources of older versions still list)."""
+    if not any(k.has_state(state) for name in store.kinds for k in store.kind_versions(name)):
         raise ProblemError(
             UNKNOWN_STATE,
             f"no loaded kind has a state {state[:100]!r}; give a kind, or a state one of "
@@ -248,11 +249,23 @@ def list_resources(
     party: Annotated[str | None, Query(max_length=500, description="Resources this party is using")] = None,
     after: Annotated[str | None, Query(max_length=64, description="The 'next' of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    data: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            description="KEY:TEXT: resources whose data holds TEXT under the top-level KEY (e.g. ended:failed)",
+        ),
+    ] = None,
 ) -> ResourcePage:
     if kind is None:
         for name in state or []:
             check_state_known(store, name)
     filters: dict[str, Any] = {}
+    if data is not None:
+        key, colon, text = data.partition(":")
+        if not colon:
+            raise InvalidArgument("data", "must be KEY:TEXT, such as ended:failed", data)
+        filters["data"] = (key, text)
     if desired_state is not None:
         filters["desired_state"] = desired_state
     if party is not None:

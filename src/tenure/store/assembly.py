@@ -204,9 +204,10 @@ class DatabaseStore:
         party: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        data: tuple[str, str] | None = None,
     ) -> Page[Resource]:
         return self._resources.list(
-            kind=kind, state=state, desired_state=desired_state, party=party, after=after, limit=limit
+            kind=kind, state=state, desired_state=desired_state, party=party, after=after, limit=limit, data=data
         )
 
     def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:

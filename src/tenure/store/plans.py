@@ -16,6 +16,8 @@ class PageQuery:
     states: list[str] | None
     desired_state: str | None
     party: str | None
+    #: A top-level key of ``data`` and the text it must hold (``("ended", "failed")``), or None.
+    data: tuple[str, str] | None
     #: The store's clock: interests that expired by then do not count.
     now: datetime
     after: str | None

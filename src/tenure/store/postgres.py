@@ -268,6 +268,8 @@ class PostgresDatabase:
             "states": query.states,
             "desired": query.desired_state,
             "party": query.party,
+            "data_key": None if query.data is None else query.data[0],
+            "data_value": None if query.data is None else query.data[1],
             "now": query.now,
             "after": query.after,
             "limit": query.limit,

@@ -127,6 +127,7 @@ class Store(Protocol):
         party: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        data: tuple[str, str] | None = None,
     ) -> Page[Resource]:
         """Resources in creation order, filtered, one keyset page at a time."""
         ...

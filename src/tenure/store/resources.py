@@ -7,6 +7,7 @@ function; this module decides only which plan to make and what a lost race means
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,12 +33,26 @@ from tenure.store.signal import WorkSignal
 from tenure.store.uses import check_party
 from tenure.store.write import Write, Writer, plan_create, plan_fire, refuse_step_data
 
-__all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources"]
+__all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources", "check_data_filter"]
 
 #: How often a fire without an expected version re-reads and tries again after losing a race.
 BLIND_FIRE_ATTEMPTS = 16
 #: The largest page :meth:`Resources.list` returns.
 MAX_PAGE = 1000
+
+
+#: A data key a list may filter on: a plain name (it becomes part of a JSON path, as a parameter).
+DATA_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+#: The longest text a data filter compares with.
+MAX_DATA_VALUE = 200
+
+
+def check_data_filter(key: str, value: str) -> None:
+    """Refuse a data filter whose key is not a plain name or whose value is too long (InvalidArgument)."""
+    if not isinstance(key, str) or not DATA_KEY.match(key):
+        raise InvalidArgument("data", "must name a KEY of 1 to 64 letters, digits or underscores", key)
+    if not isinstance(value, str) or len(value) > MAX_DATA_VALUE or NUL in value:
+        raise InvalidArgument("data", f"must give a TEXT of at most {MAX_DATA_VALUE} characters", value)
 
 
 class KindRegistry:
@@ -299,26 +314,31 @@ class Resources:
         party: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        data: tuple[str, str] | None = None,
     ) -> Page[Resource]:
         """Resources in creation order, one keyset page at a time (pass ``next_after`` back as ``after``).
 
         Filters combine: ``kind``; ``state`` (one or several); ``desired_state`` (resources whose
-        desired state is that one); ``party`` (resources the party holds an unexpired interest in).
+        desired state is that one); ``party`` (resources the party holds an unexpired interest in);
+        ``data`` (a top-level key of the data and the text it holds: ``("ended", "failed")``).
         """
+        if data is not None:
+            check_data_filter(*data)
         if kind is not None:
-            k = self._kind(kind)
+            # A state of any loaded version: resources made under an older one are still listed.
+            versions = self._kind.versions(kind) or (self._kind(kind),)
             states = [state] if isinstance(state, str) else list(state or [])
-            for s in states:
-                k.state(s)
-            if desired_state is not None:
-                k.state(desired_state)
+            for s in [*states, *([desired_state] if desired_state is not None else [])]:
+                if not any(v.has_state(s) for v in versions):
+                    versions[-1].state(s)  # UnknownState, naming the newest version's states
         if party is not None:
             check_party(party)
         refuse_nul(desired_state=desired_state, after=after)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}", limit)
         wanted = None if state is None else ([state] if isinstance(state, str) else builtins.list(state))
-        items = self._db.select_page(PageQuery(kind, wanted, desired_state, party, self._clock(), after, limit))
+        query = PageQuery(kind, wanted, desired_state, party, data, self._clock(), after, limit)
+        items = self._db.select_page(query)
         return Page(items, items[-1].id if len(items) == limit else None)
 
     def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:

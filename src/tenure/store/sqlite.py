@@ -313,6 +313,9 @@ class SQLiteDatabase:
             "states": None if query.states is None else _dumps(query.states),
             "desired": query.desired_state,
             "party": query.party,
+            # The key is a plain name (checked), quoted into a JSON path handed over as a parameter.
+            "data_path": None if query.data is None else f'$."{query.data[0]}"',
+            "data_value": None if query.data is None else query.data[1],
             "now": to_iso(query.now),
             "after": query.after,
             "limit": query.limit,

@@ -137,13 +137,18 @@ class Client:
         party: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        data: tuple[str, str] | None = None,
     ) -> Page:
-        """One page of resources, oldest first; filters combine (several states: any of them)."""
+        """One page of resources, oldest first; filters combine (several states: any of them).
+
+        ``data`` is a top-level data key and the text it holds: ``("ended", "failed")``.
+        """
         params: Json = {
             "kind": kind,
             "state": [state] if isinstance(state, str) else (builtins.list(state) if state else None),
             "desiredState": desired_state,
             "party": party,
+            "data": None if data is None else f"{data[0]}:{data[1]}",
             "after": after,
             "limit": limit,
         }

@@ -112,6 +112,7 @@ WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
   AND (%(desired)s::text IS NULL OR desired_state = %(desired)s)
   AND (%(party)s::text IS NULL OR EXISTS (SELECT 1 FROM interests AS i
        WHERE i.resource_id = resources.id AND i.party = %(party)s AND i.expires_at > %(now)s))
+  AND (%(data_key)s::text IS NULL OR data -> %(data_key)s::text = to_jsonb(%(data_value)s::text))
   AND (%(after)s::text IS NULL OR id > %(after)s)
 ORDER BY id
 LIMIT %(limit)s

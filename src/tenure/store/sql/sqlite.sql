@@ -58,6 +58,7 @@ WHERE (:kind IS NULL OR kind = :kind)
   AND (:desired IS NULL OR desired_state = :desired)
   AND (:party IS NULL OR EXISTS (SELECT 1 FROM interests AS i
                                  WHERE i.resource_id = resources.id AND i.party = :party AND i.expires_at > :now))
+  AND (:data_path IS NULL OR json_extract(data, :data_path) = :data_value)
   AND (:after IS NULL OR id > :after)
 ORDER BY id
 LIMIT :limit
