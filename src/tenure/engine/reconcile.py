@@ -26,7 +26,7 @@ from tenure.store.desired import desire_pending
 from tenure.store.model import Resource
 from tenure.store.protocol import EngineStore
 
-__all__ = ["Reconciled", "Reconciler", "rest_pairs"]
+__all__ = ["Reconciled", "Reconciler", "rest_pairs", "rest_triples"]
 
 
 class Reconciled(enum.Enum):
@@ -42,7 +42,12 @@ class Reconciled(enum.Enum):
 
 def rest_pairs(kinds: Iterable[Kind]) -> list[tuple[str, str]]:
     """The (kind, state) pairs of every rest state of ``kinds``: where a reconcile may be due."""
-    return sorted((k.name, s.name) for k in kinds for s in k.states_with_role(Role.REST))
+    return sorted({(k.name, s.name) for k in kinds for s in k.states_with_role(Role.REST)})
+
+
+def rest_triples(kinds: Iterable[Kind]) -> list[tuple[str, str, int]]:
+    """The (kind, state, version) triples of every rest state of ``kinds`` (each version of each)."""
+    return sorted({(k.name, s.name, k.version) for k in kinds for s in k.states_with_role(Role.REST)})
 
 
 class Reconciler:

@@ -187,6 +187,10 @@ class Steps:
         """The (kind, state) pairs these steps cover, whatever the version."""
         return sorted({(name, state) for name, _, state in self._by_key})
 
+    def due_by_version(self) -> list[tuple[str, str, int]]:
+        """The (kind, state, version) triples these steps cover: what a worker may claim."""
+        return sorted((name, state, version) for name, version, state in self._by_key)
+
     @property
     def kinds(self) -> Mapping[str, Kind]:
         """The newest version of each kind these steps serve, by name."""

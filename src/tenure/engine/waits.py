@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tenure.engine.logs import about, log
 from tenure.engine.rollup import roll_up
 from tenure.engine.stats import WorkerStats
-from tenure.errors import Conflict, ResourceNotFound, StoreUnavailable, TenureError
+from tenure.errors import Conflict, ResourceNotFound, StoreUnavailable, TenureError, UnknownKind
 from tenure.machine import Role
 from tenure.store.inbox import CallbackRow
 from tenure.store.model import Resource
@@ -95,6 +95,10 @@ class WaitSettler:
             self.stats.callbacks_applied += len(seqs)
         except Conflict:
             return 0  # the resource moved on meanwhile; the next pass settles these as superseded
+        except UnknownKind:
+            # The resource lives on a version of its kind this worker does not load (a rolling
+            # upgrade): the answers are left for a worker that does, never refused for it.
+            return 0
         except TenureError as exc:
             store.mark_settled(seqs, f"refused: {exc}")
         return len(seqs) + len(unawaited)
@@ -111,6 +115,8 @@ class WaitSettler:
                 fired += self._expire(r)
             except (Conflict, ResourceNotFound):
                 continue  # answered, or swept by another worker, in the meantime
+            except UnknownKind:
+                continue  # a version of its kind this worker does not load: left to one that does
             except (StoreUnavailable, OSError):
                 raise
             except Exception:

@@ -30,7 +30,7 @@ from tenure.engine.guard import RoundGuard
 from tenure.engine.heartbeat import InFlight
 from tenure.engine.logs import about, log
 from tenure.engine.outcome import Fail, Reconcile
-from tenure.engine.reconcile import Reconciled, Reconciler, rest_pairs
+from tenure.engine.reconcile import Reconciled, Reconciler, rest_triples
 from tenure.engine.stats import STEP_BUCKETS, WorkerStats
 from tenure.engine.steps import StepContext, Steps
 from tenure.engine.stepstore import StepStoreView
@@ -45,7 +45,7 @@ from tenure.errors import (
 )
 from tenure.machine import Kind, Role
 from tenure.machine.graph import next_hop
-from tenure.store.claims import Claim
+from tenure.store.claims import Claim, Due
 from tenure.store.desired import desire_pending
 from tenure.store.model import Resource
 from tenure.store.protocol import EngineStore
@@ -100,7 +100,9 @@ class Worker:
         self.batch = batch
         self.stats = WorkerStats()
         # Resting resources are due only while a desired state is pending: the reconcile takes those.
-        self._due = sorted({*steps.due(), *rest_pairs(store.kinds.values())})
+        # Claimed by version: a worker must not take resources of a kind version it does not load.
+        loaded = [k for name in store.kinds for k in store.kind_versions(name)]
+        self._due: list[Due] = sorted({*steps.due_by_version(), *rest_triples(loaded)})
         self._reconciler = Reconciler(store, actor=self.name)
         self._kinds = sorted(store.kinds)
         self._outcomes = OutcomeWriter(store, self.stats, worker=self.name, rand=rand)

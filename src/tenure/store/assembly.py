@@ -21,7 +21,7 @@ from tenure.clock import Clock, system_clock
 from tenure.errors import SchemaNotMigrated, SchemaTooNew
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
-from tenure.store.claims import Agenda, Claim, Claims
+from tenure.store.claims import Agenda, Claim, Claims, Due
 from tenure.store.database import Database
 from tenure.store.feed import ChangeFeed, Changes
 from tenure.store.flowruns import FlowRuns
@@ -226,9 +226,7 @@ class DatabaseStore:
 
     # --- claims and fenced writes --------------------------------------------------------------
 
-    def claim(
-        self, worker: str, due: Sequence[tuple[str, str]], *, limit: int = 10, lease: timedelta
-    ) -> builtins.list[Claim]:
+    def claim(self, worker: str, due: Sequence[Due], *, limit: int = 10, lease: timedelta) -> builtins.list[Claim]:
         return self._claims.claim(worker, due, limit=limit, lease=lease)
 
     def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
@@ -290,10 +288,10 @@ class DatabaseStore:
     def expired_waits(self, kinds: Sequence[str], *, limit: int = 100) -> builtins.list[Resource]:
         return self._claims.expired_waits(kinds, limit=limit)
 
-    def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
+    def agenda(self, due: Sequence[Due], kinds: Sequence[str]) -> Agenda:
         return self._claims.agenda(due, kinds)
 
-    def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:
+    def next_wakeup(self, due: Sequence[Due], kinds: Sequence[str]) -> datetime | None:
         return self._claims.next_wakeup(due, kinds)
 
     # --- the inbox -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tenure.store.model import Resource
 from tenure.store.signal import WorkSignal
 from tenure.store.write import RETRY_EVENT, KindOf, WaitPlan, Write, Writer, plan_fire, plan_give_up, plan_retry
 
-__all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "WaitPlan"]
+__all__ = ["RETRY_EVENT", "Agenda", "Claim", "Claims", "Due", "WaitPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,23 @@ def _moved_by_uses_only(before: Resource, current: Resource, token: str | None) 
     )
 
 
-def _pair(kind: str, state: str) -> str:
-    return f"{kind}/{state}"
+#: What a worker has steps for: (kind, state) for every loaded version of the kind, or
+#: (kind, state, version) for one version (a worker that lacks a version must not claim its resources).
+Due = tuple[str, str] | tuple[str, str, int]
+
+
+def _pairs(due: Sequence[Due], kinds: KindOf) -> builtins.list[str]:
+    """``due`` as the ``kind@version/state`` strings the claim queries match."""
+    out: builtins.list[str] = []
+    for entry in due:
+        if len(entry) == 3:
+            kind, state, version = entry
+            out.append(f"{kind}@{version}/{state}")
+        else:
+            kind, state = entry[0], entry[1]
+            versions = [k.version for k in kinds.versions(kind)] or [1]
+            out += [f"{kind}@{v}/{state}" for v in versions]
+    return out
 
 
 class Claims:
@@ -101,12 +116,11 @@ class Claims:
 
     # --- claiming ------------------------------------------------------------------------------
 
-    def claim(
-        self, worker: str, due: Sequence[tuple[str, str]], *, limit: int = 10, lease: timedelta
-    ) -> builtins.list[Claim]:
+    def claim(self, worker: str, due: Sequence[Due], *, limit: int = 10, lease: timedelta) -> builtins.list[Claim]:
         """Claim up to ``limit`` resources whose ``next_attempt_at`` has come, oldest due first.
 
-        ``due`` lists the (kind, state) pairs the worker has steps for; a resource still claimed by
+        ``due`` lists the (kind, state) pairs the worker has steps for (or (kind, state, version)
+        triples, for one version of a kind); a resource still claimed by
         another worker is skipped until that claim expires. Each claim gets its own token and
         expires ``lease`` from now unless renewed.
         """
@@ -117,7 +131,7 @@ class Claims:
         if not due:
             return []
         now = self._clock()
-        rows = self._db.claim_due(worker, [_pair(k, s) for k, s in due], limit, now, now + lease)
+        rows = self._db.claim_due(worker, _pairs(due, self._kind), limit, now, now + lease)
         return [Claim(resource, takeover) for resource, takeover in rows]
 
     def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
@@ -304,19 +318,19 @@ class Claims:
             rows = conn.execute(db.sql["expired_waits"], params).fetchall()
         return [db.resource_out(r) for r in rows]
 
-    def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
+    def agenda(self, due: Sequence[Due], kinds: Sequence[str]) -> Agenda:
         """When each kind of engine work is next due, in one query.
 
         ``due`` lists the (kind, state) pairs a worker has steps for; deadlines count for ``kinds``.
         """
         db = self._db
-        pairs = db.array_in([_pair(k, s) for k, s in due])
+        pairs = db.array_in(_pairs(due, self._kind))
         names = db.array_in(list(kinds))
         with db.reading() as conn:
             row = conn.execute(db.sql["next_wakeup"], (pairs, pairs, names, names, names)).fetchone()
         values = [db.time_out(v) for v in (row or (None, None, None, None, None))]
         return Agenda(*values)
 
-    def next_wakeup(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> datetime | None:
+    def next_wakeup(self, due: Sequence[Due], kinds: Sequence[str]) -> datetime | None:
         """The earliest time anything becomes due for a worker with steps for ``due`` (None: nothing)."""
         return self.agenda(due, kinds).earliest

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from tenure.flow.durable import FlowRunStore
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
-from tenure.store.claims import Agenda, Claim
+from tenure.store.claims import Agenda, Claim, Due
 from tenure.store.database import Database
 from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
@@ -304,9 +304,7 @@ class EngineStore(Store, Protocol):
     #: Bumped by every write of this store object that makes work due.
     signal: WorkSignal
 
-    def claim(
-        self, worker: str, due: Sequence[tuple[str, str]], *, limit: int = 10, lease: timedelta
-    ) -> builtins.list[Claim]:
+    def claim(self, worker: str, due: Sequence[Due], *, limit: int = 10, lease: timedelta) -> builtins.list[Claim]:
         """Claim up to ``limit`` due resources in the (kind, state) pairs ``due``."""
         ...
 
@@ -371,7 +369,7 @@ class EngineStore(Store, Protocol):
         """Resources of ``kinds`` whose wait outlived its deadline."""
         ...
 
-    def agenda(self, due: Sequence[tuple[str, str]], kinds: Sequence[str]) -> Agenda:
+    def agenda(self, due: Sequence[Due], kinds: Sequence[str]) -> Agenda:
         """When each kind of engine work is next due."""
         ...
 

@@ -61,6 +61,8 @@ class KindOf(Protocol):
 
     def of(self, resource: Resource) -> Kind: ...
 
+    def versions(self, name: str) -> tuple[Kind, ...]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class WaitPlan:

@@ -135,3 +135,25 @@ def test_a_rest_state_step_leaves_a_wish_it_does_not_serve_to_the_plain_way(
     assert r.state == "cancelled"
     assert ran == ["v2:place", "v2:hand_to_partner"], "the step was asked, and answered Reconcile"
     assert [e.event for e in store.journal(r.id)][-1] == "cancel"
+
+
+def test_a_worker_that_lacks_a_version_of_a_kind_leaves_its_resources_to_workers_that_have_it(
+    open_engine_store: Callable[..., EngineStore],
+) -> None:
+    # A rolling upgrade: an old worker knows version 1 only; the new code made an order under version 2,
+    # which rests in "new" (a state both versions have, each with its own step).
+    old_store = open_engine_store([order_v1])
+    new_store = open_engine_store([order_v1, order_v2])
+    made = new_store.create("order")
+    ran: list[str] = []
+    old_steps = Steps()
+    old_steps.add(order_v1, "new", _steps(ran).get("order", "new", version=1).step)  # type: ignore[union-attr]
+    old_worker = Worker(old_store, old_steps, name="old")
+    assert old_worker.run_until_idle() == 0
+    untouched = new_store.get(made.id)
+    assert (untouched.state, untouched.version, untouched.claimed_by) == ("new", 1, None)
+    assert ran == []
+
+    Worker(new_store, _steps(ran), name="new").run_until_idle()
+    assert new_store.get(made.id).state == "placed"
+    assert ran == ["v2:place"]

@@ -230,8 +230,8 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) 
 -- name: next_wakeup
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state = ANY(%s)),
-       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state = ANY(%s)),
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
+       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
@@ -293,7 +293,7 @@ UPDATE inbox SET applied_at = %s, result = %s WHERE seq = %s AND applied_at IS N
 WITH due AS (
     SELECT id, claim_token IS NOT NULL AS takeover
     FROM resources
-    WHERE next_attempt_at <= %(now)s AND kind || '/' || state = ANY(%(pairs)s)
+    WHERE next_attempt_at <= %(now)s AND kind || '@' || kind_version::text || '/' || state = ANY(%(pairs)s)
       AND (claim_token IS NULL OR claim_expires_at <= %(now)s)
     ORDER BY next_attempt_at
     LIMIT %(limit)s

@@ -160,8 +160,8 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT 
 -- name: next_wakeup
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
-       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '/' || state IN (SELECT value FROM json_each(?))),
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
+       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
@@ -226,7 +226,7 @@ UPDATE inbox SET applied_at = ?, result = ? WHERE seq = ? AND applied_at IS NULL
 -- name: claim_candidates
 SELECT id, claim_token IS NOT NULL
 FROM resources
-WHERE next_attempt_at <= :now AND kind || '/' || state IN (SELECT value FROM json_each(:pairs))
+WHERE next_attempt_at <= :now AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(:pairs))
   AND (claim_token IS NULL OR claim_expires_at <= :now)
 ORDER BY next_attempt_at
 LIMIT :limit
