@@ -119,7 +119,7 @@ order_v2 = Kind(
     engine_events=["ship"],
     states=[
         State("new", 100, Role.WORK, on_failure="cancel", retry=_QUICK),
-        State("placed", 250, Role.REST, on_failure="cancel", retry=_QUICK),
+        State("placed", 250, Role.REST, retry=_QUICK),
         State("shipped", 300, Role.FINAL),
         State("cancelled", 900, Role.FINAL),
     ],

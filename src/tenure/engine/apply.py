@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from tenure.engine.logs import about, log
 from tenure.engine.outcome import Advance, Fail, Fatal, Outcome, Reconcile, Retryable, RetryLater, Wait
@@ -135,8 +136,20 @@ class OutcomeWriter:
                 self.stats.retried += 1
                 return
             outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
+        self._fail(reg, state, ctx, outcome, detail)
+
+    def _fail(self, reg: Registered, state: State, ctx: StepContext, outcome: Fail, detail: dict[str, Any]) -> None:
+        """Write a step's failure for good: its event (or the state's own), or, at rest, the wish given up."""
+        claim, r, store, kind = ctx.claim, ctx.claim.resource, self.store, reg.kind
+        if state.role is Role.REST and outcome.event is None:
+            # A rest state's step only ever serves a wish to leave: when it fails for good, the wish
+            # is given up (recorded, the generation observed) and the resource stays where it rests.
+            error = f"desired state {r.desired_state!r} not reached: step {reg.name} failed: {outcome.error}"
+            store.give_up_desired(claim, error=error_text(error), actor=self.worker)
+            self.stats.failed += 1
+            return
         event = outcome.event or state.on_failure
-        assert state.on_failure is not None, "steps are registered only for states with on_failure"
+        assert state.on_failure is not None, "steps of work states are registered only with an on_failure"
         assert event is not None
         problem = _event_problem(kind, r.state, event)
         if problem is not None:

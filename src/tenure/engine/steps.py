@@ -134,8 +134,8 @@ class Steps:
     ) -> None:
         """Run ``step`` for resources of ``kind`` (this version of it) in ``state``.
 
-        ``state`` is a work state, or a rest state whose leaving takes work; either declares
-        ``on_failure``.
+        ``state`` is a work state (with ``on_failure``, fired when the step fails for good), or a
+        rest state whose leaving takes work (a failure there gives the wish up; the resource stays).
 
         Exceptions the step raises are retried when they match ``retry_on`` (everything, by default)
         and not ``fatal_on``; :class:`~tenure.engine.outcome.Fatal` is always fatal.
@@ -219,7 +219,7 @@ def _problems(entry: Registered) -> list[str]:
     problems = []
     if state.role not in (Role.WORK, Role.REST):
         problems.append(f"{kind.name}/{name} is a {state.role.value} state; steps run only in work and rest states")
-    elif state.on_failure is None:
+    elif state.role is Role.WORK and state.on_failure is None:
         problems.append(
             f"{kind.name}/{name} declares no on_failure event; a step needs one to fire when it fails for good"
         )

@@ -113,20 +113,23 @@ def _edge_problems(
                 problems.append(_guarded_last_resort(s.name, s.on_deadline, "at its deadline"))
         elif s.deadline is not None or s.on_deadline is not None:
             problems.append(f"state {s.name!r} is a {s.role.value} state; only wait states have a deadline")
-        # A rest state may have a step too: it runs when a desired state asks to leave the state.
-        if s.role in (Role.WORK, Role.REST):
+        if s.role is Role.WORK:
             if s.on_failure is not None and s.on_failure not in edges.get(s.name, {}):
                 problems.append(
-                    f"{s.role.value} state {s.name!r} fires {s.on_failure!r} when its step fails, "
+                    f"work state {s.name!r} fires {s.on_failure!r} when its step fails, "
                     f"but that event does not leave {s.name!r}"
                 )
             elif s.on_failure is not None and guarded.get((s.name, s.on_failure)):
                 problems.append(_guarded_last_resort(s.name, s.on_failure, "when its step fails"))
+        elif s.on_failure is not None:
+            problems.append(f"state {s.name!r} is a {s.role.value} state; only work states have on_failure")
+        # A rest state may have a step too (it runs to leave the state on a wish), retried by its policy.
+        if s.role in (Role.WORK, Role.REST):
             if s.retry is not None:
                 problems.extend(f"{s.role.value} state {s.name!r} retry policy: {p}" for p in s.retry.problems())
-        elif s.on_failure is not None or s.retry is not None:
+        elif s.retry is not None:
             problems.append(
-                f"state {s.name!r} is a {s.role.value} state; only work and rest states have on_failure or retry"
+                f"state {s.name!r} is a {s.role.value} state; only work and rest states have a retry policy"
             )
         if not s.is_final and not edges.get(s.name):
             problems.append(f"state {s.name!r} is not final but has no way out (a dead end)")

@@ -482,17 +482,18 @@ def test_a_data_plane_that_stays_unreachable_fails_the_transfer(cp: ControlPlane
     assert cp.events(rid) == ["@create", "terminate", "terminated"]
 
 
-def test_a_refused_suspend_ends_the_transfer_as_failed(cp: ControlPlane) -> None:
+def test_a_refused_suspend_gives_the_wish_up_and_the_transfer_keeps_running(cp: ControlPlane) -> None:
     rid = cp.to_started("consumer")
     refusal = SignalRefused("suspend to dp1 was refused: HTTP 409: flow is completed", status=409, detail="x")
     cp.dp1.fail["suspend"] = refusal
     r = cp.desire(rid, "suspended")
-    assert r.state == "terminated"
-    assert r.data["ended"] == "failed"
+    assert r.state == "started", "a wish the data plane refuses is given up; the flow keeps flowing"
     assert r.error is not None
+    assert "desired state 'suspended' not reached" in r.error
     assert "HTTP 409: flow is completed" in r.error
-    assert cp.dp1.signals() == ["prepare", "start", "suspend", "terminate"]
-    assert r.observed_generation == r.generation, "a final state ends the wish"
+    assert cp.dp1.signals() == ["prepare", "start", "suspend"], "asked once: a refusal is final"
+    assert r.observed_generation == r.generation, "the engine is done with this generation"
+    assert cp.events(rid)[-1] == "@desired-failed"
 
 
 def test_a_terminate_for_a_flow_the_data_plane_does_not_have_is_no_failure(cp: ControlPlane) -> None:
@@ -503,15 +504,15 @@ def test_a_terminate_for_a_flow_the_data_plane_does_not_have_is_no_failure(cp: C
     assert r.data["signals"]["terminate"]["absent"] is True
 
 
-def test_a_refused_terminate_ends_failed_without_asking_twice(cp: ControlPlane) -> None:
+def test_a_refused_terminate_from_started_gives_the_wish_up_without_asking_twice(cp: ControlPlane) -> None:
     rid = cp.to_started("provider")
     cp.dp1.fail["terminate"] = SignalRefused("HTTP 409: busy", status=409, detail="busy")
     r = cp.desire(rid, "terminated")
-    assert (r.state, r.data["ended"]) == ("terminated", "failed")
+    assert r.state == "started"
     assert r.error is not None
     assert "HTTP 409: busy" in r.error
     assert cp.dp1.signals() == ["start", "terminate"]
-    assert cp.events(rid)[-2:] == ["terminate", "terminate_failed"]
+    assert r.observed_generation == r.generation
 
 
 # --- addresses and callback data -------------------------------------------------------------------

@@ -199,8 +199,8 @@ def transfer_v2_kind(
                 "started",
                 600,
                 Role.REST,
-                on_failure="terminate",
                 retry=policy,
+                # A signal that fails for good gives the wish up: the flow keeps flowing.
                 description="data is flowing; leaving it (suspend, terminate) signals the data plane",
             ),
             work("suspending", 650, "terminate", "the data plane is pausing the flow"),
