@@ -39,6 +39,8 @@ EXPECTED = {
     "suspension_requested": 660,
     "termination_requested": 830,
     "preparation_requested": 150,
+    # Completing tells the data plane the flow is over, and may wait for its deprovisioning.
+    "completion_requested": 760,
 }
 
 ROLES = {
@@ -53,6 +55,7 @@ ROLES = {
     "suspension_requested": Role.WAIT,
     "suspended": Role.REST,
     "completing": Role.WORK,
+    "completion_requested": Role.WAIT,
     "completed": Role.FINAL,
     "terminating": Role.WORK,
     "termination_requested": Role.WAIT,
@@ -115,6 +118,7 @@ def test_every_wait_has_the_request_deadline_and_asks_again_at_it(kind: Kind) ->
         "startup_requested": "starting",
         "suspension_requested": "suspending",
         "termination_requested": "terminating",
+        "completion_requested": "completing",
     }
     waits = kind.states_with_role(Role.WAIT)
     assert {s.name for s in waits} == set(back_to)

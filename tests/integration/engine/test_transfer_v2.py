@@ -308,18 +308,30 @@ def test_started_terminates(cp: ControlPlane, type_: str, asynchronous: bool) ->
     assert r.observed_generation == r.generation
 
 
-def test_started_completes_without_a_signal(cp: ControlPlane) -> None:
+def test_completing_ends_the_flow_on_the_data_plane_so_it_releases_what_it_holds(cp: ControlPlane) -> None:
     rid = cp.to_started("provider")
     r = cp.desire(rid, "completed")
     assert (r.state, r.data["ended"], r.error) == ("completed", "completed", None)
     assert cp.events(rid)[-3:] == ["@desired", "complete", "completed"]
-    assert cp.dp1.signals() == ["start"]
+    assert cp.dp1.signals() == ["start", "terminate"], "the data plane heard the flow is over"
 
     # The counter-party's completion message may also complete it directly.
     other = cp.to_started("consumer")
     cp.store.fire(other, "complete", actor="counter-party")
     cp.worker.run_until_idle()
     assert (cp.get(other).state, cp.get(other).data["ended"]) == ("completed", "completed")
+
+
+def test_completing_waits_for_a_data_plane_that_deprovisions(cp: ControlPlane) -> None:
+    rid = cp.to_started("provider")
+    cp.dp1.asynchronous.add("terminate")
+    r = cp.desire(rid, "completed")
+    assert r.state == "completion_requested"
+    cp.dp1.call_back("done")
+    cp.worker.run_until_idle()
+    r = cp.get(rid)
+    assert (r.state, r.data["ended"]) == ("completed", "completed")
+    assert cp.events(rid)[-4:] == ["complete", "complete_requested", "completion_confirmed", "completed"]
 
 
 def test_a_consumer_terminated_while_requested_stops_its_prepared_flow(cp: ControlPlane) -> None:

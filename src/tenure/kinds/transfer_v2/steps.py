@@ -38,6 +38,8 @@ _PREPARE = _Route("prepare", wait="prepare_requested", done="prepared", retry="p
 _START = _Route("start", wait="start_requested", done="dataplane_started", retry="start_retry")
 _SUSPEND = _Route("suspend", wait="suspend_requested", done="suspend", retry="suspend_retry")
 _TERMINATE = _Route("terminate", wait="terminate_requested", done="terminate", retry="terminate_retry")
+#: Completing ends the flow on the data plane too (a terminate), so that it releases what it holds.
+_COMPLETE = _Route("terminate", wait="complete_requested", done="completion_confirmed", retry="complete_retry")
 
 Data = dict[str, Any]
 
@@ -270,7 +272,17 @@ class _Signaler:
         return self.exchange(resource, ctx, _SUSPEND, signals=signals, data=data, on_sync=suspended)
 
     def completing(self, resource: Resource, ctx: StepContext) -> Outcome:
-        return Advance("completed", {"ended": "completed"})
+        """Tell the data plane the flow is over (a terminate), unless it has none; then completed."""
+        signals = _signals(resource)
+        data: Data = {"signals": signals, **_settle(resource, signals, "terminate")}
+
+        def finish(d: Data) -> Outcome:
+            return Advance("completed", {**d, "ended": "completed"})
+
+        record = signals.get("terminate", {})
+        if record.get("confirmed") or not _flow_may_exist(signals):
+            return finish(data)
+        return self.exchange(resource, ctx, _COMPLETE, signals=signals, data=data, on_sync=finish)
 
     def terminating(self, resource: Resource, ctx: StepContext) -> Outcome:
         """Signal terminate if a flow may exist on the data plane; end in ``terminated``, saying how."""
