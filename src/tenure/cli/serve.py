@@ -74,7 +74,10 @@ def serve(
     with contextlib.closing(sock):
         with reported():
             settings = ServiceConfig.load(config)
-            listening = f"http://{host}:{sock.getsockname()[1]}"
+            # A wildcard address is where the server listens, not where anyone can reach it.
+            port_now = sock.getsockname()[1]
+            wildcard = host in ("", "0.0.0.0", "::")
+            listening = None if wildcard else f"http://{f'[{host}]' if ':' in host else host}:{port_now}"
             settings = dataclasses.replace(settings, signaling=settings.signaling_with_callbacks(listening))
             # The option (or TENURE_DATABASE_URL) first, then the configuration file, then the default.
             url = database_url(database, configured=settings.database)

@@ -75,8 +75,9 @@ def post_callback(
     if config.auth and expected is not None and caller != expected:
         raise ProblemError(
             CALLBACK_WRONG_CALLER,
-            f"resource {body.resource_id!r} takes callbacks only from {expected!r}, not from {caller!r}",
-            {"resource_id": body.resource_id, "expected_caller": expected, "caller": caller},
+            # Which party is assigned is not told: the caller learns only that it is not the one.
+            f"client {caller!r} may not answer for resource {body.resource_id!r}: only its assigned party may",
+            {"resource_id": body.resource_id, "caller": caller},
         )
     receipt = store.deliver(body.resource_id, body.token, body.key, body.status, data=body.data, error=body.error)
     request.state.resource_id = body.resource_id

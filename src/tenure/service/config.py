@@ -182,8 +182,9 @@ class ServiceConfig:
         """The signaling settings, with the URL a control plane's data planes call back at.
 
         That is ``{public_url}/v1/callbacks``, else ``{listening}/v1/callbacks`` (where the server
-        listens). A control plane with data planes and neither refuses to start: its data planes could
-        not call back.
+        listens, when that is an address others can reach: ``tenure serve`` passes none for 0.0.0.0 or
+        ::). With neither, a control plane with data planes is refused (ConfigError): its data planes
+        could not call back.
         """
         signaling = self.signaling
         if signaling is None or not signaling.dataplanes or signaling.callback_url is not None:
@@ -379,6 +380,11 @@ DEFAULT_REQUEST_DEADLINE = 60
 def _signaling_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Signaling | None:
     """``[dataplane]`` and ``[[dataplanes]]`` as :class:`~tenure.engine.planes.Signaling` (None: neither is there)."""
     if "dataplane" not in doc and "dataplanes" not in doc:
+        if "signaling" in doc:
+            raise ConfigError(
+                f"config file {path}: [signaling] has no effect without [dataplane] (this process is a data plane) "
+                "or [[dataplanes]] (it is a control plane)"
+            )
         return None
     from tenure.engine.planes import ControlPlaneRef, DataPlaneRef, Signaling
 

@@ -18,6 +18,7 @@ from tenure.errors import (
     DuplicateKind,
     IdempotencyKeyReused,
     InvalidArgument,
+    InvalidKind,
     ResourceNotFound,
     TenureError,
     TransitionNotAllowed,
@@ -73,6 +74,19 @@ class KindRegistry:
         existing = self._versions.get((kind.name, kind.version))
         if existing is not None and existing is not kind:
             raise DuplicateKind(kind.name, kind.version if len(self.versions(kind.name)) > 1 else None)
+        for other in self.versions(kind.name):
+            # A code names one state for good: clients and dashboards key on it across versions.
+            named = {s.code: s.name for s in other.states}
+            reused = [(s.code, named[s.code], s.name) for s in kind.states if named.get(s.code, s.name) != s.name]
+            if reused:
+                code, was, now = reused[0]
+                raise InvalidKind(
+                    kind.name,
+                    [
+                        f"code {code} is {was!r} in version {other.version} and {now!r} in version {kind.version}; "
+                        "a code names one state in every version (give the new state a code of its own)"
+                    ],
+                )
         self._versions[(kind.name, kind.version)] = kind
         newest = self._kinds.get(kind.name)
         if newest is None or newest.version <= kind.version:

@@ -13,7 +13,7 @@ import pytest
 
 from tenure import Event, Kind, Role, State, Steps, TransitionNotAllowed, UnknownKind, Worker
 from tenure.engine import Advance, Outcome, Reconcile, Resource, StepContext
-from tenure.errors import DuplicateKind
+from tenure.errors import DuplicateKind, InvalidKind
 from tenure.store.protocol import EngineStore
 from tests.kinds_for_tests import order_v1, order_v2
 
@@ -157,3 +157,19 @@ def test_a_worker_that_lacks_a_version_of_a_kind_leaves_its_resources_to_workers
     Worker(new_store, _steps(ran), name="new").run_until_idle()
     assert new_store.get(made.id).state == "placed"
     assert ran == ["v2:place"]
+
+
+def test_a_new_version_may_not_give_an_old_code_to_another_state(open_engine_store: Callable[..., EngineStore]) -> None:
+    store = open_engine_store([order_v1])
+    clash = Kind(
+        "order",
+        version=3,
+        initial="new",
+        states=[State("new", 100, Role.WORK, on_failure="cancel"), State("boxed", 200, Role.FINAL),
+                State("cancelled", 900, Role.FINAL)],
+        events=[Event("box", "new", "boxed"), Event("cancel", "new", "cancelled")],
+    )  # fmt: skip
+    with pytest.raises(InvalidKind) as caught:
+        store.register(clash)
+    assert "code 200 is 'packing' in version 1 and 'boxed' in version 3" in str(caught.value)
+    assert store.kind("order") is order_v1, "nothing was registered"

@@ -186,3 +186,8 @@ def test_a_control_plane_hands_out_its_public_callback_url_or_where_it_listens(t
     assert listening.callback_url == "http://127.0.0.1:8800/v1/callbacks"
     with pytest.raises(ConfigError, match=r"needs \[service\] public_url"):
         bare.signaling_with_callbacks()  # a worker process listens nowhere
+
+
+def test_a_signaling_section_on_its_own_is_refused_as_having_no_effect(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[signaling\] has no effect without \[dataplane\]"):
+        load(tmp_path, "[signaling]\nrequest_deadline = 5\n")
