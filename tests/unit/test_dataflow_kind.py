@@ -129,4 +129,4 @@ def test_the_builtin_kind_and_steps_share_one_kind_object_per_deadline() -> None
     assert dataflow in builtin_kinds()
     steps = builtin_steps(None, configured)
     assert {k for k in steps.all_kinds if k.name == "dataflow"} == {dataflow_for(configured)}
-    assert steps.get("dataflow", "provision_notifying") is not None
+    assert steps.get("dataflow", "provision_notifying", version=1) is not None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -175,7 +175,7 @@ class Steps:
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def get(self, kind: str, state: str, version: int = 1) -> Registered | None:
+    def get(self, kind: str, state: str, *, version: int) -> Registered | None:
         """The step for resources of version ``version`` of ``kind`` in ``state`` (None: there is none)."""
         return self._by_key.get((kind, version, state))
 
@@ -190,15 +190,6 @@ class Steps:
     def due_by_version(self) -> list[tuple[str, str, int]]:
         """The (kind, state, version) triples these steps cover: what a worker may claim."""
         return sorted((name, state, version) for name, version, state in self._by_key)
-
-    @property
-    def kinds(self) -> Mapping[str, Kind]:
-        """The newest version of each kind these steps serve, by name."""
-        newest: dict[str, Kind] = {}
-        for e in self._by_key.values():
-            if e.kind.name not in newest or newest[e.kind.name].version < e.kind.version:
-                newest[e.kind.name] = e.kind
-        return newest
 
     @property
     def all_kinds(self) -> tuple[Kind, ...]:
