@@ -428,15 +428,33 @@ def read_waits(resource_id: str, store: Store, caller: Caller) -> list[WaitOut]:
 @router.get(
     "/{resource_id}/flows",
     response_model=list[FlowRunOut],
-    summary="The resource's flow runs with each task's checkpoint",
-    responses=problem_responses(401, 403, 404, 422, 503),
+    summary="The resource's flow runs with each task's checkpoint, oldest first, a page at a time",
+    responses={200: success(headers=LINK_HEADER), **problem_responses(401, 403, 404, 422, 503)},
+    description=(
+        f"At most `limit` runs and at most {PAGE_BYTES // (1024 * 1024)} MiB of them as JSON: a page that "
+        "would grow past that ends early, and its `Link: rel=next` continues after its last run."
+    ),
 )
 def read_flows(
-    resource_id: str, store: Store, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    resource_id: str,
+    store: Store,
+    caller: Caller,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=64, description="The last run of the previous page")] = None,
 ) -> list[FlowRunOut]:
     fetch(store, resource_id)
-    runs = []
-    for run in store.flow_runs(resource_id=resource_id, limit=limit):
+    runs: list[FlowRunOut] = []
+    budget = PageBudget()
+    found = store.flow_runs(resource_id=resource_id, limit=limit, after=after)
+    for run in found:
         loaded = store.load_flow_run(run.id)
-        runs.append(FlowRunOut.of(run, loaded[1] if loaded is not None else []))
+        out = FlowRunOut.of(run, loaded[1] if loaded is not None else [])
+        if not budget.fits(out):
+            break
+        runs.append(out)
+    if runs and (len(runs) < len(found) or len(found) == limit):
+        link = request.url.include_query_params(after=runs[-1].id)
+        response.headers["Link"] = f'<{link.path}?{link.query}>; rel="next"'
     return runs

@@ -423,9 +423,9 @@ class DatabaseStore:
         return self._flow_runs.load_flow_run(run_id)
 
     def flow_runs(
-        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
+        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100, after: str | None = None
     ) -> builtins.list[FlowRunRow]:
-        return self._flow_runs.flow_runs(resource_id=resource_id, state=state, limit=limit)
+        return self._flow_runs.flow_runs(resource_id=resource_id, state=state, limit=limit, after=after)
 
 
 def _check_version(target: str, current: int, latest: int) -> None:

@@ -60,12 +60,16 @@ class FlowRuns:
         ]  # fmt: skip
 
     def flow_runs(
-        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
+        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100, after: str | None = None
     ) -> list[FlowRunRow]:
-        """Runs, oldest first, optionally of one resource or in one state (e.g. those to resume)."""
+        """Runs, oldest first, optionally of one resource or in one state (e.g. those to resume).
+
+        ``after`` is a run's id: the runs that follow it (a page's last run, to read the next page).
+        """
         db = self._db
+        params = (resource_id, resource_id, state, state, after, after, limit)
         with db.reading() as conn:
-            found = conn.execute(db.sql["list_flow_runs"], (resource_id, resource_id, state, state, limit)).fetchall()
+            found = conn.execute(db.sql["list_flow_runs"], params).fetchall()
         return [self._run_row(r) for r in found]
 
     def _run_row(self, row: Any) -> FlowRunRow:

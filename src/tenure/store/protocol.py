@@ -259,7 +259,7 @@ class Store(Protocol):
         ...
 
     def flow_runs(
-        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100
+        self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100, after: str | None = None
     ) -> builtins.list[FlowRunRow]:
         """Flow runs, oldest first, optionally of one resource or in one state."""
         ...

@@ -849,6 +849,31 @@ def test_flows_show_each_run_with_its_task_checkpoints(live: Live) -> None:
     assert_problem(live.reader.get(f"/v1/resources/{rid}/flows?limit=0"), 422, "invalid-request")
 
 
+def test_flows_come_a_page_at_a_time_and_a_page_ends_early_at_its_byte_budget(live: Live) -> None:
+    rid = create(live.writer)["id"]
+    big = "x" * (1024 * 1024)  # four of these fill a page's 4 MiB budget
+    for n in range(7):
+        run = FlowRunRow(
+            id=f"run-{n}", flow="copy", version=1, fingerprint="f", state="done", resource_id=rid, inputs={}
+        )
+        live.store.create_flow_run(run)
+        live.store.save_flow(run.id, [FlowTaskRow("fetch", "done", 1, 1, result={"blob": big})])
+    seen: list[str] = []
+    url: str | None = f"/v1/resources/{rid}/flows?limit=5"
+    sizes = []
+    while url is not None:
+        r = live.reader.get(url)
+        assert r.status_code == 200, r.text
+        page = [run["id"] for run in r.json()]
+        sizes.append(len(page))
+        seen += page
+        link = r.headers.get("link")
+        url = link.split(">")[0].lstrip("<") if link else None
+    assert seen == [f"run-{n}" for n in range(7)], "every run once, in order"
+    assert max(sizes) < 5, "the byte budget ended pages before the limit"
+    assert all(size >= 1 for size in sizes)
+
+
 # --- kinds -----------------------------------------------------------------------------------------
 
 

@@ -184,6 +184,7 @@ SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, re
        created_at, updated_at
 FROM flow_runs
 WHERE (%s::text IS NULL OR resource_id = %s) AND (%s::text IS NULL OR state = %s)
+  AND (%s::text IS NULL OR (created_at, id) > (SELECT created_at, id FROM flow_runs WHERE id = %s))
 ORDER BY created_at, id
 LIMIT %s
 

@@ -137,6 +137,7 @@ SELECT id, flow, version, fingerprint, state, resource_id, inputs, overrides, re
        created_at, updated_at
 FROM flow_runs
 WHERE (? IS NULL OR resource_id = ?) AND (? IS NULL OR state = ?)
+  AND (? IS NULL OR (created_at, id) > (SELECT created_at, id FROM flow_runs WHERE id = ?))
 ORDER BY created_at, id
 LIMIT ?
 
