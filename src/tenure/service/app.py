@@ -30,7 +30,17 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from tenure import __version__
 from tenure.engine import Worker
 from tenure.errors import TenureError
-from tenure.service import callbacks, kinds, operations, parties, resources, signaling, subscriptions, watch
+from tenure.service import (
+    callbacks,
+    dashboard,
+    kinds,
+    operations,
+    parties,
+    resources,
+    signaling,
+    subscriptions,
+    watch,
+)
 from tenure.service.config import ServiceConfig
 from tenure.service.metrics import Metrics
 from tenure.service.problems import (
@@ -96,6 +106,7 @@ def create_app(
     if config.signaling is not None and config.signaling.is_dataplane:
         signaling.check_store(store)  # a data plane serves its control plane's signals
         modules.append(signaling)
+    modules.append(dashboard)  # the web dashboard, /ui
     for module in modules:
         app.include_router(module.router)
     # The routes themselves, for the Allow header of a 405 (the app's own list may hold routers).

@@ -1,0 +1,186 @@
+"""Signing in to the dashboard: a bearer token once, then a session cookie.
+
+The cookie holds a random session id (never the token); the server maps its sha-256 to the
+principal the token named, in memory, until the session expires or the user signs out. The cookie is
+HttpOnly, SameSite=Strict (a page of another site cannot make the browser send it), Secure when the
+request came over https, and scoped to ``/ui``. With authentication off every page opens directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from tenure.service.config import ANONYMOUS, Principal, Scope, ServiceConfig
+from tenure.service.dashboard.render import page
+
+__all__ = ["COOKIE", "SESSION_SECONDS", "Sessions", "login_redirect", "principal", "router"]
+
+router = APIRouter()
+
+#: The session cookie's name.
+COOKIE = "tenure_session"
+#: How long a session lasts after signing in (it does not slide: sign in again after that).
+SESSION_SECONDS = 8 * 3600
+#: The most live sessions kept; signing in beyond that drops the oldest.
+MAX_SESSIONS = 10_000
+#: The longest token the form takes (tokens are short; a huge body is refused before this anyway).
+_MAX_TOKEN = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    principal: Principal
+    expires: float
+
+
+class Sessions:
+    """Live sessions by the sha-256 of their id, in memory (a restart signs everyone out)."""
+
+    def __init__(self, ttl: float = SESSION_SECONDS) -> None:
+        self.ttl = ttl
+        self._by_hash: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _hash(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def open(self, who: Principal) -> str:
+        """A new session for ``who``; returns its id (for the cookie only)."""
+        session_id = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, s in self._by_hash.items() if s.expires <= now]:
+                del self._by_hash[key]
+            while len(self._by_hash) >= MAX_SESSIONS:
+                del self._by_hash[next(iter(self._by_hash))]
+            self._by_hash[self._hash(session_id)] = _Session(who, now + self.ttl)
+        return session_id
+
+    def get(self, session_id: str | None) -> Principal | None:
+        if not session_id or len(session_id) > 100:
+            return None
+        key = self._hash(session_id)
+        with self._lock:
+            found = self._by_hash.get(key)
+            if found is None:
+                return None
+            if found.expires <= time.monotonic():
+                del self._by_hash[key]
+                return None
+            return found.principal
+
+    def close(self, session_id: str | None) -> None:
+        if session_id:
+            with self._lock:
+                self._by_hash.pop(self._hash(session_id), None)
+
+
+_made = threading.Lock()
+
+
+def sessions_of(request: Request) -> Sessions:
+    """The app's sessions (made on first use, kept on the app's state)."""
+    state = request.app.state
+    found: Sessions | None = getattr(state, "dashboard_sessions", None)
+    if found is None:
+        with _made:
+            found = getattr(state, "dashboard_sessions", None)
+            if found is None:
+                found = Sessions()
+                state.dashboard_sessions = found
+    return found
+
+
+def _config(request: Request) -> ServiceConfig:
+    config: ServiceConfig = request.app.state.config
+    return config
+
+
+def principal(request: Request) -> Principal | None:
+    """Who is looking: anyone when auth is off, else a session's principal or a bearer token's (None: nobody)."""
+    config = _config(request)
+    if not config.auth:
+        who: Principal | None = ANONYMOUS
+    else:
+        who = sessions_of(request).get(request.cookies.get(COOKIE))
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if who is None and scheme.lower() == "bearer" and token:
+            who = config.authenticate(token.strip())
+    if who is None or not who.allows(Scope.READ):
+        return None
+    request.state.client = who.client
+    return who
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a dashboard path of this site, never another site."""
+    if target and target.startswith("/ui/") and not target.startswith("/ui/login") and "\\" not in target:
+        return target
+    return "/ui/resources"
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    """To the sign-in form, coming back here afterwards."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post came from this site's own page (browsers say where a post comes from)."""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return False
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+@router.get("/ui/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    if not _config(request).auth:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return page("login.html", next=_safe_next(next), message=None, who=None)
+
+
+@router.post("/ui/login")
+async def login(request: Request) -> Response:
+    config = _config(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    target = _safe_next(form.get("next", [""])[0])
+    if not config.auth:
+        return RedirectResponse(target, status_code=303)
+    if not _same_origin(request):
+        message = "This sign-in came from another site's page and was refused; sign in from this page."
+        return page("login.html", 403, next=target, message=message, who=None)
+    token = (form.get("token") or [""])[0].strip()
+    found = config.authenticate(token) if 0 < len(token) <= _MAX_TOKEN else None
+    if found is None:
+        message = "That token is not valid: paste a client token from the service's configuration."
+        return page("login.html", 401, next=target, message=message, who=None)
+    if not found.allows(Scope.READ):
+        granted = ", ".join(sorted(s.value for s in found.scopes))
+        message = f"Client {found.client!r} may not read (its token grants: {granted}); use a token with read."
+        return page("login.html", 403, next=target, message=message, who=None)
+    session_id = sessions_of(request).open(found)
+    cookie = f"{COOKIE}={session_id}; Path=/ui; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Strict"
+    if request.url.scheme == "https":
+        cookie += "; Secure"
+    response = RedirectResponse(target, status_code=303)
+    response.headers["Set-Cookie"] = cookie
+    return response
+
+
+@router.post("/ui/logout")
+def logout(request: Request) -> Response:
+    if _same_origin(request):
+        sessions_of(request).close(request.cookies.get(COOKIE))
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.headers["Set-Cookie"] = f"{COOKIE}=; Path=/ui; Max-Age=0; HttpOnly; SameSite=Strict"
+    return response
