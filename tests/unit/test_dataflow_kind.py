@@ -8,19 +8,26 @@ from typing import Any
 import pytest
 
 from tenure import InvalidSpec, Role, TransitionNotAllowed
+from tenure.engine import signaling as contract
 from tenure.engine.planes import ControlPlaneRef, Signaling
 from tenure.kinds import builtin_kinds, builtin_steps
 from tenure.kinds.dataflow import (
     ENGINE_EVENTS,
     SIGNAL_EVENTS,
+    SIGNALS,
     STEP_DATA,
+    TRANSFER_ID_PATTERN,
+    DataflowSpec,
     addresses,
     dataflow,
     dataflow_for,
     dataflow_kind,
     holding,
+    operation_marker,
 )
+from tenure.kinds.dataflow import kind as declaration
 from tenure.service import signaling
+from tenure.service.models import CallbackIn
 
 #: Eclipse EDC's DataFlowStates codes where EDC has the state; tenure's own (new codes) where it does not.
 CODES = {
@@ -68,11 +75,46 @@ def test_every_wait_state_asks_the_provisioners_again_at_its_deadline() -> None:
 
 def test_only_complete_is_a_clients_event_and_the_signaling_api_fires_only_the_kinds_events() -> None:
     assert set(dataflow.event_names) - set(ENGINE_EVENTS) == {"complete"}
-    assert set(signaling.EVENTS) == set(SIGNAL_EVENTS)
-    assert set(signaling.EVENTS) <= set(dataflow.event_names)
+    assert set(SIGNAL_EVENTS) <= set(dataflow.event_names)
     with pytest.raises(TransitionNotAllowed, match="only the engine fires it"):
         dataflow.refuse_engine_event("received", "start")
     assert set(STEP_DATA) == dataflow.step_data
+
+
+def test_the_signaling_api_reads_the_kinds_own_declarations() -> None:
+    """One definition of each: the service takes the groups and what is held from the kind object, and the
+    wire's names from the contract module the kind re-exports (the service may not import a kind)."""
+    assert isinstance(dataflow, signaling.FlowKind)
+    assert dataflow.signal_events == frozenset(SIGNAL_EVENTS)
+    assert dataflow.provisioning_states == frozenset(declaration.PROVISIONING_STATES)
+    assert dataflow.reporting_states == frozenset(declaration.REPORTING_STATES)
+    assert not hasattr(signaling, "EVENTS")
+    assert not [name for name in vars(signaling) if name.startswith(("_UNDER_WAY", "_ENDED", "_PROVISIONING", "_ID"))]
+    assert signaling.SIGNALS is SIGNALS is contract.SIGNALS
+    assert TRANSFER_ID_PATTERN is contract.TRANSFER_ID_PATTERN
+    assert signaling.SignalIn.model_fields["transfer_id"].metadata[0].pattern == (TRANSFER_ID_PATTERN)
+    assert DataflowSpec.model_fields["transfer_id"].metadata[0].pattern == TRANSFER_ID_PATTERN
+    # What a flow holds: the guards' rule, the API's rule.
+    flow = Flow("started", spec(resources=[{"id": "r", "type": "memory"}]), {"provision": {"r": {"status": "done"}}})
+    assert dataflow.holding(flow) == holding(flow) == ["r"]
+    assert dataflow.wanted(flow) == ["r"]
+
+
+def test_the_callback_token_limit_is_the_control_planes() -> None:
+    limit = next(m.max_length for m in CallbackIn.model_fields["token"].metadata if hasattr(m, "max_length"))
+    assert signaling.CALLBACK_TOKEN_MAX == limit == 500
+    token = signaling.CallbackRef.model_fields["token"].metadata
+    assert [m.max_length for m in token if hasattr(m, "max_length")] == [limit]
+
+
+def test_a_failed_operation_can_run_again_and_only_ended_successes_are_told_again() -> None:
+    assert dataflow.target("failed", "provision") == "provisioning"
+    assert dataflow.target("deprovision_failed", "deprovision") == "deprovisioning"
+    assert "renotify" not in dataflow.transitions_from("failed")
+    assert "renotify" not in dataflow.transitions_from("deprovision_failed")
+    assert dataflow.failed_states == {"provision": "failed", "deprovision": "deprovision_failed"}
+    assert operation_marker(Flow("provisioning", spec(), {"op": {"signal": "prepare", "at": 4}})) == 4
+    assert operation_marker(Flow("provisioning", spec(), {"op": {"signal": "prepare"}})) is None
 
 
 def spec(**more: Any) -> dict[str, Any]:

@@ -14,8 +14,11 @@ The service answers in one of these ways:
 * ``202``, or ``200`` with ``{"status": "pending"}`` or an empty body: accepted; the service will POST
   ``{"resource_id", "token", "key", "status": "done"|"failed"|"retry", "data", "error"}`` to the
   callback URL later (``200`` with status ``failed`` or ``retry`` answers that way at once);
-* ``429`` or ``5xx`` (or a timeout, or no connection at all): try again later;
-* any other ``4xx``: the request is refused for good.
+* ``408``, ``425``, ``429`` or ``5xx`` (or a timeout, or no connection at all): try again later;
+* any other ``4xx`` (or a ``1xx`` or ``3xx``: redirects are not followed): the request is refused for good.
+
+Which statuses are tried again is :func:`tenure.engine.answers.verdict`'s call, the same for every
+party tenure calls over HTTP.
 
 The callback token is a secret: it appears only in the request body, never in a log line or an error.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from tenure.engine.answers import Verdict, excerpt, public_url, quoted, scrub, verdict
 from tenure.engine.provision import ProvisionRequest, ProvisionResult
 from tenure.errors import InvalidArgument
 
@@ -66,7 +70,7 @@ class HttpProvisioner:
             except (httpx.InvalidURL, TypeError):
                 scheme = ""
             if scheme not in ("http", "https"):
-                raise InvalidArgument(name, "must be an http:// or https:// URL", _public(value))
+                raise InvalidArgument(name, "must be an http:// or https:// URL", public_url(value))
         if timeout <= 0:
             raise InvalidArgument("timeout", "must be a positive number of seconds", timeout)
         self.url = url
@@ -75,7 +79,7 @@ class HttpProvisioner:
         self.headers = dict(headers or {})
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
-        self._where = _public(url)
+        self._where = public_url(url)
 
     # --- the provisioner protocol -------------------------------------------------------------
 
@@ -130,9 +134,9 @@ class HttpProvisioner:
         except httpx.TimeoutException as exc:
             result = ProvisionResult.retry(f"{self._where} timed out ({type(exc).__name__}, limit {self.timeout}s)")
         except httpx.UnsupportedProtocol as exc:
-            result = ProvisionResult.failed(f"cannot reach {self._where}: {_scrub(str(exc), request.token)}")
+            result = ProvisionResult.failed(f"cannot reach {self._where}: {scrub(str(exc), [request.token])}")
         except httpx.RequestError as exc:
-            detail = _scrub(str(exc), request.token) or "no detail"
+            detail = scrub(str(exc), [request.token]) or "no detail"
             result = ProvisionResult.retry(f"request to {self._where} failed: {type(exc).__name__}: {detail}")
         else:
             result = self._interpret(response, request.token)
@@ -148,11 +152,12 @@ class HttpProvisioner:
 
     def _interpret(self, response: httpx.Response, token: str) -> ProvisionResult:
         code = response.status_code
-        if code == 429 or code >= 500:
+        judged = verdict(code)
+        if judged is Verdict.RETRY:
             return ProvisionResult.retry(f"{self._where} answered HTTP {code}{_snippet(response, token)}")
-        if code >= 400:
+        if judged is Verdict.REFUSED and 400 <= code < 500:
             return ProvisionResult.failed(f"{self._where} refused the request: HTTP {code}{_snippet(response, token)}")
-        if code >= 300 or code < 200:
+        if judged is Verdict.REFUSED:
             return ProvisionResult.failed(f"{self._where} answered HTTP {code}, which is not an answer to a request")
         if code in (202, 204) or not response.content.strip():
             return ProvisionResult.pending()
@@ -171,35 +176,17 @@ class HttpProvisioner:
             if data is not None and not isinstance(data, dict):
                 return ProvisionResult.failed(f"{self._where} answered done with a 'data' that is not an object")
             return ProvisionResult.done(data)
-        reason = _scrub(str(error), token)[:_SNIPPET] if error else "no reason given"
+        reason = excerpt(str(error), [token], limit=_SNIPPET) if error else "no reason given"
         if status == "failed":
             return ProvisionResult.failed(f"{self._where} answered failed: {reason}")
         if status == "retry":
             return ProvisionResult.retry(f"{self._where} asked to retry: {reason}")
         return ProvisionResult.failed(
-            f"{self._where} answered HTTP {code} with status {_scrub(repr(status), token)[:_SNIPPET]}; "
+            f"{self._where} answered HTTP {code} with status {excerpt(repr(status), [token], limit=_SNIPPET)}; "
             "expected done, pending, failed or retry"
         )
 
 
-def _public(url: str) -> str:
-    """``url`` without credentials, query or fragment: safe for messages."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "<invalid URL>"
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
-
-
-def _scrub(text: str, token: str) -> str:
-    return text.replace(token, "<token>") if token else text
-
-
 def _snippet(response: httpx.Response, token: str) -> str:
     """``: <the start of the body>`` on one line, with the token blanked out (empty for an empty body)."""
-    # Blank the token out of the whole body first: a cut could leave part of it behind.
-    text = " ".join(_scrub(response.content.decode("utf-8", "replace"), token).split())
-    if not text:
-        return ""
-    return f": {text[:_SNIPPET]}{'...' if len(text) > _SNIPPET else ''}"
+    return quoted(excerpt(response.content.decode("utf-8", "replace"), [token], limit=_SNIPPET))

@@ -85,9 +85,12 @@ class ProvisionRequest:
     """What a provisioner is asked: do ``action`` for ``definition`` of ``resource_id``.
 
     An asynchronous provisioner answers pending and later calls back with ``token`` for ``key``.
-    ``idempotency_key`` is the same for every ask about this definition and action (after a crash,
-    a retry or a deadline), so the provisioner can recognise a repeat; it must answer a repeat with
-    the token of the latest ask, since answers under an older one are refused as superseded.
+    ``idempotency_key`` is the same for every ask about this definition and action within one
+    operation (after a crash, a retry or a deadline), so the provisioner can recognise a repeat; it
+    must answer a repeat with the token of the latest ask, since answers under an older one are
+    refused as superseded. A kind whose resources provision the same definition more than once (a
+    data plane's flow, provisioned again after a suspension) marks each operation, and a new
+    operation asks under a new key (see :class:`ProvisionStep`'s ``operation``).
     """
 
     action: str
@@ -152,6 +155,7 @@ class ProvisionStep:
         data_key: str | None = None,
         max_attempts: int = 5,
         skip: Callable[[Resource, Definition], bool] | None = None,
+        operation: Callable[[Resource], object] | None = None,
     ) -> None:
         self.provisioners = dict(provisioners)
         self.manifest = manifest
@@ -160,6 +164,7 @@ class ProvisionStep:
         self.data_key = data_key or action
         self.max_attempts = max_attempts
         self.skip = skip
+        self.operation = operation
         self.__name__ = f"{action}_step"
 
     def _call(self, request: ProvisionRequest) -> ProvisionResult:
@@ -179,6 +184,12 @@ class ProvisionStep:
         if not isinstance(result, ProvisionResult):
             return ProvisionResult.failed(f"the {request.definition.type!r} provisioner answered {result!r}")
         return result
+
+    def idempotency_key(self, resource: Resource, definition: Definition) -> str:
+        """The key of every ask about ``definition`` in the operation under way (see the class docs)."""
+        key = f"{resource.id}/{self.action}/{definition.id}"
+        marker = self.operation(resource) if self.operation is not None else None
+        return key if marker is None else f"{key}@{marker}"
 
     def __call__(self, resource: Resource, ctx: StepContext) -> Outcome:
         definitions = [d for d in self.manifest(resource) if not (self.skip and self.skip(resource, d))]
@@ -202,9 +213,10 @@ class ProvisionStep:
                 states[d.id] = entry
                 failed.append(d.id)
                 continue
-            # The key is the same for every ask about this definition (retries, deadline re-asks), so
-            # a provisioner can tell a repeat from a new request; the token is the latest ask's.
-            key = f"{resource.id}/{self.action}/{d.id}"
+            # The key is the same for every ask about this definition in this operation (retries,
+            # deadline re-asks), so a provisioner can tell a repeat from a new request; the token is
+            # the latest ask's.
+            key = self.idempotency_key(resource, d)
             request = ProvisionRequest(self.action, resource.id, d, ctx.token, d.id, attempts, key)
             result = self._call(request)
             entry.update(type=d.type, status=result.status.value, attempts=attempts, error=result.error)

@@ -2,21 +2,26 @@
 
 The wire contract is ``docs/signaling.md``: ``POST {data plane url}/v1/signaling/{signal}`` with a
 bearer token and a JSON body naming the transfer and the callback to use; the answer, at once, says
-whether the data plane started an asynchronous operation (``async``) and how the flow stands. A
+whether the data plane started an asynchronous operation (``async``) and how the flow stands. The
+contract's names are declared here once, for both sides: :data:`SIGNALS` and
+:data:`TRANSFER_ID_PATTERN` (the data plane's API and its ``dataflow`` kind import them). A
 step of a kind (the ``transfer`` of :mod:`tenure.kinds.transfer_v2`) depends on the
 :class:`DataPlaneClient` protocol only; :class:`HttpDataPlane` speaks it over HTTP.
 
 How an answer that is not one maps onto a step's outcome:
 
-* no connection, a timeout, ``429`` or ``5xx``: :class:`~tenure.engine.outcome.Retryable` (the step
-  backs off and asks again; a ``Retry-After`` in seconds is honoured, up to a cap);
+* no connection, a timeout, ``408``, ``425``, ``429`` or ``5xx``: :class:`~tenure.engine.outcome.Retryable`
+  (the step backs off and asks again; a ``Retry-After`` in seconds is honoured, up to a cap, instead of
+  the backoff: a data plane answers ``503`` with ``Retry-After: 1`` while a flow finishes reporting
+  its last operation, and the step asks again a second later);
 * any other ``4xx`` (``404`` no flow, ``409`` not allowed in the flow's state, ``422`` malformed,
   ``401``/``403`` a token the data plane does not take): :class:`SignalRefused`, a
   :class:`~tenure.engine.outcome.Fatal` quoting the problem document's ``detail``;
 * a ``200`` that is not such an answer: :class:`SignalRefused` too (asking again would not help).
 
-The callback token in the body and the bearer token are secrets: neither appears in an error or a
-log line, even when the data plane echoes them back.
+Which statuses are retried is :func:`tenure.engine.answers.verdict`'s call, as for every party tenure
+calls over HTTP. The callback token in the body and the bearer token are secrets: neither appears in
+an error or a log line, even when the data plane echoes them back.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from tenure.engine.answers import Verdict, problem_detail, public_url, quoted, retry_after, scrub, verdict
 from tenure.engine.outcome import Fatal, Retryable
 from tenure.engine.planes import DataPlaneRef, Signaling
 from tenure.errors import InvalidArgument
 
 __all__ = [
     "SIGNALS",
+    "TRANSFER_ID_PATTERN",
     "DataPlaneClient",
     "HttpDataPlane",
     "SignalAnswer",
@@ -49,6 +56,8 @@ log = logging.getLogger("tenure.engine.signaling")
 
 #: The signals a data plane answers, in the order a transfer's life uses them.
 SIGNALS = ("prepare", "start", "suspend", "terminate")
+#: What a transfer id is on the wire; a data plane's flow for the transfer has it as its id.
+TRANSFER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 #: How much of a response an error quotes.
 _SNIPPET = 300
@@ -184,9 +193,9 @@ class HttpDataPlane:
         except httpx.TimeoutException as exc:
             raise Retryable(f"{what} timed out ({type(exc).__name__}, limit {self.timeout:g}s)") from None
         except httpx.UnsupportedProtocol as exc:
-            raise Fatal(f"{what}: cannot reach it: {_scrub(str(exc), secrets)}") from None
+            raise Fatal(f"{what}: cannot reach it: {scrub(str(exc), secrets)}") from None
         except httpx.RequestError as exc:
-            detail = _scrub(str(exc), secrets) or "no detail"
+            detail = scrub(str(exc), secrets) or "no detail"
             raise Retryable(f"{what} failed: {type(exc).__name__}: {detail}") from None
         answer = self._interpret(what, response, body, secrets)
         log.debug(
@@ -203,15 +212,17 @@ class HttpDataPlane:
         self, what: str, response: httpx.Response, body: Mapping[str, Any], secrets: tuple[str, ...]
     ) -> SignalAnswer:
         code = response.status_code
-        if code == 429 or code >= 500:
-            raise Retryable(f"{what}: HTTP {code}{_quoted(_detail(response, secrets))}", delay=_retry_after(response))
-        if code >= 400:
+        judged = verdict(code)
+        if judged is Verdict.RETRY:
+            delay = retry_after(response, cap=_MAX_RETRY_AFTER)
+            raise Retryable(f"{what}: HTTP {code}{quoted(_detail(response, secrets))}", delay=delay)
+        if judged is Verdict.REFUSED and 400 <= code < 500:
             detail = _detail(response, secrets)
-            raise SignalRefused(f"{what} was refused: HTTP {code}{_quoted(detail)}", status=code, detail=detail)
+            raise SignalRefused(f"{what} was refused: HTTP {code}{quoted(detail)}", status=code, detail=detail)
         if code != 200:
             detail = _detail(response, secrets)
             raise SignalRefused(
-                f"{what}: HTTP {code} is not an answer to a signal (expected 200){_quoted(detail)}",
+                f"{what}: HTTP {code} is not an answer to a signal (expected 200){quoted(detail)}",
                 status=code,
                 detail=detail,
             )
@@ -224,7 +235,7 @@ class HttpDataPlane:
             if answered is not None and sent is not None and answered != sent:
                 raise ValueError(f"it answers for transfer {_short(answered, secrets)}, not {sent!r}")
         except ValueError as exc:
-            detail = _scrub(str(exc), secrets)
+            detail = scrub(str(exc), secrets)
             raise SignalRefused(f"{what}: the answer cannot be read: {detail}", status=0, detail=detail) from None
         return answer
 
@@ -278,41 +289,9 @@ def _secrets(body: Mapping[str, Any], bearer: str | None) -> tuple[str, ...]:
     return tuple(s for s in (token, bearer) if isinstance(s, str) and s)
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<token>")
-    return text
-
-
 def _detail(response: httpx.Response, secrets: tuple[str, ...]) -> str:
     """The problem document's ``detail`` (or ``title``), else the start of the body; on one line, scrubbed."""
-    raw = response.content.decode("utf-8", "replace")
-    text = raw
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict):
-        for name in ("detail", "title", "error"):
-            value = doc.get(name)
-            if isinstance(value, str) and value.strip():
-                text = value
-                break
-    # Scrub the whole text before cutting it: a cut could leave part of a secret behind.
-    text = " ".join(_scrub(text, secrets).split())
-    return text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else "")
-
-
-def _quoted(detail: str) -> str:
-    return f": {detail}" if detail else ""
-
-
-def _retry_after(response: httpx.Response) -> timedelta | None:
-    """A ``Retry-After`` in seconds, capped (None when absent or given as a date)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value.isdigit():
-        return None
-    return min(timedelta(seconds=int(value)), _MAX_RETRY_AFTER)
+    return problem_detail(response, secrets, limit=_SNIPPET)
 
 
 def _kind_of(value: object) -> str:
@@ -322,11 +301,10 @@ def _kind_of(value: object) -> str:
 
 def _short(value: object, secrets: tuple[str, ...]) -> str:
     """``value`` quoted, scrubbed of ``secrets`` before it is cut short."""
-    text = _scrub(repr(value), secrets)
+    text = scrub(repr(value), secrets)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _public(url: httpx.URL) -> str:
-    """``url`` without credentials, query or fragment: safe for messages."""
-    port = f":{url.port}" if url.port is not None else ""
-    return f"{url.scheme}://{url.host}{port}{url.path.rstrip('/')}"
+    """``url`` without credentials, query, fragment or a trailing slash: safe for messages."""
+    return public_url(url).rstrip("/")

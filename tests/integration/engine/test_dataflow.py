@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +24,8 @@ from tenure.engine.delayed import Delayed
 from tenure.engine.planes import ControlPlaneRef
 from tenure.engine.provision import MemoryProvisioner
 from tenure.kinds.dataflow import MemoryAsyncProvisioner, dataflow_kind, dataflow_steps
-from tenure.service.signaling import SignalIn, apply_signal
+from tenure.service.problems import ProblemError
+from tenure.service.signaling import FINISHING, SignalIn, apply_signal
 from tenure.store.protocol import EngineStore
 from tests.store_support import FakeClock
 
@@ -42,11 +43,17 @@ class Posted:
 
 
 class Receiver:
-    """A stand-in control plane: records each POSTed callback and answers the next scripted status (else 202)."""
+    """A stand-in control plane: records each POSTed callback and answers the next scripted status (else 202).
+
+    ``on_post`` runs before the answer goes back (as a control plane that acts on a callback at once:
+    the data plane's flow is still telling it). ``echo``: the answer quotes the request's body back.
+    """
 
     def __init__(self) -> None:
         self.posts: list[Posted] = []
         self.script: list[int] = []
+        self.on_post: Callable[[Posted], None] | None = None
+        self.echo = False
         self._lock = threading.Lock()
         receiver = self
 
@@ -56,10 +63,14 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                posted = Posted(self.path, self.headers.get("Authorization"), body)
                 with receiver._lock:
-                    receiver.posts.append(Posted(self.path, self.headers.get("Authorization"), body))
+                    receiver.posts.append(posted)
                     status = receiver.script.pop(0) if receiver.script else 202
-                payload = json.dumps({"status": status}).encode()
+                if receiver.on_post is not None:
+                    receiver.on_post(posted)
+                echoed = {"detail": f"refused {json.dumps(body)} from {self.headers.get('Authorization')}"}
+                payload = json.dumps(echoed if receiver.echo else {"status": status}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -375,7 +386,7 @@ def test_a_provisioning_failure_calls_back_failed_with_the_error(plane: Plane) -
     assert plane.memory.made == {}
 
 
-def test_a_deprovisioning_failure_is_told_and_told_again_when_asked_again(plane: Plane) -> None:
+def test_a_deprovisioning_failure_is_told_and_asked_again_deprovisions_again(plane: Plane) -> None:
     plane.signal("start", **new_flow([later(failDeprovision="stuck")]))
     plane.run("t-1", "started")
 
@@ -388,14 +399,17 @@ def test_a_deprovisioning_failure_is_told_and_told_again_when_asked_again(plane:
     assert flow.data["provisioned"] == ["queue"]
     assert "stuck" in flow.data["failure"]
 
-    # The control plane asks again with a new callback: it hears the failure again.
+    # The control plane's declared retry: the terminate again, with a new callback. It deprovisions again.
     again = plane.signal("terminate", callback=plane.receiver.callback("cb-again"))
-    assert (again["async"], again["state"], again["replayed"]) == (True, "deprovisioning", True)
-    assert plane.events("t-1")[-1] == "renotify"
+    assert (again["async"], again["state"], again["replayed"]) == (True, "deprovisioning", False)
+    assert plane.events("t-1")[-1] == "deprovision"
     plane.run("t-1", "deprovision_failed")
     told = plane.receiver.posts[-1].body
     assert (told["token"], told["status"], told["data"]["state"]) == ("cb-again", "failed", "deprovision_failed")
     assert "stuck" in told["error"]
+    assert plane.events("t-1")[-4:] == [
+        *("deprovision", "deprovision_requested", "deprovision_failed", "notified_deprovision_failed")
+    ]
 
 
 def test_a_terminate_during_a_suspension_ends_deprovisioned(plane: Plane) -> None:
@@ -533,3 +547,261 @@ def test_lost_timers_are_asked_again_at_the_deadline(plane: Plane, timers: Delay
     ]
     assert flow.data["provision"]["queue"]["attempts"] == 2
     assert only_post(plane.receiver).body["data"]["state"] == "provisioned"
+
+
+# --- a signal while the flow is telling how its operation ended ----------------------------------------
+
+
+@dataclass
+class Caught:
+    """What a signal sent from the control plane's callback handler got, and the flow's state then."""
+
+    state: str
+    answer: Mapping[str, Any] | None = None
+    refused: ProblemError | None = None
+
+
+def signal_on_callback(plane: Plane, name: str, token: str) -> list[Caught]:
+    """Have the control plane send ``name`` as soon as a callback reaches it (before it answers the post)."""
+    caught: list[Caught] = []
+
+    def send(posted: Posted) -> None:
+        state = plane.store.get("t-1").state
+        try:
+            caught.append(Caught(state, answer=plane.signal(name, callback=plane.receiver.callback(token))))
+        except ProblemError as exc:
+            caught.append(Caught(state, refused=exc))
+
+    plane.receiver.on_post = send
+    return caught
+
+
+def assert_finishing(refused: ProblemError | None, state: str, signal: str, wait: int = 1) -> None:
+    assert refused is not None
+    assert refused.problem is FINISHING
+    assert refused.problem.status == 503
+    assert refused.headers == {"Retry-After": str(wait)}
+    assert (refused.facts["state"], refused.facts["signal"], refused.facts["retry_after"]) == (state, signal, wait)
+    assert "finishing its last operation" in refused.detail
+
+
+def test_a_start_while_the_prepare_is_being_reported_is_503_retry_after_1_then_taken_at_rest(plane: Plane) -> None:
+    plane.signal("prepare", **new_flow([BUCKET]))
+    caught = signal_on_callback(plane, "start", "cb-start")
+
+    plane.run("t-1", "provisioned")
+
+    (during,) = caught
+    assert during.state == "provision_notifying"
+    assert_finishing(during.refused, "provision_notifying", "start")
+    # A second later the flow is at rest: the start is taken.
+    plane.receiver.on_post = None
+    answer = plane.signal("start", callback=plane.receiver.callback("cb-start"))
+    assert (answer["async"], answer["state"], answer["replayed"]) == (False, "started", False)
+
+
+def test_a_resume_while_the_suspension_is_being_reported_is_503_then_provisions_at_rest(plane: Plane) -> None:
+    plane.signal("start", **new_flow([BUCKET]))
+    plane.run("t-1", "started")
+    plane.signal("suspend", callback=plane.receiver.callback("cb-suspend"))
+    caught = signal_on_callback(plane, "start", "cb-resume")
+
+    plane.run("t-1", "suspended")
+
+    (during,) = caught
+    assert during.state == "deprovision_notifying"
+    assert_finishing(during.refused, "deprovision_notifying", "start")
+    plane.receiver.on_post = None
+    answer = plane.signal("start", callback=plane.receiver.callback("cb-resume"))
+    assert (answer["async"], answer["state"], answer["replayed"]) == (True, "provisioning", False)
+    plane.run("t-1", "started")
+    assert plane.receiver.posts[-1].body["token"] == "cb-resume"
+
+
+def test_a_flow_waiting_to_tell_again_asks_the_signal_to_come_back_when_it_will_have(plane: Plane) -> None:
+    plane.receiver.script = [503, 503]  # the control plane does not take the callback, twice
+    plane.signal("prepare", **new_flow([BUCKET]))
+    plane.worker.run_until_idle()
+    assert plane.store.get("t-1").state == "provision_notifying"
+
+    with pytest.raises(ProblemError) as first:
+        plane.signal("start", callback=plane.receiver.callback("cb-start"))
+    assert_finishing(first.value, "provision_notifying", "start", wait=1)  # the next try is a second away
+    plane.clock.advance(timedelta(seconds=1))
+    plane.worker.run_until_idle()
+    with pytest.raises(ProblemError) as second:
+        plane.signal("start", callback=plane.receiver.callback("cb-start"))
+    assert_finishing(second.value, "provision_notifying", "start", wait=2)  # the backoff doubled
+    assert plane.events("t-1")[-1] == "@retry"
+
+
+def test_a_terminate_while_the_provisioning_is_being_reported_is_taken_as_before(plane: Plane) -> None:
+    plane.signal("start", **new_flow([BUCKET]))
+    caught = signal_on_callback(plane, "terminate", "cb-end")
+
+    plane.run("t-1", "deprovisioned")
+
+    (during,) = caught[:1]
+    assert during.state == "provision_notifying"
+    assert during.answer is not None
+    assert (during.answer["async"], during.answer["state"]) == (True, "deprovisioning")
+    assert plane.receiver.posts[-1].body["token"] == "cb-end"
+
+
+# --- idempotency keys, per operation --------------------------------------------------------------------
+
+
+def test_each_provisioning_and_deprovisioning_asks_under_keys_of_its_own(plane: Plane) -> None:
+    plane.signal("start", **new_flow([BUCKET]))
+    plane.run("t-1", "started")
+    for n in range(2):
+        plane.signal("suspend", callback=plane.receiver.callback(f"cb-suspend-{n}"))
+        plane.run("t-1", "suspended")
+        if n == 0:
+            plane.signal("start", callback=plane.receiver.callback("cb-resume"))
+            plane.run("t-1", "started")
+
+    asked = [(r.action, r.idempotency_key) for r in plane.memory.requests]
+    provisions = [key for action, key in asked if action == "provision"]
+    deprovisions = [key for action, key in asked if action == "deprovision"]
+    # start, suspend, start, suspend: two of each, none the same as another.
+    assert (len(provisions), len(deprovisions)) == (2, 2)
+    assert len(set(provisions) | set(deprovisions)) == 4
+    # Each names the flow's version its signal wrote (the operation's marker).
+    started = [e.version for e in plane.store.journal("t-1") if e.event in ("provision", "deprovision")]
+    assert [*provisions, *deprovisions] == [
+        f"t-1/provision/bucket@{started[0]}",
+        f"t-1/provision/bucket@{started[2]}",
+        f"t-1/deprovision/bucket@{started[1]}",
+        f"t-1/deprovision/bucket@{started[3]}",
+    ]
+
+
+def test_an_operations_key_holds_across_its_retries_deadlines_and_repeated_signals(plane: Plane) -> None:
+    plane.signal("prepare", **new_flow([{"id": "queue", "type": "async"}]))
+    plane.worker.run_until_idle()
+    first = plane.asynchronous.requests[-1]
+    plane.clock.advance(DEADLINE)  # no answer: asked again at the deadline
+    plane.worker.run_until_idle()
+    plane.signal("prepare", callback=plane.receiver.callback("cb-token-2"))  # re-asked with a new callback
+    plane.worker.run_until_idle()
+
+    asks = plane.asynchronous.requests
+    assert [r.attempt for r in asks] == [1, 2, 3]
+    assert {r.idempotency_key for r in asks} == {first.idempotency_key}
+    assert first.idempotency_key.startswith("t-1/provision/queue@")
+
+
+# --- the control plane's retry after a failure callback ---------------------------------------------------
+
+
+def test_a_repeated_prepare_after_a_failed_provisioning_provisions_again_under_new_keys(plane: Plane) -> None:
+    plane.signal("prepare", **new_flow([BUCKET, {"id": "queue", "type": "async"}]))
+    plane.worker.run_until_idle()
+    first = plane.asynchronous.requests[-1]
+    assert plane.store.deliver("t-1", first.token, "queue", "failed", error="no quota left").accepted
+    plane.run("t-1", "failed")
+    assert only_post(plane.receiver).body["status"] == "failed"
+
+    # The same callback again changes nothing: it answers as before.
+    version = plane.store.get("t-1").version
+    same = plane.signal("prepare")
+    assert (same["async"], same["state"], same["replayed"]) == (True, "provisioning", True)
+    assert plane.store.get("t-1").version == version
+
+    # The control plane's declared retry (a new callback): provisioning runs again.
+    again = plane.signal("prepare", callback=plane.receiver.callback("cb-token-2"))
+    assert (again["async"], again["state"], again["replayed"]) == (True, "provisioning", False)
+    plane.worker.run_until_idle()
+    second = plane.asynchronous.requests[-1]
+    assert second.idempotency_key != first.idempotency_key
+    assert second.attempt == 1
+    # What the failed run made stays made, and is not asked for again.
+    assert [r.definition.id for r in plane.memory.requests] == ["bucket"]
+    assert plane.store.deliver("t-1", second.token, "queue", "done").accepted
+    flow = plane.run("t-1", "provisioned")
+
+    told = plane.receiver.posts[-1].body
+    assert (told["token"], told["status"], told["data"]["state"]) == ("cb-token-2", "done", "provisioned")
+    assert flow.data["provisioned"] == ["bucket", "queue"]
+    assert flow.data["failure"] is None
+    # A repeat of the retry answers as the retry did.
+    assert plane.signal("prepare", callback=plane.receiver.callback("cb-token-2")) == {**again, "replayed": True}
+
+
+def test_a_repeated_start_while_its_failure_is_being_reported_is_503_then_provisions_again(plane: Plane) -> None:
+    plane.signal("start", **new_flow([later(fail="disk full")], type="provider"))
+    caught = signal_on_callback(plane, "start", "cb-retry")
+
+    plane.run("t-1", "failed")
+
+    (during,) = caught
+    assert during.state == "provision_failed"
+    assert_finishing(during.refused, "provision_failed", "start")
+    plane.receiver.on_post = None
+    again = plane.signal("start", callback=plane.receiver.callback("cb-retry"))
+    assert (again["async"], again["state"], again["replayed"]) == (True, "provisioning", False)
+
+
+def test_a_repeated_terminate_after_a_failed_deprovisioning_deprovisions_again(plane: Plane) -> None:
+    plane.signal("start", **new_flow([BUCKET, {"id": "queue", "type": "async"}]))
+    plane.worker.run_until_idle()
+    assert plane.store.deliver("t-1", plane.asynchronous.requests[-1].token, "queue", "done").accepted
+    plane.run("t-1", "started")
+    plane.signal("terminate", callback=plane.receiver.callback("cb-end"))
+    plane.worker.run_until_idle()
+    first = plane.asynchronous.requests[-1]
+    assert (first.action, first.definition.id) == ("deprovision", "queue")
+    assert plane.store.deliver("t-1", first.token, "queue", "failed", error="busy").accepted
+    plane.run("t-1", "deprovision_failed")
+
+    again = plane.signal("terminate", callback=plane.receiver.callback("cb-end-2"))
+
+    assert (again["async"], again["state"], again["replayed"]) == (True, "deprovisioning", False)
+    plane.worker.run_until_idle()
+    second = plane.asynchronous.requests[-1]
+    assert (second.action, second.definition.id) == ("deprovision", "queue")
+    assert second.idempotency_key != first.idempotency_key
+    # The bucket, removed by the failed run, is not removed again.
+    assert [r.action for r in plane.memory.requests] == ["provision", "deprovision"]
+    assert plane.store.deliver("t-1", second.token, "queue", "done").accepted
+    flow = plane.run("t-1", "deprovisioned")
+    told = plane.receiver.posts[-1].body
+    assert (told["token"], told["status"], told["data"]["state"]) == ("cb-end-2", "done", "deprovisioned")
+    assert flow.data["provisioned"] == []
+
+
+# --- one rule for what a flow holds -------------------------------------------------------------------
+
+
+def test_the_api_counts_what_a_flow_holds_as_the_kinds_guards_do(plane: Plane) -> None:
+    plane.signal("start", **new_flow([BUCKET]))
+    flow = plane.run("t-1", "started")
+    # ``data.provisioned`` only records what was held when the last operation ended (here: as a flow
+    # written before it was kept would have it); the answers of the provisioners say what is held.
+    plane.store.fire_settling(flow, "resignal", (), result="", data={"provisioned": []}, actor="test")
+
+    answer = plane.signal("suspend", callback=plane.receiver.callback("cb-suspend"))
+
+    assert (answer["async"], answer["state"]) == (True, "deprovisioning")
+    plane.run("t-1", "suspended")
+    assert plane.memory.made == {}
+
+
+# --- what the flow keeps of the control plane's answer ------------------------------------------------
+
+
+def test_a_refusal_quoting_the_tokens_back_is_kept_without_them(plane: Plane) -> None:
+    plane.receiver.script = [409]
+    plane.receiver.echo = True  # a careless control plane quotes the callback (token included) back
+    plane.signal("prepare", **new_flow([BUCKET]))
+
+    flow = plane.run("t-1", "provisioned")
+
+    notification = flow.data["notification"]
+    assert (notification["outcome"], notification["status"]) == ("refused", 409)
+    assert "<token>" in notification["error"]
+    # (The flow keeps the callback, token included, in data.callback, and nowhere else.)
+    kept = json.dumps([notification, *(e.detail for e in plane.store.journal("t-1"))])
+    assert "cb-token-1" not in kept
+    assert DP_TOKEN not in kept

@@ -199,6 +199,8 @@ def test_successes(
         pytest.param(502, b"", "retry", ["HTTP 502"], id="502"),
         pytest.param(503, {"error": "busy"}, "retry", ["HTTP 503", "busy"], id="503"),
         pytest.param(429, b"slow down", "retry", ["HTTP 429", "slow down"], id="429"),
+        pytest.param(408, b"", "retry", ["HTTP 408"], id="408"),
+        pytest.param(425, b"too early", "retry", ["HTTP 425", "too early"], id="425"),
         pytest.param(400, {"error": "no such region"}, "failed", ["HTTP 400", "no such region"], id="400"),
         pytest.param(404, b"not here", "failed", ["HTTP 404", "not here"], id="404"),
         pytest.param(409, b"", "failed", ["HTTP 409"], id="409"),

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tenure import Backoff, Kind, Worker
 from tenure.engine.outcome import Fatal, Retryable
 from tenure.engine.planes import DataPlaneRef, Signaling
 from tenure.engine.signaling import (
@@ -26,6 +27,9 @@ from tenure.engine.signaling import (
     dataplanes,
 )
 from tenure.errors import InvalidArgument
+from tenure.kinds.transfer_v2 import transfer_v2_kind, transfer_v2_steps
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,7 +255,7 @@ def test_an_answer_that_is_no_answer_is_fatal(server: SignalingServer, plane: Ht
 # --- outages ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [503, 500, 429])
+@pytest.mark.parametrize("status", [503, 500, 429, 408, 425])
 def test_an_overloaded_or_failing_data_plane_is_retryable(
     server: SignalingServer, plane: HttpDataPlane, status: int
 ) -> None:
@@ -272,6 +276,35 @@ def test_retry_after_is_honoured_up_to_a_cap(server: SignalingServer, plane: Htt
     with pytest.raises(Retryable) as capped:
         plane.signal("prepare", body())
     assert capped.value.delay == timedelta(minutes=10)
+
+
+def test_the_control_planes_step_asks_again_when_retry_after_says_not_after_its_backoff(
+    server: SignalingServer,
+    plane: HttpDataPlane,
+    open_engine_store: Callable[..., EngineStore],
+    clock: FakeClock,
+) -> None:
+    """A data plane answers 503 with ``Retry-After: 1`` while a flow finishes reporting; the transfer's
+    step asks again a second later, however long its own backoff has grown."""
+    slow = Backoff(max_attempts=8, base=timedelta(minutes=1), cap=timedelta(minutes=10), jitter=0)
+    kind: Kind = transfer_v2_kind(dataplanes=["dp1"], request_deadline=timedelta(minutes=5), retry=slow)
+    store = open_engine_store([kind], clock=clock)
+    steps = transfer_v2_steps({"dp1": plane}, callback_url="http://127.0.0.1:8800/v1/callbacks", kind=kind)
+    worker = Worker(store, steps, name="cp", rand=lambda: 1.0)
+    server.reply = Reply(503, problem(503, "finishing its last operation"), headers={"Retry-After": "1"})
+    rid = store.create("transfer", {"asset": "asset-7", "type": "consumer"}).id
+
+    for attempt in range(1, 5):
+        worker.run_until_idle()
+        transfer = store.get(rid)
+        assert (transfer.state, transfer.attempts) == ("initial", attempt)
+        assert transfer.next_attempt_at == clock.now + timedelta(seconds=1)
+        clock.now = transfer.next_attempt_at
+
+    server.reply = Reply(200, answer(asynchronous=False, transferId=rid))
+    worker.run_until_idle()
+    assert store.get(rid).state == "requested"
+    assert [s.path for s in server.seen] == ["/v1/signaling/prepare"] * 5
 
 
 def test_a_timeout_is_retryable(server: SignalingServer) -> None:

@@ -18,8 +18,10 @@ import httpx
 import pytest
 
 from tenure import Worker, open_store
-from tenure.engine.planes import ControlPlaneRef, Signaling
+from tenure.engine.outcome import Retryable
+from tenure.engine.planes import ControlPlaneRef, DataPlaneRef, Signaling
 from tenure.engine.provision import MemoryProvisioner
+from tenure.engine.signaling import HttpDataPlane
 from tenure.errors import ConfigError
 from tenure.kinds.dataflow import dataflow_kind, dataflow_steps
 from tenure.service import ClientToken, ServiceConfig, create_app
@@ -120,9 +122,13 @@ class DataPlane:
         answer: dict[str, Any] = r.json()
         return answer
 
-    def worker(self) -> Worker:
+    def worker(self, client: httpx.Client | None = None) -> Worker:
+        """The data plane's engine; its callbacks go through ``client`` if given."""
         steps = dataflow_steps(
-            {"memory": MemoryProvisioner()}, ControlPlaneRef(self.control_plane.url, DP_TOKEN), kind=FLOW
+            {"memory": MemoryProvisioner()},
+            ControlPlaneRef(self.control_plane.url, DP_TOKEN),
+            kind=FLOW,
+            client=client,
         )
         return Worker(self.store, steps, name="dp-engine", rand=lambda: 1.0)
 
@@ -290,6 +296,18 @@ def test_a_callback_elsewhere_than_the_control_plane_is_422(dp: DataPlane) -> No
     assert dp.store.find("t-1") is None
 
 
+def test_a_callback_token_longer_than_the_control_plane_takes_is_422(dp: DataPlane) -> None:
+    # The control plane's /v1/callbacks takes tokens of 500 characters at most: a longer one could
+    # never be posted back.
+    body = {**dp.new(), "callback": dp.callback("t" * 501)}
+
+    problem = assert_problem(dp.cp.post("/v1/signaling/prepare", json=body), 422, "invalid-request")
+
+    assert [e["field"] for e in problem["errors"]] == ["callback.token"]
+    assert dp.store.find("t-1") is None
+    assert dp.signal("prepare", {**dp.new(), "callback": dp.callback("t" * 500)})["replayed"] is False
+
+
 def test_a_resource_type_without_a_provisioner_is_422_naming_the_known_types(dp: DataPlane) -> None:
     body = {**dp.new(), "resources": [{"id": "r", "type": "tape"}]}
 
@@ -379,3 +397,42 @@ def test_a_callback_the_control_plane_refuses_is_final(dp: DataPlane) -> None:
     flow = dp.store.get("t-1")
     assert flow.state == "provisioned"
     assert (flow.data["notification"]["outcome"], flow.data["notification"]["status"]) == ("refused", 403)
+
+
+# --- a signal while the flow tells how its operation ended ----------------------------------------------
+
+
+def test_a_signal_while_the_flow_reports_is_503_retry_after_1_which_the_control_plane_retries_in_a_second(
+    dp: DataPlane,
+) -> None:
+    """The control plane acts on a callback at once: its next signal may reach the flow before it is at rest."""
+    seen: list[Any] = []
+    with HttpDataPlane(DataPlaneRef("dp1", dp.server.url, CP_TOKEN), timeout=10) as controlplane:
+
+        def signal_on_callback(request: httpx.Request) -> None:
+            # The callback is on its way to the control plane: the flow is still telling it.
+            seen.append(dp.store.get("t-1").state)
+            seen.append(dp.cp.post("/v1/signaling/start", json=dp.body()))
+            try:
+                controlplane.signal("start", dp.body())
+            except Retryable as exc:
+                seen.append(exc)
+
+        with httpx.Client(event_hooks={"request": [signal_on_callback]}) as http:
+            dp.signal("prepare", dp.new(resources=1))
+            dp.worker(http).run_until_idle()
+
+        state, raw, retry = seen
+        assert state == "provision_notifying"
+        assert raw.headers["Retry-After"] == "1"
+        problem = assert_problem(raw, 503, "flow-finishing")
+        assert (problem["state"], problem["signal"], problem["retryAfter"]) == ("provision_notifying", "start", 1)
+        assert "finishing its last operation" in problem["detail"]
+        # The control plane's client reads it as worth another try, a second later (not after its backoff).
+        assert isinstance(retry, Retryable)
+        assert retry.delay == timedelta(seconds=1)
+        assert "503" in str(retry)
+        # At rest, the start is taken.
+        assert dp.store.get("t-1").state == "provisioned"
+        answer = controlplane.signal("start", dp.body())
+        assert (answer.async_, answer.state, answer.replayed) == (False, "started", False)

@@ -14,7 +14,7 @@ from tenure.engine.outcome import Advance, Outcome, RetryLater
 from tenure.engine.planes import ControlPlaneRef
 from tenure.engine.provision import Definition, MemoryProvisioner, ProvisionStep
 from tenure.engine.steps import StepContext, Steps
-from tenure.kinds.dataflow.kind import addresses, dataflow, holding, touched
+from tenure.kinds.dataflow.kind import addresses, dataflow, holding, operation_marker, touched
 from tenure.machine import Kind, Subject
 from tenure.rules import error_text
 from tenure.store.model import JournalEntry
@@ -55,10 +55,11 @@ def _arrival(resource: Resource, ctx: StepContext) -> JournalEntry | None:
 class _Notifying:
     """The steps of the ``*_notifying`` and ``provision_failed`` states: tell the control plane, then move on.
 
-    Connection errors, timeouts, 429 and 5xx are tried again with the state's backoff; any other
-    refusal is final for this callback (recorded in ``notification``); so is running out of attempts.
+    Connection errors, timeouts, 408, 425, 429 and 5xx are tried again with the state's backoff (the
+    :class:`~tenure.engine.notify.Notifier` decides which); any other refusal is final for this
+    callback (recorded in ``notification``, scrubbed of tokens); so is running out of attempts.
     Either way the flow moves on: a control plane that did not hear asks again, and a repeated signal
-    tells it again.
+    tells it again (or, after a failure, runs the operation again).
     """
 
     def __init__(self, notifier: Notifier) -> None:
@@ -73,6 +74,7 @@ class _Notifying:
         arrival = _arrival(resource, ctx)
         failure: str | None
         if arrival is not None and arrival.event == "renotify":
+            # Told again (only flows renotified from failed before a repeat ran provisioning again).
             failure = resource.data.get("failure")
         else:
             failure = (arrival.detail.get("error") if arrival is not None else None) or resource.error
@@ -85,6 +87,7 @@ class _Notifying:
         failure: str | None = None
         if arrival is not None and arrival.event == "renotify":
             end = arrival.from_state or "deprovisioned"
+            # (From deprovision_failed only before a repeat ran the deprovisioning again.)
             if end == "deprovision_failed":
                 failure = str(resource.data.get("failure") or "deprovisioning failed")
         elif arrival is not None and arrival.event == "deprovision_failed":
@@ -159,8 +162,10 @@ def dataflow_steps(
     """The steps of ``kind``: ``provisioners`` by definition type, callbacks to ``controlplane``.
 
     By default every type is served by one synchronous :class:`MemoryProvisioner` named ``memory``.
-    Callbacks go with the control plane's token (none without a control plane); ``timeout`` bounds each
-    in seconds, and ``client`` may be an :class:`httpx.Client` to send them with.
+    Each provisioning and each deprovisioning asks under idempotency keys of its own
+    (:func:`~tenure.kinds.dataflow.kind.operation_marker`). Callbacks go with the control plane's
+    token (none without a control plane); ``timeout`` bounds each in seconds, and ``client`` may be an
+    :class:`httpx.Client` to send them with (it is then shared, and left open).
     """
     plugins: Mapping[str, object] = provisioners if provisioners is not None else {"memory": MemoryProvisioner()}
     tell = _Notifying(Notifier(controlplane, timeout=timeout, client=client))
@@ -176,6 +181,7 @@ def dataflow_steps(
             failed="provision_failed",
             retry="provision_retry",
             max_attempts=max_attempts,
+            operation=operation_marker,
         ),
     )
     steps.add(kind, "provision_notifying", tell.notify_provisioned)
@@ -193,6 +199,7 @@ def dataflow_steps(
             retry="deprovision_retry",
             max_attempts=max_attempts,
             skip=_not_to_deprovision,
+            operation=operation_marker,
         ),
     )
     steps.add(kind, "deprovision_notifying", tell.notify_deprovisioned)
