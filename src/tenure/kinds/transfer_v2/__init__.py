@@ -31,7 +31,7 @@ counter-party's messages: ``start`` (the provider's start message, to a consumer
 and ``complete``. Every other event is the engine's (``Kind.engine_events``).
 
 **Retries.** A work state that signals asks the data plane again when the answer was an error worth
-retrying (no connection, 429, 5xx), with the state's backoff. A callback that says ``failed`` or
+retrying (no connection, a timeout, 408, 425, 429, 5xx), with the state's backoff. A callback that says ``failed`` or
 ``retry``, and a wait whose deadline passes, go back to the state that signals again
 (``preparation_requested`` to ``initial``, the others to ``starting``, ``suspending`` and
 ``terminating``), which asks again with a fresh callback token. The round trips per signal are
