@@ -208,8 +208,8 @@ def chaos_steps(recorder: Recorder, *, kind: Kind, max_attempts: int) -> Steps:
     """The transfer steps with every provisioner type served by ``recorder``."""
     inner = transfer_steps({PLUGIN: recorder}, kind=kind, max_attempts=max_attempts)
     steps = Steps()
-    for kind_name, state in inner.due():
-        reg = inner.get(kind_name, state)
+    for kind_name, state, version in inner.due_by_version():
+        reg = inner.get(kind_name, state, version=version)
         assert reg is not None
         steps.add(reg.kind, state, _remembering(reg.step), retry_on=reg.retry_on, fatal_on=reg.fatal_on)
     return steps
