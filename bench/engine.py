@@ -32,10 +32,13 @@ unshadow()
 
 from tenure.engine import Worker  # noqa: E402
 from tenure.engine.provision import MemoryProvisioner, ProvisionRequest, ProvisionResult  # noqa: E402
-from tenure.kinds.transfer import transfer, transfer_steps  # noqa: E402
+from tenure.kinds.transfer import transfer_kind, transfer_steps  # noqa: E402
 from tenure.store import open_store  # noqa: E402
 from tenure.store.inbox import token_hash  # noqa: E402
 from tenure.store.protocol import EngineStore  # noqa: E402
+
+#: The transfer kind (version 1) open to every provisioner type: the bench serves its own (async, recording).
+transfer = transfer_kind()
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TRANSITIONS_PER_LIFECYCLE = 10
@@ -58,7 +61,7 @@ def _steps(queue: Any | None) -> Any:
     plugins: dict[str, object] = {"memory": MemoryProvisioner()}
     if queue is not None:
         plugins["async"] = AnnouncingProvisioner(queue)
-    return transfer_steps(plugins)
+    return transfer_steps(plugins, kind=transfer)
 
 
 def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency: int) -> None:
