@@ -29,6 +29,7 @@ __all__ = [
     "ProvisionStatus",
     "ProvisionStep",
     "Provisioner",
+    "check_definition_types",
 ]
 
 
@@ -42,6 +43,18 @@ class Definition:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "spec": dict(self.spec)}
+
+
+def check_definition_types(definitions: Sequence[Any], known: frozenset[str]) -> None:
+    """Refuse (ValueError, for a spec model's validator) a definition whose type has no provisioner here.
+
+    ``definitions`` are the spec's resource definitions (anything with a ``type``), in order; the
+    refusal names the first unknown one by its index and lists the known types.
+    """
+    for index, d in enumerate(definitions):
+        if d.type not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise ValueError(f"[{index}].type {d.type!r} has no provisioner here (known types: {listed})")
 
 
 class ProvisionStatus(enum.StrEnum):

@@ -31,7 +31,13 @@ import pydantic
 
 from tenure.engine import Resource
 from tenure.engine.outcome import Advance, Outcome
-from tenure.engine.provision import Definition, MemoryProvisioner, ProvisionStatus, ProvisionStep
+from tenure.engine.provision import (
+    Definition,
+    MemoryProvisioner,
+    ProvisionStatus,
+    ProvisionStep,
+    check_definition_types,
+)
 from tenure.engine.steps import StepContext, Steps
 from tenure.machine import Backoff, Event, Kind, Role, State
 
@@ -110,9 +116,7 @@ def _spec_for(types: Sequence[str] | None) -> type[TransferSpec]:
         @pydantic.field_validator("resources")
         @classmethod
         def _provisioned(cls, resources: list[DefinitionSpec]) -> list[DefinitionSpec]:
-            for index, d in enumerate(resources):
-                if d.type not in known:
-                    raise ValueError(f"[{index}].type {d.type!r} has no provisioner here (known types: {listed})")
+            check_definition_types(resources, known)
             return resources
 
         @pydantic.field_validator("dataplane")

@@ -21,7 +21,7 @@ import pydantic
 from pydantic.alias_generators import to_camel
 
 from tenure.engine.planes import Signaling
-from tenure.engine.provision import ProvisionStatus
+from tenure.engine.provision import ProvisionStatus, check_definition_types
 from tenure.engine.signaling import SIGNALS, TRANSFER_ID_PATTERN
 from tenure.kinds.transfer import DefinitionSpec
 from tenure.machine import Backoff, Event, Kind, Role, State, Subject
@@ -389,15 +389,12 @@ def _spec_for(types: Sequence[str] | None) -> type[DataflowSpec]:
     if types is None:
         return DataflowSpec
     known = frozenset(types)
-    listed = ", ".join(sorted(known)) or "none"
 
     class KnownTypesSpec(DataflowSpec):
         @pydantic.field_validator("resources")
         @classmethod
         def _provisioned(cls, resources: list[DefinitionSpec]) -> list[DefinitionSpec]:
-            for index, d in enumerate(resources):
-                if d.type not in known:
-                    raise ValueError(f"[{index}].type {d.type!r} has no provisioner here (known types: {listed})")
+            check_definition_types(resources, known)
             return resources
 
     KnownTypesSpec.__name__ = KnownTypesSpec.__qualname__ = "DataflowSpec"
