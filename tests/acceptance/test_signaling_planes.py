@@ -9,7 +9,10 @@ actually sent. The test that kills a data plane and relies on short deadlines ru
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import json
+import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -90,9 +93,16 @@ def post_callback(planes: LocalPlanes, body: dict[str, Any], token: str | None) 
     return httpx.post(f"{planes.control.url}/v1/callbacks", json=body, headers=headers, timeout=10)
 
 
-def done_callback(flow: dict[str, Any]) -> dict[str, Any]:
-    """The ``done`` callback a data plane posts for ``flow`` (its dataflow), to the callback it holds."""
-    callback = flow["data"]["callback"]
+def done_callback(planes: LocalPlanes, flow: dict[str, Any]) -> dict[str, Any]:
+    """The ``done`` callback dp1 posts for ``flow`` (its dataflow), to the callback it holds.
+
+    The API hides the callback (the kind's secret data): it is read from dp1's own database file.
+    """
+    assert flow["data"]["callback"] == "<redacted>", "no API answer shows the callback token"
+    database = planes.dataplanes["dp1"].home / "tenure.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        (raw,) = conn.execute("SELECT data FROM resources WHERE id = ?", (flow["id"],)).fetchone()
+    callback = json.loads(raw)["callback"]
     return {
         "resourceId": callback["resourceId"],
         "token": callback["token"],
@@ -271,7 +281,7 @@ def test_a_callback_from_another_data_plane_is_refused(
 ) -> None:
     rid, flow = waiting_flow(planes, cp, dp1)
     before = resource(cp, rid)
-    body = done_callback(flow)  # the right correlation token: only the caller is wrong
+    body = done_callback(planes, flow)  # the right correlation token: only the caller is wrong
 
     as_dp2 = post_callback(planes, body, planes.callback_tokens["dp2"])
     assert as_dp2.status_code == 403, as_dp2.text
@@ -301,7 +311,7 @@ def test_a_duplicate_callback_is_answered_200_and_moves_nothing(
     planes: LocalPlanes, cp: httpx.Client, dp1: httpx.Client
 ) -> None:
     rid, flow = waiting_flow(planes, cp, dp1)
-    body = done_callback(flow)
+    body = done_callback(planes, flow)
     token = planes.callback_tokens["dp1"]
 
     first = post_callback(planes, body, token)

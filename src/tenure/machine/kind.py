@@ -33,7 +33,10 @@ from tenure.machine.parts import Event, Role, State, Subject, Transition
 from tenure.machine.sharing import Sharing, sharing_problems
 from tenure.machine.validation import expand_sources, find_problems
 
-__all__ = ["Kind"]
+__all__ = ["REDACTED", "Kind"]
+
+#: What a secret data value is shown as (see ``Kind.secret_data``).
+REDACTED = "<redacted>"
 
 
 class Kind:
@@ -50,6 +53,8 @@ class Kind:
     client firing one is refused, so that no client skips the work the step would have done.
     ``answered_by`` says, from a resource, which client alone may answer its waits (the data plane a
     transfer was assigned, say): a callback from any other caller is refused even with a valid token.
+    ``secret_data`` names keys of ``data`` that the engine needs and nobody else may read (a callback
+    token a data plane holds, say): they are shown as :data:`REDACTED` wherever a resource is shown.
     """
 
     __slots__ = (
@@ -63,6 +68,7 @@ class Kind:
         "events",
         "initial",
         "name",
+        "secret_data",
         "sharing",
         "spec_model",
         "states",
@@ -84,12 +90,15 @@ class Kind:
         sharing: Sharing | None = None,
         engine_events: Iterable[str] = (),
         answered_by: Callable[[Subject], str | None] | None = None,
+        secret_data: Iterable[str] = (),
     ) -> None:
         self.name = name
         #: Events only the engine fires (see the class docstring).
         self.engine_events: frozenset[str] = frozenset(engine_events)
         #: Who alone may answer a resource's waits (see the class docstring); None: any token holder.
         self.answered_by = answered_by
+        #: Keys of ``data`` shown as REDACTED outside the engine (see the class docstring).
+        self.secret_data: frozenset[str] = frozenset(secret_data)
         #: Keys of ``data`` that only the kind's steps write (see the class docstring).
         self.step_data: frozenset[str] = frozenset(step_data)
         self.states: tuple[State, ...] = tuple(states)
@@ -235,6 +244,17 @@ class Kind:
                 resource_id=resource_id,
                 reason="only the engine fires it (ask for the state you want with desiredState instead)",
             )
+
+    def shown_data(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` as shown outside the engine: the values of the kind's secret keys replaced.
+
+        >>> Kind("k", initial="a", states=[State("a", 1), State("b", 2, Role.FINAL)],
+        ...      events=[Event("go", "a", "b")], secret_data=["token"]).shown_data({"token": "s3", "n": 1})
+        {'token': '<redacted>', 'n': 1}
+        """
+        if not self.secret_data:
+            return dict(data)
+        return {key: REDACTED if key in self.secret_data else value for key, value in data.items()}
 
     def states_with_role(self, role: Role) -> tuple[State, ...]:
         return tuple(s for s in self.states if s.role is role)

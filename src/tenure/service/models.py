@@ -140,7 +140,7 @@ class ResourceOut(Out):
             state=r.state,
             version=r.version,
             spec=dict(r.spec),
-            data=dict(r.data),
+            data=dict(r.data) if kind is None else kind.shown_data(r.data),
             desired_state=r.desired_state,
             generation=r.generation,
             observed_generation=r.observed_generation,

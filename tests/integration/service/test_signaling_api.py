@@ -436,3 +436,12 @@ def test_a_signal_while_the_flow_reports_is_503_retry_after_1_which_the_control_
         assert dp.store.get("t-1").state == "provisioned"
         answer = controlplane.signal("start", dp.body())
         assert (answer.async_, answer.state, answer.replayed) == (False, "started", False)
+
+
+def test_no_api_answer_shows_the_callback_token_the_data_plane_holds(dp: DataPlane) -> None:
+    dp.signal("prepare", dp.new("t-1", resources=1))
+    shown = dp.server.shared(READER).get("/v1/resources/t-1")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["data"]["callback"] == "<redacted>"
+    assert "cb-token-1" not in shown.text
+    assert dp.store.get("t-1").data["callback"]["token"] == "cb-token-1", "the engine still has it"

@@ -302,6 +302,8 @@ def dataflow_kind(
         description="A data plane's flow for one transfer: provision, start, suspend, terminate, deprovision.",
         spec_model=_spec_for(provisioner_types),
         step_data=STEP_DATA,
+        # The control plane's callback token: the engine posts with it, nobody reads it.
+        secret_data=["callback"],
         engine_events=ENGINE_EVENTS,
         initial="received",
         states=[
