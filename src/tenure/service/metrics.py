@@ -117,8 +117,9 @@ class Metrics(Collector):
             "tenure_oldest_wait_seconds", "Age of the oldest resource in each wait state", labels=["kind", "state"]
         )
         for row in rows:
-            kind = self.store.kinds.get(row.kind)
-            role = kind.state(row.state).role.value if kind is not None and kind.has_state(row.state) else ""
+            # The state's role in the newest version that has it: resources of older versions count too.
+            having = [k for k in reversed(self.store.kind_versions(row.kind)) if k.has_state(row.state)]
+            role = having[0].state(row.state).role.value if having else ""
             count.add_metric([row.kind, row.state, role], row.count)
             if row.oldest_seconds is not None and role == "wait":
                 oldest.add_metric([row.kind, row.state], row.oldest_seconds)

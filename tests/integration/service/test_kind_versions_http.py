@@ -68,3 +68,16 @@ def test_a_client_event_only_the_engine_fires_is_refused_with_what_it_may_fire(
     assert body["allowed"] == ["cancel"]
     assert "only the engine fires it" in body["detail"]
     assert two_versions.get(r.id).version == r.version
+
+
+def test_metrics_count_the_states_only_an_older_version_has_with_their_role(
+    start_live: Callable[..., Live], module_db: str, two_versions: EngineStore
+) -> None:
+    old_store = open_store(module_db, [order_v1], check_schema=False)
+    try:
+        old_store.fire(old_store.create("order"), "pack")
+    finally:
+        old_store.close()
+    live = start_live(store=two_versions)
+    text = live.reader.get("/metrics").text
+    assert 'tenure_resources{kind="order",role="work",state="packing"} 1.0' in text
