@@ -1,6 +1,7 @@
 """The dashboard's pages: resources (a filtered keyset page), one resource, the kinds; and the live feed.
 
-Pages are rendered on the server from the store protocol, read-only. Each carries the change-feed
+Pages are rendered on the server from the store protocol; the resource page carries the buttons that
+write (:mod:`.actions` answers them) for a session that may. Each carries the change-feed
 position it was read at, so that its script's watch (``/ui/watch``, the API's stream behind the
 session cookie) misses no change made after the page was read.
 """
@@ -16,15 +17,16 @@ from starlette.responses import RedirectResponse, Response
 
 from tenure.errors import ResourceNotFound, StoreError, TenureError
 from tenure.service import watch as api_watch
+from tenure.service.config import Principal, Scope
 from tenure.service.dashboard import views
 from tenure.service.dashboard.diagram import marked_svg
 from tenure.service.dashboard.render import STATIC, page, since, static_response
-from tenure.service.dashboard.sessions import login_redirect, principal
+from tenure.service.dashboard.sessions import csrf_token, login_redirect, principal
 from tenure.service.problems import UNAUTHORIZED, ProblemError
 from tenure.service.resources import check_id
 from tenure.store.protocol import Store
 
-__all__ = ["router"]
+__all__ = ["resource_view", "router"]
 
 router = APIRouter()
 
@@ -138,6 +140,14 @@ def resource_page(resource_id: str, request: Request) -> Response:
     who = principal(request)
     if who is None:
         return login_redirect(request)
+    return resource_view(request, who, resource_id)
+
+
+def resource_view(
+    request: Request, who: Principal, resource_id: str, status: int = 200, notice: str | None = None
+) -> Response:
+    """One resource's page for ``who``, with its write buttons if ``who`` may press them, and ``notice``
+    (what became of a button pressed, shown above them) answered with ``status``."""
     store = _store(request)
     try:
         check_id(resource_id)
@@ -153,11 +163,16 @@ def resource_page(resource_id: str, request: Request) -> Response:
         return _failed(exc, who.client)
     svg = None if kind is None else marked_svg(kind, current=r.state, visited=visited, moves=moves)
     parties = sorted(r.in_use_by.items())
+    csrf = csrf_token(request)
+    writes = csrf is not None and who.allows(Scope.WRITE)
     return page(
         "resource.html",
+        status,
         who=who.client,
         section="resources",
         r=r,
+        # The kind's secret data (a callback token a data plane holds) is shown redacted, as by the API.
+        data=dict(r.data) if kind is None else kind.shown_data(r.data),
         row=views.resource_row(store, r, now),
         now=now,
         svg=svg,
@@ -169,6 +184,11 @@ def resource_page(resource_id: str, request: Request) -> Response:
         flows=flows,
         since=since,
         watch_url=_url("/ui/watch", {"resource": r.id, "after": position}),
+        notice=notice,
+        csrf=csrf or "",
+        events=views.client_events(kind, r.state) if writes else [],
+        force=writes and who.allows(Scope.ADMIN) and views.force_teardown_allowed(kind, r.state),
+        writes=writes,
     )
 
 

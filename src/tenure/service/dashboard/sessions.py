@@ -4,6 +4,10 @@ The cookie holds a random session id (never the token); the server maps its sha-
 principal the token named, in memory, until the session expires or the user signs out. The cookie is
 HttpOnly, SameSite=Strict (a page of another site cannot make the browser send it), Secure when the
 request came over https, and scoped to ``/ui``. With authentication off every page opens directly.
+
+Each session also holds a random CSRF token that every form which writes carries in a hidden field
+(:func:`csrf_token`, checked by :func:`csrf_ok`); with authentication off the app holds one token
+for every browser. A page of another site can neither read it nor make the browser send it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ from starlette.responses import RedirectResponse, Response
 from tenure.service.config import ANONYMOUS, Principal, Scope, ServiceConfig
 from tenure.service.dashboard.render import page
 
-__all__ = ["COOKIE", "SESSION_SECONDS", "Sessions", "login_redirect", "principal", "router"]
+__all__ = [
+    "COOKIE",
+    "SESSION_SECONDS",
+    "Sessions",
+    "csrf_ok",
+    "csrf_token",
+    "login_redirect",
+    "principal",
+    "router",
+    "same_origin",
+]
 
 router = APIRouter()
 
@@ -39,6 +53,7 @@ _MAX_TOKEN = 4096
 class _Session:
     principal: Principal
     expires: float
+    csrf: str
 
 
 class Sessions:
@@ -62,10 +77,19 @@ class Sessions:
                 del self._by_hash[key]
             while len(self._by_hash) >= MAX_SESSIONS:
                 del self._by_hash[next(iter(self._by_hash))]
-            self._by_hash[self._hash(session_id)] = _Session(who, now + self.ttl)
+            self._by_hash[self._hash(session_id)] = _Session(who, now + self.ttl, secrets.token_urlsafe(32))
         return session_id
 
     def get(self, session_id: str | None) -> Principal | None:
+        found = self.lookup(session_id)
+        return None if found is None else found.principal
+
+    def csrf(self, session_id: str | None) -> str | None:
+        """The CSRF token of a live session (None: no such session)."""
+        found = self.lookup(session_id)
+        return None if found is None else found.csrf
+
+    def lookup(self, session_id: str | None) -> _Session | None:
         if not session_id or len(session_id) > 100:
             return None
         key = self._hash(session_id)
@@ -76,7 +100,7 @@ class Sessions:
             if found.expires <= time.monotonic():
                 del self._by_hash[key]
                 return None
-            return found.principal
+            return found
 
     def close(self, session_id: str | None) -> None:
         if session_id:
@@ -134,7 +158,30 @@ def login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
 
 
-def _same_origin(request: Request) -> bool:
+def csrf_token(request: Request) -> str | None:
+    """The token a write form of this browser must carry (None: no session, so no form may write)."""
+    if not _config(request).auth:
+        state = request.app.state
+        found: str | None = getattr(state, "dashboard_open_csrf", None)
+        if found is None:
+            with _made:
+                found = getattr(state, "dashboard_open_csrf", None)
+                if found is None:
+                    found = secrets.token_urlsafe(32)
+                    state.dashboard_open_csrf = found
+        return found
+    return sessions_of(request).csrf(request.cookies.get(COOKIE))
+
+
+def csrf_ok(request: Request, sent: str | None) -> bool:
+    """Whether a posted form carries this browser's CSRF token and came from this site's page."""
+    wanted = csrf_token(request)
+    if wanted is None or not sent or not same_origin(request):
+        return False
+    return secrets.compare_digest(sent.encode(), wanted.encode())
+
+
+def same_origin(request: Request) -> bool:
     """Whether a form post came from this site's own page (browsers say where a post comes from)."""
     if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
         return False
@@ -156,7 +203,7 @@ async def login(request: Request) -> Response:
     target = _safe_next(form.get("next", [""])[0])
     if not config.auth:
         return RedirectResponse(target, status_code=303)
-    if not _same_origin(request):
+    if not same_origin(request):
         message = "This sign-in came from another site's page and was refused; sign in from this page."
         return page("login.html", 403, next=target, message=message, who=None)
     token = (form.get("token") or [""])[0].strip()
@@ -179,7 +226,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/ui/logout")
 def logout(request: Request) -> Response:
-    if _same_origin(request):
+    if same_origin(request):
         sessions_of(request).close(request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.headers["Set-Cookie"] = f"{COOKIE}=; Path=/ui; Max-Age=0; HttpOnly; SameSite=Strict"

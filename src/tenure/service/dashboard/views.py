@@ -1,6 +1,6 @@
 """What the dashboard's pages show, read through the store protocol (never SQL): rows and sections.
 
-Each function takes the store and returns plain values for a template; none writes anything.
+Each function takes the store (or a kind) and returns plain values for a template; none writes anything.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ __all__ = [
     "Count",
     "FlowView",
     "ResourceRow",
+    "client_events",
     "counts_by_kind",
     "failure_like",
     "flows_of",
+    "force_teardown_allowed",
     "kind_of",
     "resource_row",
     "role_of",
@@ -45,6 +47,20 @@ def kind_of(store: Store, r: Resource) -> Kind | None:
         return store.kind_of(r)
     except UnknownKind:
         return None
+
+
+def client_events(kind: Kind | None, state: str) -> list[str]:
+    """The events a client may fire in ``state`` (the engine's own left out), in declaration order."""
+    if kind is None or not kind.has_state(state):
+        return []
+    return [e for e in kind.allowed_events(state) if e not in kind.engine_events]
+
+
+def force_teardown_allowed(kind: Kind | None, state: str) -> bool:
+    """Whether a force teardown makes sense here: the kind shares, and ``state`` is neither final nor torn down."""
+    if kind is None or kind.sharing is None or not kind.has_state(state):
+        return False
+    return state != kind.sharing.torn_down and kind.state(state).role.value != "final"
 
 
 def role_of(kind: Kind | None, state: str) -> str:

@@ -2,9 +2,18 @@
 // The element #live names its stream (data-watch, which starts where the page was read) and what
 // to react to (data-match: "shown" = resources shown on the page, plus new ones on the last page;
 // "any" = every change). On a match it fetches the page again and swaps #live's content, debounced.
+// Forms marked data-confirm ask first. A page answering a form post names its own address
+// (data-page) so that reloading it reads the page instead of posting the form again.
 (function () {
   "use strict";
+  document.addEventListener("submit", function (e) {
+    var ask = e.target && e.target.dataset ? e.target.dataset.confirm : null;
+    if (ask && !window.confirm(ask)) { e.preventDefault(); }
+  });
   var live = document.getElementById("live");
+  if (live && live.dataset.page && window.location.pathname !== live.dataset.page && window.history.replaceState) {
+    window.history.replaceState(null, "", live.dataset.page);
+  }
   var status = document.getElementById("live-status");
   if (!live || !live.dataset.watch || !window.EventSource) { return; }
   var QUIET_MS = 400;      // wait for a burst of changes to settle
