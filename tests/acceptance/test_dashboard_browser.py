@@ -15,11 +15,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tenure.cli.planes import Plane, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,16 +42,6 @@ CHROMIUM_ARGS = [
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 #: How long the page may take to show a change (the script waits for a burst of changes to settle).
 PATIENCE_MS = 10_000
-_SCRUBBED = (
-    "TENURE_DATABASE_URL",
-    "TENURE_SERVER",
-    "TENURE_TOKEN",
-    "TENURE_TOKEN_FILE",
-    "TENURE_AUTH",
-    "TENURE_CONFIG",
-    "TENURE_TOKENS",
-    "TENURE_PUBLIC_URL",
-)
 
 
 def _missing() -> str | None:
@@ -78,38 +65,16 @@ class Served:
 def served(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The server (after the browser, so that nothing starts when the tests skip)."""
     home = tmp_path_factory.mktemp("dashboard")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     tokens = {who: secrets.token_urlsafe(24) for who in ("admin", "writer", "reader")}
-    scopes = {"admin": "admin", "writer": "read,write", "reader": "read"}
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    env["TENURE_TOKENS"] = ";".join(f"{who}:{tokens[who]}:{scopes[who]}" for who in tokens)
-    command = [sys.executable, "-m", "tenure", "serve", "--port", str(port), "--workers", "0"]
-    command += ["--database", f"sqlite:///{home / 'tenure.db'}"]
-    log = home / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=home, env=env)
-    url = f"http://127.0.0.1:{port}"
+    scopes = {"admin": '"admin"', "writer": '"read", "write"', "reader": '"read"'}
+    config = [f'[service]\ndatabase = "sqlite:///{home / "tenure.db"}"\n']
+    config += [f'[[tokens]]\nclient = "{who}"\ntoken = "{tokens[who]}"\nscopes = [{scopes[who]}]\n' for who in tokens]
+    (home / "tenure.toml").write_text("\n".join(config))
+    plane = Plane("dashboard", free_port(), home, tokens["admin"], workers=0).start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not become ready:\n{log.read_text()}"
-            time.sleep(0.1)
-        yield Served(url, tokens)
+        yield Served(plane.url, tokens)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import httpx
 
-__all__ = ["CONTROL", "LocalPlanes", "Plane", "PlaneNotReady"]
+__all__ = ["CONTROL", "LocalPlanes", "Plane", "PlaneNotReady", "free_port"]
 
 #: The name of the control plane among the planes.
 CONTROL = "control-plane"
@@ -52,7 +52,8 @@ class PlaneNotReady(RuntimeError):
     """A plane did not answer ``/healthz`` in time (its log says why)."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -213,7 +214,7 @@ class LocalPlanes:
     def _plane(self, name: str) -> Plane:
         home = self.home / name
         home.mkdir(parents=True, exist_ok=True)
-        return Plane(name, _free_port(), home, secrets.token_urlsafe(24), self.workers)
+        return Plane(name, free_port(), home, secrets.token_urlsafe(24), self.workers)
 
     def _add(self, name: str) -> Plane:
         if name == CONTROL or name in self.dataplanes:
