@@ -23,6 +23,7 @@ transfers already in them still use them; version 2 has none of them).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -39,6 +40,7 @@ from tenure.engine.provision import (
     check_definition_types,
 )
 from tenure.engine.steps import StepContext, Steps
+from tenure.kinds._shapes import DEFAULT_RETRY, Shapes
 from tenure.machine import Backoff, Event, Kind, Role, State
 
 __all__ = [
@@ -143,27 +145,10 @@ def transfer_kind(
     naming another type is refused when it is created (it could never run), with the known types in
     the refusal. None accepts any type (the workers then fail the transfer, visibly, if they lack one).
     """
-    policy = retry or Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(minutes=2))
-
-    def work(state: str, code: int, on_failure: str, description: str) -> State:
-        return State(state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description)
-
-    def wait(state: str, code: int, on_deadline: str, description: str, *, deprecated: bool = False) -> State:
-        return State(
-            state,
-            code,
-            Role.WAIT,
-            deadline=request_deadline,
-            on_deadline=on_deadline,
-            description=description,
-            deprecated=deprecated,
-        )
-
-    def old_work(state: str, code: int, on_failure: str, description: str) -> State:
-        """A work state of the provisioning that version 2 moved to the data plane."""
-        return State(
-            state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description, deprecated=True
-        )
+    shapes = Shapes(retry or DEFAULT_RETRY, request_deadline)
+    work, wait = shapes.work, shapes.wait
+    # The work states of the provisioning that version 2 moved to the data plane.
+    old_work = functools.partial(shapes.work, deprecated=True)
 
     return Kind(
         name,

@@ -23,6 +23,7 @@ from pydantic.alias_generators import to_camel
 from tenure.engine.planes import Signaling
 from tenure.engine.provision import ProvisionStatus, check_definition_types
 from tenure.engine.signaling import SIGNALS, TRANSFER_ID_PATTERN
+from tenure.kinds._shapes import DEFAULT_RETRY, Shapes
 from tenure.kinds.transfer import DefinitionSpec
 from tenure.machine import Backoff, Event, Kind, Role, State, Subject
 
@@ -285,18 +286,13 @@ def dataflow_kind(
     ``provisioner_types`` lists the definition types the data plane provisions: a flow naming another
     is refused when it is created, naming the known ones (None accepts any type).
     """
-    policy = retry or Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(minutes=2))
+    shapes = Shapes(retry or DEFAULT_RETRY, request_deadline)
+    work, wait = shapes.work, shapes.wait
 
-    def work(state: str, code: int, on_failure: str, description: str) -> State:
-        return State(state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description)
-
-    def wait(state: str, code: int, on_deadline: str, description: str) -> State:
-        return State(
-            state, code, Role.WAIT, deadline=request_deadline, on_deadline=on_deadline, description=description
-        )
-
-    resignal = [Event("resignal", s, s, description="the control plane repeated its signal") for s in _REST_STATES]
-    resignal += [Event("resignal", s, s, description="the control plane repeated its signal") for s in _WORK_STATES]
+    resignal = [
+        Event("resignal", s, s, description="the control plane repeated its signal")
+        for s in (*_REST_STATES, *_WORK_STATES)
+    ]
     return DataflowKind(
         name,
         description="A data plane's flow for one transfer: provision, start, suspend, terminate, deprovision.",

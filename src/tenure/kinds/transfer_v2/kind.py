@@ -11,6 +11,7 @@ import pydantic
 
 from tenure.engine.planes import Signaling
 from tenure.errors import InvalidArgument
+from tenure.kinds._shapes import DEFAULT_RETRY, Shapes
 from tenure.kinds.transfer import DefinitionSpec
 from tenure.machine import Backoff, Event, Kind, Role, State, Subject
 
@@ -125,15 +126,8 @@ def transfer_v2_kind(
     planes = [dataplanes] if isinstance(dataplanes, str) else list(dataplanes)
     if not planes or not all(isinstance(p, str) and p for p in planes):
         raise InvalidArgument("dataplanes", "must name at least one data plane, each by a non-empty id", planes)
-    policy = retry or Backoff(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(minutes=2))
-
-    def work(state: str, code: int, on_failure: str, description: str) -> State:
-        return State(state, code, Role.WORK, on_failure=on_failure, retry=policy, description=description)
-
-    def wait(state: str, code: int, on_deadline: str, description: str) -> State:
-        return State(
-            state, code, Role.WAIT, deadline=request_deadline, on_deadline=on_deadline, description=description
-        )
+    shapes = Shapes(retry or DEFAULT_RETRY, request_deadline)
+    work, wait = shapes.work, shapes.wait
 
     events = [
         # initial: a consumer prepares, a provider starts (seed 001's first two rows).
@@ -206,7 +200,7 @@ def transfer_v2_kind(
                 "started",
                 600,
                 Role.REST,
-                retry=policy,
+                retry=shapes.retry,
                 # A signal that fails for good gives the wish up: the flow keeps flowing.
                 description="data is flowing; leaving it (suspend, terminate) signals the data plane",
             ),
