@@ -40,7 +40,7 @@ from typing import Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kinds import NEXT, toggle
-from benchkit import scratch_database, unshadow, version
+from benchkit import process_cpu, scratch_database, unshadow, version
 
 unshadow()
 
@@ -201,16 +201,6 @@ class BenchFailed(Exception):
     pass
 
 
-def _process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) another process has used so far, from /proc (0.0 where there is none)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_phase(
     targets: Sequence[Target],
     op: str,
@@ -283,7 +273,7 @@ def run_phase(
     cpu0, server0, t0 = 0.0, 0.0, time.perf_counter()
     try:
         ready.wait()
-        cpu0, server0 = time.process_time(), _process_cpu(server_pid) if server_pid else 0.0
+        cpu0, server0 = time.process_time(), process_cpu(server_pid) if server_pid else 0.0
         t0 = time.perf_counter()
         deadline[0] = t0 + time_limit
         go.wait()
@@ -306,7 +296,7 @@ def run_phase(
         seconds=elapsed,
         latencies_ns=[x for lat in latencies for x in lat],
         bench_cpu=time.process_time() - cpu0,
-        server_cpu=_process_cpu(server_pid) - server0 if server_pid else None,
+        server_cpu=process_cpu(server_pid) - server0 if server_pid else None,
         time_limited=done + sum(errors.values()) < count,
         errors=errors,
         examples=examples,

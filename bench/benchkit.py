@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: peer-safe imports, versions, and a scratch PostgreSQL database."""
+"""What the benchmark scripts share: peer-safe imports, versions, a scratch PostgreSQL database, process CPU."""
 
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def scratch_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (0.0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
