@@ -92,6 +92,8 @@ def post_callback(
 
 def _answered_by(store: Store, body: CallbackIn) -> str | None:
     """The one client the resource's kind lets answer its waits (None: any holder of the token)."""
+    if not any(k.answered_by for name in store.kinds for k in store.kind_versions(name)):
+        return None  # no loaded kind names its answerer: no need to read the resource
     try:
         resource = store.get(body.resource_id)
         kind = store.kind_of(resource)
