@@ -7,6 +7,7 @@ a takeover, or after somebody else moved the resource, is refused with ClaimLost
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Callable, Sequence
@@ -248,10 +249,11 @@ def test_renew_extends_only_the_claims_still_held(s: EngineStore, clock: FakeClo
         s.create("ticket")
     a, b, c = s.claim("w1", QUEUED, limit=3, lease=LEASE)
     other = claim_one(s, "w2")
+    stranger = Claim(dataclasses.replace(other.resource, claim_token="no-such-token"))
     s.fire(b.resource, "cancel")  # a client moved b on: its claim is gone
     clock.advance(timedelta(seconds=20))
 
-    held = s.renew([a.token, b.token, c.token, "no-such-token"], lease=timedelta(minutes=2))
+    held = s.renew([a, b, c, stranger], lease=timedelta(minutes=2))
     assert held == {a.token, c.token}
     for claim in (a, c):
         assert s.get(claim.resource.id).claim_expires_at == clock.now + timedelta(minutes=2)
@@ -266,16 +268,16 @@ def test_renew_reports_a_claim_taken_over_as_lost(s: EngineStore, clock: FakeClo
     old = claim_one(s, "w1")
     clock.advance(LEASE)
     new = claim_one(s, "w2")
-    assert s.renew([old.token], lease=LEASE) == set()
+    assert s.renew([old], lease=LEASE) == set()
     assert s.get(new.resource.id) == new.resource
-    assert s.renew([old.token, new.token], lease=LEASE) == {new.token}
+    assert s.renew([old, new], lease=LEASE) == {new.token}
 
 
 def test_a_renewed_claim_is_not_taken_over_at_its_first_expiry(s: EngineStore, clock: FakeClock) -> None:
     s.create("ticket")
     c = claim_one(s, "w1")
     clock.advance(LEASE - TINY)
-    assert s.renew([c.token], lease=LEASE) == {c.token}
+    assert s.renew([c], lease=LEASE) == {c.token}
     clock.advance(TINY)
     assert s.claim("w2", QUEUED, lease=LEASE) == []
     clock.advance(LEASE)
@@ -287,7 +289,7 @@ def test_an_expired_claim_nobody_took_over_is_still_held(s: EngineStore, clock: 
     s.create("ticket")
     c = claim_one(s)
     clock.advance(LEASE * 3)
-    assert s.renew([c.token], lease=LEASE) == {c.token}
+    assert s.renew([c], lease=LEASE) == {c.token}
     after = s.fire_claimed(c, "build")
     assert after.state == "building"
 
@@ -434,7 +436,7 @@ def test_fire_claimed_with_an_event_not_allowed_writes_nothing_and_keeps_the_cla
     with pytest.raises(TransitionNotAllowed):
         s.fire_claimed(c, "answered")
     unchanged(s, c.resource)
-    assert s.renew([c.token], lease=LEASE) == {c.token}
+    assert s.renew([c], lease=LEASE) == {c.token}
 
 
 # --- retry_later ---------------------------------------------------------------------------------
@@ -851,9 +853,9 @@ def test_claims_follow_the_lease_model(
                 row.token, row.holder, row.expires = c.token, worker, clock.now + lease
                 handed.append((worker, c))
         elif op == "renew":
-            mine = [c.token for w, c in handed if w == worker]
+            mine = [c for w, c in handed if w == worker]
             held = s.renew(mine, lease=lease)
-            expected = {t for t in mine if any(row.token == t for row in model.values())}
+            expected = {c.token for c in mine if any(row.token == c.token for row in model.values())}
             assert held == expected
             note(f"renewed {len(held)} of {len(mine)}")
             for row in model.values():

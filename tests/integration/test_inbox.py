@@ -575,7 +575,7 @@ def test_callbacks_are_accepted_while_a_worker_holds_the_resource(s: EngineStore
     receipt = s.deliver(checking.id, "tok-1", "a", "done")
     assert receipt.delivery is Delivery.ACCEPTED
     assert s.get(checking.id) == c.resource, "the claim is untouched"
-    assert s.renew([c.token], lease=LEASE) == {c.token}
+    assert s.renew([c], lease=LEASE) == {c.token}
     assert s.fire_claimed(c, "checked").state == "provisioned"
 
 

@@ -53,7 +53,8 @@ def describe_sqlite(path: str) -> dict[str, Any]:
         pragmas = {
             table: {
                 "columns": conn.execute(f"PRAGMA table_xinfo({table})").fetchall(),
-                "indexes": sorted(conn.execute(f"PRAGMA index_list({table})").fetchall()),
+                # Without the position (seq), which follows the order the indexes were made in.
+                "indexes": sorted(row[1:] for row in conn.execute(f"PRAGMA index_list({table})").fetchall()),
                 "foreign_keys": conn.execute(f"PRAGMA foreign_key_list({table})").fetchall(),
             }
             for table in tables
@@ -94,7 +95,17 @@ def describe_postgres(url: str) -> dict[str, Any]:
             """,
             (list(IGNORED_TABLES),),
         ).fetchall()
-    return {"columns": columns, "indexes": indexes, "constraints": constraints}
+        # Storage parameters (fillfactor, per-table autovacuum) are part of the schema too.
+        options = conn.execute(
+            """
+            SELECT c.relname, c.reloptions FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> ALL(%s)
+            ORDER BY c.relname
+            """,
+            (list(IGNORED_TABLES),),
+        ).fetchall()
+    return {"columns": columns, "indexes": indexes, "constraints": constraints, "options": options}
 
 
 def _open(url: str) -> EngineStore:

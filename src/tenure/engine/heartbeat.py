@@ -60,7 +60,7 @@ class InFlight:
         if not running:
             return
         try:
-            held = self.store.renew(list(running), lease=lease)
+            held = self.store.renew([claim for claim, _ in running.values()], lease=lease)
         except StoreUnavailable as exc:
             log.warning("worker %s: could not renew claims: %s", self.worker, exc)
             return

@@ -229,8 +229,8 @@ class DatabaseStore:
     def claim(self, worker: str, due: Sequence[Due], *, limit: int = 10, lease: timedelta) -> builtins.list[Claim]:
         return self._claims.claim(worker, due, limit=limit, lease=lease)
 
-    def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
-        return self._claims.renew(tokens, lease=lease)
+    def renew(self, claims: Sequence[Claim], *, lease: timedelta) -> set[str]:
+        return self._claims.renew(claims, lease=lease)
 
     def release(self, claim: Claim) -> bool:
         return self._claims.release(claim)

@@ -134,18 +134,21 @@ class Claims:
         rows = self._db.claim_due(worker, _pairs(due, self._kind), limit, now, now + lease)
         return [Claim(resource, takeover) for resource, takeover in rows]
 
-    def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
-        """Push the expiry of the claims held under ``tokens`` to ``lease`` from now.
+    def renew(self, claims: Sequence[Claim], *, lease: timedelta) -> set[str]:
+        """Push the expiry of ``claims`` to ``lease`` from now.
 
         Returns the tokens still held; a token missing from the answer was lost (taken over, or the
-        resource moved on) and its step's write will be refused.
+        resource moved on) and its step's write will be refused. Rows are found by resource id and
+        checked by token: no index on the claim columns, so renewing is a heap-only update.
         """
-        if not tokens:
+        if not claims:
             return set()
         db = self._db
         expires = self._clock() + lease
+        ids = db.array_in([c.resource.id for c in claims])
+        tokens = db.array_in([c.token for c in claims])
         with db.transaction() as tx:
-            rows = tx.execute(db.sql["renew_claims"], (db.time_in(expires), db.array_in(list(tokens))))
+            rows = tx.execute(db.sql["renew_claims"], (db.time_in(expires), ids, tokens))
             return {row[0] for row in rows.fetchall()}
 
     def release(self, claim: Claim) -> bool:

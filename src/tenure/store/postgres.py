@@ -28,7 +28,7 @@ from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
-from tenure.store.plans import PageQuery
+from tenure.store.plans import Driver, PageQuery
 from tenure.store.rows import journal_from_pg, resource_from_pg, uses_json
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
@@ -40,6 +40,8 @@ __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write
 
 # psycopg takes bytes for SQL that is not a literal in the code.
 Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
+#: A page's statement for each index it may walk, with the filters it does not serve spliced in.
+_PAGES = {d: Q[f"page_{d}"].replace(b"/*residual*/", b"\n" + Q["page_residual"]) for d in Driver}
 
 
 def redact(conninfo: str) -> str:
@@ -264,18 +266,20 @@ class PostgresDatabase:
 
     def select_page(self, query: PageQuery) -> list[Resource]:
         params = {
-            "kind": query.kind,
-            "states": query.states,
-            "desired": query.desired_state,
-            "party": query.party,
+            "kind": query.residual_kind,
+            "states": query.residual_states,
+            "desired": query.residual_desired,
+            "key": query.key,
             "data_key": None if query.data is None else query.data[0],
             "data_value": None if query.data is None else query.data[1],
             "now": query.now,
             "after": query.after,
             "limit": query.limit,
+            "lane_kinds": [k for k, _ in query.lanes],
+            "lane_states": [s for _, s in query.lanes],
         }
         with self._connection() as conn:
-            rows = conn.execute(Q["list_resources"], params).fetchall()
+            rows = conn.execute(_PAGES[query.driver], params).fetchall()
         return [resource_from_pg(r) for r in rows]
 
     def journal(self, resource_id: str, after_version: int, limit: int) -> list[JournalEntry]:

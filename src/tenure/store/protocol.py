@@ -308,8 +308,8 @@ class EngineStore(Store, Protocol):
         """Claim up to ``limit`` due resources in the (kind, state) pairs ``due``."""
         ...
 
-    def renew(self, tokens: Sequence[str], *, lease: timedelta) -> set[str]:
-        """Extend the claims held under ``tokens``; returns the tokens still held."""
+    def renew(self, claims: Sequence[Claim], *, lease: timedelta) -> set[str]:
+        """Extend ``claims``; returns the tokens of those still held."""
         ...
 
     def release(self, claim: Claim) -> bool:

@@ -351,9 +351,34 @@ class Resources:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}", limit)
         wanted = None if state is None else ([state] if isinstance(state, str) else builtins.list(state))
-        query = PageQuery(kind, wanted, desired_state, party, data, self._clock(), after, limit)
+        stored: builtins.list[str] = []
+        if wanted is not None and kind is None and party is None:
+            stored = self._kinds_with(wanted)
+        query = PageQuery.plan(
+            kind=kind,
+            states=wanted,
+            desired_state=desired_state,
+            party=party,
+            data=data,
+            now=self._clock(),
+            after=after,
+            limit=limit,
+            stored_kinds=stored,
+        )
         items = self._db.select_page(query)
         return Page(items, items[-1].id if len(items) == limit else None)
+
+    def _kinds_with(self, states: Sequence[str]) -> builtins.list[str]:
+        """The kinds stored that may have a resource in one of ``states`` (kinds not loaded: all of them)."""
+        db = self._db
+        with db.reading() as conn:
+            stored = [row[0] for row in conn.execute(db.sql["stored_kinds"]).fetchall()]
+        out = []
+        for name in stored:
+            versions = self._kind.versions(name)
+            if not versions or any(v.has_state(s) for v in versions for s in states):
+                out.append(name)
+        return out
 
     def journal(self, resource_id: str, *, after_version: int = 0, limit: int = 1000) -> builtins.list[JournalEntry]:
         """The resource's history, oldest first."""

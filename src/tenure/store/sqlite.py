@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import sqlite3
 import threading
@@ -31,7 +32,7 @@ from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
-from tenure.store.plans import PageQuery
+from tenure.store.plans import Driver, PageQuery
 from tenure.store.rows import from_iso, journal_from_sqlite, resource_from_sqlite, to_iso, uses_json
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
@@ -52,6 +53,21 @@ class _Held:
 
 
 Q = load_queries("sqlite.sql")
+#: A page's statement for each index it may walk, with the filters it does not serve spliced in.
+_PAGES = {d: Q[f"page_{d}"].replace("/*residual*/", "\n" + Q["page_residual"]) for d in Driver if d is not Driver.LANES}
+
+
+@functools.lru_cache(maxsize=64)
+def _lanes_page(lanes: int) -> str:
+    """The page over ``lanes`` (kind, state) ranges: one ``page_lane`` each, merged by id."""
+    lane = Q["page_lane"].replace("/*residual*/", "\n" + Q["page_residual"])
+    arms = [
+        lane.replace(":lane_kind_N", f":lane_kind_{i}").replace(":lane_state_N", f":lane_state_{i}")
+        for i in range(lanes)
+    ]
+    return "\nUNION ALL\n".join(arms) + "\nORDER BY id\nLIMIT :limit"
+
+
 _dumps = json.dumps
 
 
@@ -308,11 +324,11 @@ class SQLiteDatabase:
         return None if row is None else resource_from_sqlite(row)
 
     def select_page(self, query: PageQuery) -> list[Resource]:
-        params = {
-            "kind": query.kind,
-            "states": None if query.states is None else _dumps(query.states),
-            "desired": query.desired_state,
-            "party": query.party,
+        params: dict[str, Any] = {
+            "kind": query.residual_kind,
+            "states": None if query.residual_states is None else _dumps(query.residual_states),
+            "desired": query.residual_desired,
+            "key": query.key,
             # The key is a plain name (checked), quoted into a JSON path handed over as a parameter.
             "data_path": None if query.data is None else f'$."{query.data[0]}"',
             "data_value": None if query.data is None else query.data[1],
@@ -320,8 +336,16 @@ class SQLiteDatabase:
             "after": query.after,
             "limit": query.limit,
         }
+        if query.driver is Driver.LANES:
+            if not query.lanes:
+                return []
+            for i, (kind, state) in enumerate(query.lanes):
+                params[f"lane_kind_{i}"], params[f"lane_state_{i}"] = kind, state
+            sql = _lanes_page(len(query.lanes))
+        else:
+            sql = _PAGES[query.driver]
         with self._translated():
-            rows = self._conn().execute(Q["list_resources"], params).fetchall()
+            rows = self._conn().execute(sql, params).fetchall()
         return [resource_from_sqlite(r) for r in rows]
 
     def journal(self, resource_id: str, after_version: int, limit: int) -> list[JournalEntry]:

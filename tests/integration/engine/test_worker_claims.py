@@ -211,11 +211,11 @@ def test_the_heartbeat_survives_an_unexpected_error(
     renewals: list[float] = []
     real_renew = real_store.renew
 
-    def flaky_renew(tokens: list[str], *, lease: timedelta) -> set[str]:
+    def flaky_renew(claims: list[Claim], *, lease: timedelta) -> set[str]:
         renewals.append(time.monotonic())
         if len(renewals) == 1:
             raise RuntimeError("a driver error the store does not translate")
-        return real_renew(tokens, lease=lease)
+        return real_renew(claims, lease=lease)
 
     monkeypatch.setattr(real_store, "renew", flaky_renew)
     release = gate()
@@ -271,12 +271,12 @@ def test_a_claimed_resource_is_not_claimed_again_until_its_lease_expires(store: 
     assert (first.resource.id, first.takeover, first.resource.claimed_by) == (r.id, False, "one")
     assert first.resource.claim_expires_at == clock.now + lease
     assert store.claim("two", [("chunk", "todo")], lease=lease) == []
-    assert store.renew([first.token], lease=lease) == {first.token}
+    assert store.renew([first], lease=lease) == {first.token}
     clock.advance(lease)
     (second,) = store.claim("two", [("chunk", "todo")], lease=lease)
     assert (second.resource.id, second.takeover, second.resource.claimed_by) == (r.id, True, "two")
     assert second.token != first.token
-    assert store.renew([first.token, second.token], lease=lease) == {second.token}
+    assert store.renew([first, second], lease=lease) == {second.token}
     assert store.release(first) is False
     assert store.release(second) is True
     (third,) = store.claim("three", [("chunk", "todo")], lease=lease)

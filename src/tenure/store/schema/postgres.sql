@@ -29,10 +29,20 @@ CREATE TABLE resources (
     kind_version        integer NOT NULL DEFAULT 1
 );
 
+-- Lists: by kind and state (several states: one range per state, merged), by kind alone.
 CREATE INDEX resources_kind_state ON resources (kind, state, id);
-CREATE INDEX resources_state ON resources (state, id);
+CREATE INDEX resources_kind ON resources (kind, id);
 CREATE INDEX resources_due ON resources (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX resources_deadline ON resources (deadline) WHERE deadline IS NOT NULL;
+
+-- Room for heap-only updates (claims, heartbeats and releases touch no indexed column), and vacuum
+-- that keeps pace with rows updated many times each.
+ALTER TABLE resources SET (
+    fillfactor = 80,
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_insert_scale_factor = 0.05
+);
 
 CREATE TABLE journal (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -51,6 +61,8 @@ CREATE TABLE journal (
 );
 
 CREATE INDEX journal_feed ON journal (txid, seq);
+
+ALTER TABLE journal SET (autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
 
 CREATE TABLE flow_runs (
     id          text PRIMARY KEY,
@@ -124,6 +136,8 @@ CREATE TABLE waits (
 
 CREATE INDEX waits_resource ON waits (resource_id, version);
 
+ALTER TABLE waits SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05);
+
 CREATE TABLE inbox (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     token_hash  text NOT NULL REFERENCES waits (token_hash),
@@ -142,8 +156,7 @@ CREATE TABLE inbox (
 
 CREATE INDEX inbox_unapplied ON inbox (seq) WHERE applied_at IS NULL;
 
--- Heartbeats renew claims by token.
-CREATE INDEX resources_claim ON resources (claim_token) WHERE claim_token IS NOT NULL;
+ALTER TABLE inbox SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05);
 
 -- Workers LISTEN on this channel: anything that makes work due (a resource entering a work state,
 -- a new deadline, a callback) wakes them at once instead of at their next poll.
@@ -178,6 +191,23 @@ CREATE TABLE interests (
 
 CREATE INDEX interests_party ON interests (party, resource_id);
 CREATE INDEX interests_expiry ON interests (expires_at);
+
+-- Resources per kind and state, kept by folding the journal in (tenure.store.counts).
+CREATE TABLE state_counts (
+    kind  text NOT NULL,
+    state text NOT NULL,
+    n     bigint NOT NULL,
+    PRIMARY KEY (kind, state)
+);
+
+-- How far the journal is folded into state_counts: its last (txid, seq) folded. One row.
+CREATE TABLE state_counts_position (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    txid     xid8 NOT NULL,
+    seq      bigint NOT NULL
+);
+
+INSERT INTO state_counts_position (txid, seq) VALUES ('0', 0);
 
 -- Watchers of the change feed LISTEN on this channel: one notification per transaction that
 -- journals anything (NOTIFY folds identical ones), so a stream wakes at once for every change.

@@ -31,7 +31,7 @@ CREATE TABLE resources (
 );
 
 CREATE INDEX resources_kind_state ON resources (kind, state, id);
-CREATE INDEX resources_state ON resources (state, id);
+CREATE INDEX resources_kind ON resources (kind, id);
 CREATE INDEX resources_due ON resources (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX resources_deadline ON resources (deadline) WHERE deadline IS NOT NULL;
 
@@ -138,8 +138,6 @@ CREATE TABLE inbox (
 
 CREATE INDEX inbox_unapplied ON inbox (seq) WHERE applied_at IS NULL;
 
--- Heartbeats renew claims by token.
-CREATE INDEX resources_claim ON resources (claim_token) WHERE claim_token IS NOT NULL;
 
 -- Lists filter on the desired state.
 CREATE INDEX resources_desired ON resources (desired_state, id) WHERE desired_state IS NOT NULL;
@@ -158,6 +156,22 @@ CREATE TABLE interests (
 
 CREATE INDEX interests_party ON interests (party, resource_id);
 CREATE INDEX interests_expiry ON interests (expires_at);
+
+-- Resources per kind and state, kept by folding the journal in (tenure.store.counts).
+CREATE TABLE state_counts (
+    kind  TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (kind, state)
+) WITHOUT ROWID;
+
+-- How far the journal is folded into state_counts: its last seq folded. One row.
+CREATE TABLE state_counts_position (
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    seq      INTEGER NOT NULL
+);
+
+INSERT INTO state_counts_position (only_row, seq) VALUES (1, 0);
 
 -- Webhook subscriptions: each keeps its own cursor in the change feed, and a lease.
 CREATE TABLE subscriptions (

@@ -102,20 +102,92 @@ INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, a
 SELECT id, %(version)s, %(event)s, %(source)s, %(state)s, %(actor)s, %(now)s, %(detail)s FROM moved
 RETURNING seq
 
--- name: list_resources
-SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
-       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
-FROM resources
-WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
-  AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(desired)s::text IS NULL OR desired_state = %(desired)s)
-  AND (%(party)s::text IS NULL OR EXISTS (SELECT 1 FROM interests AS i
-       WHERE i.resource_id = resources.id AND i.party = %(party)s AND i.expires_at > %(now)s))
-  AND (%(data_key)s::text IS NULL OR data -> %(data_key)s::text = to_jsonb(%(data_value)s::text))
-  AND (%(after)s::text IS NULL OR id > %(after)s)
-ORDER BY id
+-- === pages of resources (tenure.store.plans picks the block) ===
+-- Each block walks one index in id order, so that a page costs what it returns: the party's interests,
+-- one (kind, state) range per lane merged, the desired state, the kind, or the primary key. The other
+-- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/). The cursor
+-- 'after' is '' for the first page: every id sorts after it; 'key' is the value the walk is by (the kind,
+-- the desired state, the party).
+--
+-- Each block bounds its index's key from both sides with row comparisons, (k, id) > (K, after) and
+-- k <= K, rather than k = K AND id > after, and orders by the whole key. It means the same rows in the
+-- same order, but an equality would let the planner see the leading columns as fixed and the order as
+-- plain id order, which the primary key also gives: it could then walk the primary key filtering as it
+-- goes (through every finished resource before the few started ones). Only the index serves this order.
+
+-- name: page_residual
+  AND (%(kind)s::text IS NULL OR r.kind = %(kind)s)
+  AND (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
+  AND (%(desired)s::text IS NULL OR r.desired_state = %(desired)s)
+  AND (%(data_key)s::text IS NULL OR r.data -> %(data_key)s::text = to_jsonb(%(data_value)s::text))
+
+-- name: page_all
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r
+WHERE r.id > %(after)s /*residual*/
+ORDER BY r.id
 LIMIT %(limit)s
+
+-- name: page_kind
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r
+WHERE (r.kind, r.id) > (%(key)s, %(after)s) AND r.kind <= %(key)s /*residual*/
+ORDER BY r.kind, r.id
+LIMIT %(limit)s
+
+-- name: page_desired
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r
+WHERE (r.desired_state, r.id) > (%(key)s, %(after)s) AND r.desired_state <= %(key)s /*residual*/
+ORDER BY r.desired_state, r.id
+LIMIT %(limit)s
+
+-- name: page_party
+-- Starts from the party's interests, kept in resource id order.
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM interests AS i JOIN resources AS r ON r.id = i.resource_id
+WHERE (i.party, i.resource_id) > (%(key)s, %(after)s) AND i.party <= %(key)s AND i.expires_at > %(now)s
+  /*residual*/
+ORDER BY i.party, i.resource_id
+LIMIT %(limit)s
+
+-- name: page_lanes
+-- One range of (kind, state, id) per lane, each cut at the page size, merged in id order.
+SELECT p.* FROM unnest(%(lane_kinds)s::text[], %(lane_states)s::text[]) AS l(kind, state)
+CROSS JOIN LATERAL (
+    SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token,
+           r.claimed_by, r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by,
+           r.forced_generation, r.kind_version
+    FROM resources AS r
+    WHERE (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s) AND (r.kind, r.state) <= (l.kind, l.state)
+      /*residual*/
+    ORDER BY r.kind, r.state, r.id
+    LIMIT %(limit)s
+) AS p
+ORDER BY p.id
+LIMIT %(limit)s
+
+-- name: stored_kinds
+-- Every kind the table holds, one index probe per kind (a loose scan of (kind, id)).
+WITH RECURSIVE k(kind) AS (
+    SELECT min(kind) FROM resources
+    UNION ALL
+    SELECT (SELECT min(r.kind) FROM resources AS r WHERE r.kind > k.kind) FROM k WHERE k.kind IS NOT NULL
+)
+SELECT kind FROM k WHERE kind IS NOT NULL
 
 -- name: journal
 SELECT seq, resource_id, version, event, from_state, to_state, actor, at, detail
@@ -214,7 +286,7 @@ SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM run)
 -- === the engine: claims and fenced writes ===
 
 -- name: renew_claims
-UPDATE resources SET claim_expires_at = %s WHERE claim_token = ANY(%s)
+UPDATE resources SET claim_expires_at = %s WHERE id = ANY(%s) AND claim_token = ANY(%s)
 RETURNING claim_token
 
 -- name: release_claim
@@ -232,7 +304,8 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) 
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
-       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
+       (SELECT min(claim_expires_at) FROM resources
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash

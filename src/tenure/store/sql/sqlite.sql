@@ -48,20 +48,83 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
        idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE idempotency_key = ?
 
--- name: list_resources
-SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
-       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
-       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
-FROM resources
-WHERE (:kind IS NULL OR kind = :kind)
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:desired IS NULL OR desired_state = :desired)
-  AND (:party IS NULL OR EXISTS (SELECT 1 FROM interests AS i
-                                 WHERE i.resource_id = resources.id AND i.party = :party AND i.expires_at > :now))
-  AND (:data_path IS NULL OR json_extract(data, :data_path) = :data_value)
-  AND (:after IS NULL OR id > :after)
-ORDER BY id
+-- === pages of resources (tenure.store.plans picks the block) ===
+-- Each block walks one index in id order, so that a page costs what it returns: the party's interests,
+-- one (kind, state) range per lane merged, the desired state, the kind, or the primary key. The other
+-- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/; written so that
+-- no index can serve them, which keeps the planner on the walk). The cursor 'after' is '' for the
+-- first page: every id sorts after it; :key is the value the walk is by (the kind, the desired state,
+-- the party).
+
+-- name: page_residual
+  AND (:kind IS NULL OR r.kind = :kind)
+  AND (:states IS NULL OR r.state IN (SELECT value FROM json_each(:states)))
+  AND (:desired IS NULL OR r.desired_state = :desired)
+  AND (:data_path IS NULL OR json_extract(r.data, :data_path) = :data_value)
+
+-- name: page_all
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r
+WHERE r.id > :after /*residual*/
+ORDER BY r.id
 LIMIT :limit
+
+-- name: page_kind
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r INDEXED BY resources_kind
+WHERE r.kind = :key AND r.id > :after /*residual*/
+ORDER BY r.id
+LIMIT :limit
+
+-- name: page_desired
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM resources AS r INDEXED BY resources_desired
+WHERE r.desired_state IS NOT NULL AND r.desired_state = :key AND r.id > :after /*residual*/
+ORDER BY r.id
+LIMIT :limit
+
+-- name: page_party
+-- Starts from the party's interests, kept in resource id order.
+SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+       r.kind_version
+FROM interests AS i INDEXED BY interests_party JOIN resources AS r ON r.id = i.resource_id
+WHERE i.party = :key AND i.resource_id > :after AND i.expires_at > :now /*residual*/
+ORDER BY i.resource_id
+LIMIT :limit
+
+-- name: page_lane
+-- One lane of a page by (kind, state): its range of (kind, state, id) cut at the page size. A page
+-- is the lanes joined by UNION ALL (each with its own :lane_kind_N, :lane_state_N), then cut again.
+SELECT * FROM (
+    SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
+           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
+           r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
+           r.kind_version
+    FROM resources AS r INDEXED BY resources_kind_state
+    WHERE r.kind = :lane_kind_N AND r.state = :lane_state_N AND r.id > :after /*residual*/
+    ORDER BY r.id
+    LIMIT :limit
+)
+
+-- name: stored_kinds
+-- Every kind the table holds, one index probe per kind (a loose scan of (kind, id)).
+WITH RECURSIVE k(kind) AS (
+    SELECT min(kind) FROM resources
+    UNION ALL
+    SELECT (SELECT min(r.kind) FROM resources AS r WHERE r.kind > k.kind) FROM k WHERE k.kind IS NOT NULL
+)
+SELECT kind FROM k WHERE kind IS NOT NULL
 
 -- name: journal
 SELECT seq, resource_id, version, event, from_state, to_state, actor, at, detail
@@ -144,7 +207,8 @@ LIMIT ?
 -- === the engine: claims and fenced writes ===
 
 -- name: renew_claims
-UPDATE resources SET claim_expires_at = ? WHERE claim_token IN (SELECT value FROM json_each(?))
+UPDATE resources SET claim_expires_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND claim_token IN (SELECT value FROM json_each(?))
 RETURNING claim_token
 
 -- name: release_claim
@@ -162,7 +226,8 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT 
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
-       (SELECT min(claim_expires_at) FROM resources WHERE claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
+       (SELECT min(claim_expires_at) FROM resources
+        WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
        (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
