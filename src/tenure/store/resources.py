@@ -26,6 +26,7 @@ from tenure.errors import (
 )
 from tenure.machine import Kind, Role
 from tenure.rules import NUL, refuse_nul
+from tenure.store.counts import StateCounts
 from tenure.store.database import Database
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.plans import PageQuery
@@ -142,6 +143,7 @@ class Resources:
         self._writer = writer
         self._clock = clock
         self._signal = signal
+        self._counts = StateCounts(db)
         self._default_sharable = default_sharable
 
     # --- writes --------------------------------------------------------------------------------
@@ -389,27 +391,32 @@ class Resources:
         return self._db.feed(after_seq, limit)
 
     def backlog(self, names: Sequence[str]) -> builtins.list[BacklogRow]:
-        """How many resources of each kind are in each state (every declared state, even at 0), in one query.
+        """How many resources of each kind are in each state (every declared state, even at 0).
 
         For wait states with resources, also how long the oldest one has been waiting, on the store's
         clock. Rows come by kind as given, then state in declaration order (then any state the kind
-        no longer declares).
+        no longer declares). The counts are kept by folding the journal in (:mod:`tenure.store.counts`),
+        so a read costs the changes since the last one and the resources waiting, not the history.
         """
-        db = self._db
         declared = {name: self._kind(name) for name in names}
-        with db.reading() as conn:
-            rows = conn.execute(db.sql["backlog"], (db.array_in(builtins.list(declared)),)).fetchall()
-        found = {(row[0], row[1]): (int(row[2]), db.time_out(row[3])) for row in rows}
+        self._counts.fold()
+        found = self._counts.counts(builtins.list(declared))
+        waiting = [
+            (name, state.name)
+            for name, kind in declared.items()
+            for state in kind.states
+            if state.role is Role.WAIT and found.get((name, state.name), 0) > 0
+        ]
+        oldest = self._counts.oldest(waiting)
         now = self._clock()
         out: builtins.list[BacklogRow] = []
         for name, kind in declared.items():
             for state in kind.states:
-                count, oldest = found.pop((name, state.name), (0, None))
-                age = None
-                if state.role is Role.WAIT and oldest is not None:
-                    age = max(0.0, (now - oldest).total_seconds())
+                count = found.pop((name, state.name), 0)
+                entered = oldest.get((name, state.name))
+                age = None if entered is None else max(0.0, (now - entered).total_seconds())
                 out.append(BacklogRow(name, state.name, state.role.value, count, age))
-            for (k, state_name), (count, _) in sorted(found.items()):
+            for (k, state_name), count in sorted(found.items()):
                 if k == name:
                     out.append(BacklogRow(name, state_name, None, count, None))
         return out

@@ -482,9 +482,6 @@ LEFT JOIN inbox AS i ON i.token_hash = w.token_hash
 WHERE r.id = %s
 ORDER BY w.created_at, w.token_hash, i.seq
 
--- name: backlog
-SELECT kind, state, count(*), min(entered_at) FROM resources WHERE kind = ANY(%s) GROUP BY kind, state
-
 -- name: stay_version
 -- The version at which the resource entered the state it is in at the given version: the newest entry that
 -- changed (or re-entered) its state. Bookkeeping entries (@retry, @desired, ...) do not start a stay.

@@ -1,0 +1,66 @@
+-- Resources per kind and state, kept by folding the journal into state_counts (tenure.store.counts).
+-- The journal is folded in (txid, seq) order below the horizon, as the change feed reads it: below the
+-- oldest transaction still running no row can appear any more, so a row is never folded twice and
+-- never skipped. Reads add the rows above the horizon that their snapshot sees.
+
+-- name: position
+SELECT txid::text, seq FROM state_counts_position FOR UPDATE
+
+-- name: start
+-- No position yet (the row was deleted with the counts): fold from the start of the journal.
+INSERT INTO state_counts_position (txid, seq) VALUES ('0', 0) ON CONFLICT DO NOTHING
+
+-- name: upto
+-- The last row of the next batch after the position, and how many rows the batch holds.
+WITH batch AS (
+    SELECT txid, seq FROM journal
+    WHERE (txid, seq) > (%(txid)s::text::xid8, %(seq)s) AND txid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY txid, seq
+    LIMIT %(batch)s
+)
+SELECT last.txid::text, last.seq, (SELECT count(*) FROM batch)
+FROM (SELECT txid, seq FROM batch ORDER BY txid DESC, seq DESC LIMIT 1) AS last
+
+-- name: fold
+-- Each row that changed the state takes one from the state it left and adds one to the one it entered
+-- (a creation only adds); bookkeeping rows (@retry, @desired, ...) stay in their state and count nothing.
+WITH moved AS (
+    SELECT r.kind, j.from_state, j.to_state
+    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    WHERE (j.txid, j.seq) > (%(txid)s::text::xid8, %(seq)s)
+      AND (j.txid, j.seq) <= (%(to_txid)s::text::xid8, %(to_seq)s)
+      AND j.from_state IS DISTINCT FROM j.to_state
+), deltas AS (
+    SELECT kind, to_state AS state, 1 AS n FROM moved
+    UNION ALL
+    SELECT kind, from_state, -1 FROM moved WHERE from_state IS NOT NULL
+)
+INSERT INTO state_counts (kind, state, n)
+SELECT kind, state, sum(n) FROM deltas GROUP BY kind, state
+ON CONFLICT (kind, state) DO UPDATE SET n = state_counts.n + excluded.n
+
+-- name: advance
+UPDATE state_counts_position SET txid = %(to_txid)s::text::xid8, seq = %(to_seq)s
+
+-- name: counts
+-- The folded counts plus the rows not folded yet (above the horizon, committed by now), in one
+-- snapshot: exact as of this statement, however long another transaction holds the horizon back.
+WITH pos AS (
+    SELECT coalesce(max(txid), '0') AS txid, coalesce(max(seq), 0) AS seq FROM state_counts_position
+), recent AS (
+    SELECT r.kind, j.from_state, j.to_state
+    FROM pos, journal AS j JOIN resources AS r ON r.id = j.resource_id
+    WHERE (j.txid, j.seq) > (pos.txid, pos.seq) AND j.from_state IS DISTINCT FROM j.to_state
+), deltas AS (
+    SELECT kind, state, n FROM state_counts
+    UNION ALL
+    SELECT kind, to_state, 1 FROM recent
+    UNION ALL
+    SELECT kind, from_state, -1 FROM recent WHERE from_state IS NOT NULL
+)
+SELECT kind, state, sum(n) FROM deltas WHERE kind = ANY(%s) GROUP BY kind, state HAVING sum(n) <> 0
+
+-- name: oldest
+-- When the longest-waiting resource of each (kind, state) entered it.
+SELECT l.kind, l.state, (SELECT min(r.entered_at) FROM resources AS r WHERE r.kind = l.kind AND r.state = l.state)
+FROM unnest(%s::text[], %s::text[]) AS l(kind, state)
