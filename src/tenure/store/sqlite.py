@@ -30,6 +30,7 @@ from tenure.errors import (
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
+from tenure.store.groupcommit import GroupCommit, Queued
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import Driver, PageQuery
@@ -123,6 +124,8 @@ class SQLiteDatabase:
         self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._writer = threading.Lock()
+        #: The one write and the insert go through here: writes of many threads share a commit.
+        self.group: GroupCommit[sqlite3.Connection] = GroupCommit(self._run_batch)
         self._listener: Listener | None = None
         self._closed = False
 
@@ -232,89 +235,36 @@ class SQLiteDatabase:
     # --- the one write -------------------------------------------------------------------------
 
     def commit(self, write: Write) -> bool:
-        before, after = write.before, write.after
-        now = to_iso(after.updated_at)
-        # A transition enters its state now: the same time, formatted once.
-        entered = now if after.entered_at is after.updated_at else to_iso(after.entered_at)
-        wait = write.wait
-        # The hot path: transaction control is inlined rather than going through transaction().
-        conn = self._conn()
-        try:
-            with self._writer:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    swapped = (
-                        conn.execute(
-                            Q["write"],
-                            (
-                                after.state, after.version, _dumps(after.data) if write.data_changed else None,
-                                after.error, after.attempts, entered, to_iso(after.next_attempt_at),
-                                to_iso(after.deadline), after.desired_state, after.generation,
-                                after.observed_generation, now, write.keeps_claim, before.id, before.version,
-                                before.state, write.token,
-                                _dumps(uses_json(after.in_use_by)) if write.uses_changed else None,
-                                after.forced_generation if write.forces else None,
-                            ),
-                        ).rowcount
-                        == 1
-                    )  # fmt: skip
-                    if swapped:
-                        conn.execute(
-                            Q["insert_journal"],
-                            (
-                                before.id, after.version, write.event, before.state, after.state, write.actor, now,
-                                _dumps(write.detail) if write.detail else "{}",
-                            ),
-                        )  # fmt: skip
-                        if wait is not None:
-                            conn.execute(
-                                Q["insert_wait"],
-                                (
-                                    wait.token_hash, before.id, after.version, after.state, _dumps(list(wait.keys)),
-                                    _dumps(dict(wait.rules)), now, to_iso(after.deadline),
-                                ),
-                            )  # fmt: skip
-                        if write.carries_waits:
-                            conn.execute(Q["carry_waits"], (after.version, before.id, before.version))
-                        for seq in write.settle:
-                            conn.execute(Q["settle_callback"], (now, write.settle_result, seq))
-                        if write.uses_changed:
-                            for party in write.uses_dropped:
-                                conn.execute(Q["drop_use"], (before.id, party))
-                            for party, use in write.uses_kept:
-                                conn.execute(
-                                    Q["keep_use"],
-                                    (before.id, party, use.client, to_iso(use.registered_at), to_iso(use.expires_at)),
-                                )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.OperationalError as exc:
-            self._raise_translated(exc)
-        except sqlite3.IntegrityError as exc:
-            raise _integrity_error(exc) from None
-        return swapped
+        with self._translated():
+            return bool(self.group.submit(lambda conn: _commit_write(conn, write)))
 
     def insert(self, resource: Resource, actor: str | None) -> Resource | None:
-        r = resource
-        created = to_iso(r.created_at)
-        with self.transaction() as tx:
-            cur = tx.execute(
-                Q["insert_resource"],
-                (
-                    r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
-                    r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
-                    to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
-                    created, created, r.kind_version,
-                ),
-            )  # fmt: skip
-            if cur.rowcount == 0:
-                row = tx.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
-                return resource_from_sqlite(row)
-            tx.execute(Q["insert_journal"], (r.id, 1, CREATE_EVENT, None, r.state, actor, created, "{}"))
-        return None
+        with self._translated():
+            found: Resource | None = self.group.submit(lambda conn: _insert_resource(conn, resource, actor))
+        return found
+
+    def _run_batch(self, batch: Sequence[Queued[sqlite3.Connection]]) -> None:
+        """One transaction for every write queued (see tenure.store.groupcommit), each in a savepoint."""
+        conn = self._conn()
+        with self._writer:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if len(batch) == 1:
+                    batch[0].result = batch[0].unit(conn)  # alone: its error rolls back the transaction
+                else:
+                    for item in batch:
+                        conn.execute("SAVEPOINT unit")
+                        try:
+                            item.result = item.unit(conn)
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO unit")
+                            item.error = exc
+                        conn.execute("RELEASE unit")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     # --- reads and statements of this dialect --------------------------------------------------
 
@@ -533,3 +483,79 @@ class SQLiteStore(DatabaseStore):
             tables=tables,
             check_schema=check_schema,
         )
+
+
+# --- the one write, and the insert: units of a group commit --------------------------------------
+
+
+def _commit_write(conn: sqlite3.Connection, write: Write) -> bool:
+    """The compare-and-swap of ``write`` and its side rows, inside the caller's transaction."""
+    before, after = write.before, write.after
+    now = to_iso(after.updated_at)
+    # A transition enters its state now: the same time, formatted once.
+    entered = now if after.entered_at is after.updated_at else to_iso(after.entered_at)
+    swapped = (
+        conn.execute(
+            Q["write"],
+            (
+                after.state, after.version, _dumps(after.data) if write.data_changed else None,
+                after.error, after.attempts, entered, to_iso(after.next_attempt_at),
+                to_iso(after.deadline), after.desired_state, after.generation,
+                after.observed_generation, now, write.keeps_claim, before.id, before.version,
+                before.state, write.token,
+                _dumps(uses_json(after.in_use_by)) if write.uses_changed else None,
+                after.forced_generation if write.forces else None,
+            ),
+        ).rowcount
+        == 1
+    )  # fmt: skip
+    if not swapped:
+        return False
+    conn.execute(
+        Q["insert_journal"],
+        (
+            before.id, after.version, write.event, before.state, after.state, write.actor, now,
+            _dumps(write.detail) if write.detail else "{}",
+        ),
+    )  # fmt: skip
+    wait = write.wait
+    if wait is not None:
+        conn.execute(
+            Q["insert_wait"],
+            (
+                wait.token_hash, before.id, after.version, after.state, _dumps(list(wait.keys)),
+                _dumps(dict(wait.rules)), now, to_iso(after.deadline),
+            ),
+        )  # fmt: skip
+    if write.carries_waits:
+        conn.execute(Q["carry_waits"], (after.version, before.id, before.version))
+    for seq in write.settle:
+        conn.execute(Q["settle_callback"], (now, write.settle_result, seq))
+    if write.uses_changed:
+        for party in write.uses_dropped:
+            conn.execute(Q["drop_use"], (before.id, party))
+        for party, use in write.uses_kept:
+            conn.execute(
+                Q["keep_use"],
+                (before.id, party, use.client, to_iso(use.registered_at), to_iso(use.expires_at)),
+            )
+    return True
+
+
+def _insert_resource(conn: sqlite3.Connection, r: Resource, actor: str | None) -> Resource | None:
+    """Insert ``r`` with its creation journal row; the resource holding its idempotency key if taken."""
+    created = to_iso(r.created_at)
+    cur = conn.execute(
+        Q["insert_resource"],
+        (
+            r.id, r.kind, r.state, r.version, _dumps(r.spec), _dumps(r.data), r.desired_state,
+            r.generation, r.observed_generation, int(r.sharable), r.error, r.attempts, created,
+            to_iso(r.next_attempt_at), to_iso(r.deadline), None, None, None, r.idempotency_key,
+            created, created, r.kind_version,
+        ),
+    )  # fmt: skip
+    if cur.rowcount == 0:
+        row = conn.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
+        return resource_from_sqlite(row)
+    conn.execute(Q["insert_journal"], (r.id, 1, CREATE_EVENT, None, r.state, actor, created, "{}"))
+    return None
