@@ -1,22 +1,27 @@
-"""Group commit on SQLite: writes queued while a transaction runs share the next one, each decided alone.
+"""Group commit: writes queued while a transaction runs share the next one, each decided alone.
 
-The SQLite store's writes (every compare-and-swap and every insert) go through
-:class:`tenure.store.groupcommit.GroupCommit`. These tests hold the write lock with an open
-transaction so that writes pile up behind it, then check that they committed together, that each
-got its own answer (a lost race, a taken id) and that one refused write took nothing else with it.
+Both stores' writes (every compare-and-swap and every insert) go through
+:class:`tenure.store.groupcommit.GroupCommit`. These tests hold up the leading write (SQLite: an
+open transaction holds the write lock; PostgreSQL: another connection locks the row it writes) so
+that writes pile up behind it, then check that they committed together, that each got its own answer
+(a lost race, a taken id) and that one refused write took nothing else with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
-from tenure import AlreadyExists, Conflict
+from tenure import AlreadyExists, Conflict, Resource
 from tenure.store import open_store
+from tenure.store.groupcommit import GroupCommit
+from tenure.store.postgres import PostgresDatabase
 from tenure.store.protocol import EngineStore
 from tenure.store.sqlite import SQLiteDatabase
 from tests.kinds_for_tests import job
@@ -24,8 +29,8 @@ from tests.store_support import all_journal
 
 
 @pytest.fixture
-def s(tmp_path: Path) -> Iterator[EngineStore]:
-    store = open_store(f"sqlite:///{tmp_path}/g.db", [job], check_schema=False)
+def s(store_url: str) -> Iterator[EngineStore]:
+    store = open_store(store_url, [job], check_schema=False)
     store.migrate()
     try:
         yield store
@@ -33,10 +38,24 @@ def s(tmp_path: Path) -> Iterator[EngineStore]:
         store.close()
 
 
-def _db(store: EngineStore) -> SQLiteDatabase:
+def _group(store: EngineStore) -> GroupCommit[Any]:
     db = store.database
-    assert isinstance(db, SQLiteDatabase)
-    return db
+    assert isinstance(db, SQLiteDatabase | PostgresDatabase)
+    return db.group
+
+
+@contextlib.contextmanager
+def _held_up(store: EngineStore, blocker: Resource) -> Iterator[None]:
+    """Hold up a write to ``blocker`` (and on SQLite every write) until the block ends."""
+    db = store.database
+    if isinstance(db, SQLiteDatabase):
+        with db.transaction():
+            yield
+        return
+    assert isinstance(db, PostgresDatabase)
+    with psycopg.connect(db.conninfo) as conn, conn.transaction():
+        conn.execute("SELECT 1 FROM resources WHERE id = %s FOR UPDATE", (blocker.id,))
+        yield
 
 
 def _until(condition: Callable[[], bool]) -> None:
@@ -47,8 +66,9 @@ def _until(condition: Callable[[], bool]) -> None:
 
 
 def _piled_up(store: EngineStore, calls: list[Callable[[], object]]) -> list[object]:
-    """Run ``calls`` in threads while a transaction holds the write lock; their answers (or errors)."""
-    db = _db(store)
+    """Run ``calls`` in threads behind a held-up write; their answers (or errors)."""
+    group = _group(store)
+    blocker = store.create("job")
     answers: list[object] = [None] * len(calls)
 
     def run(i: int) -> None:
@@ -58,21 +78,25 @@ def _piled_up(store: EngineStore, calls: list[Callable[[], object]]) -> list[obj
             answers[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    with db.transaction():
+    leader = threading.Thread(target=store.fire, args=(blocker, "request"))
+    with _held_up(store, blocker):
+        leader.start()
+        _until(lambda: group.transactions_running == 1)
         for t in threads:
             t.start()
-        # One thread leads (and waits for the lock); the rest queue behind it.
-        _until(lambda: db.group.waiting == len(calls) - 1)
-    for t in threads:
+        _until(lambda: group.waiting == len(calls))
+    for t in [leader, *threads]:
         t.join()
+    assert store.get(blocker.id).state == "waiting"
     return answers
 
 
 def test_writes_queued_behind_a_transaction_commit_together(s: EngineStore) -> None:
-    group = _db(s).group
+    group = _group(s)
     before = (group.transactions, group.units)
     made = _piled_up(s, [lambda: s.create("job") for _ in range(12)])
-    assert (group.transactions - before[0], group.units - before[1]) == (2, 12), "the leader's, then the rest"
+    # (the blocker's creation, the held-up write, then the twelve together)
+    assert (group.transactions - before[0], group.units - before[1]) == (3, 14)
     for r in made:
         assert s.get(r.id).version == 1  # type: ignore[attr-defined]
         assert [e.event for e in all_journal(s, r.id)] == ["@create"]  # type: ignore[attr-defined]
@@ -97,7 +121,7 @@ def test_a_refused_write_in_a_batch_takes_nothing_else_with_it(s: EngineStore) -
 
 
 def test_a_write_alone_commits_at_once_in_its_own_transaction(s: EngineStore) -> None:
-    group = _db(s).group
+    group = _group(s)
     before = group.transactions
     r = s.create("job")
     s.fire(r, "request")

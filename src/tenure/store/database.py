@@ -13,10 +13,10 @@ this protocol; they run the same SQL block names on either dialect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.store.model import JournalEntry, Resource
@@ -24,6 +24,8 @@ from tenure.store.plans import PageQuery
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.tables import OwnedTables
 from tenure.store.write import Write
+
+T = TypeVar("T")
 
 __all__ = ["Database", "Executor"]
 
@@ -74,6 +76,15 @@ class Database(Protocol):
 
     def reading(self) -> AbstractContextManager[Executor]:
         """A connection for reads."""
+        ...
+
+    def batched(self, unit: Callable[[Any], T], *, key: str = "") -> T:
+        """Run ``unit`` (given a connection) in the next transaction shared with other threads' writes.
+
+        Returns its answer once that transaction committed (see :mod:`tenure.store.groupcommit`);
+        ``key`` names what it writes (a resource id). Each unit is decided alone: one that fails
+        takes no other with it.
+        """
         ...
 
     def json_in(self, value: Any) -> Any: ...

@@ -29,10 +29,12 @@ C = TypeVar("C")
 class Queued(Generic[C]):
     """One write waiting for a transaction: ``unit(conn)`` gives its answer (or raises)."""
 
-    __slots__ = ("done", "error", "result", "unit")
+    __slots__ = ("done", "error", "key", "result", "unit")
 
-    def __init__(self, unit: Callable[[C], Any]) -> None:
+    def __init__(self, unit: Callable[[C], Any], key: str = "") -> None:
         self.unit = unit
+        #: What the unit writes (a resource id): a dialect may order a batch by it.
+        self.key = key
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
@@ -62,14 +64,20 @@ class GroupCommit(Generic[C]):
         self.units = 0
 
     @property
+    def transactions_running(self) -> int:
+        """1 while a batch's transaction runs, else 0."""
+        with self._cv:
+            return int(self._leading)
+
+    @property
     def waiting(self) -> int:
         """Units queued for the next transaction (not counting the one running)."""
         with self._cv:
             return len(self._queue)
 
-    def submit(self, unit: Callable[[C], Any]) -> Any:
+    def submit(self, unit: Callable[[C], Any], *, key: str = "") -> Any:
         """Run ``unit`` in the next transaction and return its answer once that transaction committed."""
-        mine = Queued(unit)
+        mine = Queued(unit, key)
         cv = self._cv
         with cv:
             self._queue.append(mine)

@@ -329,11 +329,10 @@ class Inbox:
         resource in a wait state and completes the wait (its keys and rules), and refused as
         superseded if the resource moves on otherwise.
         """
-        now = self._db.time_in(self._clock())
-        with self._db.transaction() as tx:
-            tx.execute(
-                self._db.sql["insert_provisional_wait"], (hashed, resource.id, resource.version, resource.state, now)
-            )
+        db = self._db
+        params = (hashed, resource.id, resource.version, resource.state, db.time_in(self._clock()))
+        # Every step that calls out opens one: shared commits, like the steps' own writes.
+        db.batched(lambda tx: tx.execute(db.sql["insert_provisional_wait"], params), key=resource.id)
 
     def wait(self, hashed: str) -> WaitRow | None:
         """The wait opened under the token whose hash is ``hashed``."""

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -26,6 +26,7 @@ from tenure.errors import AlreadyExists, InvalidArgument, SchemaNotMigrated, Sto
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
 from tenure.store.assembly import DatabaseStore
+from tenure.store.groupcommit import GroupCommit, Queued
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import Driver, PageQuery
@@ -35,6 +36,8 @@ from tenure.store.sqlfile import load_queries
 from tenure.store.tables import OwnedTables
 from tenure.store.uses import UsePolicy
 from tenure.store.write import Write
+
+T = TypeVar("T")
 
 __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
 
@@ -154,6 +157,8 @@ class PostgresDatabase:
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._timeout = connect_timeout
+        #: The one write and the insert go through here: writes of many threads share a commit.
+        self.group: GroupCommit[psycopg.Connection[tuple[object, ...]]] = GroupCommit(self._run_batch)
         self._pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
             conninfo,
             min_size=1,
@@ -180,9 +185,13 @@ class PostgresDatabase:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         self.operations += 1
+        with self._translated(), self._pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            yield
         except psycopg.errors.UndefinedTable:
             raise SchemaNotMigrated(self.target, self._schema_version_quietly(), latest_version(self.dialect)) from None
         except psycopg.errors.UniqueViolation as exc:
@@ -224,10 +233,20 @@ class PostgresDatabase:
 
     # --- the one write -------------------------------------------------------------------------
 
+    def batched(self, unit: Callable[[psycopg.Connection[tuple[object, ...]]], T], *, key: str = "") -> T:
+        with self._translated():
+            answer: T = self.group.submit(unit, key=key)
+        return answer
+
     def commit(self, write: Write) -> bool:
         statement = _WRITES[write.wait is not None, write.carries_waits, bool(write.settle), write.uses_changed]
-        with self._connection() as conn:
-            return conn.execute(statement, write_params(write)).fetchone() is not None
+        params = write_params(write)
+
+        def swap(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+            return conn.execute(statement, params).fetchone() is not None
+
+        with self._translated():
+            return bool(self.group.submit(swap, key=write.before.id))
 
     def insert(self, resource: Resource, actor: str | None) -> Resource | None:
         r = resource
@@ -246,16 +265,53 @@ class PostgresDatabase:
             "event": CREATE_EVENT,
             "actor": actor,
         }
-        with self._connection() as conn:
+
+        def insert(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
             row = conn.execute(Q["create"], params).fetchone()
-            if row and row[0]:
+            return bool(row and row[0])
+
+        with self._translated():
+            if self.group.submit(insert, key=r.id):
                 return None
+        with self._connection() as conn:
             found = conn.execute(Q["get_by_idempotency_key"], (r.idempotency_key,)).fetchone()
         if found is None:
             # The key's owner vanished between the two statements; resources are never deleted,
             # so this means the insert failed for another reason.
             raise StoreUnavailable(self.target, "the resource could not be inserted")
         return resource_from_pg(found)
+
+    def _run_batch(self, batch: Sequence[Queued[psycopg.Connection[tuple[object, ...]]]]) -> None:
+        """One transaction for every write queued (see tenure.store.groupcommit).
+
+        Alone, a write is its own statement in autocommit, as ever. Together they run in one
+        transaction in the order of their resources (two batches lock rows in the same order, so they
+        do not deadlock); should one fail, the transaction is rolled back and each is run alone, so
+        that it fails alone.
+        """
+        self.operations += 1
+        with self._pool.connection() as conn:
+            if len(batch) == 1:
+                batch[0].result = batch[0].unit(conn)
+                return
+            ordered = sorted(batch, key=lambda item: item.key)
+            try:
+                with conn.transaction():
+                    for item in ordered:
+                        item.result = item.unit(conn)
+                return
+            except psycopg.OperationalError:
+                raise  # the connection or the server: every write of the batch shares the failure
+            except psycopg.Error:
+                pass
+            for item in ordered:
+                item.result = None
+                try:
+                    item.result = item.unit(conn)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    item.error = exc
 
     # --- reads and statements of this dialect --------------------------------------------------
 

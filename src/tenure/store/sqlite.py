@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from tenure.clock import Clock, system_clock
 from tenure.errors import (
@@ -40,6 +40,8 @@ from tenure.store.sqlfile import load_queries
 from tenure.store.tables import OwnedTables
 from tenure.store.uses import UsePolicy
 from tenure.store.write import Write
+
+T = TypeVar("T")
 
 __all__ = ["SQLiteDatabase", "SQLiteStore", "Synchronous"]
 
@@ -233,6 +235,11 @@ class SQLiteDatabase:
         return resource_from_sqlite(tuple(row))
 
     # --- the one write -------------------------------------------------------------------------
+
+    def batched(self, unit: Callable[[sqlite3.Connection], T], *, key: str = "") -> T:
+        with self._translated():
+            answer: T = self.group.submit(unit, key=key)
+        return answer
 
     def commit(self, write: Write) -> bool:
         with self._translated():
