@@ -297,6 +297,10 @@ def _stats(worker: Worker, *, final: bool) -> dict[str, Any]:
     raw = {f.name: getattr(worker.stats, f.name) for f in fields(worker.stats)}
     stats: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in raw.items() if k != "step_seconds"}
     stats["steps"] = len(raw["step_seconds"])
+    # Writes shared commits: how many transactions carried how many writes (see tenure.store.groupcommit).
+    group = getattr(worker.store.database, "group", None)
+    if group is not None:
+        stats["group_transactions"], stats["group_units"] = group.transactions, group.units
     listener = worker.store.listen()
     return {
         "name": worker.name,

@@ -682,9 +682,16 @@ def shut_down_cleanly(fleet: Fleet) -> None:
 
 
 def run_kills(
-    pg_url: str, fleets: Callable[[str, WorkerOptions], Fleet], *, total: int, workers: int, kills: int, seed: int
-) -> None:
-    options = WorkerOptions(lease=2.0, concurrency=4)
+    pg_url: str,
+    fleets: Callable[[str, WorkerOptions], Fleet],
+    *,
+    total: int,
+    workers: int,
+    kills: int,
+    seed: int,
+    concurrency: int = 4,
+) -> Fleet:
+    options = WorkerOptions(lease=2.0, concurrency=concurrency)
     kind = options.kind()
     store = prepare(pg_url, kind)
     db = Db(pg_url)
@@ -723,6 +730,7 @@ def run_kills(
             f"\n{len(ids)} transfers, killed {landed}, survivors {[p.name for p in live]}; "
             f"takeovers {takeovers}, claims lost {fleet.total('claims_lost')}; {dict(findings.counts)}"
         )
+        return fleet
     finally:
         fleet.close()
         db.close()
@@ -731,6 +739,15 @@ def run_kills(
 
 def test_sigkill_workers_at_random(pg_url: str, fleets: Callable[[str, WorkerOptions], Fleet]) -> None:
     run_kills(pg_url, fleets, total=200, workers=3, kills=4, seed=int(os.environ.get("TENURE_CHAOS_SEED", "4242")))
+
+
+def test_sigkill_workers_in_the_middle_of_batched_commits(
+    pg_url: str, fleets: Callable[[str, WorkerOptions], Fleet]
+) -> None:
+    """Many steps in flight per worker, so that their writes share commits: kills land mid-batch."""
+    fleet = run_kills(pg_url, fleets, total=240, workers=2, kills=4, seed=77, concurrency=24)
+    transactions, units = fleet.total("group_transactions"), fleet.total("group_units")
+    assert units > transactions, f"no commit ever carried two writes ({units} writes in {transactions} commits)"
 
 
 @pytest.mark.soak
