@@ -44,7 +44,10 @@ __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write
 # psycopg takes bytes for SQL that is not a literal in the code.
 Q = {name: text.encode() for name, text in load_queries("postgres.sql").items()}
 #: A page's statement for each index it may walk, with the filters it does not serve spliced in.
-_PAGES = {d: Q[f"page_{d}"].replace(b"/*residual*/", b"\n" + Q["page_residual"]) for d in Driver}
+_PAGES = {
+    d: Q[f"page_{d}"].replace(b"/*residual*/", b"\n" + Q["page_residual"]).replace(b"/*columns*/", Q["page_columns"])
+    for d in Driver
+}
 
 
 def redact(conninfo: str) -> str:

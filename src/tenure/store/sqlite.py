@@ -56,14 +56,21 @@ class _Held:
 
 
 Q = load_queries("sqlite.sql")
-#: A page's statement for each index it may walk, with the filters it does not serve spliced in.
-_PAGES = {d: Q[f"page_{d}"].replace("/*residual*/", "\n" + Q["page_residual"]) for d in Driver if d is not Driver.LANES}
+
+
+def _page(block: str) -> str:
+    """A page's block with the columns and the filters it does not serve spliced in."""
+    return Q[block].replace("/*residual*/", "\n" + Q["page_residual"]).replace("/*columns*/", Q["page_columns"])
+
+
+#: A page's statement for each index it may walk (lanes: see _lanes_page).
+_PAGES = {d: _page(f"page_{d}") for d in Driver if d is not Driver.LANES}
 
 
 @functools.lru_cache(maxsize=64)
 def _lanes_page(lanes: int) -> str:
     """The page over ``lanes`` (kind, state) ranges: one ``page_lane`` each, merged by id."""
-    lane = Q["page_lane"].replace("/*residual*/", "\n" + Q["page_residual"])
+    lane = _page("page_lane")
     arms = [
         lane.replace(":lane_kind_N", f":lane_kind_{i}").replace(":lane_state_N", f":lane_state_{i}")
         for i in range(lanes)

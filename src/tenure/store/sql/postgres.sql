@@ -105,8 +105,8 @@ RETURNING seq
 -- === pages of resources (tenure.store.plans picks the block) ===
 -- Each block walks one index in id order, so that a page costs what it returns: the party's interests,
 -- one (kind, state) range per lane merged, the desired state, the kind, or the primary key. The other
--- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/). The cursor
--- 'after' is '' for the first page: every id sorts after it; 'key' is the value the walk is by (the kind,
+-- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/; page_columns goes
+-- in at /*columns*/). The cursor 'after' is '' for the first page: every id sorts after it; 'key' is the value the walk is by (the kind,
 -- the desired state, the party).
 --
 -- Each block bounds its index's key from both sides with row comparisons, (k, id) > (K, after) and
@@ -115,6 +115,11 @@ RETURNING seq
 -- plain id order, which the primary key also gives: it could then walk the primary key filtering as it
 -- goes (through every finished resource before the few started ones). Only the index serves this order.
 
+-- name: page_columns
+r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation, r.sharable,
+r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by, r.claim_expires_at,
+r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation, r.kind_version
+
 -- name: page_residual
   AND (%(kind)s::text IS NULL OR r.kind = %(kind)s)
   AND (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
@@ -122,30 +127,21 @@ RETURNING seq
   AND (%(data_key)s::text IS NULL OR r.data -> %(data_key)s::text = to_jsonb(%(data_value)s::text))
 
 -- name: page_all
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r
 WHERE r.id > %(after)s /*residual*/
 ORDER BY r.id
 LIMIT %(limit)s
 
 -- name: page_kind
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r
 WHERE (r.kind, r.id) > (%(key)s, %(after)s) AND r.kind <= %(key)s /*residual*/
 ORDER BY r.kind, r.id
 LIMIT %(limit)s
 
 -- name: page_desired
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r
 WHERE (r.desired_state, r.id) > (%(key)s, %(after)s) AND r.desired_state <= %(key)s /*residual*/
 ORDER BY r.desired_state, r.id
@@ -153,10 +149,7 @@ LIMIT %(limit)s
 
 -- name: page_party
 -- Starts from the party's interests, kept in resource id order.
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM interests AS i JOIN resources AS r ON r.id = i.resource_id
 WHERE (i.party, i.resource_id) > (%(key)s, %(after)s) AND i.party <= %(key)s AND i.expires_at > %(now)s
   /*residual*/
@@ -167,10 +160,7 @@ LIMIT %(limit)s
 -- One range of (kind, state, id) per lane, each cut at the page size, merged in id order.
 SELECT p.* FROM unnest(%(lane_kinds)s::text[], %(lane_states)s::text[]) AS l(kind, state)
 CROSS JOIN LATERAL (
-    SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token,
-           r.claimed_by, r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by,
-           r.forced_generation, r.kind_version
+    SELECT /*columns*/
     FROM resources AS r
     WHERE (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s) AND (r.kind, r.state) <= (l.kind, l.state)
       /*residual*/

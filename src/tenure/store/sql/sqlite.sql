@@ -51,10 +51,15 @@ FROM resources WHERE idempotency_key = ?
 -- === pages of resources (tenure.store.plans picks the block) ===
 -- Each block walks one index in id order, so that a page costs what it returns: the party's interests,
 -- one (kind, state) range per lane merged, the desired state, the kind, or the primary key. The other
--- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/; written so that
+-- filters are checked on the rows it walks (page_residual, spliced in at /*residual*/, page_columns at /*columns*/; written so that
 -- no index can serve them, which keeps the planner on the walk). The cursor 'after' is '' for the
 -- first page: every id sorts after it; :key is the value the walk is by (the kind, the desired state,
 -- the party).
+
+-- name: page_columns
+r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation, r.sharable,
+r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by, r.claim_expires_at,
+r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation, r.kind_version
 
 -- name: page_residual
   AND (:kind IS NULL OR r.kind = :kind)
@@ -63,30 +68,21 @@ FROM resources WHERE idempotency_key = ?
   AND (:data_path IS NULL OR json_extract(r.data, :data_path) = :data_value)
 
 -- name: page_all
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r
 WHERE r.id > :after /*residual*/
 ORDER BY r.id
 LIMIT :limit
 
 -- name: page_kind
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r INDEXED BY resources_kind
 WHERE r.kind = :key AND r.id > :after /*residual*/
 ORDER BY r.id
 LIMIT :limit
 
 -- name: page_desired
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM resources AS r INDEXED BY resources_desired
 WHERE r.desired_state IS NOT NULL AND r.desired_state = :key AND r.id > :after /*residual*/
 ORDER BY r.id
@@ -94,10 +90,7 @@ LIMIT :limit
 
 -- name: page_party
 -- Starts from the party's interests, kept in resource id order.
-SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-       r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-       r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-       r.kind_version
+SELECT /*columns*/
 FROM interests AS i INDEXED BY interests_party JOIN resources AS r ON r.id = i.resource_id
 WHERE i.party = :key AND i.resource_id > :after AND i.expires_at > :now /*residual*/
 ORDER BY i.resource_id
@@ -107,10 +100,7 @@ LIMIT :limit
 -- One lane of a page by (kind, state): its range of (kind, state, id) cut at the page size. A page
 -- is the lanes joined by UNION ALL (each with its own :lane_kind_N, :lane_state_N), then cut again.
 SELECT * FROM (
-    SELECT r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation,
-           r.sharable, r.error, r.attempts, r.entered_at, r.next_attempt_at, r.deadline, r.claim_token, r.claimed_by,
-           r.claim_expires_at, r.idempotency_key, r.created_at, r.updated_at, r.in_use_by, r.forced_generation,
-           r.kind_version
+    SELECT /*columns*/
     FROM resources AS r INDEXED BY resources_kind_state
     WHERE r.kind = :lane_kind_N AND r.state = :lane_state_N AND r.id > :after /*residual*/
     ORDER BY r.id
