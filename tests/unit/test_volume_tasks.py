@@ -528,7 +528,7 @@ def test_scheduler_flow_notifies_only_on_failure() -> None:
     )
     assert ok.ok
     assert (ok.values["host"], ok.values["alternate_hosts"]) == ("a", [])
-    assert notifier.events == []
+    assert not notifier.events
     run = checkpoints.load_run("1")
     assert run is not None
     assert "notify_scheduling_failed" not in run.tasks

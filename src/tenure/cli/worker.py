@@ -96,7 +96,8 @@ def worker(
         typer.Option(
             "--config",
             envvar="TENURE_CONFIG",
-            help="The service's TOML file: its database, kinds and signaling ([dataplane], [[dataplanes]]).",
+            help="The service's TOML file: its database, kinds, signaling ([dataplane], [[dataplanes]]) and "
+            "retention ([retention]).",
         ),
     ] = None,
 ) -> None:
@@ -123,7 +124,15 @@ def worker(
         )
         steps = steps_for(store, kinds, signaling)
     try:
-        w = Worker(store, steps, name=name, concurrency=concurrency, lease=timedelta(seconds=lease), poll_interval=poll)
+        w = Worker(
+            store,
+            steps,
+            name=name,
+            concurrency=concurrency,
+            lease=timedelta(seconds=lease),
+            poll_interval=poll,
+            retention=settings.retention_policy(),
+        )
         console.print(
             f"worker {w.name} on {store.target}: {len(steps)} steps, concurrency {concurrency}; Ctrl-C to stop"
         )

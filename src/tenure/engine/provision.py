@@ -12,16 +12,18 @@ the definitions not yet done. Deprovisioning, and any other action a plug-in off
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tenure.engine.outcome import Advance, Fail, Outcome, RetryLater, Wait
 from tenure.engine.steps import StepContext
-from tenure.errors import TenureError
+from tenure.errors import InvalidArgument, TenureError
 from tenure.store.model import Resource
 
 __all__ = [
+    "REQUESTS_KEPT",
     "Definition",
     "MemoryProvisioner",
     "ProvisionRequest",
@@ -31,6 +33,10 @@ __all__ = [
     "Provisioner",
     "check_definition_types",
 ]
+
+
+#: How many of its most recent requests a :class:`MemoryProvisioner` keeps (older ones are dropped).
+REQUESTS_KEPT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,14 +272,19 @@ def _errors(states: Mapping[str, Any], ids: Sequence[str]) -> str:
 class MemoryProvisioner:
     """A provisioner that keeps what it made in memory: synchronous, or asynchronous on request.
 
-    With ``asynchronous=True`` it answers pending and keeps the request in :attr:`requests`, for a
-    test or demo to answer through the store's callback inbox.
+    :attr:`made` holds what is provisioned now (deprovisioning removes it), so it grows with the
+    live resources only. :attr:`requests` holds the most recent ``keep_requests`` requests (default
+    :data:`REQUESTS_KEPT`), newest last: with ``asynchronous=True`` it answers pending, and a test
+    or demo answers the requests it finds there through the store's callback inbox. A worker that
+    runs for weeks with it keeps a bounded window, not every request it ever got.
     """
 
-    def __init__(self, *, asynchronous: bool = False) -> None:
+    def __init__(self, *, asynchronous: bool = False, keep_requests: int = REQUESTS_KEPT) -> None:
+        if keep_requests < 1:
+            raise InvalidArgument("keep_requests", "must be at least 1", keep_requests)
         self.asynchronous = asynchronous
         self.made: dict[str, dict[str, Any]] = {}
-        self.requests: list[ProvisionRequest] = []
+        self.requests: deque[ProvisionRequest] = deque(maxlen=keep_requests)
 
     def _answer(self, request: ProvisionRequest, data: Mapping[str, Any]) -> ProvisionResult:
         self.requests.append(request)

@@ -28,6 +28,7 @@ from datetime import timedelta
 from tenure.engine.apply import OutcomeWriter, call_step
 from tenure.engine.guard import RoundGuard
 from tenure.engine.heartbeat import InFlight
+from tenure.engine.housekeeping import Housekeeping
 from tenure.engine.logs import about, log
 from tenure.engine.outcome import Fail, Reconcile
 from tenure.engine.reconcile import Reconciled, Reconciler, rest_triples
@@ -49,6 +50,7 @@ from tenure.store.claims import Claim, Due
 from tenure.store.desired import desire_pending
 from tenure.store.model import Resource
 from tenure.store.protocol import EngineStore
+from tenure.store.retention import RetentionPolicy
 
 __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
 
@@ -66,7 +68,9 @@ class Worker:
 
     ``concurrency`` steps run at once; a claim lasts ``lease`` and is renewed every ``heartbeat``
     while its step runs. Idle, the worker sleeps until the next thing it knows to be due, a
-    notification that work appeared, or ``poll_interval`` at most.
+    notification that work appeared, or ``poll_interval`` at most. Now and then, between passes, it
+    prunes finished resources' history by ``retention`` (None: keeps everything) and refreshes the
+    database's statistics (see :mod:`tenure.engine.housekeeping`).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Worker:
         poll_interval: float | None = None,
         batch: int = 100,
         rand: Callable[[], float] = random.random,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgument("concurrency", "must be at least 1", concurrency)
@@ -108,6 +113,7 @@ class Worker:
         self._outcomes = OutcomeWriter(store, self.stats, worker=self.name, rand=rand)
         self._waits = WaitSettler(store, self.stats, worker=self.name, kinds=self._kinds)
         self._inflight = InFlight(store, self.stats, worker=self.name)
+        self.housekeeping = Housekeeping(store, retention, who=f"worker {self.name}")
         self._poll = 5.0
         self._planned_at = -_REPLAN
         self._callbacks_seen = store.signal.callbacks
@@ -162,6 +168,7 @@ class Worker:
                     self.store.signal.wait(seen, sleep)
         finally:
             self._drain()
+            self.housekeeping.close()
             self._stopped.set()
             log.info("worker %s stopped", self.name)
 
@@ -202,6 +209,9 @@ class Worker:
             worked += self.sweep_deadlines()
         if agenda.use_expiry is not None and agenda.use_expiry <= now:
             worked += self.sweep_uses()
+        if self.housekeeping.due():
+            # Now and then (minutes apart, or a second while catching up): a few short transactions.
+            self.housekeeping.run()
         if free > 0 and agenda.claims_due(now):
             claims = store.claim(self.name, self._due, limit=free, lease=self.lease)
             for claim in claims:

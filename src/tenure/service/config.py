@@ -39,6 +39,13 @@ Client tokens come from a TOML file, from the environment, or both::
     url = "http://127.0.0.1:8801"
     token_env = "CP_TO_DP1_TOKEN"  # or: token = "..."
 
+    [retention]                    # how long finished resources' history is kept (docs/retention.md)
+    journal = "30d"                # journal entries between creation and the final state
+    waits = "7d"                   # waits and the callbacks that answered them
+    flows = "7d"                   # flow runs and their task checkpoints
+    resources = "off"              # "off" (or 0): keep finished resources for ever
+    batch = 500                    # the most rows one pruning transaction deletes
+
     TENURE_TOKENS="ci-bot:s3cret:read,write;ops:0ther:admin"
     TENURE_AUTH=off                # local development only: anyone may do anything
 
@@ -52,6 +59,7 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -66,6 +74,7 @@ from tenure.errors import ConfigError
 if TYPE_CHECKING:
     # Imported when a file configures signaling: reading a configuration needs no engine otherwise.
     from tenure.engine.planes import Signaling
+    from tenure.store.retention import RetentionPolicy
 
 __all__ = ["ClientToken", "ConfigError", "Principal", "Scope", "ServiceConfig", "generated_token"]
 
@@ -170,6 +179,8 @@ class ServiceConfig:
     max_interest_ttl: int = MAX_INTEREST_TTL
     #: Data-plane signaling (``[dataplane]``, ``[[dataplanes]]``): None when the file configures neither.
     signaling: Signaling | None = None
+    #: What the engine prunes of finished resources' history (``[retention]``): None for the default.
+    retention: RetentionPolicy | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_interest_ttl <= self.max_interest_ttl:
@@ -196,6 +207,12 @@ class ServiceConfig:
                 "{public_url}/v1/callbacks"
             )
         return dataclasses.replace(signaling, callback_url=f"{base.rstrip('/')}/v1/callbacks")
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The ``[retention]`` policy the engine prunes by, or the default one (docs/retention.md)."""
+        from tenure.store.retention import DEFAULT_RETENTION
+
+        return self.retention if self.retention is not None else DEFAULT_RETENTION
 
     def store_options(self) -> dict[str, Any]:
         """The keyword arguments of ``open_store`` this configuration decides: the sharing defaults."""
@@ -294,10 +311,11 @@ def _from_file(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         default_interest_ttl=default_ttl,
         max_interest_ttl=max_ttl,
         signaling=_signaling_from(doc, path, env),
+        retention=_retention_from(doc, path),
     )
 
 
-_SECTIONS = ("auth", "tokens", "service", "dataplane", "dataplanes", "signaling")
+_SECTIONS = ("auth", "tokens", "service", "dataplane", "dataplanes", "signaling", "retention")
 
 _SERVICE_KEYS = (
     "max_body_bytes",
@@ -430,6 +448,58 @@ def _signaling_from(doc: Mapping[str, Any], path: Path, env: Mapping[str, str]) 
         controlplane=ControlPlaneRef(url, token),
         request_deadline=timedelta(seconds=deadline),
     )
+
+
+_RETENTION_KEYS = ("journal", "waits", "flows", "resources", "batch")
+#: A retention duration: a whole number and a unit (seconds, minutes, hours, days, weeks).
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: The longest retention duration (a hundred years): longer is "off".
+_MAX_RETENTION_SECONDS = 36500 * 86400
+
+
+def _retention_from(doc: Mapping[str, Any], path: Path) -> RetentionPolicy | None:
+    """``[retention]`` as a policy (None: the section is absent, the default applies)."""
+    if "retention" not in doc:
+        return None
+    from tenure.store.retention import DEFAULT_RETENTION, MAX_BATCH, MIN_BATCH, RetentionPolicy
+
+    at = f"config file {path}: [retention]"
+    section = doc["retention"]
+    if not isinstance(section, dict):
+        raise ConfigError(f"{at} must be a table with journal, waits, flows, resources and batch")
+    _known_keys(section, _RETENTION_KEYS, at)
+    durations = {name: getattr(DEFAULT_RETENTION, name) for name in ("journal", "waits", "flows", "resources")}
+    for name in durations:
+        if name in section:
+            durations[name] = _retention_duration(section[name], f"{at} {name}")
+    batch = section.get("batch", DEFAULT_RETENTION.batch)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not MIN_BATCH <= batch <= MAX_BATCH:
+        raise ConfigError(
+            f"{at} batch must be a whole number of rows from {MIN_BATCH} to {MAX_BATCH} (the most one pruning "
+            f"transaction deletes), not {batch!r}"
+        )
+    return RetentionPolicy(**durations, batch=batch)
+
+
+def _retention_duration(value: object, at: str) -> timedelta | None:
+    """A duration to keep something for: ``"30d"``, ``"12h"``, ``"90m"``, ``"3600s"``, ``"2w"`` or whole
+    seconds; ``"off"``, ``0`` or ``false`` keep it for ever (None)."""
+    seconds: int | None = None
+    if value is False or value == 0 or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip().lower())
+        if match is not None:
+            seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds is None or not 0 < seconds <= _MAX_RETENTION_SECONDS:
+        raise ConfigError(
+            f'{at} must be a duration such as "30d", "12h", "90m", "3600s" or "2w" (or whole seconds), '
+            f'at most 36500 days, or "off" (or 0) to keep for ever; not {value!r}'
+        )
+    return timedelta(seconds=seconds)
 
 
 def _deadline(value: object, at: str) -> float:

@@ -91,7 +91,8 @@ def run_server(
     """
     if sock is None:
         sock = listen(host, port)
-    pool = [Worker(store, steps, concurrency=concurrency, lease=lease) for _ in range(workers)]
+    retention = config.retention_policy()
+    pool = [Worker(store, steps, concurrency=concurrency, lease=lease, retention=retention) for _ in range(workers)]
     app = create_app(store, config, workers=pool)
     server = _Server(
         uvicorn.Config(

@@ -29,8 +29,10 @@ from tenure.store.inbox import CallbackRow, CallbackStatus, Inbox, Receipt, Wait
 from tenure.store.migrator import latest_version
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.resources import KindRegistry, Resources
+from tenure.store.retention import PruneReport, Retention, RetentionPolicy
 from tenure.store.sharing import KEEP, Keep, Sharing
 from tenure.store.signal import Listener, WorkSignal
+from tenure.store.statistics import refresh_statistics
 from tenure.store.tables import OwnedTables
 from tenure.store.uses import UsePolicy
 from tenure.store.write import WaitPlan, Writer
@@ -120,6 +122,7 @@ class DatabaseStore:
         applied = self._db.migrate()
         for owned in self.tables:
             self._db.migrate_owned(owned)
+        refresh_statistics(self._db, after_migrate=True)
         return applied
 
     def schema_version(self) -> int:
@@ -426,6 +429,17 @@ class DatabaseStore:
         self, *, resource_id: str | None = None, state: str | None = None, limit: int = 100, after: str | None = None
     ) -> builtins.list[FlowRunRow]:
         return self._flow_runs.flow_runs(resource_id=resource_id, state=state, limit=limit, after=after)
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def prune(self, policy: RetentionPolicy, *, now: datetime | None = None, limit: int | None = None) -> PruneReport:
+        return Retention(self._db, self._kind_version, self._clock).prune(policy, now=now, limit=limit)
+
+    def optimize(self) -> bool:
+        return refresh_statistics(self._db)
+
+    def _kind_version(self, name: str, version: int) -> Kind | None:
+        return next((k for k in self._kinds.versions(name) if k.version == version), None)
 
 
 def _check_version(target: str, current: int, latest: int) -> None:

@@ -30,6 +30,7 @@ from tenure.store.database import Database
 from tenure.store.feed import Changes
 from tenure.store.inbox import CallbackRow, CallbackStatus, Receipt, WaitInfo, WaitRow
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
+from tenure.store.retention import PruneReport, RetentionPolicy
 from tenure.store.sharing import Keep
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.uses import UsePolicy
@@ -416,6 +417,25 @@ class EngineStore(Store, Protocol):
     def create_flow_run(self, run: FlowRunRow) -> None: ...
 
     def save_flow(self, run_id: str, tasks: Sequence[FlowTaskRow], run: FlowRunRow | None = None) -> None: ...
+
+    def prune(self, policy: RetentionPolicy, *, now: datetime | None = None, limit: int | None = None) -> PruneReport:
+        """Delete one bounded batch of what ``policy`` no longer keeps of final resources' history.
+
+        Each kind of history (journal, waits with their callbacks, flow runs, the resources themselves)
+        is pruned in its own short transaction of at most ``limit`` rows (default: the policy's
+        ``batch``); ``now`` (default: the store's clock) is what the policy's durations count back
+        from. Nothing of a resource that is not final, or not final for long enough, is touched. The
+        report's ``more`` says a batch stopped on its bounds: call again to go on. See
+        :mod:`tenure.store.retention`.
+        """
+        ...
+
+    def optimize(self) -> bool:
+        """Refresh the database's planner statistics where tenure keeps them (SQLite), cheaply.
+
+        True if it ran; PostgreSQL keeps its own (see :mod:`tenure.store.statistics`).
+        """
+        ...
 
 
 @runtime_checkable

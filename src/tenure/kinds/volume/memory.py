@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tenure.kinds.volume.notifications import Notification
 
-__all__ = ["MemoryNotifier", "MemoryVolumeDriver"]
+__all__ = ["NOTIFICATIONS_KEPT", "MemoryNotifier", "MemoryVolumeDriver"]
+
+#: How many of its most recent notifications a :class:`MemoryNotifier` keeps (older ones are dropped).
+NOTIFICATIONS_KEPT = 1000
 
 
 class MemoryVolumeDriver:
@@ -46,9 +50,12 @@ class MemoryVolumeDriver:
 
 @dataclass
 class MemoryNotifier:
-    """A notifier that keeps every notification in a list."""
+    """A notifier that keeps the most recent :data:`NOTIFICATIONS_KEPT` notifications, oldest first.
 
-    events: list[Notification] = field(default_factory=list)
+    A bounded window: a worker running for weeks with it does not keep every notification it sent.
+    """
+
+    events: deque[Notification] = field(default_factory=lambda: deque(maxlen=NOTIFICATIONS_KEPT))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def notify(self, event_type: str, payload: Mapping[str, Any]) -> None:

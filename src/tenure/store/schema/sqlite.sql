@@ -200,3 +200,13 @@ CREATE TABLE subscriptions (
 );
 
 CREATE INDEX subscriptions_creator ON subscriptions (created_by, id);
+
+-- Retention (tenure.store.retention): how far each pruning task walked the journal, as a change-feed
+-- position (32 hexadecimal digits).
+CREATE TABLE retention_cursors (
+    task     TEXT PRIMARY KEY,
+    position TEXT NOT NULL
+);
+
+-- Pruning deletes a resource's callbacks by resource, and deleting a resource checks none refers to it.
+CREATE INDEX inbox_resource ON inbox (resource_id);
