@@ -37,7 +37,8 @@ The errors form one tree; catch the group that says what you will do about it:
     │   ├── NotSharable
     │   ├── InUse
     │   ├── TeardownStarted
-    │   └── UseNotYours
+    │   ├── UseNotYours
+    │   └── RetryNotAllowed
     ├── QuotaError
     │   ├── QuotaExceeded
     │   └── QuotaNotFound
@@ -75,8 +76,9 @@ The errors form one tree; catch the group that says what you will do about it:
     ``ClaimLost`` for a worker's fenced write), its state does not allow the event
     (``TransitionNotAllowed``), a key is taken (``AlreadyExists``, ``IdempotencyKeyReused``) or
     another party holds it (``NotSharable``), parties still use it (``InUse``), its teardown has
-    begun (``TeardownStarted``) or the use belongs to another client (``UseNotYours``). Re-read,
-    then decide whether the change still makes sense; nothing was written.
+    begun (``TeardownStarted``), the use belongs to another client (``UseNotYours``) or it has no
+    step backing off to retry now (``RetryNotAllowed``). Re-read, then decide whether the change
+    still makes sense; nothing was written.
 ``QuotaError``
     A reservation would exceed a project's limit, or names a quota that does not exist.
 ``FlowError``
@@ -128,6 +130,7 @@ __all__ = [
     "QuotaExceeded",
     "QuotaNotFound",
     "ResourceNotFound",
+    "RetryNotAllowed",
     "SchemaNotMigrated",
     "SchemaTooNew",
     "ServerFailed",
@@ -581,6 +584,31 @@ class UseNotYours(WriteConflict):
         super().__init__(
             f"party {party} on resource {resource_id} was registered by client {owner!r}; "
             f"client {client!r} may not renew or release it (only its owner or an admin may)"
+        )
+
+
+class RetryNotAllowed(WriteConflict):
+    """A retry now was asked of a resource that has no step backing off: nothing to make due sooner.
+
+    Only a resource in a work state, or a rest state on its way to a desired state, whose next
+    attempt is scheduled later (after a failed attempt) can be retried now; ``reason`` says what is
+    the case instead.
+    """
+
+    default_message = "retry now not allowed"
+
+    def __init__(self, *, resource_id: str, kind: str, state: str, role: str, reason: str) -> None:
+        self.resource_id = resource_id
+        self.kind = kind
+        self.state = state
+        #: The state's role (work, wait, rest, final; unknown for a state the kind does not declare).
+        self.role = role
+        #: Why not: what is the case instead.
+        self.reason = reason
+        super().__init__(
+            f"resource {resource_id} ({kind}) cannot be retried now: it is in state {state!r} (role: {role}) "
+            f"and {reason}; retry now is accepted only for a resource in a work state, or a rest state on its "
+            "way to a desired state, whose next attempt is scheduled later (backing off after a failed attempt)"
         )
 
 

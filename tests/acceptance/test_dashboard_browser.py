@@ -2,9 +2,10 @@
 
 A server subprocess on a free port of 127.0.0.1 (SQLite in a temporary directory, no engine workers so
 that only the test moves resources, tokens for an admin, a writer and a reader). The tests sign in
-with a token, load each page, filter, open a resource, press an event's button, watch a change made
-through the API arrive without a reload, see a refused write explained, and check that a read-only
-session has no buttons that write. Each page's screenshot is saved under ``docs/dashboard/``.
+with a token, load each page, filter (by kind, state, role and search text), open a resource, press an
+event's button, retry a step backing off as an admin, watch a change made through the API arrive
+without a reload, see a refused write explained, and check that a read-only session has no buttons
+that write. Each page's screenshot is saved under ``docs/dashboard/``.
 
 Without Chromium (``/usr/bin/chromium``, or ``TENURE_CHROMIUM``) or Playwright the tests skip, and
 fail instead when ``TENURE_REQUIRE_BROWSER=1`` (as in CI). Playwright never downloads a browser here.
@@ -17,13 +18,16 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tenure import open_store
 from tenure.cli.planes import Plane, free_port
+from tenure.kinds import builtin_kinds, builtin_tables
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,6 +60,8 @@ def _missing() -> str | None:
 class Served:
     url: str
     tokens: dict[str, str]
+    #: The server's database, for what only the engine does (a failed attempt backing off).
+    database: str
 
     def api(self, who: str = "admin") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[who]}"}, timeout=10)
@@ -67,12 +73,13 @@ def served(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     home = tmp_path_factory.mktemp("dashboard")
     tokens = {who: secrets.token_urlsafe(24) for who in ("admin", "writer", "reader")}
     scopes = {"admin": '"admin"', "writer": '"read", "write"', "reader": '"read"'}
-    config = [f'[service]\ndatabase = "sqlite:///{home / "tenure.db"}"\n']
+    database = f"sqlite:///{home / 'tenure.db'}"
+    config = [f'[service]\ndatabase = "{database}"\n']
     config += [f'[[tokens]]\nclient = "{who}"\ntoken = "{tokens[who]}"\nscopes = [{scopes[who]}]\n' for who in tokens]
     (home / "tenure.toml").write_text("\n".join(config))
     plane = Plane("dashboard", free_port(), home, tokens["admin"], workers=0).start()
     try:
-        yield Served(plane.url, tokens)
+        yield Served(plane.url, tokens, database)
     finally:
         plane.stop()
 
@@ -135,6 +142,22 @@ def fire(served: Served, rid: str, event: str) -> None:
         assert r.status_code == 200, r.text
 
 
+def back_off(served: Served, rid: str, kind: str, state: str) -> None:
+    """Fail the step of ``rid`` once, as a worker would: its next attempt is an hour away."""
+    store = open_store(served.database, builtin_kinds(), tables=builtin_tables())
+    try:
+        claims = store.claim("browser-test", [(kind, state)], limit=100, lease=timedelta(seconds=30))
+        mine = [c for c in claims if c.resource.id == rid]
+        for other in claims:
+            if other.resource.id != rid:
+                store.release(other)
+        assert len(mine) == 1, claims
+        later = store.now() + timedelta(hours=1)
+        store.retry_later(mine[0], error="the registry answered 503", at=later, attempts=1, actor="browser-test")
+    finally:
+        store.close()
+
+
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name))
@@ -145,7 +168,7 @@ def test_sign_in_load_each_page_and_filter(served: Served, new_page: Any) -> Non
 
     create(served, "image", {"name": "base-os"}, "upload", "activate")
     create(served, "image", {"name": "nightly"}, "upload")
-    create(served, "image", {"name": "broken"}, "upload", "kill")
+    broken = create(served, "image", {"name": "broken"}, "upload", "kill")
     create(served, "image", {"name": "fresh"})
     create(served, "volume", {"size_gb": 5, "project": "dash"})
     create(served, "deployment", {"name": "web", "image": "nginx:1"}, "deployed", sharable=True)
@@ -175,10 +198,24 @@ def test_sign_in_load_each_page_and_filter(served: Served, new_page: Any) -> Non
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_class("failing")
 
+    page.goto(served.url + "/ui/resources")
+    page.select_option("select[name=role]", "work")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/ui/resources?**role=work**")
+    expect(page.locator("table.resources tbody tr[data-resource-id]")).to_have_count(2)  # saving, and the volume's
+    page.fill("input[name=q]", broken)
+    page.select_option("select[name=role]", "")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(f"**/ui/resources/{broken}")  # an exact id opens the resource
+    expect(page.locator("h1 .state")).to_contain_text("killed")
+
     page.click("header.top nav >> text=Kinds")
     page.wait_for_url("**/ui/kinds")
     expect(page.locator("section.kind").first).to_be_visible()
     assert page.locator("svg g.state.occupied").count() >= 4
+    expect(page.locator("#kind-image svg g.badge").first).to_be_visible()
+    expect(page.locator("#kind-image svg g.state[data-state=killed] g.badge")).to_have_attribute("data-count", "1")
+    page.locator("#kind-image").evaluate("section => section.scrollIntoView()")  # a kind with resources, counted
     shot(page, "kinds.png")
 
 
@@ -273,3 +310,26 @@ def test_a_read_only_session_has_no_buttons_that_write(served: Served, new_page:
     admin.click("button.danger")
     expect(admin.locator("h1 .state")).to_contain_text("undeploying")
     expect(reader.locator("h1 .state")).to_contain_text("undeploying")  # live, on the reader's page too
+
+
+def test_an_admin_retries_a_step_backing_off_now(served: Served, new_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    rid = create(served, "image", {"name": "flaky"}, "upload")
+    back_off(served, rid, "image", "saving")
+    writer = new_page()
+    sign_in(writer, served, "writer", f"/ui/resources/{rid}")
+    expect(writer.locator("button[data-event=activate]")).to_be_visible()
+    expect(writer.locator("button.retry")).to_have_count(0)  # admins only
+
+    admin = new_page()
+    sign_in(admin, served, "admin", f"/ui/resources/{rid}")
+    expect(admin.locator("dl.facts")).to_contain_text("the registry answered 503")
+    admin.click("button.retry")
+
+    expect(admin.locator("table.journal tbody tr").last).to_contain_text("@retry-now")
+    expect(admin.locator("table.journal tbody tr").last).to_contain_text("admin")
+    expect(admin.locator("button.retry")).to_have_count(0)  # due now: nothing left to retry
+    with served.api("reader") as api:
+        body = api.get(f"/v1/resources/{rid}").json()
+    assert (body["state"], body["attempts"], body["error"]) == ("saving", 1, "the registry answered 503")

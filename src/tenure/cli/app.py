@@ -10,7 +10,7 @@ import typer
 from tenure import __version__
 from tenure.cli.common import DatabaseOption, console, reported
 from tenure.cli.demo import demo
-from tenure.cli.resources import create, desire, draw, event, history, list_kinds, ls, show, wait
+from tenure.cli.resources import create, desire, draw, event, history, list_kinds, ls, retry, show, wait
 from tenure.cli.runs import runs
 from tenure.cli.serve import serve
 from tenure.cli.sharing import parties, release, renew, teardown, use
@@ -22,8 +22,8 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="tenure",
     help="Durable, race-free lifecycles for provisioned resources.\n\n"
-    "The resource commands (ls, show, history, create, event, desire, wait, use, renew, release, parties, "
-    "teardown, kinds, draw) talk to a running "
+    "The resource commands (ls, show, history, create, event, desire, retry, wait, use, renew, release, "
+    "parties, teardown, kinds, draw) talk to a running "
     "server with --server URL (or TENURE_SERVER; the token comes from TENURE_TOKEN or ./tenure.token), or "
     "straight to a database with --database URL (or TENURE_DATABASE_URL; default sqlite:///tenure.db).",
     no_args_is_help=True,
@@ -71,6 +71,7 @@ app.command()(history)
 app.command()(create)
 app.command()(event)
 app.command()(desire)
+app.command()(retry)
 app.command()(wait)
 app.command()(use)
 app.command()(renew)

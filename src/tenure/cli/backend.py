@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tenure.store.protocol import Store
 
 __all__ = [
+    "LOCAL_CLIENT",
     "Backend",
     "DatabaseBackend",
     "Json",
@@ -41,6 +42,10 @@ __all__ = [
 ]
 
 Json = dict[str, Any]
+
+#: Who a command on a database is, as the journal records it (and the client its idempotency keys
+#: and uses belong to, as the service keeps them per client).
+LOCAL_CLIENT = "cli"
 
 #: Seconds between looks at the resource while polling.
 POLL_INTERVAL = 0.2
@@ -98,6 +103,10 @@ class Backend(Protocol):
 
     def set_desired_state(self, resource_id: str, state: str | None, *, if_version: int | None) -> Json:
         """Set (or with None, clear) the state the resource should end up in."""
+        ...
+
+    def retry_now(self, resource_id: str, *, if_version: int | None) -> Json:
+        """Make the next attempt of a step backing off after a failure due now (the admin scope over HTTP)."""
         ...
 
     def follow(self, resource_id: str, emit: Callable[[Json], None], stop: threading.Event) -> None:
@@ -168,6 +177,9 @@ class ServerBackend:
 
     def set_desired_state(self, resource_id: str, state: str | None, *, if_version: int | None) -> Json:
         return self.client.set_desired_state(resource_id, state, if_version=if_version)
+
+    def retry_now(self, resource_id: str, *, if_version: int | None) -> Json:
+        return self.client.retry_now(resource_id, if_version=if_version)
 
     def follow(self, resource_id: str, emit: Callable[[Json], None], stop: threading.Event) -> None:
         """Watch the resource's changes on the event stream; poll if the stream is not available."""
@@ -286,21 +298,26 @@ class DatabaseBackend:
     def create(self, kind: str, spec: Mapping[str, Any], *, sharable: bool | None, idempotency_key: str | None) -> Json:
         from tenure.service.idempotency import scoped_key
 
-        # The key in the namespace of the client "cli", as the service keeps each client's keys.
-        key = None if idempotency_key is None else scoped_key("cli", idempotency_key)
-        made = self.store.create(kind, spec, sharable=sharable, idempotency_key=key, actor="cli")
+        # The key in the namespace of the local client, as the service keeps each client's keys.
+        key = None if idempotency_key is None else scoped_key(LOCAL_CLIENT, idempotency_key)
+        made = self.store.create(kind, spec, sharable=sharable, idempotency_key=key, actor=LOCAL_CLIENT)
         return _resource(made, self.store)
 
     def fire(self, resource_id: str, event: str, *, data: Mapping[str, Any] | None, if_version: int | None) -> Json:
-        fired = self.store.fire(resource_id, event, expected_version=if_version, data=data, actor="cli")
+        fired = self.store.fire(resource_id, event, expected_version=if_version, data=data, actor=LOCAL_CLIENT)
         return _resource(fired, self.store)
 
     def set_desired_state(self, resource_id: str, state: str | None, *, if_version: int | None) -> Json:
-        # As the client "cli": a teardown wish releases the uses "cli" registered, as over HTTP.
+        # As the local client: a teardown wish releases the uses it registered, as over HTTP.
         changed = self.store.set_desired_state(
-            resource_id, state, expected_version=if_version, actor="cli", client="cli"
+            resource_id, state, expected_version=if_version, actor=LOCAL_CLIENT, client=LOCAL_CLIENT
         )
         return _resource(changed, self.store)
+
+    def retry_now(self, resource_id: str, *, if_version: int | None) -> Json:
+        # The operator who holds the database may do what the admin scope allows over HTTP.
+        retried = self.store.retry_now(resource_id, expected_version=if_version, actor=LOCAL_CLIENT)
+        return _resource(retried, self.store)
 
     def follow(self, resource_id: str, emit: Callable[[Json], None], stop: threading.Event) -> None:
         """Poll: other processes' writes reach a database client no other way that works everywhere."""

@@ -1,4 +1,4 @@
-"""The resource commands: ls, show, history, create, event, desire, wait, kinds and draw.
+"""The resource commands: ls, show, history, create, event, desire, retry, wait, kinds and draw.
 
 Each one runs against a server (``--server``) or a database (``--database``) through
 :class:`~tenure.cli.backend.Backend`, prints a Rich table or, with ``--json``, the API's JSON.
@@ -46,6 +46,7 @@ __all__ = [
     "list_kinds",
     "ls",
     "resource_table",
+    "retry",
     "show",
     "wait",
 ]
@@ -287,6 +288,28 @@ def desire(
         _print_json(changed)
         return
     console.print(_summary(changed), highlight=False)
+
+
+def retry(
+    resource_id: ResourceIdArgument,
+    if_version: IfVersionOption = None,
+    server: ServerOption = None,
+    database: DirectDatabaseOption = None,
+    kinds: KindsOption = None,
+    token_file: TokenFileOption = DEFAULT_TOKEN_FILE,
+    as_json: JsonOption = False,
+) -> None:
+    """Retry a failed step now instead of after its backoff (the admin scope over HTTP).
+
+    Only for a resource in a work state, or a rest state on its way to a desired state, whose next
+    attempt is scheduled later; the attempt becomes due at once and the journal records it ('@retry-now').
+    """
+    with connect(server, database, kinds, token_file) as backend:
+        retried = backend.retry_now(resource_id, if_version=if_version)
+    if as_json:
+        _print_json(retried)
+        return
+    console.print(f"{_summary(retried)}; next attempt due now ({retried['nextAttemptAt']})", highlight=False)
 
 
 def list_kinds(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from tenure.cli.backend import Backend, Json, ServerBackend, connect
+from tenure.cli.backend import LOCAL_CLIENT, Backend, Json, ServerBackend, connect
 from tenure.cli.common import (
     DEFAULT_TOKEN_FILE,
     DirectDatabaseOption,
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from tenure.store.protocol import Store
 
 __all__ = ["parties", "release", "renew", "teardown", "use"]
-
-#: Who a command on a database is, as the journal and the uses record it.
-LOCAL_CLIENT = "cli"
 
 PartyArgument = Annotated[
     str, typer.Argument(help="The party's URI, e.g. tag:example.org,2026:ci/42 (tag: or urn: preferred).")

@@ -37,6 +37,7 @@ from tenure.service import (
     operations,
     parties,
     resources,
+    retries,
     signaling,
     subscriptions,
     watch,
@@ -102,7 +103,7 @@ def create_app(
     app.state.config = config
     app.state.metrics = Metrics(store, workers)
     app.state.wakeups = wakeups
-    modules = [resources, parties, kinds, callbacks, watch, subscriptions, operations]
+    modules = [resources, parties, retries, kinds, callbacks, watch, subscriptions, operations]
     if config.signaling is not None and config.signaling.is_dataplane:
         signaling.check_store(store)  # a data plane serves its control plane's signals
         modules.append(signaling)

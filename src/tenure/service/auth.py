@@ -2,7 +2,9 @@
 
 ``401`` when no valid token is presented (with ``WWW-Authenticate: Bearer``), ``403`` when the token
 is valid but does not grant the scope the endpoint needs. Tokens are looked up by their sha-256 in
-constant time and never appear in a log line or an answer.
+constant time and never appear in a log line or an answer. A token that names no client counts
+against the client's address, as a failed dashboard sign-in does: too many of them and tokens from
+that address are not checked for a while (``429`` with ``Retry-After``; see :mod:`tenure.service.limiter`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tenure.service.config import ANONYMOUS, Principal, Scope, ServiceConfig
+from tenure.service.limiter import authenticate
 from tenure.service.problems import FORBIDDEN, UNAUTHORIZED, ProblemError
 
-__all__ = ["Caller", "require"]
+__all__ = ["Admin", "Caller", "require"]
 
 _bearer = HTTPBearer(auto_error=False, description="A client token from the service's configuration")
 
@@ -43,7 +46,7 @@ def require(scope: Scope) -> Callable[..., Principal]:
                 raise ProblemError(
                     UNAUTHORIZED, "send a client token as 'Authorization: Bearer <token>'", headers=_CHALLENGE
                 )
-            found = config.authenticate(credentials.credentials)
+            found = authenticate(request, config, credentials.credentials)
             if found is None:
                 raise ProblemError(UNAUTHORIZED, "the bearer token is not valid", headers=_CHALLENGE)
             principal = found
@@ -62,3 +65,5 @@ def require(scope: Scope) -> Callable[..., Principal]:
 
 #: Who is calling, for endpoints that need the ``read`` scope.
 Caller = Annotated[Principal, Depends(require(Scope.READ))]
+#: Who is calling, for endpoints that need the ``admin`` scope.
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]

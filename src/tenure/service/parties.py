@@ -23,15 +23,15 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from tenure.errors import Conflict, InvalidArgument
 from tenure.rules import MAX_ERROR_TEXT
-from tenure.service.auth import Caller, require
+from tenure.service.auth import Admin, Caller
 from tenure.service.bodies import JSONRoute
-from tenure.service.config import Principal, Scope
+from tenure.service.config import Scope
 from tenure.service.models import In, Out, ResourceOut
 from tenure.service.problems import (
     ETAG_HEADER,
@@ -59,7 +59,6 @@ MERGE_PATCH = "application/merge-patch+json"
 #: The members a merge patch of a resource may carry.
 PATCHABLE = ("inUseBy", "desiredState")
 
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 PartyPath = Annotated[
     str,
     Path(

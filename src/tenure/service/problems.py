@@ -106,11 +106,13 @@ QUOTA_EXCEEDED = Problem(409, "quota-exceeded", "A quota would be exceeded")
 NOT_SHARABLE = Problem(409, "not-sharable", "The resource is not sharable and another party uses it")
 IN_USE = Problem(409, "in-use", "Parties still use the resource")
 TEARDOWN_STARTED = Problem(409, "teardown-started", "The resource's teardown has started; it can no longer be used")
+RETRY_NOT_ALLOWED = Problem(409, "retry-not-allowed", "The resource has no step backing off to retry now")
 USE_NOT_YOURS = Problem(403, "use-not-yours", "Another client registered this party's use")
 PARTY_NOT_FOUND = Problem(404, "party-not-found", "The party does not use the resource")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "The resource is not at the version If-Match names")
 TOO_LARGE = Problem(413, "body-too-large", "The request body is too large")
 STORED_TOO_LARGE = Problem(413, "too-large", "The resource would keep more than it may")
+TOO_MANY_FAILURES = Problem(429, "too-many-failed-authentications", "Too many tokens that name no client")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "The request's header fields are too large")
 UNSUPPORTED_MEDIA = Problem(415, "unsupported-media-type", "The body is not sent in a media type accepted here")
 INVALID_REQUEST = Problem(422, "invalid-request", "The request does not match what this endpoint accepts")
@@ -144,6 +146,7 @@ _BY_CLASS: Sequence[tuple[type[e.TenureError], Problem]] = (
     (e.InUse, IN_USE),
     (e.TeardownStarted, TEARDOWN_STARTED),
     (e.UseNotYours, USE_NOT_YOURS),
+    (e.RetryNotAllowed, RETRY_NOT_ALLOWED),
     (e.StoreUnavailable, UNAVAILABLE),
     (e.SchemaNotMigrated, NOT_READY),
     (e.SchemaTooNew, NOT_READY),
@@ -220,6 +223,7 @@ _DESCRIBED = {
     413: "The body is too large, or the resource would keep more than it may",
     415: "The body is not JSON",
     422: "The request does not match what is accepted",
+    429: "Too many tokens that name no client from this address, or from all (see Retry-After); nothing was checked",
     431: "The request's header fields are too large",
     500: "The server failed (logged; no details given)",
     503: "The database is unavailable or not migrated (see Retry-After)",
@@ -242,6 +246,12 @@ LINK_HEADER = {
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer (RFC 6750)", "schema": {"type": "string"}}},
     412: ETAG_HEADER,
+    429: {
+        "Retry-After": {
+            "description": "Seconds until a token from this address is checked again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
     503: {
         "Retry-After": {
             "description": "Seconds to wait before retrying",

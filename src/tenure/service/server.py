@@ -104,6 +104,8 @@ def run_server(
             lifespan="on",
             timeout_graceful_shutdown=5,
             server_header=False,
+            # The peer is the client: X-Forwarded-For is nobody's to set (the token limiter keys on it).
+            proxy_headers=False,
         )
     )
     for w in pool:

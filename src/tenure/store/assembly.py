@@ -30,6 +30,7 @@ from tenure.store.migrator import latest_version
 from tenure.store.model import BacklogRow, JournalEntry, Page, Resource
 from tenure.store.resources import KindRegistry, Resources
 from tenure.store.retention import PruneReport, Retention, RetentionPolicy
+from tenure.store.retrying import Retrying
 from tenure.store.sharing import KEEP, Keep, Sharing
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.statistics import refresh_statistics
@@ -72,6 +73,7 @@ class DatabaseStore:
         self._feed = ChangeFeed(db, self._kinds)
         self._sharing = Sharing(db, self._resources.swap, self._kinds, clock, uses or UsePolicy())
         self._flow_runs = FlowRuns(db, clock)
+        self._retrying = Retrying(self._resources.swap, self._kinds, clock)
         if check_schema:
             try:
                 self._check_schema()
@@ -408,6 +410,9 @@ class DatabaseStore:
         self, resource_id: str, *, actor: str | None, reason: str | None = None, expected_version: int | None = None
     ) -> Resource:
         return self._sharing.force_teardown(resource_id, actor=actor, reason=reason, expected_version=expected_version)
+
+    def retry_now(self, resource_id: str, *, expected_version: int | None = None, actor: str | None = None) -> Resource:
+        return self._retrying.retry_now(resource_id, expected_version=expected_version, actor=actor)
 
     def expire_uses(
         self, kinds: Sequence[str] | None = None, *, actor: str | None, limit: int = 100

@@ -194,6 +194,18 @@ class Store(Protocol):
         """Tear the resource down whoever still uses it, recording them in the journal."""
         ...
 
+    def retry_now(self, resource_id: str, *, expected_version: int | None = None, actor: str | None = None) -> Resource:
+        """Make the next attempt of a step backing off after a failure due now (an operator's call).
+
+        Only for a resource in a work state, or a rest state on its way to a desired state, whose next
+        attempt is scheduled later and that no worker holds: ``next_attempt_at`` becomes now, the
+        version moves, and an ``@retry-now`` entry naming the schedule it replaced is journaled; the
+        state, attempts and last error stay. Raises :class:`~tenure.errors.RetryNotAllowed` otherwise,
+        :class:`~tenure.errors.Conflict` when the resource is not at ``expected_version`` (or, unpinned,
+        is too hot to win on), or :class:`~tenure.errors.ResourceNotFound`.
+        """
+        ...
+
     @property
     def use_policy(self) -> UsePolicy:
         """How long uses last (default and maximum time to live)."""

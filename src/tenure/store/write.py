@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
-from tenure.errors import ClaimLost, Conflict, InvalidArgument, InvalidSpec, ResourceNotFound
+from tenure.errors import ClaimLost, Conflict, InvalidArgument, InvalidSpec, ResourceNotFound, RetryNotAllowed
 from tenure.machine import Kind, Role, State
 from tenure.machine.graph import reachable_states
 from tenure.rules import (
@@ -39,6 +39,7 @@ from tenure.store.uses import held, refuse_in_use
 
 __all__ = [
     "RETRY_EVENT",
+    "RETRY_NOW_EVENT",
     "KindOf",
     "WaitPlan",
     "Write",
@@ -48,12 +49,16 @@ __all__ = [
     "plan_fire",
     "plan_give_up",
     "plan_retry",
+    "plan_retry_now",
     "refuse_step_data",
+    "retry_now_refusal",
     "schedule",
 ]
 
 #: The journal event of a failed attempt that will be retried (the state does not change).
 RETRY_EVENT = "@retry"
+#: The journal event of an operator making a step that backs off due at once (the state does not change).
+RETRY_NOW_EVENT = "@retry-now"
 
 
 class KindOf(Protocol):
@@ -376,6 +381,57 @@ def plan_retry(
     after = _released(before, now, data=new_data, error=error, attempts=attempts, next_attempt_at=at)
     detail = {"attempt": attempts, "error": error, "next_attempt_at": at.isoformat()}
     return Write(before, after, RETRY_EVENT, actor, detail, data_changed=bool(data), token=token)
+
+
+def retry_now_refusal(kind: Kind, resource: Resource, now: datetime) -> str | None:
+    """Why an operator's retry now does not apply to ``resource`` at ``now`` (None: it does).
+
+    It applies to a step backing off after a failed attempt: the resource is in a work state of
+    ``kind``, or in a rest state on its way to a desired state (a rest state's step runs only then;
+    see :mod:`tenure.engine.steps`), its next attempt is scheduled after ``now``, and no worker holds
+    a live claim on it. The reason is a clause that follows "it is in state X (role: R) and".
+    """
+    if not kind.has_state(resource.state):
+        return f"kind {kind.name!r} v{kind.version} does not declare it"
+    role = kind.state(resource.state).role
+    if role is Role.REST and not desire_pending(resource):
+        return "no desired state is pending, so no step runs there"
+    if role not in (Role.WORK, Role.REST):
+        return "no step runs there"
+    scheduled = resource.next_attempt_at
+    if scheduled is None:
+        return "no attempt of its step is scheduled"
+    expires = resource.claim_expires_at
+    if resource.claim_token is not None and expires is not None and expires > now:
+        return f"worker {resource.claimed_by} is running its step now (claimed until {expires.isoformat()})"
+    if scheduled <= now:
+        return f"its next attempt is due already (since {scheduled.isoformat()})"
+    return None
+
+
+def plan_retry_now(kind: Kind, before: Resource, now: datetime, *, actor: str | None) -> Write:
+    """Make the next attempt of a step that backs off after a failure due ``now`` (an operator's call).
+
+    Refused (:class:`~tenure.errors.RetryNotAllowed`) where :func:`retry_now_refusal` says why. The
+    state, the attempt count and the last error stay: the attempt made now counts against the
+    state's retry budget like any other. The write keeps whatever claim the row has, so that a
+    worker which claimed it in the meantime is not joined by a second one; its fenced write is
+    refused (the version moved) and the step is run again.
+    """
+    refuse_nul(actor=actor)
+    reason = retry_now_refusal(kind, before, now)
+    if reason is not None:
+        raise RetryNotAllowed(
+            resource_id=before.id,
+            kind=before.kind,
+            state=before.state,
+            role=kind.state(before.state).role.value if kind.has_state(before.state) else "unknown",
+            reason=reason,
+        )
+    assert before.next_attempt_at is not None  # retry_now_refusal says so
+    after = dataclasses.replace(before, version=before.version + 1, next_attempt_at=now, updated_at=now)
+    detail = {"previous_next_attempt_at": before.next_attempt_at.isoformat(), "attempts": before.attempts}
+    return Write(before, after, RETRY_NOW_EVENT, actor, detail, keeps_claim=True)
 
 
 def plan_give_up(before: Resource, token: str, now: datetime, *, error: str, actor: str | None) -> Write:

@@ -1,13 +1,14 @@
 """The dashboard's buttons that write, through a real server: an event per allowed (client) event, and
-force teardown for admins on kinds that share; each form carries the session's CSRF token, needs the
-API's scope, and is pinned to the version its page showed (a stale page gets a readable 412, an event
-the state no longer allows a readable 409, never a stack trace).
+for admins retry now (a step backing off) and force teardown (kinds that share); each form carries the
+session's CSRF token, needs the API's scope, and is pinned to the version its page showed (a stale
+page gets a readable 412, a write the state no longer allows a readable 409, never a stack trace).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -35,7 +36,7 @@ def module_store(module_db: str) -> Iterator[EngineStore]:
 
 
 def forms(html: str) -> dict[str, dict[str, str]]:
-    """The write forms of a page by their button's event (or "teardown"): each form's hidden fields."""
+    """The write forms of a page by their button's event (or "teardown", "retry"): each form's hidden fields."""
     found = {}
     for action, body in re.findall(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', html, re.DOTALL):
         fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', body))
@@ -43,6 +44,8 @@ def forms(html: str) -> dict[str, dict[str, str]]:
             found[fields["event"]] = {"action": action, **fields}
         elif action.endswith("/teardown"):
             found["teardown"] = {"action": action, **fields}
+        elif action.endswith("/retry"):
+            found["retry"] = {"action": action, **fields}
     return found
 
 
@@ -202,3 +205,88 @@ def test_with_auth_off_the_buttons_work_with_the_app_s_token(start_live: object)
     assert post(http, upload, csrf="wrong").status_code == 403
     assert post(http, upload).status_code == 303
     assert live.store.get(r.id).state == "saving"
+
+
+def backing_off(live: Live) -> str:
+    """A job whose first attempt failed, its next one scheduled an hour later."""
+    rid = live.store.create("job", {}).id
+    claims = live.store.claim("w1", [("job", "pending")], lease=timedelta(seconds=30))
+    assert [c.resource.id for c in claims] == [rid]
+    live.store.retry_later(claims[0], error="provider said 503", at=live.store.now() + timedelta(hours=1), attempts=1)
+    return rid
+
+
+def test_an_admin_may_retry_a_step_backing_off_now(live: Live) -> None:
+    rid = backing_off(live)
+    before = live.store.get(rid)
+    assert "retry" not in forms(signed_in(live, WRITER).get(f"/ui/resources/{rid}").text)
+    admin = signed_in(live, ADMIN)
+    page = admin.get(f"/ui/resources/{rid}").text
+    retry = forms(page)["retry"]
+    assert retry["version"] == str(before.version)
+    assert '<button type="submit" class="retry"' in page
+
+    done = post(admin, retry)
+
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"/ui/resources/{rid}"
+    after = live.store.get(rid)
+    assert (after.state, after.version, after.attempts) == ("pending", before.version + 1, 1)
+    assert after.next_attempt_at is not None
+    assert after.next_attempt_at <= live.store.now()
+    last = live.store.journal(rid)[-1]
+    assert (last.event, last.actor) == ("@retry-now", "admin")
+    # due now: the page offers it no more
+    assert "retry" not in forms(admin.get(f"/ui/resources/{rid}").text)
+
+
+def test_retry_now_is_offered_only_where_it_applies(live: Live) -> None:
+    admin = signed_in(live, ADMIN)
+    due = live.store.create("job", {})  # its first attempt is due at once
+    resting = live.store.create("image", {"name": "a"})
+    for rid in (due.id, resting.id):
+        assert "retry" not in forms(admin.get(f"/ui/resources/{rid}").text)
+
+
+def test_a_rest_state_backing_off_on_its_way_to_a_desired_state_offers_retry_now(live: Live) -> None:
+    """The button follows the store's rule (one function): a rest state's step backing off is retried too."""
+    admin = signed_in(live, ADMIN)
+    rid = live.store.set_desired_state(live.store.create("image", {"name": "a"}).id, "deleted").id
+    assert "retry" not in forms(admin.get(f"/ui/resources/{rid}").text)  # due at once: nothing to hurry
+    claims = live.store.claim("w1", [("image", "queued")], lease=timedelta(seconds=30))
+    assert [c.resource.id for c in claims] == [rid]
+    assert "retry" not in forms(admin.get(f"/ui/resources/{rid}").text)  # a worker holds it
+    before = live.store.retry_later(
+        claims[0], error="data plane said 503", at=live.store.now() + timedelta(hours=1), attempts=1
+    )
+
+    retry = forms(admin.get(f"/ui/resources/{rid}").text)["retry"]
+    done = post(admin, retry)
+
+    assert done.status_code == 303, done.text
+    after = live.store.get(rid)
+    assert (after.state, after.desired_state, after.version) == ("queued", "deleted", before.version + 1)
+    assert live.store.journal(rid)[-1].event == "@retry-now"
+
+
+def test_a_refused_retry_now_is_explained(live: Live) -> None:
+    rid = backing_off(live)
+    admin = signed_in(live, ADMIN)
+    retry = forms(admin.get(f"/ui/resources/{rid}").text)["retry"]
+    live.store.retry_now(rid, actor="someone-else")  # another admin pressed first
+
+    stale = post(admin, retry)
+    assert stale.status_code == 412, stale.text
+    assert "Not done: retry now was asked of version 2, but the resource has moved on to version 3" in stale.text
+
+    again = post(admin, retry, version="3")  # the current version, but nothing backs off any more
+    assert again.status_code == 409, again.text
+    assert (
+        "cannot be retried now: it is in state &#39;pending&#39; (role: work) and its next attempt is due" in again.text
+    )
+    assert "Traceback" not in again.text
+    writer = signed_in(live, WRITER)
+    refused = post(writer, {**retry, "csrf": csrf_of(live, writer)})
+    assert refused.status_code == 403
+    assert "may not retry a step now" in refused.text
+    assert live.store.get(rid).version == 3

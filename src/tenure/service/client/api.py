@@ -240,6 +240,17 @@ class Client:
             body["reason"] = reason
         return self._transport.json_object("POST", f"/v1/resources/{_segment(resource_id)}/teardown", body=body)
 
+    def retry_now(self, resource_id: str, if_version: int | None = None) -> Json:
+        """Make the next attempt of a step backing off after a failure due now (admin scope).
+
+        Refused with 409 (``retry-not-allowed``, naming the state and its role) unless the resource is
+        in a work state, or a rest state on its way to a desired state, whose next attempt is scheduled
+        later, and with 412 when ``if_version`` is given and the resource has moved past it.
+        """
+        return self._transport.json_object(
+            "POST", f"/v1/resources/{_segment(resource_id)}/retry", headers=_etag(if_version)
+        )
+
     def journal(self, resource_id: str, after_version: int = 0, limit: int = 100) -> JournalPage:
         """One page of the resource's history, oldest first, after ``after_version``."""
         page = self._transport.json_object(

@@ -1,8 +1,9 @@
-"""The dashboard's buttons that write: fire an event, and (admins) force a shared resource's teardown.
+"""The dashboard's buttons that write: fire an event, and (admins) retry a step backing off now and
+force a shared resource's teardown.
 
 Each button posts a form here. The form must carry the session's CSRF token and come from this site's
 page (Origin / Sec-Fetch-Site), the session's principal must hold the scope the public API asks for
-(write for events, admin for a force teardown), and the write is the same store call the API makes,
+(write for events, admin for retry now and force teardown), and the write is the same store call the API makes,
 pinned to the version the page showed (the API's If-Match). What went wrong comes back as the
 resource's page with a readable message and the API's status: 403 refused, 409 not allowed now,
 412 the resource moved on since the page was read; what went right redirects to the page.
@@ -160,3 +161,21 @@ async def force_teardown(resource_id: str, request: Request) -> Response:
         return r
 
     return _write(request, who, resource_id, pinned, "the force teardown", write)
+
+
+@router.post("/ui/resources/{resource_id}/retry")
+async def retry_now(resource_id: str, request: Request) -> Response:
+    """Make the next attempt of a step backing off due now (admin), pinned to the form's ``version``."""
+    form = await _form(request)
+    who = _check(request, form, Scope.ADMIN, "retry a step now", resource_id)
+    if isinstance(who, Response):
+        return who
+    pinned = _version(form.get("version"))
+    store = _store(request)
+
+    def write() -> Resource:
+        r = store.retry_now(resource_id, expected_version=pinned, actor=who.client)
+        request.app.state.metrics.count_write("retry")
+        return r
+
+    return _write(request, who, resource_id, pinned, "retry now", write)

@@ -3,11 +3,18 @@
 The cookie holds a random session id (never the token); the server maps its sha-256 to the
 principal the token named, in memory, until the session expires or the user signs out. The cookie is
 HttpOnly, SameSite=Strict (a page of another site cannot make the browser send it), Secure when the
-request came over https, and scoped to ``/ui``. With authentication off every page opens directly.
+request came over https (or from the page of an https ``public_url``, as behind a proxy that
+terminates TLS), and scoped to ``/ui``. With authentication off every page opens directly.
 
 Each session also holds a random CSRF token that every form which writes carries in a hidden field
 (:func:`csrf_token`, checked by :func:`csrf_ok`); with authentication off the app holds one token
 for every browser. A page of another site can neither read it nor make the browser send it.
+
+Every token checked here, the form's or a bearer token's on a page, goes through the app's limiter
+of failed token checks (:mod:`tenure.service.limiter`, shared with the API's bearer tokens): after
+too many tokens that name no client from one address (or from all together) within a window, the
+form answers 429 with ``Retry-After`` and checks nothing, and a page asked with a bearer token the
+API's 429 problem. A session cookie is not a token check: signed-in browsers are not slowed down.
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from tenure.service.config import ANONYMOUS, Principal, Scope, ServiceConfig
 from tenure.service.dashboard.render import page
+from tenure.service.limiter import app_object, authenticate, client_address, limiter_of
 
 __all__ = [
     "COOKIE",
@@ -35,6 +43,7 @@ __all__ = [
     "principal",
     "router",
     "same_origin",
+    "sessions_of",
 ]
 
 router = APIRouter()
@@ -108,20 +117,9 @@ class Sessions:
                 self._by_hash.pop(self._hash(session_id), None)
 
 
-_made = threading.Lock()
-
-
 def sessions_of(request: Request) -> Sessions:
     """The app's sessions (made on first use, kept on the app's state)."""
-    state = request.app.state
-    found: Sessions | None = getattr(state, "dashboard_sessions", None)
-    if found is None:
-        with _made:
-            found = getattr(state, "dashboard_sessions", None)
-            if found is None:
-                found = Sessions()
-                state.dashboard_sessions = found
-    return found
+    return app_object(request, "dashboard_sessions", Sessions)
 
 
 def _config(request: Request) -> ServiceConfig:
@@ -130,15 +128,19 @@ def _config(request: Request) -> ServiceConfig:
 
 
 def principal(request: Request) -> Principal | None:
-    """Who is looking: anyone when auth is off, else a session's principal or a bearer token's (None: nobody)."""
+    """Who is looking: anyone when auth is off, else a session's principal or a bearer token's (None: nobody).
+
+    A bearer token is checked through the limiter: while its address has failed too often the API's
+    429 problem is raised instead (:func:`tenure.service.limiter.authenticate`).
+    """
     config = _config(request)
     if not config.auth:
         who: Principal | None = ANONYMOUS
     else:
         who = sessions_of(request).get(request.cookies.get(COOKIE))
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if who is None and scheme.lower() == "bearer" and token:
-            who = config.authenticate(token.strip())
+        if who is None and scheme.lower() == "bearer" and token.strip():
+            who = authenticate(request, config, token.strip())
     if who is None or not who.allows(Scope.READ):
         return None
     request.state.client = who.client
@@ -161,15 +163,7 @@ def login_redirect(request: Request) -> RedirectResponse:
 def csrf_token(request: Request) -> str | None:
     """The token a write form of this browser must carry (None: no session, so no form may write)."""
     if not _config(request).auth:
-        state = request.app.state
-        found: str | None = getattr(state, "dashboard_open_csrf", None)
-        if found is None:
-            with _made:
-                found = getattr(state, "dashboard_open_csrf", None)
-                if found is None:
-                    found = secrets.token_urlsafe(32)
-                    state.dashboard_open_csrf = found
-        return found
+        return app_object(request, "dashboard_open_csrf", lambda: secrets.token_urlsafe(32))
     return sessions_of(request).csrf(request.cookies.get(COOKIE))
 
 
@@ -182,11 +176,31 @@ def csrf_ok(request: Request, sent: str | None) -> bool:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether a form post came from this site's own page (browsers say where a post comes from)."""
+    """Whether a form post came from this site's own page (browsers say where a post comes from).
+
+    This site is the address the request was sent to, or the configured ``public_url``: the server
+    takes no forwarded headers, so behind a proxy that terminates TLS the request itself says http.
+    """
     if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
         return False
     origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    return origin is None or origin in (f"{request.url.scheme}://{request.url.netloc}", _public_origin(request))
+
+
+def _public_origin(request: Request) -> str | None:
+    """The origin (scheme://host[:port]) of the configured ``public_url``, if any."""
+    url = _config(request).public_url
+    parts = urlsplit(url) if url else None
+    return f"{parts.scheme}://{parts.netloc}" if parts is not None and parts.scheme and parts.netloc else None
+
+
+def _secure(request: Request) -> bool:
+    """Whether the browser reached this page over https: directly, or at an https ``public_url`` it came from."""
+    public = _public_origin(request)
+    came_from = request.headers.get("origin")
+    return request.url.scheme == "https" or (
+        public is not None and public.startswith("https://") and came_from == public
+    )
 
 
 @router.get("/ui/login")
@@ -206,18 +220,26 @@ async def login(request: Request) -> Response:
     if not same_origin(request):
         message = "This sign-in came from another site's page and was refused; sign in from this page."
         return page("login.html", 403, next=target, message=message, who=None)
+    limiter, address = limiter_of(request), client_address(request)
+    refused = limiter.refusal(address)
+    if refused is not None:
+        headers = {"Retry-After": str(refused.seconds)}
+        return page("login.html", 429, headers, next=target, message=refused.message, who=None)
     token = (form.get("token") or [""])[0].strip()
     found = config.authenticate(token) if 0 < len(token) <= _MAX_TOKEN else None
     if found is None:
+        if token:  # an empty form guesses nothing
+            limiter.failed(address, token[:_MAX_TOKEN])
         message = "That token is not valid: paste a client token from the service's configuration."
         return page("login.html", 401, next=target, message=message, who=None)
+    limiter.succeeded(address)
     if not found.allows(Scope.READ):
         granted = ", ".join(sorted(s.value for s in found.scopes))
         message = f"Client {found.client!r} may not read (its token grants: {granted}); use a token with read."
         return page("login.html", 403, next=target, message=message, who=None)
     session_id = sessions_of(request).open(found)
     cookie = f"{COOKIE}={session_id}; Path=/ui; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Strict"
-    if request.url.scheme == "https":
+    if _secure(request):
         cookie += "; Secure"
     response = RedirectResponse(target, status_code=303)
     response.headers["Set-Cookie"] = cookie

@@ -21,6 +21,7 @@ __all__ = [
     "Count",
     "FlowView",
     "ResourceRow",
+    "badges",
     "client_events",
     "counts_by_kind",
     "failure_like",
@@ -29,7 +30,11 @@ __all__ = [
     "kind_of",
     "resource_row",
     "role_of",
+    "role_states",
 ]
+
+#: The roles a state may have, as the resources page's role filter offers them.
+ROLES = ("work", "wait", "rest", "final")
 
 #: State names that read as something gone wrong (highlighted wherever shown).
 _FAILURE = re.compile(r"fail|error|kill|timed_out|timeout|refus|broken|abort|reject|lost|dead", re.IGNORECASE)
@@ -63,6 +68,20 @@ def force_teardown_allowed(kind: Kind | None, state: str) -> bool:
     return state != kind.sharing.torn_down and kind.state(state).role.value != "final"
 
 
+def role_states(store: Store, kind: str | None, role: str) -> list[str]:
+    """The names of the states with ``role`` in ``kind`` (every loaded kind if None), in any loaded version."""
+    names = [kind] if kind is not None else sorted(store.kinds)
+    found = {
+        s.name
+        for n in names
+        if n in store.kinds
+        for k in store.kind_versions(n)
+        for s in k.states
+        if s.role.value == role
+    }
+    return sorted(found)
+
+
 def role_of(kind: Kind | None, state: str) -> str:
     if kind is None or not kind.has_state(state):
         return "unknown"
@@ -87,6 +106,8 @@ class ResourceRow:
     deadline: datetime | None
     deadline_in: str
     deadline_near: bool
+    #: The deadline has passed and the engine has not acted on it yet.
+    overdue: bool
     error: str | None
     created_at: datetime
     age: str
@@ -110,6 +131,7 @@ def resource_row(store: Store, r: Resource, now: datetime) -> ResourceRow:
         deadline=r.deadline,
         deadline_in=since(r.deadline, now),
         deadline_near=left is not None and left < NEAR_DEADLINE,
+        overdue=left is not None and left <= 0,
         error=r.error,
         created_at=r.created_at,
         age=since(r.created_at, now).removesuffix(" ago"),
@@ -138,6 +160,12 @@ def counts_by_kind(store: Store, kinds: list[str] | None = None) -> dict[str, li
             role = row.role or "unknown"
             out[row.kind].append(Count(row.kind, row.state, role, row.count, failure_like(row.state), oldest))
     return {k: sorted(v, key=lambda c: (-c.count, c.state)) for k, v in sorted(out.items())}
+
+
+def badges(counts: list[Count]) -> tuple[dict[str, int], list[str]]:
+    """What a diagram's count badges show for one kind's :func:`counts_by_kind`: each state's count,
+    and the states whose badge is red."""
+    return {c.state: c.count for c in counts}, [c.state for c in counts if c.failing]
 
 
 def _seconds(value: float) -> str:
