@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tenure.errors import ResourceNotFound, UnknownKind
-from tenure.service.auth import require
+from tenure.service.auth import admit
 from tenure.service.bodies import JSONRoute
 from tenure.service.config import Scope, ServiceConfig
 from tenure.service.models import CallbackIn, ReceiptOut
@@ -71,7 +71,7 @@ def post_callback(
     expected = _answered_by(store, body)
     if config.auth and (credentials is not None or config.callbacks_need_client or expected is not None):
         # A client token, where one is sent or required, must be valid and grant "callback".
-        caller = require(Scope.CALLBACK)(request, credentials).client
+        caller = admit(request, credentials, Scope.CALLBACK).client
     if config.auth and expected is not None and caller != expected:
         raise ProblemError(
             CALLBACK_WRONG_CALLER,

@@ -84,7 +84,7 @@ IfMatch = Annotated[
 ]
 
 
-def store_of(request: Request) -> StoreProtocol:
+async def store_of(request: Request) -> StoreProtocol:  # a coroutine: no thread hand-off for a lookup
     store: StoreProtocol = request.app.state.store
     return store
 

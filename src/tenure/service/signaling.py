@@ -187,7 +187,7 @@ class SignalOut(Out):
     replayed: bool
 
 
-def _store(request: Request) -> EngineStore:
+async def _store(request: Request) -> EngineStore:
     store: EngineStore = request.app.state.store
     return store
 

@@ -113,7 +113,7 @@ class SubscriptionPage(_Out):
     next: str | None
 
 
-def subscriptions_of(request: Request) -> Subscriptions:
+async def subscriptions_of(request: Request) -> Subscriptions:
     """The app's subscriptions, over its store's database (made on first use)."""
     found: Subscriptions | None = getattr(request.app.state, "subscriptions", None)
     if found is None:
