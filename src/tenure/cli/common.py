@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tenure.store.protocol import EngineStore
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "DEFAULT_TOKEN_FILE",
     "SERVER_ENV",
     "ConcurrencyOption",
@@ -151,6 +152,9 @@ IfVersionOption = Annotated[
 
 # --- running the engine (tenure worker, tenure serve) ----------------------------------------------
 
+#: Steps a worker process runs at once unless told otherwise: enough in flight for their writes to share
+#: commits (a step mostly waits on the database or a provisioner, not on the processor).
+DEFAULT_CONCURRENCY = 16
 ConcurrencyOption = Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Steps run at once.")]
 LeaseOption = Annotated[
     float, typer.Option("--lease", min=0.1, help="Seconds a claim lasts unless renewed by the heartbeat.")

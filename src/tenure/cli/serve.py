@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tenure.cli.common import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_TOKEN_FILE,
     ConcurrencyOption,
     DatabaseOption,
@@ -46,7 +47,7 @@ def serve(
         ),
     ] = DEFAULT_TOKEN_FILE,
     workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=64, help="Workers to run (0: API only).")] = 1,
-    concurrency: ConcurrencyOption = 4,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     lease: LeaseOption = 30.0,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     verbose: VerboseOption = False,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tenure.cli.common import (
+    DEFAULT_CONCURRENCY,
     ConcurrencyOption,
     DatabaseOption,
     KindsOption,
@@ -86,7 +87,7 @@ def pool_size(workers: int, concurrency: int) -> int:
 def worker(
     database: DatabaseOption = None,
     kinds: KindsOption = None,
-    concurrency: ConcurrencyOption = 4,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     lease: LeaseOption = 30.0,
     poll: PollOption = None,
     name: NameOption = None,
