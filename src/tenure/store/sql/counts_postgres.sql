@@ -45,12 +45,14 @@ UPDATE state_counts_position SET txid = %(to_txid)s::text::xid8, seq = %(to_seq)
 -- name: counts
 -- The folded counts plus the rows not folded yet (above the horizon, committed by now), in one
 -- snapshot: exact as of this statement, however long another transaction holds the horizon back.
-WITH pos AS (
-    SELECT coalesce(max(txid), '0') AS txid, coalesce(max(seq), 0) AS seq FROM state_counts_position
-), recent AS (
+-- (The position comes in as two scalar subqueries, values known before the journal is read, so that
+-- the read is a range of the journal's (txid, seq) index rather than a join with it.)
+WITH recent AS (
     SELECT r.kind, j.from_state, j.to_state
-    FROM pos, journal AS j JOIN resources AS r ON r.id = j.resource_id
-    WHERE (j.txid, j.seq) > (pos.txid, pos.seq) AND j.from_state IS DISTINCT FROM j.to_state
+    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    WHERE (j.txid, j.seq) > ((SELECT coalesce(max(txid), '0') FROM state_counts_position),
+                             (SELECT coalesce(max(seq), 0) FROM state_counts_position))
+      AND j.from_state IS DISTINCT FROM j.to_state
 ), deltas AS (
     SELECT kind, state, n FROM state_counts
     UNION ALL

@@ -1,5 +1,7 @@
 -- Resources per kind and state, kept by folding the journal into state_counts (tenure.store.counts).
--- SQLite has one writer at a time, so journal rows commit in seq order: the position is a seq.
+-- SQLite has one writer at a time, so journal rows commit in seq order: the position is a seq. Reads
+-- start from the journal's range (CROSS JOIN keeps that order: a planner may prefer to walk every
+-- resource and probe its journal).
 
 -- name: position
 SELECT '', seq FROM state_counts_position
@@ -18,7 +20,7 @@ HAVING max(seq) IS NOT NULL
 -- (a creation only adds); bookkeeping rows (@retry, @desired, ...) stay in their state and count nothing.
 WITH moved AS (
     SELECT r.kind, j.from_state, j.to_state
-    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    FROM journal AS j CROSS JOIN resources AS r ON r.id = j.resource_id
     WHERE j.seq > :seq AND j.seq <= :to_seq AND j.from_state IS NOT j.to_state
 ), deltas AS (
     SELECT kind, to_state AS state, 1 AS n FROM moved
@@ -34,12 +36,10 @@ UPDATE state_counts_position SET seq = :to_seq
 
 -- name: counts
 -- The folded counts plus any rows journaled since the fold, in one snapshot.
-WITH pos AS (
-    SELECT coalesce(max(seq), 0) AS seq FROM state_counts_position
-), recent AS (
+WITH recent AS (
     SELECT r.kind, j.from_state, j.to_state
-    FROM pos, journal AS j JOIN resources AS r ON r.id = j.resource_id
-    WHERE j.seq > pos.seq AND j.from_state IS NOT j.to_state
+    FROM journal AS j CROSS JOIN resources AS r ON r.id = j.resource_id
+    WHERE j.seq > (SELECT coalesce(max(seq), 0) FROM state_counts_position) AND j.from_state IS NOT j.to_state
 ), deltas AS (
     SELECT kind, state, n FROM state_counts
     UNION ALL

@@ -292,16 +292,21 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) 
 
 -- name: next_wakeup
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
+-- Each part starts from the index of what is due: the kind filter is a few values, and a planner would
+-- rather walk the kind's resources, every finished one included (OFFSET 0 keeps the subquery first).
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(claim_expires_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
-       (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+       (SELECT min(i.received_at)
+        FROM (SELECT token_hash, resource_id, received_at FROM inbox WHERE applied_at IS NULL OFFSET 0) AS i
+        JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
-        WHERE i.applied_at IS NULL AND r.kind = ANY(%s)
-          AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)),
-       (SELECT u.expires_at FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+        WHERE r.kind = ANY(%s) AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)),
+       (SELECT u.expires_at
+        FROM (SELECT resource_id, expires_at FROM interests ORDER BY expires_at OFFSET 0) AS u
+        JOIN resources AS r ON r.id = u.resource_id
         WHERE r.kind = ANY(%s) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===

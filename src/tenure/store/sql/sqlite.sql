@@ -214,16 +214,18 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT 
 
 -- name: next_wakeup
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
+-- Each part starts from the index of what is due (the kind filter is few values: a planner would
+-- rather walk the kind's index, through every finished resource; CROSS JOIN keeps the order written).
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(claim_expires_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
-       (SELECT min(i.received_at) FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id
+       (SELECT min(i.received_at) FROM inbox AS i INDEXED BY inbox_unapplied CROSS JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
         WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
           AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version)),
-       (SELECT u.expires_at FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+       (SELECT u.expires_at FROM interests AS u INDEXED BY interests_expiry CROSS JOIN resources AS r ON r.id = u.resource_id
         WHERE r.kind IN (SELECT value FROM json_each(?)) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===
@@ -271,7 +273,8 @@ SELECT count(*) FROM inbox WHERE token_hash = ?
 -- Early answers to a step still running (its wait is provisional, at the resource's version) wait
 -- until the step says what it waits for: they are not due yet, and must not crowd out the rest.
 SELECT i.seq, i.token_hash, i.resource_id, i.key, i.status, i.data, i.error, i.received_at, i.applied_at, i.result
-FROM inbox AS i JOIN resources AS r ON r.id = i.resource_id LEFT JOIN waits AS w ON w.token_hash = i.token_hash
+FROM inbox AS i INDEXED BY inbox_unapplied CROSS JOIN resources AS r ON r.id = i.resource_id
+LEFT JOIN waits AS w ON w.token_hash = i.token_hash
 WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
   AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version)
 ORDER BY i.seq LIMIT ?
@@ -281,7 +284,7 @@ UPDATE inbox SET applied_at = ?, result = ? WHERE seq = ? AND applied_at IS NULL
 
 -- name: claim_candidates
 SELECT id, claim_token IS NOT NULL
-FROM resources
+FROM resources INDEXED BY resources_due
 WHERE next_attempt_at <= :now AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(:pairs))
   AND (claim_token IS NULL OR claim_expires_at <= :now)
 ORDER BY next_attempt_at
@@ -390,7 +393,7 @@ UPDATE waits SET version = ? WHERE resource_id = ? AND version = ? AND rules <> 
 
 -- name: expired_uses
 -- Resources with a use that expired, earliest first (the engine's sweep removes them, journaled).
-SELECT u.resource_id FROM interests AS u JOIN resources AS r ON r.id = u.resource_id
+SELECT u.resource_id FROM interests AS u INDEXED BY interests_expiry CROSS JOIN resources AS r ON r.id = u.resource_id
 WHERE u.expires_at <= ? AND r.kind IN (SELECT value FROM json_each(?))
 GROUP BY u.resource_id ORDER BY min(u.expires_at), u.resource_id LIMIT ?
 
