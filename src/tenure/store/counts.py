@@ -25,6 +25,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from tenure.errors import StoreUnavailable
 from tenure.store.database import Database
 from tenure.store.sqlfile import load_queries
 
@@ -32,6 +33,8 @@ __all__ = ["FOLD_BATCH", "StateCounts"]
 
 #: Journal rows folded per transaction.
 FOLD_BATCH = 20_000
+#: Reads of the counts before giving up, should a fold move the position under each of them.
+_READS = 8
 
 
 @cache
@@ -78,10 +81,19 @@ class StateCounts:
 
         Cheap after a :meth:`fold` (it adds only what was journaled since).
         """
-        db = self._db
+        db, sql = self._db, self._sql
         with db.reading() as conn:
-            rows = conn.execute(self._sql["counts"], (db.array_in(list(kinds)),)).fetchall()
-        return {(row[0], row[1]): int(row[2]) for row in rows}
+            for _ in range(_READS):
+                position = conn.execute(sql["read_position"]).fetchone()
+                at = {
+                    "txid": position[0] if position else "0",
+                    "seq": int(position[1]) if position else 0,
+                    "kinds": db.array_in(list(kinds)),
+                }
+                rows = conn.execute(sql["counts"], at).fetchall()
+                if rows and rows[0][3]:
+                    return {(row[0], row[1]): int(row[2]) for row in rows[1:]}
+        raise StoreUnavailable(db.target, f"the counts moved under {_READS} reads in a row")
 
     def oldest(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
         """When the longest-staying resource of each (kind, state) entered it (pairs with none left out)."""

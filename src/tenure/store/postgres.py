@@ -69,7 +69,9 @@ def redact(conninfo: str) -> str:
 
 
 def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    conn.execute("SET TIME ZONE 'UTC'")
+    # tenure's statements are short and walk indexes; compiling one with JIT (which an estimate over a
+    # large table can trigger) costs more than running it.
+    conn.execute("SET TIME ZONE 'UTC'; SET jit = off")
 
 
 def _text(value: Any) -> str | None:

@@ -42,17 +42,19 @@ ON CONFLICT (kind, state) DO UPDATE SET n = state_counts.n + excluded.n
 -- name: advance
 UPDATE state_counts_position SET txid = %(to_txid)s::text::xid8, seq = %(to_seq)s
 
+-- name: read_position
+SELECT txid::text, seq FROM state_counts_position
+
 -- name: counts
 -- The folded counts plus the rows not folded yet (above the horizon, committed by now), in one
 -- snapshot: exact as of this statement, however long another transaction holds the horizon back.
--- (The position comes in as two scalar subqueries, values known before the journal is read, so that
--- the read is a range of the journal's (txid, seq) index rather than a join with it.)
+-- The position read just before comes in as values, so that the planner reads a range of the
+-- journal's (txid, seq) index; the first row says whether it was still the position when this
+-- statement ran (if a fold moved it meanwhile, the caller reads again).
 WITH recent AS (
     SELECT r.kind, j.from_state, j.to_state
     FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
-    WHERE (j.txid, j.seq) > ((SELECT coalesce(max(txid), '0') FROM state_counts_position),
-                             (SELECT coalesce(max(seq), 0) FROM state_counts_position))
-      AND j.from_state IS DISTINCT FROM j.to_state
+    WHERE (j.txid, j.seq) > (%(txid)s::text::xid8, %(seq)s) AND j.from_state IS DISTINCT FROM j.to_state
 ), deltas AS (
     SELECT kind, state, n FROM state_counts
     UNION ALL
@@ -60,7 +62,10 @@ WITH recent AS (
     UNION ALL
     SELECT kind, from_state, -1 FROM recent WHERE from_state IS NOT NULL
 )
-SELECT kind, state, sum(n) FROM deltas WHERE kind = ANY(%s) GROUP BY kind, state HAVING sum(n) <> 0
+SELECT NULL, NULL, NULL, coalesce((SELECT txid::text = %(txid)s AND seq = %(seq)s FROM state_counts_position),
+                                  %(seq)s = 0)
+UNION ALL
+SELECT kind, state, sum(n), NULL FROM deltas WHERE kind = ANY(%(kinds)s) GROUP BY kind, state HAVING sum(n) <> 0
 
 -- name: oldest
 -- When the longest-waiting resource of each (kind, state) entered it.

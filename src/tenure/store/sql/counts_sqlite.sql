@@ -34,12 +34,17 @@ ON CONFLICT (kind, state) DO UPDATE SET n = state_counts.n + excluded.n
 -- name: advance
 UPDATE state_counts_position SET seq = :to_seq
 
+-- name: read_position
+SELECT '', seq FROM state_counts_position
+
 -- name: counts
--- The folded counts plus any rows journaled since the fold, in one snapshot.
+-- The folded counts plus any rows journaled since the fold, in one snapshot. The position read just
+-- before comes in as a value; the first row says whether it was still the position when this
+-- statement ran (if a fold moved it meanwhile, the caller reads again).
 WITH recent AS (
     SELECT r.kind, j.from_state, j.to_state
     FROM journal AS j CROSS JOIN resources AS r ON r.id = j.resource_id
-    WHERE j.seq > (SELECT coalesce(max(seq), 0) FROM state_counts_position) AND j.from_state IS NOT j.to_state
+    WHERE j.seq > :seq AND j.from_state IS NOT j.to_state
 ), deltas AS (
     SELECT kind, state, n FROM state_counts
     UNION ALL
@@ -47,8 +52,12 @@ WITH recent AS (
     UNION ALL
     SELECT kind, from_state, -1 FROM recent WHERE from_state IS NOT NULL
 )
-SELECT kind, state, sum(n) FROM deltas WHERE kind IN (SELECT value FROM json_each(?))
-GROUP BY kind, state HAVING sum(n) <> 0
+SELECT NULL, NULL, NULL, coalesce((SELECT seq = :seq FROM state_counts_position), :seq = 0)
+UNION ALL
+SELECT * FROM (
+    SELECT kind, state, sum(n), NULL FROM deltas WHERE kind IN (SELECT value FROM json_each(:kinds))
+    GROUP BY kind, state HAVING sum(n) <> 0
+)
 
 -- name: oldest
 -- When the longest-waiting resource of each (kind, state) entered it (the two lists pair up by position).
