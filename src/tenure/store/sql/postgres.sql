@@ -109,11 +109,12 @@ RETURNING seq
 -- in at /*columns*/). The cursor 'after' is '' for the first page: every id sorts after it; 'key' is the value the walk is by (the kind,
 -- the desired state, the party).
 --
--- Each block bounds its index's key from both sides with row comparisons, (k, id) > (K, after) and
--- k <= K, rather than k = K AND id > after, and orders by the whole key. It means the same rows in the
--- same order, but an equality would let the planner see the leading columns as fixed and the order as
--- plain id order, which the primary key also gives: it could then walk the primary key filtering as it
--- goes (through every finished resource before the few started ones). Only the index serves this order.
+-- Each block states its cursor as a row comparison on its index's whole key, (k, id) > (K, after), and
+-- orders by that key. With only k = K AND id > after, the planner may see the order as plain id order,
+-- which the primary key also gives, and walk the primary key filtering as it goes (through every
+-- finished resource before the few started ones). The kind and desired walks bound the leading column
+-- from above (k <= K: nothing else comes before the end of its range); the lane and party walks keep
+-- the equality as well, which gives the planner its estimate and the scan its end.
 
 -- name: page_columns
 r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation, r.sharable,
@@ -151,7 +152,7 @@ LIMIT %(limit)s
 -- Starts from the party's interests, kept in resource id order.
 SELECT /*columns*/
 FROM interests AS i JOIN resources AS r ON r.id = i.resource_id
-WHERE (i.party, i.resource_id) > (%(key)s, %(after)s) AND i.party <= %(key)s AND i.expires_at > %(now)s
+WHERE i.party = %(key)s AND (i.party, i.resource_id) > (%(key)s, %(after)s) AND i.expires_at > %(now)s
   /*residual*/
 ORDER BY i.party, i.resource_id
 LIMIT %(limit)s
@@ -162,7 +163,7 @@ SELECT p.* FROM unnest(%(lane_kinds)s::text[], %(lane_states)s::text[]) AS l(kin
 CROSS JOIN LATERAL (
     SELECT /*columns*/
     FROM resources AS r
-    WHERE (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s) AND (r.kind, r.state) <= (l.kind, l.state)
+    WHERE r.kind = l.kind AND r.state = l.state AND (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s)
       /*residual*/
     ORDER BY r.kind, r.state, r.id
     LIMIT %(limit)s
