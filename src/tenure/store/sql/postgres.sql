@@ -114,7 +114,8 @@ RETURNING seq
 -- which the primary key also gives, and walk the primary key filtering as it goes (through every
 -- finished resource before the few started ones). The kind and desired walks bound the leading column
 -- from above (k <= K: nothing else comes before the end of its range); the lane and party walks keep
--- the equality as well, which gives the planner its estimate and the scan its end.
+-- the equalities and the plain cursor as well, which give the planner its estimate and the scan its
+-- start and end.
 
 -- name: page_columns
 r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation, r.sharable,
@@ -152,7 +153,8 @@ LIMIT %(limit)s
 -- Starts from the party's interests, kept in resource id order.
 SELECT /*columns*/
 FROM interests AS i JOIN resources AS r ON r.id = i.resource_id
-WHERE i.party = %(key)s AND (i.party, i.resource_id) > (%(key)s, %(after)s) AND i.expires_at > %(now)s
+WHERE i.party = %(key)s AND i.resource_id > %(after)s AND (i.party, i.resource_id) > (%(key)s, %(after)s)
+  AND i.expires_at > %(now)s
   /*residual*/
 ORDER BY i.party, i.resource_id
 LIMIT %(limit)s
@@ -163,7 +165,8 @@ SELECT p.* FROM unnest(%(lane_kinds)s::text[], %(lane_states)s::text[]) AS l(kin
 CROSS JOIN LATERAL (
     SELECT /*columns*/
     FROM resources AS r
-    WHERE r.kind = l.kind AND r.state = l.state AND (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s)
+    WHERE r.kind = l.kind AND r.state = l.state AND r.id > %(after)s
+      AND (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s)
       /*residual*/
     ORDER BY r.kind, r.state, r.id
     LIMIT %(limit)s
