@@ -8,6 +8,11 @@
   how long it took until the callback was applied and until the next step had run.
   Eclipse EDC's state machine polls every second by default, so it waits 0 to 1 s for each hop.
 * **Idle load**: database transactions per second per idle worker (PostgreSQL's own counters).
+
+``--preload N`` runs every part on a store that already holds N transfers, loaded by ``bench/load.py`` (the
+mix of ``bench/scale.py``: mostly finished with their whole history, 1% due, 1% waiting). The workers and
+this process then run on a clock two days behind, so that the loaded backlog is not due for them, and the
+benchmark follows only the transfers it made.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import load as loader
 from benchkit import scratch_database, unshadow, version
 
 unshadow()
@@ -42,6 +48,30 @@ transfer = transfer_kind()
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TRANSITIONS_PER_LIFECYCLE = 10
+#: --preload: how far behind the machine's clock the workers and this process run (the loaded backlog,
+#: stamped on the machine's clock, is then not due for them).
+PRELOAD_BEHIND = 2 * 86400.0
+#: --preload N (0: an empty store).
+PRELOAD = 0
+
+
+def _clock_kwargs(preload: int) -> dict[str, Any]:
+    """``open_store`` keywords for a store on a preloaded database (its clock behind), or none."""
+    return {"clock": loader.shifted_clock(PRELOAD_BEHIND)} if preload else {}
+
+
+def _preload(url: str, preload: int) -> None:
+    """Load ``preload`` transfers into the migrated store at ``url`` (nothing when 0)."""
+    if not preload:
+        return
+    print(f"  preloading {preload:,} transfers ...", file=sys.stderr, flush=True)
+    loaded = loader.load(url, preload)
+    loader.analyze(url)
+    store = open_store(url, [transfer])
+    try:
+        loader.check_backlog(store, loaded)
+    finally:
+        store.close()
 
 
 class AnnouncingProvisioner(MemoryProvisioner):
@@ -64,8 +94,8 @@ def _steps(queue: Any | None) -> Any:
     return transfer_steps(plugins, kind=transfer)
 
 
-def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency: int) -> None:
-    store = open_store(url, [transfer])
+def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency: int, *, preload: int = 0) -> None:
+    store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(queue), concurrency=concurrency)
     threading.Thread(target=lambda: (stop.wait(), worker.request_stop()), daemon=True).start()
     ready.set()
@@ -78,13 +108,16 @@ def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency
 class Workers:
     """Worker processes on a PostgreSQL database, stopped (SIGTERM-like) at the end."""
 
-    def __init__(self, url: str, count: int, *, queue: Any | None = None, concurrency: int = 4) -> None:
+    def __init__(
+        self, url: str, count: int, *, queue: Any | None = None, concurrency: int = 4, preload: int = 0
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.stop = ctx.Event()
         self.procs = []
         for _ in range(count):
             ready = ctx.Event()
-            p = ctx.Process(target=_worker_main, args=(url, self.stop, ready, queue, concurrency), daemon=True)
+            args = (url, self.stop, ready, queue, concurrency)
+            p = ctx.Process(target=_worker_main, args=args, kwargs={"preload": preload}, daemon=True)
             p.start()
             ready.wait(30)
             self.procs.append(p)
@@ -98,9 +131,13 @@ class Workers:
                 p.kill()
 
 
-def _drive(store: EngineStore, count: int, spec: dict[str, Any]) -> float:
+def _drive(store: EngineStore, count: int, spec: dict[str, Any], preload: int = 0) -> float:
     """Create ``count`` transfers, complete each once started, wait until all are deprovisioned."""
     started = time.perf_counter()
+    if preload:
+        # The store holds other transfers in every state: follow only the ones made here.
+        loader.drive_lifecycles(store, count, window=count, spec=spec)
+        return time.perf_counter() - started
     for i in range(count):
         store.create("transfer", {**spec, "asset": f"asset-{i}"})
     done = 0
@@ -123,27 +160,29 @@ class Lifecycles:
         return self.count / self.seconds
 
 
-def lifecycles_postgres(admin_url: str, workers: int, count: int) -> Lifecycles:
+def lifecycles_postgres(admin_url: str, workers: int, count: int, preload: int = 0) -> Lifecycles:
     with scratch_database(admin_url) as url:
         _migrate(url)
-        pool = Workers(url, workers)
-        store = open_store(url, [transfer])
+        _preload(url, preload)
+        pool = Workers(url, workers, preload=preload)
+        store = open_store(url, [transfer], **_clock_kwargs(preload))
         try:
-            seconds = _drive(store, count, {})
+            seconds = _drive(store, count, {}, preload)
         finally:
             store.close()
             pool.close()
     return Lifecycles(f"PostgreSQL, {workers} worker process{'es' if workers > 1 else ''}", count, seconds)
 
 
-def lifecycles_sqlite(count: int, synchronous: str) -> Lifecycles:
+def lifecycles_sqlite(count: int, synchronous: str, preload: int = 0) -> Lifecycles:
     path = os.path.join(tempfile.mkdtemp(prefix="tenure-bench-engine-"), "engine.db")
     url = f"sqlite:///{path}?synchronous={synchronous}"
     _migrate(url)
-    store = open_store(url, [transfer])
+    _preload(url, preload)
+    store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(None), concurrency=4).start()
     try:
-        seconds = _drive(store, count, {})
+        seconds = _drive(store, count, {}, preload)
     finally:
         worker.stop()
         store.close()
@@ -194,13 +233,14 @@ def _latency_samples(store: EngineStore, queue: Any, samples: int, pause: float)
     return applied, next_step
 
 
-def latency_postgres(admin_url: str, samples: int, pause: float) -> Latency:
+def latency_postgres(admin_url: str, samples: int, pause: float, preload: int = 0) -> Latency:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with scratch_database(admin_url) as url:
         _migrate(url)
-        pool = Workers(url, 1, queue=queue)
-        store = open_store(url, [transfer])
+        _preload(url, preload)
+        pool = Workers(url, 1, queue=queue, preload=preload)
+        store = open_store(url, [transfer], **_clock_kwargs(preload))
         try:
             applied, nxt = _latency_samples(store, queue, samples, pause)
         finally:
@@ -209,14 +249,15 @@ def latency_postgres(admin_url: str, samples: int, pause: float) -> Latency:
     return Latency("PostgreSQL, callback from another process (LISTEN/NOTIFY wake-up)", applied, nxt)
 
 
-def latency_sqlite(samples: int, pause: float) -> Latency:
+def latency_sqlite(samples: int, pause: float, preload: int = 0) -> Latency:
     import queue as stdlib_queue
 
     q: stdlib_queue.Queue[tuple[str, str, str]] = stdlib_queue.Queue()
     path = os.path.join(tempfile.mkdtemp(prefix="tenure-bench-engine-"), "latency.db")
     url = f"sqlite:///{path}"
     _migrate(url)
-    store = open_store(url, [transfer])
+    _preload(url, preload)
+    store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(q), concurrency=4).start()
     try:
         applied, nxt = _latency_samples(store, q, samples, pause)
@@ -226,8 +267,8 @@ def latency_sqlite(samples: int, pause: float) -> Latency:
     return Latency("SQLite FULL, callback in the worker's process", applied, nxt)
 
 
-def _idle_main(url: str, seconds: float, out: Any) -> None:
-    store = open_store(url, [transfer])
+def _idle_main(url: str, seconds: float, out: Any, preload: int = 0) -> None:
+    store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(None)).start()
     try:
         time.sleep(3.0)  # settle: the first passes after start are not idle
@@ -239,13 +280,14 @@ def _idle_main(url: str, seconds: float, out: Any) -> None:
         store.close()
 
 
-def idle_queries(admin_url: str, workers: int, seconds: float) -> list[float]:
+def idle_queries(admin_url: str, workers: int, seconds: float, preload: int = 0) -> list[float]:
     """Database operations per second of each idle worker process (counted by the store itself)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     with scratch_database(admin_url) as url:
         _migrate(url)
-        procs = [ctx.Process(target=_idle_main, args=(url, seconds, out), daemon=True) for _ in range(workers)]
+        _preload(url, preload)
+        procs = [ctx.Process(target=_idle_main, args=(url, seconds, out, preload), daemon=True) for _ in range(workers)]
         for p in procs:
             p.start()
         rates = [float(out.get(timeout=seconds + 60)) for _ in procs]
@@ -275,7 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("lifecycles", "latency", "idle"), help="run one part of the benchmark", default=None
     )
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=PRELOAD,
+        metavar="N",
+        help="run on stores that already hold N transfers (bench/load.py; at least 1,000; each part loads its own)",
+    )
     args = parser.parse_args(argv)
+    preload = int(args.preload)
     part = args.only
     count = 60 if args.quick else 400
     samples = 20 if args.quick else 200
@@ -283,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"tenure engine benchmark{' (quick)' if args.quick else ''}: Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f}); tenure {version('tenure')}"
+        + (f"; every store preloaded with {preload:,} transfers" if preload else "")
     )
     results: list[Lifecycles] = []
     latencies: list[Latency] = []
@@ -292,21 +343,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(
                 _time(
                     f"{count} lifecycles, PostgreSQL, {w} workers",
-                    lambda w=w: lifecycles_postgres(args.postgres_url, w, count),
+                    lambda w=w: lifecycles_postgres(args.postgres_url, w, count, preload),
                 )
             )
     if part in (None, "lifecycles"):
-        results.append(_time(f"{count} lifecycles, SQLite FULL", lambda: lifecycles_sqlite(count, "full")))
-        results.append(_time(f"{count} lifecycles, SQLite NORMAL", lambda: lifecycles_sqlite(count, "normal")))
+        results.append(_time(f"{count} lifecycles, SQLite FULL", lambda: lifecycles_sqlite(count, "full", preload)))
+        results.append(_time(f"{count} lifecycles, SQLite NORMAL", lambda: lifecycles_sqlite(count, "normal", preload)))
     if not args.skip_postgres and part in (None, "latency"):
         latencies.append(
-            _time("callback latency, PostgreSQL", lambda: latency_postgres(args.postgres_url, samples, 0.02))
+            _time("callback latency, PostgreSQL", lambda: latency_postgres(args.postgres_url, samples, 0.02, preload))
         )
     if part in (None, "latency"):
-        latencies.append(_time("callback latency, SQLite", lambda: latency_sqlite(samples, 0.02)))
+        latencies.append(_time("callback latency, SQLite", lambda: latency_sqlite(samples, 0.02, preload)))
     if not args.skip_postgres and part in (None, "idle"):
         for w in (1, 2):
-            rates = _time(f"idle load, {w} workers", lambda w=w: idle_queries(args.postgres_url, w, idle_seconds))
+            rates = _time(
+                f"idle load, {w} workers", lambda w=w: idle_queries(args.postgres_url, w, idle_seconds, preload)
+            )
             idle.append((w, rates))
 
     if results:
