@@ -32,9 +32,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load as loader
+import queue_peer
 from benchkit import scratch_database, unshadow, version
+from queue_peer import QueueRate
 
 unshadow()
+
+import psycopg  # noqa: E402
 
 from tenure.engine import Worker  # noqa: E402
 from tenure.engine.provision import MemoryProvisioner, ProvisionRequest, ProvisionResult  # noqa: E402
@@ -48,6 +52,8 @@ transfer = transfer_kind()
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TRANSITIONS_PER_LIFECYCLE = 10
+#: Steps each worker process runs at once (tenure worker's default).
+CONCURRENCY = 16
 #: --preload: how far behind the machine's clock the workers and this process run (the loaded backlog,
 #: stamped on the machine's clock, is then not due for them).
 PRELOAD_BEHIND = 2 * 86400.0
@@ -154,24 +160,52 @@ class Lifecycles:
     label: str
     count: int
     seconds: float
+    #: Transactions the database committed meanwhile (PostgreSQL; None elsewhere), every client's included.
+    commits: int | None = None
 
     @property
     def per_second(self) -> float:
         return self.count / self.seconds
 
+    @property
+    def commits_per_transition(self) -> str:
+        return "—" if self.commits is None else f"{self.commits / (self.count * TRANSITIONS_PER_LIFECYCLE):.2f}"
 
-def lifecycles_postgres(admin_url: str, workers: int, count: int, preload: int = 0) -> Lifecycles:
+
+def _commits(url: str) -> int:
+    """Transactions the database has committed so far (PostgreSQL's own counter)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def lifecycles_postgres(
+    admin_url: str, workers: int, count: int, preload: int = 0, concurrency: int = CONCURRENCY
+) -> Lifecycles:
     with scratch_database(admin_url) as url:
         _migrate(url)
         _preload(url, preload)
-        pool = Workers(url, workers, preload=preload)
+        pool = Workers(url, workers, preload=preload, concurrency=concurrency)
         store = open_store(url, [transfer], **_clock_kwargs(preload))
         try:
+            time.sleep(1.0)  # the workers' connections report what they did so far
+            before = _commits(url)
             seconds = _drive(store, count, {}, preload)
         finally:
             store.close()
             pool.close()
-    return Lifecycles(f"PostgreSQL, {workers} worker process{'es' if workers > 1 else ''}", count, seconds)
+        time.sleep(0.5)  # a backend reports its last counts when its connection ends
+        commits = _commits(url) - before
+    label = f"PostgreSQL, {workers} worker process{'es' if workers > 1 else ''} ({concurrency} steps each)"
+    return Lifecycles(label, count, seconds, commits)
+
+
+def queue_postgres(admin_url: str, jobs: int) -> QueueRate | None:
+    """pgqueuer (the bench extra) draining ``jobs`` no-op jobs with one process on a scratch database."""
+    if not queue_peer.installed():
+        return None
+    with scratch_database(admin_url) as url:
+        return queue_peer.drain(url, jobs)
 
 
 def lifecycles_sqlite(count: int, synchronous: str, preload: int = 0) -> Lifecycles:
@@ -346,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     lambda w=w: lifecycles_postgres(args.postgres_url, w, count, preload),
                 )
             )
+    queue: QueueRate | None = None
+    if not args.skip_postgres and part in (None, "lifecycles"):
+        jobs = count * TRANSITIONS_PER_LIFECYCLE
+        queue = _time(f"{jobs} pgqueuer jobs, PostgreSQL", lambda: queue_postgres(args.postgres_url, jobs))
     if part in (None, "lifecycles"):
         results.append(_time(f"{count} lifecycles, SQLite FULL", lambda: lifecycles_sqlite(count, "full", preload)))
         results.append(_time(f"{count} lifecycles, SQLite NORMAL", lambda: lifecycles_sqlite(count, "normal", preload)))
@@ -364,15 +402,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if results:
         print("\nFull transfer lifecycles (sync provisioners, 10 transitions each, the client fires 'complete')")
-        widths = (52, 12, 16, 14)
-        print(_row(("setup", "lifecycles", "lifecycles/s", "transitions/s"), widths))
+        widths = (62, 12, 14, 14, 16)
+        print(_row(("setup", "lifecycles", "lifecycles/s", "transitions/s", "commits/transition"), widths))
     for r in results:
         print(
             _row(
-                (r.label, str(r.count), f"{r.per_second:,.1f}", f"{r.per_second * TRANSITIONS_PER_LIFECYCLE:,.0f}"),
+                (
+                    r.label,
+                    str(r.count),
+                    f"{r.per_second:,.1f}",
+                    f"{r.per_second * TRANSITIONS_PER_LIFECYCLE:,.0f}",
+                    r.commits_per_transition,
+                ),
                 widths,
             )
         )
+    if results and not args.skip_postgres and part in (None, "lifecycles"):
+        if queue is None:
+            print("  pgqueuer: not installed (the bench extra)")
+        else:
+            one = next(r for r in results if r.label.startswith("PostgreSQL, 1 "))
+            ratio = one.per_second * TRANSITIONS_PER_LIFECYCLE / queue.per_second
+            print(
+                f"  pgqueuer, one process, batch {queue.batch_size}, on the same server: {queue.per_second:,.0f} no-op "
+                f"jobs/s, {queue.commits_per_job:.2f} commits/job; tenure's transitions/s (1 worker) are "
+                f"{ratio:.2f}x its jobs/s"
+            )
 
     if latencies:
         print("\nCallback latency: from the callback's arrival in the inbox (ms)")
