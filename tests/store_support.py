@@ -7,12 +7,15 @@ a URL, so nothing but plain values crosses the boundary.
 from __future__ import annotations
 
 import random
+import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+import psycopg
 
 from tenure import Conflict, JournalEntry, Kind, Resource, TransitionNotAllowed, open_store
 from tenure.kinds.image import image
@@ -355,3 +358,24 @@ def process_main(
     except BaseException:
         report = Report(actor, error=traceback.format_exc())
     queue.put(report)
+
+
+def settle(store: EngineStore) -> None:
+    """Wait until every committed journal entry is below PostgreSQL's horizon (elsewhere: at once).
+
+    On PostgreSQL the change feed, the counts fold and retention's walk hold back entries above the
+    oldest transaction still running anywhere on the server (other tests' included), so right after a
+    write they may not see it yet.
+    """
+    if getattr(store, "dialect", "") != "postgres":
+        return
+    deadline = time.monotonic() + 20
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM journal WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            assert time.monotonic() < deadline, "a transaction on the server held the journal back for 20 s"
+            time.sleep(0.005)

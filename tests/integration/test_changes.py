@@ -22,7 +22,7 @@ from tenure.store.feed import BEGINNING, Change, Changes
 from tenure.store.postgres import write_params, write_statement
 from tenure.store.protocol import EngineStore
 from tenure.store.write import plan_desired
-from tests.store_support import FakeClock, all_journal, feed_all
+from tests.store_support import FakeClock, all_journal, feed_all, settle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,26 +36,6 @@ def store_url(reused_store_url: str) -> str:
 def _active(store: EngineStore, name: str = "img") -> Resource:
     r = store.create("image", {"name": name})
     return store.fire(store.fire(r, "upload"), "activate")
-
-
-def settle(store: EngineStore) -> None:
-    """Wait until the feed can deliver every committed entry.
-
-    On PostgreSQL the feed holds back entries above the oldest transaction still running anywhere on
-    the server (other tests' included), so right after a write it may not be deliverable yet.
-    """
-    if getattr(store, "dialect", "") != "postgres":
-        return
-    deadline = time.monotonic() + 20
-    with psycopg.connect(store.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FROM journal WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
-            ).fetchone()
-            if row is not None and row[0] == 0:
-                return
-            assert time.monotonic() < deadline, "a transaction on the server held the feed back for 20 s"
-            time.sleep(0.005)
 
 
 def read_all(

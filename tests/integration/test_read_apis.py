@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
-import psycopg
 import pytest
 
 from tenure import Conflict, ResourceNotFound, TransitionNotAllowed, UnknownKind
@@ -17,7 +15,7 @@ from tenure.store.claims import WaitPlan
 from tenure.store.inbox import CallbackStatus, token_hash
 from tenure.store.protocol import EngineStore
 from tests.kinds_for_tests import JOB_WAIT, job
-from tests.store_support import FakeClock
+from tests.store_support import FakeClock, settle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,19 +35,6 @@ def waiting_job(store: EngineStore, token: str = "tok-1", keys: tuple[str, ...] 
     (claim,) = store.claim("w1", [("job", "pending")], lease=LEASE)
     store.fire_claimed(claim, "request", wait=WaitPlan(token_hash(token), keys, RULES))
     return claim.resource.id
-
-
-def settle(store: EngineStore) -> None:
-    """Wait until the feed can deliver every committed entry (on PostgreSQL a transaction running
-    anywhere on the server, another test's included, holds back what committed after it began)."""
-    if getattr(store, "dialect", "") != "postgres":
-        return
-    deadline = time.monotonic() + 20
-    with psycopg.connect(store.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
-        query = "SELECT count(*) FROM journal WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
-        while (row := conn.execute(query).fetchone()) is None or row[0]:
-            assert time.monotonic() < deadline, "a transaction on the server held the feed back for 20 s"
-            time.sleep(0.005)
 
 
 # --- pending waits ---------------------------------------------------------------------------------

@@ -12,13 +12,11 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +30,7 @@ from tenure.store.protocol import EngineStore
 from tenure.store.retention import KEEP_EVERYTHING, PruneReport, RetentionPolicy
 from tests.conftest import KINDS
 from tests.kinds_for_tests import share
-from tests.store_support import FakeClock, all_journal
+from tests.store_support import FakeClock, all_journal, settle
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -110,26 +108,6 @@ def rows_of(store: EngineStore, table: str, resource_id: str) -> int:
     with db.reading() as conn:
         (n,) = conn.execute(f"SELECT count(*) FROM {table} WHERE resource_id = {mark}", (resource_id,)).fetchone()
     return int(n)
-
-
-def settle(store: EngineStore) -> None:
-    """Wait until pruning can see every committed journal entry.
-
-    On PostgreSQL the walk (like the change feed) holds back entries above the oldest transaction still
-    running anywhere on the server (other tests' included), so right after a write it may not see it yet.
-    """
-    if store.dialect != "postgres":
-        return
-    deadline = time.monotonic() + 20
-    with psycopg.connect(store.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FROM journal WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
-            ).fetchone()
-            if row is not None and row[0] == 0:
-                return
-            assert time.monotonic() < deadline, "a transaction on the server held the journal back for 20 s"
-            time.sleep(0.005)
 
 
 def prune_all(store: EngineStore, policy: RetentionPolicy, *, limit: int | None = None) -> tuple[PruneReport, int]:
