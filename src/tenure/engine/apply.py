@@ -26,6 +26,7 @@ from tenure.machine import Kind, Role, State
 from tenure.rules import error_text, printable
 from tenure.store.claims import WaitPlan
 from tenure.store.inbox import token_hash
+from tenure.store.model import Resource
 from tenure.store.protocol import EngineStore
 
 __all__ = ["MAX_RETRY_DELAY", "OutcomeWriter", "call_step", "describe"]
@@ -70,17 +71,34 @@ def describe(exc: BaseException) -> str:
 class OutcomeWriter:
     """Writes the outcomes of a worker's steps to ``store``, as ``worker``, counting them in ``stats``.
 
-    ``rand`` draws the jitter of backoff delays (a number in [0, 1)).
+    ``rand`` draws the jitter of backoff delays (a number in [0, 1)). ``hold`` says, for a kind and
+    the state an event leads to, how long the worker keeps its claim into that state to run the
+    next step at once (None: it lets the claim go with the write).
     """
 
-    def __init__(self, store: EngineStore, stats: WorkerStats, *, worker: str, rand: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: EngineStore,
+        stats: WorkerStats,
+        *,
+        worker: str,
+        rand: Callable[[], float],
+        hold: Callable[[Kind, str], timedelta | None] = lambda kind, state: None,
+    ) -> None:
         self.store = store
         self.stats = stats
         self.worker = worker
         self._rand = rand
+        self._hold = hold
 
-    def apply(self, reg: Registered, state: State, ctx: StepContext, outcome: Outcome) -> None:
+    def apply(
+        self, reg: Registered, state: State, ctx: StepContext, outcome: Outcome, *, chain: bool = False
+    ) -> Resource | None:
         """Write ``outcome`` of the step ``reg`` in ``state`` through the claim of ``ctx``.
+
+        With ``chain``, an event into a state whose step this worker runs keeps the claim (see
+        ``hold``). Returns the resource as written by an event (carrying the claim token if it kept
+        the claim), None for a retry scheduled or a wish given up.
 
         Raises :class:`~tenure.errors.ClaimLost` when the claim no longer holds, and
         :class:`~tenure.errors.InvalidSpec` or :class:`~tenure.errors.InvalidArgument` when the
@@ -95,11 +113,16 @@ class OutcomeWriter:
             problem = _event_problem(kind, r.state, outcome.event)
             if problem is None:
                 try:
-                    store.fire_claimed(
-                        claim, outcome.event, data=outcome.data, actor=self.worker, detail={**detail, **outcome.detail}
+                    after = store.fire_claimed(
+                        claim,
+                        outcome.event,
+                        data=outcome.data,
+                        actor=self.worker,
+                        detail={**detail, **outcome.detail},
+                        hold=self._hold(kind, kind.target(r.state, outcome.event)) if chain else None,
                     )
                     self.stats.advanced += 1
-                    return
+                    return after
                 except TransitionNotAllowed as exc:  # a guard refused it
                     problem = exc.reason or str(exc)
             outcome = Fail(f"step {reg.name} asked to fire {outcome.event!r}: {problem}")
@@ -113,7 +136,7 @@ class OutcomeWriter:
                         claim, outcome.event, data=outcome.data, actor=self.worker, detail=waiting, wait=plan
                     )
                     self.stats.waited += 1
-                    return
+                    return None
                 except TransitionNotAllowed as exc:  # a guard refused it
                     problem = f"event {outcome.event!r}: {exc.reason or exc}"
             outcome = Fail(f"step {reg.name} asked to wait: {problem}")
@@ -134,11 +157,13 @@ class OutcomeWriter:
                     actor=self.worker,
                 )
                 self.stats.retried += 1
-                return
+                return None
             outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
-        self._fail(reg, state, ctx, outcome, detail)
+        return self._fail(reg, state, ctx, outcome, detail, chain=chain)
 
-    def _fail(self, reg: Registered, state: State, ctx: StepContext, outcome: Fail, detail: dict[str, Any]) -> None:
+    def _fail(
+        self, reg: Registered, state: State, ctx: StepContext, outcome: Fail, detail: dict[str, Any], *, chain: bool
+    ) -> Resource | None:
         """Write a step's failure for good: its event (or the state's own), or, at rest, the wish given up."""
         claim, r, store, kind = ctx.claim, ctx.claim.resource, self.store, reg.kind
         if state.role is Role.REST and outcome.event is None:
@@ -147,7 +172,7 @@ class OutcomeWriter:
             error = f"desired state {r.desired_state!r} not reached: step {reg.name} failed: {outcome.error}"
             store.give_up_desired(claim, error=error_text(error), actor=self.worker)
             self.stats.failed += 1
-            return
+            return None
         event = outcome.event or state.on_failure
         assert state.on_failure is not None, "steps of work states are registered only with an on_failure"
         assert event is not None
@@ -156,16 +181,31 @@ class OutcomeWriter:
             outcome, event = Fail(f"{outcome.error} (and its failure event {event!r}: {problem})"), state.on_failure
         error = error_text(outcome.error)
         try:
-            store.fire_claimed(claim, event, data=outcome.data, error=error, actor=self.worker, detail=detail)
+            after = store.fire_claimed(
+                claim,
+                event,
+                data=outcome.data,
+                error=error,
+                actor=self.worker,
+                detail=detail,
+                hold=self._hold(kind, kind.target(r.state, event)) if chain else None,
+            )
         except TransitionNotAllowed as exc:
             if event == state.on_failure:
                 raise  # kind validation keeps the state's own failure event unguarded
             # A guard refused the step's chosen failure event: the state's own one always goes.
             error = error_text(f"{outcome.error} (and its failure event {event!r}: {exc.reason or exc})")
-            store.fire_claimed(
-                claim, state.on_failure, data=outcome.data, error=error, actor=self.worker, detail=detail
+            after = store.fire_claimed(
+                claim,
+                state.on_failure,
+                data=outcome.data,
+                error=error,
+                actor=self.worker,
+                detail=detail,
+                hold=self._hold(kind, kind.target(r.state, state.on_failure)) if chain else None,
             )
         self.stats.failed += 1
+        return after
 
     def record_engine_error(self, reg: Registered | None, ctx: StepContext, exc: Exception) -> None:
         """Count a bug in the engine while it ran the claimed step ``reg`` as a failed attempt.

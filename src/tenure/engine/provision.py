@@ -99,7 +99,6 @@ class ProvisionResult:
         return cls(ProvisionStatus.FAILED, error=error)
 
 
-@dataclass(frozen=True, slots=True)
 class ProvisionRequest:
     """What a provisioner is asked: do ``action`` for ``definition`` of ``resource_id``.
 
@@ -110,15 +109,45 @@ class ProvisionRequest:
     refused as superseded. A kind whose resources provision the same definition more than once (a
     data plane's flow, provisioned again after a suspension) marks each operation, and a new
     operation asks under a new key (see :class:`ProvisionStep`'s ``operation``).
+
+    ``token`` may be given as a function that issues it: the engine passes the step's, which opens
+    the wait a callback is recorded under the first time it is read. A provisioner that answers at
+    once never reads it and costs no write; one that will call back reads it before it hands it out.
     """
 
-    action: str
-    resource_id: str
-    definition: Definition
-    token: str
-    key: str
-    attempt: int
-    idempotency_key: str
+    __slots__ = ("_token", "action", "attempt", "definition", "idempotency_key", "key", "resource_id")
+
+    def __init__(
+        self,
+        action: str,
+        resource_id: str,
+        definition: Definition,
+        *,
+        token: str | Callable[[], str],
+        key: str,
+        attempt: int,
+        idempotency_key: str,
+    ) -> None:
+        self.action = action
+        self.resource_id = resource_id
+        self.definition = definition
+        self._token = token
+        self.key = key
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
+
+    @property
+    def token(self) -> str:
+        """The secret a callback about this ask must carry (issued on the first read)."""
+        if not isinstance(self._token, str):
+            self._token = self._token()
+        return self._token
+
+    def __repr__(self) -> str:  # the token is a secret: never in logs
+        return (
+            f"ProvisionRequest(action={self.action!r}, resource_id={self.resource_id!r}, "
+            f"definition={self.definition!r}, key={self.key!r}, attempt={self.attempt})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -236,7 +265,9 @@ class ProvisionStep:
             # deadline re-asks), so a provisioner can tell a repeat from a new request; the token is
             # the latest ask's.
             key = self.idempotency_key(resource, d)
-            request = ProvisionRequest(self.action, resource.id, d, ctx.token, d.id, attempts, key)
+            request = ProvisionRequest(
+                self.action, resource.id, d, token=lambda: ctx.token, key=d.id, attempt=attempts, idempotency_key=key
+            )
             result = self._call(request)
             entry.update(type=d.type, status=result.status.value, attempts=attempts, error=result.error)
             entry["data"] = dict(result.data)
@@ -288,7 +319,10 @@ class MemoryProvisioner:
 
     def _answer(self, request: ProvisionRequest, data: Mapping[str, Any]) -> ProvisionResult:
         self.requests.append(request)
-        return ProvisionResult.pending() if self.asynchronous else ProvisionResult.done(data)
+        if self.asynchronous:
+            _ = request.token  # handed out now, as a real one would before answering pending
+            return ProvisionResult.pending()
+        return ProvisionResult.done(data)
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
         name = f"{request.resource_id}/{request.definition.id}"

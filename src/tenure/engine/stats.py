@@ -21,6 +21,8 @@ class WorkerStats:
 
     rounds: int = 0
     claimed: int = 0
+    #: Steps run straight after the step before under the same claim (no claim of their own).
+    chained: int = 0
     takeovers: int = 0
     advanced: int = 0
     waited: int = 0

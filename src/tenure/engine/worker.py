@@ -57,6 +57,10 @@ __all__ = ["STEP_BUCKETS", "Worker", "WorkerStats"]
 #: While busy, the longest a worker claims without reading its agenda (callbacks, deadlines, sleep).
 _REPLAN = 0.25
 
+#: The most steps one claim runs in a row (each step's write carrying the claim into the next work
+#: state) before the resource goes back to the queue, so that a long chain does not starve the rest.
+_CHAIN = 32
+
 
 def default_worker_name() -> str:
     """``host:pid:random``: unique among the workers sharing a database."""
@@ -110,7 +114,7 @@ class Worker:
         self._due: list[Due] = sorted({*steps.due_by_version(), *rest_triples(loaded)})
         self._reconciler = Reconciler(store, actor=self.name)
         self._kinds = sorted(store.kinds)
-        self._outcomes = OutcomeWriter(store, self.stats, worker=self.name, rand=rand)
+        self._outcomes = OutcomeWriter(store, self.stats, worker=self.name, rand=rand, hold=self._hold)
         self._waits = WaitSettler(store, self.stats, worker=self.name, kinds=self._kinds)
         self._inflight = InFlight(store, self.stats, worker=self.name)
         self.housekeeping = Housekeeping(store, retention, who=f"worker {self.name}")
@@ -278,10 +282,34 @@ class Worker:
         return ctx
 
     def run_claim(self, claim: Claim) -> None:
-        """Run the step of a claimed resource and apply its outcome (never raises for step errors)."""
+        """Run the step of a claimed resource and apply its outcome (never raises for step errors).
+
+        When the outcome leads to another work state with a step here, that step runs next under
+        the same claim (at most a chain of 32), as the worker loop does.
+        """
         self._run(claim, self._context(claim))
 
+    def _hold(self, kind: Kind, state: str) -> timedelta | None:
+        """How long to keep a claim into ``state`` of ``kind``: a lease when its step runs here next."""
+        if kind.state(state).role is not Role.WORK or self.steps.get(kind.name, state, version=kind.version) is None:
+            return None
+        return self.lease
+
     def _run(self, claim: Claim, ctx: StepContext) -> None:
+        """Run the claimed resource's step, and the steps its writes keep the claim for, one after another."""
+        try:
+            for hop in range(_CHAIN):
+                held = self._attempt(claim, ctx, chain=hop + 1 < _CHAIN and not self._stopping.is_set())
+                if held is None or held.claim_token != claim.token:
+                    return
+                self.stats.chained += 1
+                claim = Claim(held)
+                ctx = self._context(claim)
+        finally:
+            self._inflight.discard(claim.token)
+
+    def _attempt(self, claim: Claim, ctx: StepContext, *, chain: bool) -> Resource | None:
+        """One step and its outcome's write; the resource as written when the write kept the claim."""
         r = claim.resource
         try:
             reg = self.steps.of(r)
@@ -293,35 +321,35 @@ class Worker:
                 done = self._reconciler.reconcile(claim)
                 self.stats.reconciled += done is Reconciled.MOVED
                 self.stats.desired_given_up += done is Reconciled.GAVE_UP
-                return
+                return None
             if reg is None or ctx.lost.is_set():
                 self.store.release(claim)
-                return
+                return None
             state = reg.kind.state(r.state)
             spent = state.backoff.max_attempts
             if claim.takeover and r.attempts >= spent:
                 # Each holder before died or stalled past its lease mid-step (a crash the step
                 # causes, say): those were attempts too, and the budget is spent.
                 why = "every worker that ran it died or stalled past its lease"
-                self._outcomes.apply(reg, state, ctx, Fail(f"gave up after {r.attempts} attempts: {why}"))
-                return
+                failed = Fail(f"gave up after {r.attempts} attempts: {why}")
+                return self._outcomes.apply(reg, state, ctx, failed, chain=chain)
             started = time.perf_counter()
             outcome = call_step(reg, ctx)
             self.stats.record_step(time.perf_counter() - started)
             if self._stopping.is_set() and ctx.lost.is_set():
-                return
+                return None
             if isinstance(outcome, Reconcile) and state.role is Role.REST and not ctx.lost.is_set():
                 done = self._reconciler.reconcile(claim)
                 self.stats.reconciled += done is Reconciled.MOVED
                 self.stats.desired_given_up += done is Reconciled.GAVE_UP
-                return
+                return None
             try:
-                self._outcomes.apply(reg, state, ctx, outcome)
+                return self._outcomes.apply(reg, state, ctx, outcome, chain=chain)
             except (InvalidSpec, InvalidArgument) as exc:
                 # The outcome itself cannot be stored (data that is not JSON, say): that is the
                 # step's failure, recorded without the offending data.
                 failure = Fail(f"step {reg.name} ended in an outcome that cannot be stored: {exc}")
-                self._outcomes.apply(reg, state, ctx, failure)
+                return self._outcomes.apply(reg, state, ctx, failure, chain=chain)
         except ClaimLost as exc:
             self.stats.claims_lost += 1
             log.info("worker %s: %s", self.name, exc, extra=about(r))
@@ -341,8 +369,7 @@ class Worker:
             self.stats.engine_errors += 1
             log.exception("worker %s: unexpected error running %s", self.name, r.id, extra=about(r))
             self._outcomes.record_engine_error(self.steps.of(r), ctx, exc)
-        finally:
-            self._inflight.discard(claim.token)
+        return None
 
     @staticmethod
     def _leaves(kind: Kind, r: Resource) -> bool:

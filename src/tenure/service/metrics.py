@@ -24,6 +24,7 @@ __all__ = ["Metrics"]
 #: (metric suffix, WorkerStats attribute, help)
 _WORKER_COUNTERS = (
     ("claims", "claimed", "Resources claimed by workers"),
+    ("steps_chained", "chained", "Steps run under the claim of the step before (not claimed again)"),
     ("claim_takeovers", "takeovers", "Claims taken over from a worker whose claim had expired"),
     ("steps_advanced", "advanced", "Steps that ended by firing an event"),
     ("steps_waited", "waited", "Steps that ended in a wait state"),

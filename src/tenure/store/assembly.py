@@ -253,8 +253,11 @@ class DatabaseStore:
         actor: str | None = None,
         detail: Mapping[str, Any] | None = None,
         wait: WaitPlan | None = None,
+        hold: timedelta | None = None,
     ) -> Resource:
-        return self._claims.fire_claimed(claim, event, data=data, error=error, actor=actor, detail=detail, wait=wait)
+        return self._claims.fire_claimed(
+            claim, event, data=data, error=error, actor=actor, detail=detail, wait=wait, hold=hold
+        )
 
     def fire_settling(
         self,

@@ -10,6 +10,7 @@ the step ran is refused with :class:`~tenure.errors.ClaimLost`, and nothing is w
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -173,13 +174,26 @@ class Claims:
         actor: str | None = None,
         detail: Mapping[str, Any] | None = None,
         wait: WaitPlan | None = None,
+        hold: timedelta | None = None,
     ) -> Resource:
         """Fire ``event`` as the claim holder: refused with ClaimLost unless the claim still holds.
 
-        With ``wait``, the wait the target state waits on is opened in the same transaction.
+        With ``wait``, the wait the target state waits on is opened in the same transaction. With
+        ``hold``, a write that leaves the resource due at once (a work state) keeps the claim, under
+        the same token, for ``hold`` from now: the worker runs the next step without claiming again.
+        The returned resource says which it was: it carries the claim token only if it was held.
         """
         return self._fire_fenced(
-            claim.resource, event, token=claim.token, data=data, error=error, actor=actor, detail=detail, wait=wait
+            claim.resource,
+            event,
+            token=claim.token,
+            data=data,
+            error=error,
+            actor=actor,
+            detail=detail,
+            wait=wait,
+            hold=hold,
+            holder=claim.resource.claimed_by,
         )
 
     def fire_settling(
@@ -224,19 +238,21 @@ class Claims:
         wait: WaitPlan | None = None,
         settle: Sequence[int] = (),
         result: str = "",
+        hold: timedelta | None = None,
+        holder: str | None = None,
     ) -> Resource:
         def plan(snapshot: Resource) -> Write:
+            now = self._clock()
             write = plan_fire(
-                self._kind.of(snapshot),
-                snapshot,
-                event,
-                self._clock(),
-                data=data,
-                error=error,
-                actor=actor,
-                detail=detail,
+                self._kind.of(snapshot), snapshot, event, now, data=data, error=error, actor=actor, detail=detail
             )
             write.token, write.wait, write.settle, write.settle_result = token, wait, settle, result
+            after = write.after
+            due = after.next_attempt_at is not None and after.next_attempt_at <= now and after.deadline is None
+            if hold is not None and token is not None and due:
+                write.after = dataclasses.replace(
+                    after, claim_token=token, claimed_by=holder, claim_expires_at=now + hold
+                )
             return write
 
         return self._commit_fenced(before, token, plan)

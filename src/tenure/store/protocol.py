@@ -339,8 +339,13 @@ class EngineStore(Store, Protocol):
         actor: str | None = None,
         detail: Mapping[str, Any] | None = None,
         wait: WaitPlan | None = None,
+        hold: timedelta | None = None,
     ) -> Resource:
-        """Fire as the claim holder (raises ClaimLost once the claim no longer holds)."""
+        """Fire as the claim holder (raises ClaimLost once the claim no longer holds).
+
+        With ``hold``, a resource left due at once keeps the claim for that long (the returned
+        resource carries the token then): the holder runs its next step without claiming it again.
+        """
         ...
 
     def fire_settling(

@@ -116,8 +116,13 @@ class Write:
 
     @property
     def makes_due(self) -> bool:
-        """Whether the new row is something a worker will pick up (a step due, or a deadline)."""
-        return self.after.next_attempt_at is not None or self.after.deadline is not None
+        """Whether the new row is something a worker will pick up (a step due, or a deadline).
+
+        A row the writing worker keeps claimed into its next step is due for that worker alone.
+        """
+        after = self.after
+        held = after.claim_token is not None and not self.keeps_claim
+        return (after.next_attempt_at is not None and not held) or after.deadline is not None
 
 
 class Committer(Protocol):

@@ -78,12 +78,14 @@ class MemoryAsyncProvisioner:
         if failure is not None and not isinstance(failure, str):
             return ProvisionResult.failed("spec.fail and spec.failDeprovision must be text (why it fails)")
 
+        token = request.token  # issued (its wait opened) before answering pending, not when the timer fires
+
         def answer() -> None:
             status = ProvisionStatus.FAILED if failure else ProvisionStatus.DONE
             try:
                 receipt = self.inbox.deliver(
                     request.resource_id,
-                    request.token,
+                    token,
                     request.key,
                     status.value,
                     data=None if failure else made,

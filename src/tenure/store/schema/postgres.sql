@@ -168,7 +168,7 @@ END
 $$;
 
 CREATE TRIGGER resources_work AFTER INSERT OR UPDATE OF next_attempt_at, deadline ON resources
-    FOR EACH ROW WHEN (NEW.next_attempt_at IS NOT NULL OR NEW.deadline IS NOT NULL)
+    FOR EACH ROW WHEN (NEW.deadline IS NOT NULL OR (NEW.next_attempt_at IS NOT NULL AND NEW.claim_token IS NULL))
     EXECUTE FUNCTION tenure_notify_work();
 
 CREATE TRIGGER inbox_work AFTER INSERT ON inbox

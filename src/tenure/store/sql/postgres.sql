@@ -34,7 +34,9 @@ FROM resources WHERE idempotency_key = %s
 -- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it). It
 -- matches only while the row is still at the version and state the write was planned from and, when a
 -- claim token is given, still claimed under it. A write that keeps the claim (a desired state) leaves
--- the claim, and the attempt count a takeover may have bumped without a new version, alone.
+-- the claim, and the attempt count a takeover may have bumped without a new version, alone. Otherwise
+-- the claim is what the write says: none, or the writer's own claim carried into the next state,
+-- whose step the same worker runs at once.
 -- PostgresDatabase.commit sends it as one statement with the write's side rows (the write_* blocks
 -- that apply, each a CTE) and its journal row (write_journal): every part is written only if the swap
 -- matched, in one round trip, committed together.
@@ -44,9 +46,9 @@ WITH moved AS (
         attempts = CASE WHEN %(keeps_claim)s THEN attempts ELSE %(attempts)s END, entered_at = %(entered_at)s,
         next_attempt_at = %(next_attempt_at)s, deadline = %(deadline)s, desired_state = %(desired_state)s,
         generation = %(generation)s, observed_generation = %(observed_generation)s, updated_at = %(now)s,
-        claim_token = CASE WHEN %(keeps_claim)s THEN claim_token END,
-        claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by END,
-        claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at END,
+        claim_token = CASE WHEN %(keeps_claim)s THEN claim_token ELSE %(claim_token)s END,
+        claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by ELSE %(claimed_by)s END,
+        claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at ELSE %(claim_expires_at)s::timestamptz END,
         in_use_by = coalesce(%(in_use_by)s, in_use_by), forced_generation = coalesce(%(forced)s, forced_generation)
     WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)

@@ -13,12 +13,14 @@ ON CONFLICT (idempotency_key) DO NOTHING
 -- only while the row is still at the version and state the write was planned from and, when a claim
 -- token is given (?17), still claimed under it. A write that keeps the claim (?13: a desired state)
 -- leaves the claim, and the attempt count a takeover may have bumped without a new version, alone.
+-- Otherwise the claim is what the write says (?20-?22): none, or the writer's own claim carried into
+-- the next state, whose step the same worker runs at once.
 UPDATE resources
 SET state = ?1, version = ?2, data = coalesce(?3, data), error = ?4,
     attempts = CASE WHEN ?13 THEN attempts ELSE ?5 END, entered_at = ?6, next_attempt_at = ?7, deadline = ?8,
     desired_state = ?9, generation = ?10, observed_generation = ?11, updated_at = ?12,
-    claim_token = CASE WHEN ?13 THEN claim_token END, claimed_by = CASE WHEN ?13 THEN claimed_by END,
-    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at END, in_use_by = coalesce(?18, in_use_by),
+    claim_token = CASE WHEN ?13 THEN claim_token ELSE ?20 END, claimed_by = CASE WHEN ?13 THEN claimed_by ELSE ?21 END,
+    claim_expires_at = CASE WHEN ?13 THEN claim_expires_at ELSE ?22 END, in_use_by = coalesce(?18, in_use_by),
     forced_generation = coalesce(?19, forced_generation)
 WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17)
 
