@@ -18,9 +18,11 @@ benchmark follows only the transfers it made.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import platform
+import queue as queue_module
 import statistics
 import sys
 import tempfile
@@ -99,15 +101,19 @@ def _steps(queue: Any | None) -> Any:
     return transfer_steps(plugins, kind=transfer)
 
 
-def _worker_main(url: str, stop: Any, ready: Any, queue: Any | None, concurrency: int, *, preload: int = 0) -> None:
+def _worker_main(
+    url: str, stop: Any, ready: Any, queue: Any | None, *, concurrency: int, cpu: Any, preload: int = 0
+) -> None:
     store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(queue), concurrency=concurrency)
     threading.Thread(target=lambda: (stop.wait(), worker.request_stop()), daemon=True).start()
     ready.set()
+    started = time.process_time()  # imports and start-up left out: the CPU the work itself took
     try:
         worker.run()
     finally:
         store.close()
+        cpu.put((time.process_time() - started, worker.stats.steps_run))
 
 
 class Workers:
@@ -118,11 +124,15 @@ class Workers:
     ) -> None:
         ctx = mp.get_context("spawn")
         self.stop = ctx.Event()
+        self._cpu = ctx.Queue()
+        #: After close: (CPU seconds, steps run) of each worker process while it ran.
+        self.cpu: list[tuple[float, int]] = []
         self.procs = []
         for _ in range(count):
             ready = ctx.Event()
-            args = (url, self.stop, ready, queue, concurrency)
-            p = ctx.Process(target=_worker_main, args=args, kwargs={"preload": preload}, daemon=True)
+            args = (url, self.stop, ready, queue)
+            kwargs = {"concurrency": concurrency, "cpu": self._cpu, "preload": preload}
+            p = ctx.Process(target=_worker_main, args=args, kwargs=kwargs, daemon=True)
             p.start()
             ready.wait(30)
             self.procs.append(p)
@@ -134,23 +144,19 @@ class Workers:
             p.join(30)
             if p.is_alive():
                 p.kill()
+        with contextlib.suppress(queue_module.Empty):
+            for _ in self.procs:
+                self.cpu.append(self._cpu.get(timeout=5))
 
 
-def _drive(store: EngineStore, count: int, spec: dict[str, Any], preload: int = 0) -> float:
-    """Create ``count`` transfers, complete each once started, wait until all are deprovisioned."""
+def _drive(store: EngineStore, count: int, spec: dict[str, Any]) -> float:
+    """Create ``count`` transfers, complete each once started, wait until all are deprovisioned.
+
+    The client follows its transfers through the change feed, as a client would (and as it must on
+    a preloaded store, which holds other transfers in every state): its reads cost what is new.
+    """
     started = time.perf_counter()
-    if preload:
-        # The store holds other transfers in every state: follow only the ones made here.
-        loader.drive_lifecycles(store, count, window=count, spec=spec)
-        return time.perf_counter() - started
-    for i in range(count):
-        store.create("transfer", {**spec, "asset": f"asset-{i}"})
-    done = 0
-    while done < count:
-        for r in store.list(kind="transfer", state="started", limit=1000).items:
-            store.fire(r.id, "complete")
-        done = len(store.list(kind="transfer", state="deprovisioned", limit=1000).items)
-        time.sleep(0.01)
+    loader.drive_lifecycles(store, count, window=count, spec=spec)
     return time.perf_counter() - started
 
 
@@ -161,10 +167,19 @@ class Lifecycles:
     seconds: float
     #: Writing transactions meanwhile (PostgreSQL; None elsewhere), the client's creates and events included.
     commits: int | None = None
+    #: CPU seconds the worker processes took and the steps they ran (PostgreSQL; None elsewhere).
+    worker_cpu: tuple[float, int] | None = None
 
     @property
     def per_second(self) -> float:
         return self.count / self.seconds
+
+    @property
+    def cpu_per_step(self) -> str:
+        """Worker CPU per step run, in milliseconds (every thread of the process: loop, steps, pool)."""
+        if self.worker_cpu is None or not self.worker_cpu[1]:
+            return "—"
+        return f"{1000 * self.worker_cpu[0] / self.worker_cpu[1]:.2f}"
 
     @property
     def commits_per_transition(self) -> str:
@@ -181,13 +196,14 @@ def lifecycles_postgres(
         store = open_store(url, [transfer], **_clock_kwargs(preload))
         try:
             before = queue_peer.writing_transactions(url)
-            seconds = _drive(store, count, {}, preload)
+            seconds = _drive(store, count, {})
             commits = queue_peer.writing_transactions(url) - before
         finally:
             store.close()
             pool.close()
+    cpu = (sum(c for c, _ in pool.cpu), sum(n for _, n in pool.cpu)) if len(pool.cpu) == workers else None
     label = f"PostgreSQL, {workers} worker process{'es' if workers > 1 else ''} ({concurrency} steps each)"
-    return Lifecycles(label, count, seconds, commits)
+    return Lifecycles(label, count, seconds, commits, cpu)
 
 
 def queue_postgres(admin_url: str, jobs: int) -> QueueRate | None:
@@ -206,7 +222,7 @@ def lifecycles_sqlite(count: int, synchronous: str, preload: int = 0) -> Lifecyc
     store = open_store(url, [transfer], **_clock_kwargs(preload))
     worker = Worker(store, _steps(None), concurrency=4).start()
     try:
-        seconds = _drive(store, count, {}, preload)
+        seconds = _drive(store, count, {})
     finally:
         worker.stop()
         store.close()
@@ -351,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preload = int(args.preload)
     part = args.only
-    count = 60 if args.quick else 400
+    count = 60 if args.quick else 1000
     samples = 20 if args.quick else 200
     idle_seconds = 5.0 if args.quick else 20.0
     print(
@@ -392,8 +408,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if results:
         print("\nFull transfer lifecycles (sync provisioners, 10 transitions each, the client fires 'complete')")
-        widths = (62, 12, 14, 14, 16)
-        print(_row(("setup", "lifecycles", "lifecycles/s", "transitions/s", "writing txns/transition"), widths))
+        widths = (50, 11, 13, 14, 24, 22)
+        head = (
+            "setup",
+            "lifecycles",
+            "lifecycles/s",
+            "transitions/s",
+            "writing txns/transition",
+            "worker CPU/step (ms)",
+        )
+        print(_row(head, widths))
     for r in results:
         print(
             _row(
@@ -403,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r.per_second:,.1f}",
                     f"{r.per_second * TRANSITIONS_PER_LIFECYCLE:,.0f}",
                     r.commits_per_transition,
+                    r.cpu_per_step,
                 ),
                 widths,
             )

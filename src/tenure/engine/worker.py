@@ -243,6 +243,7 @@ class Worker:
         done = self.apply_callbacks() + self.sweep_deadlines() + self.sweep_uses()
         claims = self.store.claim(self.name, self._due, limit=self.batch, lease=self.lease) if self._due else []
         for claim in claims:
+            self._count(claim)
             self.run_claim(claim)
         return done + len(claims)
 
@@ -258,13 +259,16 @@ class Worker:
 
     def _submit(self, claim: Claim) -> None:
         assert self._pool is not None
-        self.stats.claimed += 1
-        self.stats.takeovers += claim.takeover
+        self._count(claim)
         # Counted as in flight from now, not from when a pool thread picks it up: the loop must not
         # claim more than it can run, and the heartbeat must renew it while it queues.
         ctx = self._context(claim)
         future: Future[None] = self._pool.submit(self._run, claim, ctx)
         future.add_done_callback(lambda _f: self.store.signal.notify())
+
+    def _count(self, claim: Claim) -> None:
+        self.stats.claimed += 1
+        self.stats.takeovers += claim.takeover
 
     # --- one step ------------------------------------------------------------------------------
 
