@@ -166,7 +166,7 @@ def patch_resource(
     response: Response,
     request: Request,
     if_match: IfMatch = None,
-) -> ResourceOut:
+) -> Response:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
     check_id(resource_id)
@@ -196,7 +196,7 @@ def patch_resource(
     if not isinstance(desired, Keep) and desire_pending(r):
         response.status_code = 202
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)
 
 
 def _uses_patch(store: StoreProtocol, body: PatchIn) -> tuple[dict[str, timedelta | None], list[str]]:
@@ -356,7 +356,7 @@ def force_teardown(
     response: Response,
     request: Request,
     if_match: IfMatch = None,
-) -> ResourceOut:
+) -> Response:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
     check_id(resource_id)
@@ -366,4 +366,4 @@ def force_teardown(
         raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("force")
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)

@@ -8,9 +8,11 @@ state and the events it allows.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from tenure.errors import Conflict, IdempotencyKeyReused, InvalidArgument, ResourceNotFound
 from tenure.service.auth import Caller, require
@@ -91,6 +93,9 @@ async def store_of(request: Request) -> StoreProtocol:  # a coroutine: no thread
 
 Store = Annotated[StoreProtocol, Depends(store_of)]
 
+JSON = "application/json"
+T = TypeVar("T")
+
 
 def etag(r: Resource) -> str:
     return f'"{r.version}"'
@@ -101,10 +106,30 @@ def represent(store: StoreProtocol, r: Resource) -> ResourceOut:
     return ResourceOut.seen_in(store, r)
 
 
-def answer(response: Response, store: StoreProtocol, r: Resource) -> ResourceOut:
-    """``r`` as the answer, with its version as the ETag."""
-    response.headers["ETag"] = etag(r)
-    return represent(store, r)
+def answer(request: Request, response: Response, store: StoreProtocol, r: Resource) -> Response:
+    """``r`` as the answer: its JSON, its version as the ETag, and what the endpoint set on ``response``.
+
+    The JSON is made here, once: handed back as a model, it would be validated again against the
+    route's model and encoded twice over. The status is the one the endpoint set on ``response``,
+    else the route's own.
+    """
+    headers = dict(response.headers)
+    headers["ETag"] = etag(r)
+    body = represent(store, r).model_dump_json().encode()
+    status = response.status_code or getattr(request.scope.get("route"), "status_code", None) or 200
+    return Response(body, status_code=status, headers=headers, media_type=JSON)
+
+
+async def read(store: StoreProtocol, call: Callable[[], T]) -> T:
+    """``call()``, a read of ``store``: on SQLite right here, elsewhere on a worker thread.
+
+    A SQLite read is a lookup in a local file, a few microseconds: handing it to a thread and back
+    costs the event loop more than the read. A read of a database server waits for the network, and
+    the loop must go on meanwhile.
+    """
+    if store.dialect == "sqlite":
+        return call()
+    return await run_in_threadpool(call)
 
 
 def parse_if_match(header: str | None) -> int | None:
@@ -200,7 +225,7 @@ def create_resource(
             description=f"1 to {MAX_IDEMPOTENCY_KEY} characters; send the same key again to get the same resource",
         ),
     ] = None,
-) -> ResourceOut:
+) -> Response:
     # The id is chosen here so that a replay (the store hands back what the key made before) can be
     # told from a creation whatever the timing of concurrent requests with the same key.
     fresh = new_id()
@@ -223,7 +248,7 @@ def create_resource(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)
 
 
 @router.get(
@@ -305,20 +330,20 @@ def list_resources(
         **problem_responses(401, 403, 404, 503),
     },
 )
-def get_resource(
+async def get_resource(
     resource_id: str,
     store: Store,
     caller: Caller,
     response: Response,
     request: Request,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-) -> Any:
+) -> Response:
     request.state.resource_id = resource_id
-    r = fetch(store, resource_id)
+    r = await read(store, lambda: fetch(store, resource_id))
     request.state.resource = r
     if if_none_match is not None and _matches_any(if_none_match, r):
         return Response(status_code=304, headers={"ETag": etag(r)})
-    return answer(response, store, r)
+    return answer(request, response, store, r)
 
 
 @router.post(
@@ -338,7 +363,7 @@ def fire_event(
     response: Response,
     request: Request,
     if_match: IfMatch = None,
-) -> ResourceOut:
+) -> Response:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
     check_id(resource_id)
@@ -348,7 +373,7 @@ def fire_event(
         raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("event")
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)
 
 
 @router.put(
@@ -369,7 +394,7 @@ def set_desired_state(
     response: Response,
     request: Request,
     if_match: IfMatch = None,
-) -> ResourceOut:
+) -> Response:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
     check_id(resource_id)
@@ -381,7 +406,7 @@ def set_desired_state(
         raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("desired")
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)
 
 
 @router.get(

@@ -51,7 +51,7 @@ def retry_now(
     response: Response,
     request: Request,
     if_match: IfMatch = None,
-) -> ResourceOut:
+) -> Response:
     pinned = parse_if_match(if_match)
     request.state.resource_id = resource_id
     check_id(resource_id)
@@ -61,4 +61,4 @@ def retry_now(
         raise precondition(exc, pinned) from None
     request.app.state.metrics.count_write("retry")
     request.state.resource = r
-    return answer(response, store, r)
+    return answer(request, response, store, r)
