@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from tenure.engine.outcome import Advance, Fail, Outcome, RetryLater, Wait
 from tenure.engine.steps import StepContext
-from tenure.errors import InvalidArgument, TenureError
+from tenure.errors import InvalidArgument, StoreUnavailable, TenureError
 from tenure.store.model import Resource
 
 __all__ = [
@@ -225,6 +225,10 @@ class ProvisionStep:
             return ProvisionResult.failed(f"the {request.definition.type!r} provisioner cannot {self.action}")
         try:
             result = method(request)
+        except StoreUnavailable:
+            # tenure's own database (issuing the callback token opens a wait there), not the
+            # provisioner's answer: the step fails and is retried, as for any outage.
+            raise
         except TenureError as exc:
             return ProvisionResult.failed(str(exc))
         except Exception as exc:

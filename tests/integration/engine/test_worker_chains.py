@@ -264,12 +264,12 @@ def test_a_chained_claim_is_renewed_by_the_heartbeat(
             poll_interval=0.05,
         )
     )
+    r = real_store.create("pipeline")
+    assert step.reached("build").wait(10)
     other = Stepper()
     second = start_worker(
         Worker(open_engine_store([pipeline]), steps_for(pipeline, other, WORK), name="second", poll_interval=0.05)
     )
-    r = real_store.create("pipeline")
-    assert step.reached("build").wait(10)
     ends = time.monotonic() + 4 * lease.total_seconds()
     while time.monotonic() < ends:  # several leases long, with the other worker looking for work
         time.sleep(0.05)
