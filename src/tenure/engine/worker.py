@@ -294,8 +294,13 @@ class Worker:
         self._run(claim, self._context(claim))
 
     def _hold(self, kind: Kind, state: str) -> timedelta | None:
-        """How long to keep a claim into ``state`` of ``kind``: a lease when its step runs here next."""
-        if kind.state(state).role is not Role.WORK or self.steps.get(kind.name, state, version=kind.version) is None:
+        """How long to keep a claim into ``state`` of ``kind``: a lease when its step runs here next.
+
+        Decided as the write is made: a worker asked to stop meanwhile lets the claim go with it.
+        """
+        if self._stopping.is_set() or kind.state(state).role is not Role.WORK:
+            return None
+        if self.steps.get(kind.name, state, version=kind.version) is None:
             return None
         return self.lease
 
@@ -303,11 +308,16 @@ class Worker:
         """Run the claimed resource's step, and the steps its writes keep the claim for, one after another."""
         try:
             for hop in range(_CHAIN):
-                held = self._attempt(claim, ctx, chain=hop + 1 < _CHAIN and not self._stopping.is_set())
+                held = self._attempt(claim, ctx, chain=hop + 1 < _CHAIN)
                 if held is None or held.claim_token != claim.token:
                     return
-                self.stats.chained += 1
                 claim = Claim(held)
+                if self._stopping.is_set():
+                    # Asked to stop since the write kept the claim: hand the next step to whoever comes.
+                    with contextlib.suppress(TenureError):
+                        self.store.release(claim)
+                    return
+                self.stats.chained += 1
                 ctx = self._context(claim)
         finally:
             self._inflight.discard(claim.token)
@@ -367,6 +377,12 @@ class Worker:
             # The outcome is lost with the connection; the claim expires and the step runs again.
             self.stats.store_errors += 1
             log.warning("worker %s: could not record the outcome for %s: %s", self.name, r.id, exc, extra=about(r))
+            if chain:
+                # The write may have committed, keeping the claim into the next state, with only its
+                # answer lost: should the database be back, hand the row back now, not after a lease
+                # and an attempt counted against it. By token: right whichever way the write went.
+                with contextlib.suppress(TenureError):
+                    self.store.release(claim)
         except Exception as exc:
             # A bug in the engine (step errors never get here): say so, and count it as a failed
             # attempt, so that it backs off and ends in the failure event instead of looping.

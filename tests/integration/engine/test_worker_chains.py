@@ -224,6 +224,27 @@ def test_a_stopping_worker_lets_the_claim_go_with_its_write(store: EngineStore) 
     assert [state for _, state, _ in step.calls] == ["fetch"]
 
 
+def test_a_stop_asked_while_a_step_runs_lets_the_claim_go_with_that_steps_write(
+    real_store: EngineStore, gate: Gate, in_thread: Callable[[Callable[[], object]], threading.Thread]
+) -> None:
+    real_store.register(pipeline)
+    release = gate()
+    step = Stepper(hold={"fetch": release})
+    worker = Worker(real_store, steps_for(pipeline, step, WORK), name="w", poll_interval=0.05).start()
+    r = real_store.create("pipeline")
+    assert step.reached("fetch").wait(10)
+
+    worker.request_stop()
+    release.set()
+    stopping = in_thread(lambda: worker.stop(timeout=10))
+    stopping.join(15)
+
+    after = real_store.get(r.id)
+    assert (after.state, after.claim_token) == ("build", None)
+    assert after.next_attempt_at is not None, "due for whoever comes next"
+    assert [state for _, state, _ in step.calls] == ["fetch"]
+
+
 def test_a_client_event_during_a_chained_step_refuses_its_outcome(
     real_store: EngineStore, start_worker: Callable[[Worker], Worker], gate: Gate, eventually: Eventually
 ) -> None:

@@ -349,11 +349,14 @@ ORDER BY registered_at, party
 -- A page of the change feed after the position (seq: one writer at a time hands seqs out in commit
 -- order, so nothing can appear below the last one read), and the frontier, the last seq. The
 -- columns are those of the PostgreSQL query, whose positions also carry a transaction id (0 here).
+-- The frontier is a scalar subquery, which SQLite answers from the end of the journal's key; as a
+-- plain aggregate joined below it read the whole journal. The resources are LEFT JOINed (every entry
+-- has its resource): for an inner join SQLite builds a Bloom filter over every resource first.
 WITH frontier AS (
-    SELECT max(seq) AS seq FROM journal
+    SELECT (SELECT max(seq) FROM journal) AS seq
 ), page AS (
     SELECT j.seq, j.resource_id, j.version, j.event, j.from_state, j.to_state, j.actor, j.at, j.detail, r.kind
-    FROM journal AS j JOIN resources AS r ON r.id = j.resource_id
+    FROM journal AS j LEFT JOIN resources AS r ON r.id = j.resource_id
     WHERE j.seq > :seq
       AND (:kind IS NULL OR r.kind = :kind)
       AND (:resource_id IS NULL OR j.resource_id = :resource_id)
