@@ -468,7 +468,8 @@ def test_a_failing_chore_is_counted_and_tried_again_later(store_url: str, clock:
     other.close()
     assert keeper.due()
     assert keeper.run() == PruneReport(), "the store is gone: nothing pruned, nothing raised"
-    assert keeper.errors == 1
+    # The pruning failed; so did the statistics, on SQLite (PostgreSQL keeps its own: nothing to do).
+    assert keeper.errors == (2 if store_url.startswith("sqlite") else 1)
     assert not keeper.due(), "tried again at its next turn, not at once"
     clock.advance(PRUNE_EVERY)
     assert keeper.due()
@@ -544,21 +545,21 @@ def test_migrating_a_store_with_resources_gathers_statistics(sqlite_url: str, cl
     assert "journal" in stats
 
 
-def test_housekeeping_refreshes_statistics_every_few_minutes(sqlite_store: EngineStore, clock: FakeClock) -> None:
+def test_housekeeping_refreshes_statistics_at_start_and_every_few_minutes(sqlite_store: EngineStore, clock: FakeClock) -> None:
     for n in range(20):
         history(sqlite_store, rounds=n % 2)
     assert stat_tables(sqlite_store) == {}
     keeper = Housekeeping(sqlite_store)
-    assert not keeper.due(), "the migration just refreshed them"
+    assert keeper.due(), "a store filled since its migration is measured before the first claims"
+    keeper.run()
+    assert keeper.statistics_runs == 1
+    assert "resources_kind_state" in stat_tables(sqlite_store)["resources"]
+    assert not keeper.due()
     clock.advance(STATISTICS_EVERY - timedelta(seconds=1))
     assert not keeper.due()
     clock.advance(timedelta(seconds=1))
     assert keeper.due()
     keeper.run()
-    assert keeper.statistics_runs == 1
-    assert "resources_kind_state" in stat_tables(sqlite_store)["resources"]
-    assert not keeper.due()
-    clock.advance(STATISTICS_EVERY)
-    assert keeper.due()
+    assert keeper.statistics_runs == 2
     keeper.close()
-    assert keeper.statistics_runs == 2, "and once more when the worker stops"
+    assert keeper.statistics_runs == 3, "and once more when the worker stops"

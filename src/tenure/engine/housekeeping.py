@@ -7,8 +7,9 @@ Two chores, each on its own schedule on the store's clock (injected in tests):
   ``batches`` batches per run; while a run stops on its bounds (more is due), the next one comes after
   :data:`CATCH_UP` instead, so a store with a backlog (retention just turned on) catches up in small
   steps between the engine's passes;
-* **statistics** — every :data:`STATISTICS_EVERY`, and once more when the worker stops, refresh the
-  database's planner statistics (SQLite's ``PRAGMA optimize``; nothing on PostgreSQL).
+* **statistics** — when the worker starts, every :data:`STATISTICS_EVERY`, and once more when it
+  stops, refresh the database's planner statistics (SQLite's ``PRAGMA optimize``, after analyzing any
+  table with rows and no statistics; nothing on PostgreSQL).
 
 A chore that fails (the database away, say) is logged and tried again at its next turn: housekeeping
 never stops the engine's own work, nor makes its loop back off.
@@ -74,10 +75,11 @@ class Housekeeping:
         self._clock = clock or store.now
         now = self._clock()
         self._seen = now
-        # Pruning starts at once (a restarted worker goes on where the store's cursors are); the
-        # statistics were refreshed by the migration, so their first turn comes one period later.
+        # Both start at once: pruning goes on where the store's cursors are, and the statistics of a
+        # store filled since its migration (an import, a restored dump) are gathered before the
+        # first claims rather than a period later. Where they are fresh, a refresh does nothing.
         self._next_prune = now if self.retention is not None else None
-        self._next_statistics = now + statistics_every
+        self._next_statistics = now
         #: What this worker's pruning removed so far, all runs together.
         self.pruned = PruneReport()
         #: Pruning batches run, statistics refreshes that ran, and chores that failed.

@@ -81,6 +81,8 @@ def create_app(
     config = config or ServiceConfig()
     wakeups = Wakeups(store)
 
+    reads = store.async_reads()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Other processes' writes wake the watchers too, where the database can tell (PostgreSQL).
@@ -89,6 +91,7 @@ def create_app(
             yield
         finally:
             wakeups.close()
+            await reads.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -100,6 +103,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.store = store
+    #: The reads the event loop makes itself (tenure.store.asyncreads).
+    app.state.reads = reads
     app.state.config = config
     app.state.metrics = Metrics(store, workers)
     app.state.wakeups = wakeups

@@ -8,11 +8,9 @@ state and the events it allows.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from tenure.errors import Conflict, IdempotencyKeyReused, InvalidArgument, ResourceNotFound
 from tenure.service.auth import Caller, require
@@ -43,6 +41,7 @@ from tenure.service.problems import (
     problem_responses,
     success,
 )
+from tenure.store.asyncreads import AsyncReads
 from tenure.store.model import Resource, new_id
 from tenure.store.protocol import Store as StoreProtocol
 
@@ -94,7 +93,6 @@ async def store_of(request: Request) -> StoreProtocol:  # a coroutine: no thread
 Store = Annotated[StoreProtocol, Depends(store_of)]
 
 JSON = "application/json"
-T = TypeVar("T")
 
 
 def etag(r: Resource) -> str:
@@ -120,16 +118,14 @@ def answer(request: Request, response: Response, store: StoreProtocol, r: Resour
     return Response(body, status_code=status, headers=headers, media_type=JSON)
 
 
-async def read(store: StoreProtocol, call: Callable[[], T]) -> T:
-    """``call()``, a read of ``store``: on SQLite right here, elsewhere on a worker thread.
-
-    A SQLite read is a lookup in a local file, a few microseconds: handing it to a thread and back
-    costs the event loop more than the read. A read of a database server waits for the network, and
-    the loop must go on meanwhile.
-    """
-    if store.dialect == "sqlite":
-        return call()
-    return await run_in_threadpool(call)
+async def fetch_on_loop(request: Request, resource_id: str) -> Resource:
+    """The resource, or 404, read by the event loop itself (see :mod:`tenure.store.asyncreads`)."""
+    check_id(resource_id)
+    reads: AsyncReads = request.app.state.reads
+    found = await reads.find(resource_id)
+    if found is None:
+        raise ResourceNotFound(resource_id)
+    return found
 
 
 def parse_if_match(header: str | None) -> int | None:
@@ -339,7 +335,7 @@ async def get_resource(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     request.state.resource_id = resource_id
-    r = await read(store, lambda: fetch(store, resource_id))
+    r = await fetch_on_loop(request, resource_id)
     request.state.resource = r
     if if_none_match is not None and _matches_any(if_none_match, r):
         return Response(status_code=304, headers={"ETag": etag(r)})

@@ -21,6 +21,7 @@ from tenure.clock import Clock, system_clock
 from tenure.errors import SchemaNotMigrated, SchemaTooNew
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
+from tenure.store.asyncreads import AsyncReads
 from tenure.store.claims import Agenda, Claim, Claims, Due
 from tenure.store.database import Database
 from tenure.store.feed import ChangeFeed, Changes
@@ -199,6 +200,9 @@ class DatabaseStore:
 
     def find(self, resource_id: str) -> Resource | None:
         return self._resources.find(resource_id)
+
+    def async_reads(self) -> AsyncReads:
+        return self._db.async_reads()
 
     def list(
         self,

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from tenure.flow.records import FlowRunRow, FlowTaskRow
+from tenure.store.asyncreads import AsyncReads
 from tenure.store.model import JournalEntry, Resource
 from tenure.store.plans import PageQuery
 from tenure.store.signal import Listener, WorkSignal
@@ -106,6 +107,10 @@ class Database(Protocol):
     # --- reads and statements whose best form differs per database -----------------------------
 
     def find(self, resource_id: str) -> Resource | None: ...
+
+    def async_reads(self) -> AsyncReads:
+        """Reads an event loop can make without blocking on them (see :mod:`tenure.store.asyncreads`)."""
+        ...
 
     def select_page(self, query: PageQuery) -> list[Resource]: ...
 

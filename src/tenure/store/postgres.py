@@ -30,6 +30,7 @@ from tenure.store.groupcommit import GroupCommit, Queued
 from tenure.store.migrator import latest_version, migrations
 from tenure.store.model import CREATE_EVENT, JournalEntry, Resource
 from tenure.store.plans import Driver, PageQuery
+from tenure.store.postgres_reads import PostgresReads
 from tenure.store.rows import journal_from_pg, resource_from_pg, uses_json
 from tenure.store.signal import Listener, WorkSignal
 from tenure.store.sqlfile import load_queries
@@ -161,6 +162,7 @@ class PostgresDatabase:
     def __init__(self, conninfo: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> None:
         self.conninfo = conninfo
         self.target = redact(conninfo)
+        self._pool_size = pool_size
         self.operations = 0
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
@@ -322,6 +324,10 @@ class PostgresDatabase:
                     item.error = exc
 
     # --- reads and statements of this dialect --------------------------------------------------
+
+    def async_reads(self) -> PostgresReads:
+        """Reads for an event loop, through asynchronous connections of their own."""
+        return PostgresReads(self.conninfo, target=self.target, pool_size=self._pool_size, timeout=self._timeout)
 
     def find(self, resource_id: str) -> Resource | None:
         with self._connection() as conn:

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from tenure.flow.durable import FlowRunStore
 from tenure.flow.records import FlowRunRow, FlowTaskRow
 from tenure.machine import Kind
+from tenure.store.asyncreads import AsyncReads
 from tenure.store.claims import Agenda, Claim, Due
 from tenure.store.database import Database
 from tenure.store.feed import Changes
@@ -117,6 +118,10 @@ class Store(Protocol):
 
     def find(self, resource_id: str) -> Resource | None:
         """The resource's current snapshot, or None if there is no such resource."""
+        ...
+
+    def async_reads(self) -> AsyncReads:
+        """Reads an asyncio event loop can make without blocking on them (the HTTP service's)."""
         ...
 
     def list(
