@@ -100,12 +100,11 @@ class StateCounts:
         if not pairs:
             return {}
         db = self._db
-        kinds, states = db.array_in([k for k, _ in pairs]), db.array_in([s for _, s in pairs])
-        with db.reading() as conn:
-            rows = conn.execute(self._sql["oldest"], (kinds, states)).fetchall()
         out: dict[tuple[str, str], datetime] = {}
-        for kind, state, entered in rows:
-            when = db.time_out(entered)
-            if when is not None:
-                out[(kind, state)] = when
+        with db.reading() as conn:
+            for kind, state in pairs:
+                row = conn.execute(self._sql["oldest"], (kind, state)).fetchone()
+                when = db.time_out(row[0]) if row is not None else None
+                if when is not None:
+                    out[(kind, state)] = when
         return out

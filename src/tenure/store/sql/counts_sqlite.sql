@@ -60,7 +60,6 @@ SELECT * FROM (
 )
 
 -- name: oldest
--- When the longest-waiting resource of each (kind, state) entered it (the two lists pair up by position).
-SELECT k.value, s.value,
-       (SELECT min(r.entered_at) FROM resources AS r WHERE r.kind = k.value AND r.state = s.value)
-FROM json_each(?) AS k JOIN json_each(?) AS s ON s.key = k.key
+-- When the longest-waiting resource of one (kind, state) entered it (asked state by state, as on
+-- PostgreSQL, where the planner must see the state to plan well).
+SELECT min(entered_at) FROM resources WHERE kind = ? AND state = ?
