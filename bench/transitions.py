@@ -561,7 +561,8 @@ class PlainPGCTEWorker(PlainPGWorker):
             params = {
                 "state": target, "version": version + 1, "data": None, "error": None, "attempts": 0,
                 "entered_at": now, "next_attempt_at": None, "deadline": None, "desired_state": None,
-                "generation": 1, "observed_generation": 0, "now": now, "keeps_claim": False, "id": rid,
+                "generation": 1, "observed_generation": 0, "now": now, "keeps_claim": False, "claim_token": None,
+                "claimed_by": None, "claim_expires_at": None, "id": rid,
                 "expected_version": version, "source": state, "token": None, "event": NEXT_EVENT[state],
                 "actor": None, "detail": empty, "wait_hash": None, "wait_keys": None, "wait_rules": None,
                 "carries_waits": False, "settle": [], "result": "", "in_use_by": None, "forced": None,
