@@ -10,8 +10,10 @@ subprocess of the installed ``tenure`` script, the way a shell runs it:
   ``tenure --help``;
 * ``python -c pass`` with the same interpreter: the floor, what starting Python alone costs.
 
-Each command runs ``--runs`` times after one warm-up run; the median and the 90th percentile are
-printed in milliseconds. A command that exits non-zero stops the run with exit status 1.
+Each command runs ``--runs`` times after one warm-up run, which also writes the bytecode cache as a
+user's Python would (``PYTHONDONTWRITEBYTECODE`` is dropped from the commands' environment); the median
+and the 90th percentile are printed in milliseconds. A command that exits non-zero stops the run with
+exit status 1.
 """
 
 from __future__ import annotations
