@@ -349,7 +349,9 @@ class PostgresDatabase:
             "lane_states": [s for _, s in query.lanes],
         }
         with self._connection() as conn:
-            rows = conn.execute(_PAGES[query.driver], params).fetchall()
+            # Never prepared: a page's best plan depends on its values (a popular party or a rare one, the
+            # first page or the tenth), and a prepared statement may settle on one generic plan for all.
+            rows = conn.execute(_PAGES[query.driver], params, prepare=False).fetchall()
         return [resource_from_pg(r) for r in rows]
 
     def journal(self, resource_id: str, after_version: int, limit: int) -> list[JournalEntry]:

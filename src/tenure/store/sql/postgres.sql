@@ -117,7 +117,10 @@ RETURNING seq
 -- finished resource before the few started ones). The kind and desired walks bound the leading column
 -- from above (k <= K: nothing else comes before the end of its range); the lane and party walks keep
 -- the equalities and the plain cursor as well, which give the planner its estimate and the scan its
--- start and end.
+-- start and end. Their row comparison is >= (the plain cursor keeps the page strictly after 'after'):
+-- PostgreSQL estimates a row comparison by its first column alone, and k > K selects next to nothing,
+-- so with > the planner expected a handful of rows and sorted a popular party's every interest (34 ms
+-- at a million resources) instead of walking fifty in order (0.3 ms).
 
 -- name: page_columns
 r.id, r.kind, r.state, r.version, r.spec, r.data, r.desired_state, r.generation, r.observed_generation, r.sharable,
@@ -155,7 +158,7 @@ LIMIT %(limit)s
 -- Starts from the party's interests, kept in resource id order.
 SELECT /*columns*/
 FROM interests AS i JOIN resources AS r ON r.id = i.resource_id
-WHERE i.party = %(key)s AND i.resource_id > %(after)s AND (i.party, i.resource_id) > (%(key)s, %(after)s)
+WHERE i.party = %(key)s AND i.resource_id > %(after)s AND (i.party, i.resource_id) >= (%(key)s, %(after)s)
   AND i.expires_at > %(now)s
   /*residual*/
 ORDER BY i.party, i.resource_id
@@ -168,7 +171,7 @@ CROSS JOIN LATERAL (
     SELECT /*columns*/
     FROM resources AS r
     WHERE r.kind = l.kind AND r.state = l.state AND r.id > %(after)s
-      AND (r.kind, r.state, r.id) > (l.kind, l.state, %(after)s)
+      AND (r.kind, r.state, r.id) >= (l.kind, l.state, %(after)s)
       /*residual*/
     ORDER BY r.kind, r.state, r.id
     LIMIT %(limit)s
