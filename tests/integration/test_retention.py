@@ -545,7 +545,9 @@ def test_migrating_a_store_with_resources_gathers_statistics(sqlite_url: str, cl
     assert "journal" in stats
 
 
-def test_housekeeping_refreshes_statistics_at_start_and_every_few_minutes(sqlite_store: EngineStore, clock: FakeClock) -> None:
+def test_housekeeping_refreshes_statistics_at_start_and_every_few_minutes(
+    sqlite_store: EngineStore, clock: FakeClock
+) -> None:
     for n in range(20):
         history(sqlite_store, rounds=n % 2)
     assert stat_tables(sqlite_store) == {}
