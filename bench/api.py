@@ -32,7 +32,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from typing import Any, Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kinds import NEXT, toggle
-from benchkit import process_cpu, scratch_database, unshadow, version
+from benchkit import free_port, process_cpu, scratch_database, tenure_command, unshadow, version
 
 unshadow()
 
@@ -417,27 +416,15 @@ def verify(url: str, pool: Sequence[Tracked], ahead: Sequence[Tracked] = ()) -> 
 # --- the server --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _tenure_command() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "tenure")
-    return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "tenure"]
-
-
 class Server:
     """``tenure serve --workers 0`` in a subprocess, with auth on and the bench kind loaded."""
 
     def __init__(self, database: str, directory: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(24)[:32]
         self.args = [
-            *_tenure_command(),
+            *tenure_command(),
             "serve",
             "--port",
             str(self.port),

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from benchkit import free_port
 
 BIN = Path(sys.executable).parent
 #: This folder, for the server's ``--kinds bench_kinds`` (the two-state ``toggle``: off <-> on).
@@ -51,13 +52,6 @@ def _tenure() -> str:
     return which
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # As a user runs it: Python keeps the bytecode it compiles (the warm-up run writes it), even
     # where this benchmark's own environment says not to.
@@ -67,7 +61,7 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextmanager
 def _server(directory: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = [_tenure(), "serve", "--port", str(port), "--workers", "0", "--kinds", "bench_kinds"]
     command += ["--database", f"sqlite:///{directory / 'tenure.db'}", "--token-file", str(directory / "tenure.token")]
     log = directory / "serve.log"

@@ -35,7 +35,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,7 +49,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load as loader
-from benchkit import scratch_database, unshadow, version
+from benchkit import (
+    PG_JOURNAL,
+    PG_UPDATE,
+    SQLITE_JOURNAL,
+    SQLITE_UPDATE,
+    free_port,
+    scratch_database,
+    tenure_command,
+    unshadow,
+    version,
+)
 
 unshadow()
 
@@ -134,18 +143,6 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, flo
 # --- the server --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _tenure_command() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "tenure")
-    return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "tenure"]
-
-
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")}
 
@@ -153,12 +150,12 @@ def _env() -> dict[str, str]:
 @contextmanager
 def serving(url: str, directory: str) -> Iterator[tuple[httpx.Client, int]]:
     """``tenure serve --workers 0`` on a free port, auth on; yields a keep-alive client and the server's pid."""
-    port = _free_port()
+    port = free_port()
     token = secrets.token_urlsafe(24)[:32]
     env = _env()
     env["TENURE_TOKENS"] = f"{CLIENT_NAME}:{token}:admin"
     log_path = os.path.join(directory, f"serve-{port}.log")
-    args = [*_tenure_command(), "serve", "--port", str(port), "--database", url, "--workers", "0"]
+    args = [*tenure_command(), "serve", "--port", str(port), "--database", url, "--workers", "0"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -406,19 +403,6 @@ def _oldest_elsewhere(url: str) -> float:
 # --- the database's own ceiling ------------------------------------------------------------------
 
 _NEXT = {"initial": ("start", "started"), "started": ("suspend", "suspended"), "suspended": ("resume", "started")}
-SQLITE_UPDATE = """
-UPDATE resources
-SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
-    next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?
-WHERE id = ? AND version = ? AND state = ?
-"""
-SQLITE_JOURNAL = """
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-"""
-PG_UPDATE = SQLITE_UPDATE.replace("?", "%s").encode()
-PG_JOURNAL = SQLITE_JOURNAL.replace("?", "%s").encode()
 
 
 def ceiling(url: str, seconds: float, repeats: int) -> float:

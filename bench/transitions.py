@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
-from benchkit import scratch_database, unshadow, version
+from benchkit import PG_JOURNAL, PG_UPDATE, SQLITE_JOURNAL, SQLITE_UPDATE, scratch_database, unshadow, version
 from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.table import Table
@@ -405,29 +405,6 @@ def memory_table(title: str, cases: Sequence[Case], *, target_s: float, repeats:
 
 # --- durable -----------------------------------------------------------------------------------
 
-SQLITE_UPDATE = """
-UPDATE resources
-SET state = ?, version = ?, data = COALESCE(?, data), error = ?, attempts = 0, entered_at = ?,
-    next_attempt_at = ?, deadline = ?, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = ?
-WHERE id = ? AND version = ? AND state = ?
-"""
-SQLITE_JOURNAL = """
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-PG_UPDATE = b"""
-UPDATE resources
-SET state = %s, version = %s, data = coalesce(%s, data), error = %s, attempts = 0, entered_at = %s,
-    next_attempt_at = %s, deadline = %s, claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL,
-    updated_at = %s
-WHERE id = %s AND version = %s AND state = %s
-"""
-PG_JOURNAL = b"""
-INSERT INTO journal (resource_id, version, event, from_state, to_state, actor, at, detail)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-"""
 #: The statement tenure's PostgreSQL store sends for a write without side rows: its one ``write`` block
 #: (the compare-and-swap) and the journal row, joined in a CTE.
 PG_CTE = write_statement()
