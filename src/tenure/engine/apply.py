@@ -119,7 +119,7 @@ class OutcomeWriter:
                         data=outcome.data,
                         actor=self.worker,
                         detail={**detail, **outcome.detail},
-                        hold=self._hold(kind, kind.target(r.state, outcome.event)) if chain else None,
+                        hold=self._held(kind, r.state, outcome.event, chain),
                     )
                     self.stats.advanced += 1
                     return after
@@ -161,6 +161,10 @@ class OutcomeWriter:
             outcome = Fail(f"gave up after {failed} attempts: {outcome.error}", data=outcome.data)
         return self._fail(reg, state, ctx, outcome, detail, chain=chain)
 
+    def _held(self, kind: Kind, state: str, event: str, chain: bool) -> timedelta | None:
+        """How long a write firing ``event`` from ``state`` keeps the claim (None: it lets it go)."""
+        return self._hold(kind, kind.target(state, event)) if chain else None
+
     def _fail(
         self, reg: Registered, state: State, ctx: StepContext, outcome: Fail, detail: dict[str, Any], *, chain: bool
     ) -> Resource | None:
@@ -188,7 +192,7 @@ class OutcomeWriter:
                 error=error,
                 actor=self.worker,
                 detail=detail,
-                hold=self._hold(kind, kind.target(r.state, event)) if chain else None,
+                hold=self._held(kind, r.state, event, chain),
             )
         except TransitionNotAllowed as exc:
             if event == state.on_failure:
@@ -202,7 +206,7 @@ class OutcomeWriter:
                 error=error,
                 actor=self.worker,
                 detail=detail,
-                hold=self._hold(kind, kind.target(r.state, state.on_failure)) if chain else None,
+                hold=self._held(kind, r.state, state.on_failure, chain),
             )
         self.stats.failed += 1
         return after

@@ -43,7 +43,18 @@ from tenure.service.problems import (
     problem_responses,
     success,
 )
-from tenure.service.resources import IfMatch, Store, Writer, answer, check_id, etag, fetch, parse_if_match, precondition
+from tenure.service.resources import (
+    IfMatch,
+    Store,
+    Writer,
+    answer,
+    check_id,
+    etag,
+    fetch,
+    parse_if_match,
+    precondition,
+    write_pinned,
+)
 from tenure.store.desired import desire_pending
 from tenure.store.model import Resource, Use
 from tenure.store.protocol import Store as StoreProtocol
@@ -357,13 +368,7 @@ def force_teardown(
     request: Request,
     if_match: IfMatch = None,
 ) -> Response:
-    pinned = parse_if_match(if_match)
-    request.state.resource_id = resource_id
-    check_id(resource_id)
-    try:
-        r = store.force_teardown(resource_id, actor=caller.client, reason=body.reason, expected_version=pinned)
-    except Conflict as exc:
-        raise precondition(exc, pinned) from None
-    request.app.state.metrics.count_write("force")
-    request.state.resource = r
-    return answer(request, response, store, r)
+    def force(pinned: int | None) -> Resource:
+        return store.force_teardown(resource_id, actor=caller.client, reason=body.reason, expected_version=pinned)
+
+    return write_pinned(request, response, resource_id, if_match, "force", force)

@@ -8,6 +8,7 @@ state and the events it allows.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -116,6 +117,30 @@ def answer(request: Request, response: Response, store: StoreProtocol, r: Resour
     body = represent(store, r).model_dump_json().encode()
     status = response.status_code or getattr(request.scope.get("route"), "status_code", None) or 200
     return Response(body, status_code=status, headers=headers, media_type=JSON)
+
+
+def write_pinned(
+    request: Request,
+    response: Response,
+    resource_id: str,
+    if_match: str | None,
+    metric: str,
+    write: Callable[[int | None], Resource],
+) -> Response:
+    """``write(pinned)`` of a resource, pinned by ``If-Match``, answered with the resource it made.
+
+    412 when the pinned version is stale; the write is counted under ``metric``.
+    """
+    pinned = parse_if_match(if_match)
+    request.state.resource_id = resource_id
+    check_id(resource_id)
+    try:
+        r = write(pinned)
+    except Conflict as exc:
+        raise precondition(exc, pinned) from None
+    request.app.state.metrics.count_write(metric)
+    request.state.resource = r
+    return answer(request, response, request.app.state.store, r)
 
 
 async def fetch_on_loop(request: Request, resource_id: str) -> Resource:
@@ -360,16 +385,10 @@ def fire_event(
     request: Request,
     if_match: IfMatch = None,
 ) -> Response:
-    pinned = parse_if_match(if_match)
-    request.state.resource_id = resource_id
-    check_id(resource_id)
-    try:
-        r = store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
-    except Conflict as exc:
-        raise precondition(exc, pinned) from None
-    request.app.state.metrics.count_write("event")
-    request.state.resource = r
-    return answer(request, response, store, r)
+    def fire(pinned: int | None) -> Resource:
+        return store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
+
+    return write_pinned(request, response, resource_id, if_match, "event", fire)
 
 
 @router.put(
@@ -391,18 +410,12 @@ def set_desired_state(
     request: Request,
     if_match: IfMatch = None,
 ) -> Response:
-    pinned = parse_if_match(if_match)
-    request.state.resource_id = resource_id
-    check_id(resource_id)
-    try:
-        r = store.set_desired_state(
+    def desire(pinned: int | None) -> Resource:
+        return store.set_desired_state(
             resource_id, body.desired_state, expected_version=pinned, actor=caller.client, client=caller.client
         )
-    except Conflict as exc:
-        raise precondition(exc, pinned) from None
-    request.app.state.metrics.count_write("desired")
-    request.state.resource = r
-    return answer(request, response, store, r)
+
+    return write_pinned(request, response, resource_id, if_match, "desired", desire)
 
 
 @router.get(

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from tenure.errors import Conflict
 from tenure.service.auth import Admin
 from tenure.service.bodies import JSONRoute
 from tenure.service.models import ResourceOut
 from tenure.service.problems import ETAG_HEADER, problem_responses, success
-from tenure.service.resources import IfMatch, Store, answer, check_id, parse_if_match, precondition
+from tenure.service.resources import IfMatch, Store, write_pinned
+from tenure.store.model import Resource
 
 __all__ = ["router"]
 
@@ -52,13 +52,7 @@ def retry_now(
     request: Request,
     if_match: IfMatch = None,
 ) -> Response:
-    pinned = parse_if_match(if_match)
-    request.state.resource_id = resource_id
-    check_id(resource_id)
-    try:
-        r = store.retry_now(resource_id, expected_version=pinned, actor=caller.client)
-    except Conflict as exc:
-        raise precondition(exc, pinned) from None
-    request.app.state.metrics.count_write("retry")
-    request.state.resource = r
-    return answer(request, response, store, r)
+    def retry(pinned: int | None) -> Resource:
+        return store.retry_now(resource_id, expected_version=pinned, actor=caller.client)
+
+    return write_pinned(request, response, resource_id, if_match, "retry", retry)
