@@ -306,7 +306,7 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) 
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(claim_expires_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
+        WHERE claim_token IS NOT NULL AND next_attempt_at IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
        (SELECT min(i.received_at)
         FROM (SELECT token_hash, resource_id, received_at FROM inbox WHERE applied_at IS NULL OFFSET 0) AS i

@@ -220,8 +220,8 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT 
 -- rather walk the kind's index, through every finished resource; CROSS JOIN keeps the order written).
 SELECT (SELECT min(next_attempt_at) FROM resources
         WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
-       (SELECT min(claim_expires_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
+       (SELECT min(claim_expires_at) FROM resources INDEXED BY resources_held
+        WHERE claim_token IS NOT NULL AND next_attempt_at IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
        (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
        (SELECT min(i.received_at) FROM inbox AS i INDEXED BY inbox_unapplied CROSS JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
