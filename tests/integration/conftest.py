@@ -13,6 +13,9 @@ import pytest
 from psycopg import sql
 
 from tenure import open_store
+from tenure.kinds.image import image
+from tenure.store.protocol import EngineStore
+from tests.store_support import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,15 @@ def shared_pg_url(pg_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_store(pg_url: str, clock: FakeClock) -> Iterator[EngineStore]:
+    """A migrated store on a fresh PostgreSQL database, knowing the ``image`` kind."""
+    s = open_store(pg_url, [image], clock=clock, check_schema=False)
+    s.migrate()
+    yield s
+    s.close()
 
 
 def empty_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:

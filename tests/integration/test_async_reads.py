@@ -62,3 +62,60 @@ def test_a_postgres_server_that_cannot_be_reached_is_store_unavailable() -> None
     with pytest.raises(StoreUnavailable) as caught:
         asyncio.run(read())
     assert caught.value.target == "nowhere"
+
+
+@pytest.mark.postgres
+def test_reads_arriving_together_share_statements_and_each_gets_its_own_answer(pg_store: EngineStore) -> None:
+    made = [pg_store.create("image", {"name": f"img-{i}"}) for i in range(40)]
+    moved = pg_store.fire(made[0].id, "upload")
+    asked = [r.id for r in made] + [made[1].id, "0" * 32, made[2].id]
+    reads = pg_store.async_reads()
+    assert isinstance(reads, PostgresReads)
+
+    async def all_at_once() -> list[object]:
+        try:
+            return list(await asyncio.gather(*(reads.find(i) for i in asked)))
+        finally:
+            await reads.close()
+
+    got = asyncio.run(all_at_once())
+
+    assert got == [moved, *made[1:], made[1], None, made[2]]
+    assert reads.answered == len(asked)
+    assert reads.sent < len(asked) / 4, f"{reads.sent} statements for {len(asked)} reads"
+
+
+@pytest.mark.postgres
+def test_a_read_whose_caller_gave_up_leaves_the_others_of_its_statement_answered(pg_store: EngineStore) -> None:
+    made = [pg_store.create("image", {"name": f"img-{i}"}) for i in range(3)]
+    reads = pg_store.async_reads()
+
+    async def one_gives_up() -> list[object]:
+        try:
+            tasks = [asyncio.ensure_future(reads.find(r.id)) for r in made]
+            await asyncio.sleep(0)
+            tasks[1].cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            return [*done, await reads.find(made[1].id)]
+        finally:
+            await reads.close()
+
+    first, gave_up, third, again = asyncio.run(one_gives_up())
+
+    assert (first, third, again) == (made[0], made[2], made[1])
+    assert isinstance(gave_up, asyncio.CancelledError)
+
+
+def test_every_read_of_an_unreachable_server_is_store_unavailable() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres"
+    reads = PostgresReads(url, target="nowhere", pool_size=1, timeout=1.0)
+
+    async def read() -> list[object]:
+        try:
+            return list(await asyncio.gather(*(reads.find(f"{i:032d}") for i in range(5)), return_exceptions=True))
+        finally:
+            await reads.close()
+
+    answers = asyncio.run(read())
+    assert all(isinstance(a, StoreUnavailable) and a.target == "nowhere" for a in answers), answers
+    assert len({id(a) for a in answers}) == len(answers), "each read gets its own error"

@@ -11,7 +11,6 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tenure.store.postgres import write_params, write_statement
 from tenure.store.protocol import EngineStore
 from tenure.store.sqlite import Q as SQLITE_QUERIES
 from tenure.store.write import plan_desired
-from tests.store_support import FakeClock, all_journal, feed_all, settle
+from tests.store_support import all_journal, feed_all, settle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,14 +269,6 @@ def test_a_reader_tailing_busy_writers_gets_every_entry_once_in_version_order(
 
 
 # --- PostgreSQL: transactions commit out of seq order ----------------------------------------------
-
-
-@pytest.fixture
-def pg_store(pg_url: str, clock: FakeClock) -> Iterator[EngineStore]:
-    s = open_store(pg_url, [image], clock=clock, check_schema=False)
-    s.migrate()
-    yield s
-    s.close()
 
 
 @pytest.mark.postgres

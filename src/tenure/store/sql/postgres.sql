@@ -24,6 +24,13 @@ SELECT id, kind, state, version, spec, data, desired_state, generation, observed
        idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
 FROM resources WHERE id = %s
 
+-- name: get_resources
+-- Several resources by id, in one statement (the event loop's reads share one: tenure.store.postgres_reads).
+SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
+       error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
+       idempotency_key, created_at, updated_at, in_use_by, forced_generation, kind_version
+FROM resources WHERE id = ANY(%s)
+
 -- name: get_by_idempotency_key
 SELECT id, kind, state, version, spec, data, desired_state, generation, observed_generation, sharable,
        error, attempts, entered_at, next_attempt_at, deadline, claim_token, claimed_by, claim_expires_at,
