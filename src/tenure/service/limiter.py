@@ -31,6 +31,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -86,6 +87,8 @@ def app_object(request: Request, name: str, make: Callable[[], T]) -> T:
     return found
 
 
+# Asked on every authenticated request, where parsing the address cost more than the rest of the check.
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str) -> str:
     """What failures are counted by: an IPv4 address, or an IPv6 address's /64 (``2001:db8::/64``)."""
     try:
