@@ -644,12 +644,16 @@ def test_next_wakeup_is_the_earliest_of_everything(s: EngineStore, clock: FakeCl
     s.create("ticket")
     s.retry_later(claim_one(s), error="x", at=t0 + timedelta(seconds=50), attempts=1)  # retry at +50
     s.create("ticket")
-    claim_one(s)  # expires at +30
+    held = claim_one(s)  # expires at +30
     ask(s, s.create("ticket"))  # deadline at +60
     assert s.next_wakeup(QUEUED, ["ticket"]) == t0 + LEASE
-    clock.advance(timedelta(seconds=40))
-    s.create("ticket")  # due at +40
+    clock.advance(timedelta(seconds=35))
     assert s.next_wakeup(QUEUED, ["ticket"]) == t0 + LEASE, "an expired claim is due for a takeover"
+    clock.advance(timedelta(seconds=5))
+    fresh = s.create("ticket")  # due at +40
+    # With a step due, the expired claim is not asked after: the claim a worker makes now takes it over.
+    assert s.next_wakeup(QUEUED, ["ticket"]) == t0 + timedelta(seconds=40)
+    assert {c.resource.id for c in s.claim("w2", QUEUED, lease=LEASE)} == {held.resource.id, fresh.id}
     assert s.next_wakeup([("ticket", "building")], ["ticket"]) == t0 + TICKET_WAIT
 
 

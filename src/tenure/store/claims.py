@@ -47,7 +47,8 @@ class Agenda:
 
     #: The earliest ``next_attempt_at`` of an unclaimed resource in a state with a step.
     step: datetime | None
-    #: The earliest expiry of a claim (a takeover becomes possible then).
+    #: The earliest expiry of a claim (a takeover becomes possible then). Only asked while no step is
+    #: due: a worker claiming due steps takes over expired claims on the way.
     claim_expiry: datetime | None
     #: The earliest deadline of a wait.
     deadline: datetime | None
@@ -343,10 +344,13 @@ class Claims:
         ``due`` lists the (kind, state) pairs a worker has steps for; deadlines count for ``kinds``.
         """
         db = self._db
-        pairs = db.array_in(_pairs(due, self._kind))
-        names = db.array_in(list(kinds))
+        params = {
+            "pairs": db.array_in(_pairs(due, self._kind)),
+            "kinds": db.array_in(list(kinds)),
+            "now": db.time_in(self._clock()),
+        }
         with db.reading() as conn:
-            row = conn.execute(db.sql["next_wakeup"], (pairs, pairs, names, names, names)).fetchone()
+            row = conn.execute(db.sql["next_wakeup"], params).fetchone()
         values = [db.time_out(v) for v in (row or (None, None, None, None, None))]
         return Agenda(*values)
 

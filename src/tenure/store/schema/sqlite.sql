@@ -34,7 +34,6 @@ CREATE INDEX resources_kind_state ON resources (kind, state, id);
 CREATE INDEX resources_kind ON resources (kind, id);
 CREATE INDEX resources_due ON resources (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX resources_deadline ON resources (deadline) WHERE deadline IS NOT NULL;
-CREATE INDEX resources_held ON resources (claim_expires_at) WHERE claim_token IS NOT NULL;
 CREATE INDEX resources_entered ON resources (kind, state, entered_at);
 
 CREATE TABLE journal (

@@ -310,20 +310,28 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= %s AND kind = ANY(%s) 
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 -- Each part starts from the index of what is due: the kind filter is a few values, and a planner would
 -- rather walk the kind's resources, every finished one included (OFFSET 0 keeps the subquery first).
-SELECT (SELECT min(next_attempt_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
-       (SELECT min(claim_expires_at) FROM resources
-        WHERE claim_token IS NOT NULL AND next_attempt_at IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%s)),
-       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%s)),
+-- A held resource was due when its claim was taken (or kept), so the claims that may expire are found
+-- among the resources due by now; and only while no unclaimed step is due by now, since the claim a
+-- worker then makes takes over expired claims anyway. Either way the part reads the held resources,
+-- never the whole backlog, and no index holds a claim column: claims and renewals stay heap-only.
+WITH step AS MATERIALIZED (
+    SELECT min(next_attempt_at) AS at FROM resources
+    WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%(pairs)s)
+)
+SELECT (SELECT at FROM step),
+       CASE WHEN (SELECT at FROM step) <= %(now)s THEN NULL ELSE
+           (SELECT min(claim_expires_at) FROM resources
+            WHERE next_attempt_at <= %(now)s AND claim_token IS NOT NULL AND kind || '@' || kind_version::text || '/' || state = ANY(%(pairs)s)) END,
+       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind = ANY(%(kinds)s)),
        (SELECT min(i.received_at)
         FROM (SELECT token_hash, resource_id, received_at FROM inbox WHERE applied_at IS NULL OFFSET 0) AS i
         JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
-        WHERE r.kind = ANY(%s) AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)),
+        WHERE r.kind = ANY(%(kinds)s) AND (w.token_hash IS NULL OR w.rules <> '{}'::jsonb OR w.version <> r.version)),
        (SELECT u.expires_at
         FROM (SELECT resource_id, expires_at FROM interests ORDER BY expires_at OFFSET 0) AS u
         JOIN resources AS r ON r.id = u.resource_id
-        WHERE r.kind = ANY(%s) ORDER BY u.expires_at LIMIT 1)
+        WHERE r.kind = ANY(%(kinds)s) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===
 

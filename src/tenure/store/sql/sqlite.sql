@@ -218,17 +218,25 @@ FROM resources WHERE deadline IS NOT NULL AND deadline <= ? AND kind IN (SELECT 
 -- The earliest moment anything becomes due: a retry, a claim's expiry, a deadline, a callback, a use's expiry.
 -- Each part starts from the index of what is due (the kind filter is few values: a planner would
 -- rather walk the kind's index, through every finished resource; CROSS JOIN keeps the order written).
-SELECT (SELECT min(next_attempt_at) FROM resources
-        WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
-       (SELECT min(claim_expires_at) FROM resources INDEXED BY resources_held
-        WHERE claim_token IS NOT NULL AND next_attempt_at IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(?))),
-       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(?))),
+-- A held resource was due when its claim was taken (or kept), so the claims that may expire are found
+-- among the resources due by now; and only while no unclaimed step is due by now, since the claim a
+-- worker then makes takes over expired claims anyway. Either way the part reads the held resources,
+-- never the whole backlog, and no index holds a claim column (tenure.store.claims).
+WITH step AS MATERIALIZED (
+    SELECT min(next_attempt_at) AS at FROM resources
+    WHERE next_attempt_at IS NOT NULL AND claim_token IS NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(:pairs))
+)
+SELECT (SELECT at FROM step),
+       CASE WHEN (SELECT at FROM step) <= :now THEN NULL ELSE
+           (SELECT min(claim_expires_at) FROM resources INDEXED BY resources_due
+            WHERE next_attempt_at <= :now AND claim_token IS NOT NULL AND kind || '@' || kind_version || '/' || state IN (SELECT value FROM json_each(:pairs))) END,
+       (SELECT min(deadline) FROM resources WHERE deadline IS NOT NULL AND kind IN (SELECT value FROM json_each(:kinds))),
        (SELECT min(i.received_at) FROM inbox AS i INDEXED BY inbox_unapplied CROSS JOIN resources AS r ON r.id = i.resource_id
         LEFT JOIN waits AS w ON w.token_hash = i.token_hash
-        WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(?))
+        WHERE i.applied_at IS NULL AND r.kind IN (SELECT value FROM json_each(:kinds))
           AND (w.token_hash IS NULL OR w.rules <> '{}' OR w.version <> r.version)),
        (SELECT u.expires_at FROM interests AS u INDEXED BY interests_expiry CROSS JOIN resources AS r ON r.id = u.resource_id
-        WHERE r.kind IN (SELECT value FROM json_each(?)) ORDER BY u.expires_at LIMIT 1)
+        WHERE r.kind IN (SELECT value FROM json_each(:kinds)) ORDER BY u.expires_at LIMIT 1)
 
 -- === the engine: waits and the callback inbox ===
 
