@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -39,6 +39,20 @@ from tenure.store.uses import UsePolicy
 from tenure.store.write import Write
 
 T = TypeVar("T")
+
+
+class _Answer(Generic[T]):
+    """A write's answer, read once every statement of its batch was sent (see ``_run_batch``)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], T]) -> None:
+        self.read = read
+
+
+def _settled(answer: object) -> object:
+    """What a unit of a batch answered: its :class:`_Answer` read, or the value it gave."""
+    return answer.read() if isinstance(answer, _Answer) else answer
 
 __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
 
@@ -252,8 +266,9 @@ class PostgresDatabase:
         statement = _WRITES[write.wait is not None, write.carries_waits, bool(write.settle), write.uses_changed]
         params = write_params(write)
 
-        def swap(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-            return conn.execute(statement, params).fetchone() is not None
+        def swap(conn: psycopg.Connection[tuple[object, ...]]) -> _Answer[bool]:
+            cursor = conn.execute(statement, params)
+            return _Answer(lambda: cursor.fetchone() is not None)
 
         with self._translated():
             return bool(self.group.submit(swap, key=write.before.id))
@@ -276,9 +291,14 @@ class PostgresDatabase:
             "actor": actor,
         }
 
-        def insert(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-            row = conn.execute(Q["create"], params).fetchone()
-            return bool(row and row[0])
+        def insert(conn: psycopg.Connection[tuple[object, ...]]) -> _Answer[bool]:
+            cursor = conn.execute(Q["create"], params)
+
+            def inserted() -> bool:
+                row = cursor.fetchone()
+                return bool(row and row[0])
+
+            return _Answer(inserted)
 
         with self._translated():
             if self.group.submit(insert, key=r.id):
@@ -296,19 +316,22 @@ class PostgresDatabase:
 
         Alone, a write is its own statement in autocommit, as ever. Together they run in one
         transaction in the order of their resources (two batches lock rows in the same order, so they
-        do not deadlock); should one fail, the transaction is rolled back and each is run alone, so
-        that it fails alone.
+        do not deadlock), sent in a pipeline: BEGIN, every write and COMMIT go out at once and their
+        answers come back together, one round trip for the batch instead of one per statement (a
+        write answers with an :class:`_Answer`, read once they are all back). Should one fail, the
+        transaction is rolled back and each is run alone, so that it fails alone.
         """
         self.operations += 1
         with self._pool.connection() as conn:
             if len(batch) == 1:
-                batch[0].result = batch[0].unit(conn)
+                batch[0].result = _settled(batch[0].unit(conn))
                 return
             ordered = sorted(batch, key=lambda item: item.key)
             try:
-                with conn.transaction():
-                    for item in ordered:
-                        item.result = item.unit(conn)
+                with conn.pipeline(), conn.transaction():
+                    answers = [item.unit(conn) for item in ordered]
+                for item, answer in zip(ordered, answers, strict=True):
+                    item.result = _settled(answer)
                 return
             except psycopg.OperationalError:
                 raise  # the connection or the server: every write of the batch shares the failure
@@ -317,7 +340,7 @@ class PostgresDatabase:
             for item in ordered:
                 item.result = None
                 try:
-                    item.result = item.unit(conn)
+                    item.result = _settled(item.unit(conn))
                 except psycopg.OperationalError:
                     raise
                 except psycopg.Error as exc:
