@@ -54,6 +54,7 @@ def _settled(answer: object) -> object:
     """What a unit of a batch answered: its :class:`_Answer` read, or the value it gave."""
     return answer.read() if isinstance(answer, _Answer) else answer
 
+
 __all__ = ["PostgresDatabase", "PostgresStore", "redact", "write_params", "write_statement"]
 
 # psycopg takes bytes for SQL that is not a literal in the code.

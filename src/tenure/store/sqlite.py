@@ -466,7 +466,7 @@ class SQLiteStore(DatabaseStore):
     >>> path = os.path.join(tempfile.mkdtemp(), "doc.db")
     >>> store = SQLiteStore(path, [image], check_schema=False)
     >>> store.migrate()
-    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     >>> r = store.create("image", {"name": "debian-12"})
     >>> r.state, r.version
     ('queued', 1)
