@@ -586,7 +586,7 @@ class _Postgres:
             )
             self.conn.execute(
                 "UPDATE state_counts_position SET (txid, seq) = (SELECT txid, seq FROM journal ORDER BY txid DESC, "
-                "seq DESC LIMIT 1)"
+                "seq DESC LIMIT 1) WHERE EXISTS (SELECT FROM journal)"
             )
 
     def close(self) -> None:
@@ -679,7 +679,7 @@ class _SQLite:
         self.conn.execute(
             "INSERT INTO state_counts (kind, state, n) SELECT kind, state, count(*) FROM resources GROUP BY 1, 2"
         )
-        self.conn.execute("UPDATE state_counts_position SET seq = (SELECT max(seq) FROM journal)")
+        self.conn.execute("UPDATE state_counts_position SET seq = (SELECT coalesce(max(seq), 0) FROM journal)")
         self.conn.execute("COMMIT")
 
     def close(self) -> None:

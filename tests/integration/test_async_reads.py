@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import psycopg
 import pytest
 
 from tenure.errors import StoreUnavailable
@@ -119,3 +120,44 @@ def test_every_read_of_an_unreachable_server_is_store_unavailable() -> None:
     answers = asyncio.run(read())
     assert all(isinstance(a, StoreUnavailable) and a.target == "nowhere" for a in answers), answers
     assert len({id(a) for a in answers}) == len(answers), "each read gets its own error"
+
+
+@pytest.mark.postgres
+def test_a_row_that_cannot_be_read_fails_its_statement_and_nothing_hangs(pg_store: EngineStore, pg_url: str) -> None:
+    good, bad = pg_store.create("image", {"name": "good"}), pg_store.create("image", {"name": "bad"})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("""UPDATE resources SET in_use_by = '{"party": {}}' WHERE id = %s""", (bad.id,))
+    reads = pg_store.async_reads()
+
+    async def read() -> tuple[list[object], object]:
+        try:
+            together = await asyncio.wait_for(
+                asyncio.gather(reads.find(good.id), reads.find(bad.id), return_exceptions=True), timeout=10
+            )
+            return list(together), await asyncio.wait_for(reads.find(good.id), timeout=10)
+        finally:
+            await reads.close()
+
+    together, alone = asyncio.run(read())
+    assert all(isinstance(a, KeyError) for a in together), together
+    assert alone == good, "the next statement is read as ever"
+
+
+@pytest.mark.postgres
+def test_closing_while_statements_are_out_answers_every_read_and_reads_go_on_after(pg_store: EngineStore) -> None:
+    made = [pg_store.create("image", {"name": f"img-{i}"}) for i in range(5)]
+    reads = pg_store.async_reads()
+
+    async def close_midway() -> tuple[list[object], object]:
+        pending = [asyncio.ensure_future(reads.find(r.id)) for r in made]
+        await asyncio.sleep(0)  # the first statements are started, not yet run
+        await reads.close()
+        answers = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
+        try:
+            return list(answers), await asyncio.wait_for(reads.find(made[0].id), timeout=10)
+        finally:
+            await reads.close()
+
+    answers, after = asyncio.run(close_midway())
+    assert all(isinstance(a, StoreUnavailable) or a in made for a in answers), answers
+    assert after == made[0]

@@ -126,3 +126,20 @@ def test_a_write_alone_commits_at_once_in_its_own_transaction(s: EngineStore) ->
     r = s.create("job")
     s.fire(r, "request")
     assert group.transactions - before == 2
+
+
+def test_a_statement_that_fails_in_a_batch_fails_alone_and_the_rest_commit(s: EngineStore) -> None:
+    db = s.database
+    assert isinstance(db, SQLiteDatabase | PostgresDatabase)
+    group = _group(s)
+    calls: list[Callable[[], object]] = [lambda: s.create("job") for _ in range(3)]
+    calls += [lambda: db.batched(lambda conn: conn.execute("SELECT * FROM no_such_table").fetchall())]
+    calls += [lambda: s.create("job") for _ in range(3)]
+    before = group.transactions
+    answers = _piled_up(s, calls)
+    assert isinstance(answers[3], Exception), answers[3]
+    made = [a for i, a in enumerate(answers) if i != 3]
+    for r in made:
+        assert s.get(r.id).version == 1  # type: ignore[attr-defined]
+    assert group.transactions - before == 3, "the blocker's creation, the held-up write, then the seven together"
+    assert s.create("job").version == 1, "the connection is usable after the failed batch"

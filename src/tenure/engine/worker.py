@@ -226,6 +226,10 @@ class Worker:
             return 0.0
         if free <= 0:
             return _REPLAN  # a finishing step bumps the signal; callbacks and deadlines go on meanwhile
+        if agenda.step is not None and agenda.step <= now:
+            # Steps were due but others took them: the agenda did not say when held claims expire
+            # (a claim takes expired ones over on the way), so look again soon rather than at the poll.
+            return _REPLAN
         upcoming = [
             t
             for t in (agenda.step, agenda.claim_expiry, agenda.deadline, agenda.use_expiry)

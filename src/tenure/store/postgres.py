@@ -40,6 +40,8 @@ from tenure.store.write import Write
 
 T = TypeVar("T")
 
+_BEGIN, _COMMIT, _ROLLBACK = b"BEGIN", b"COMMIT", b"ROLLBACK"
+
 
 class _Answer(Generic[T]):
     """A write's answer, read once every statement of its batch was sent (see ``_run_batch``)."""
@@ -319,8 +321,9 @@ class PostgresDatabase:
         transaction in the order of their resources (two batches lock rows in the same order, so they
         do not deadlock), sent in a pipeline: BEGIN, every write and COMMIT go out at once and their
         answers come back together, one round trip for the batch instead of one per statement (a
-        write answers with an :class:`_Answer`, read once they are all back). Should one fail, the
-        transaction is rolled back and each is run alone, so that it fails alone.
+        write answers with an :class:`_Answer`, read once they are all back and committed). Should
+        one fail, the rest of the pipeline is skipped, the transaction is rolled back and each write
+        is run alone, so that it fails alone.
         """
         self.operations += 1
         with self._pool.connection() as conn:
@@ -329,15 +332,21 @@ class PostgresDatabase:
                 return
             ordered = sorted(batch, key=lambda item: item.key)
             try:
-                with conn.pipeline(), conn.transaction():
+                # BEGIN and COMMIT are statements of the pipeline: conn.transaction() would sync on
+                # entering and on leaving, a round trip each.
+                with conn.pipeline():
+                    conn.execute(_BEGIN)
                     answers = [item.unit(conn) for item in ordered]
-                for item, answer in zip(ordered, answers, strict=True):
-                    item.result = _settled(answer)
-                return
+                    conn.execute(_COMMIT)
             except psycopg.OperationalError:
                 raise  # the connection or the server: every write of the batch shares the failure
             except psycopg.Error:
-                pass
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute(_ROLLBACK)  # the failed statement left the transaction aborted
+            else:
+                for item, answer in zip(ordered, answers, strict=True):
+                    item.result = _settled(answer)
+                return
             for item in ordered:
                 item.result = None
                 try:

@@ -13,7 +13,9 @@ carries arrived.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+import itertools
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -85,7 +87,19 @@ class PostgresReads:
         answer: asyncio.Future[Resource | None] = loop.create_future()
         self._waiting.setdefault(resource_id, []).append(answer)
         self._start_soon(loop)
-        return await answer
+        # However long the statements ahead of it take, a read answers within the store's timeout.
+        expiry = loop.call_later(self._timeout, self._expire, answer)
+        try:
+            return await answer
+        finally:
+            expiry.cancel()
+
+    def _expire(self, answer: asyncio.Future[Resource | None]) -> None:
+        if not answer.done():
+            answer.set_exception(self._unavailable(f"no answer within {self._timeout:g}s"))
+
+    def _unavailable(self, reason: str) -> StoreUnavailable:
+        return StoreUnavailable(self._target, reason)
 
     def _start_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         # After the callbacks already due on the loop: reads that arrived in the same turn go together.
@@ -95,43 +109,38 @@ class PostgresReads:
 
     def _start(self) -> None:
         self._starting = False
-        if not self._waiting or self._out >= IN_FLIGHT:
-            return
-        ids = list(self._waiting)[:MAX_IDS]
-        batch = {i: self._waiting.pop(i) for i in ids}
-        self._out += 1
-        self.sent += 1
-        self.answered += sum(len(w) for w in batch.values())
-        task = asyncio.ensure_future(self._answer(batch))
-        self._statements.add(task)
-        task.add_done_callback(self._statements.discard)
+        while self._waiting and self._out < IN_FLIGHT:
+            batch = {i: self._waiting.pop(i) for i in list(itertools.islice(self._waiting, MAX_IDS))}
+            self._out += 1
+            self.sent += 1
+            self.answered += sum(len(w) for w in batch.values())
+            task = asyncio.ensure_future(self._answer(batch))
+            self._statements.add(task)
+            task.add_done_callback(functools.partial(self._finished, batch))
+
+    def _finished(self, batch: _Waiters, task: asyncio.Task[None]) -> None:
+        """The statement's task ended (answered, failed or cancelled, even before it started)."""
+        self._statements.discard(task)
+        self._out -= 1
+        _fail(batch, lambda: self._unavailable("the read was stopped"))
+        if self._waiting:
+            self._start_soon(asyncio.get_running_loop())
 
     async def _answer(self, batch: _Waiters) -> None:
         try:
             rows = await self._read(list(batch))
-        except asyncio.CancelledError:
-            _cancel(batch)
-            raise
-        except StoreUnavailable as exc:
-            for waiters in batch.values():
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(StoreUnavailable(exc.target, exc.reason))
-        except Exception as exc:
-            for waiters in batch.values():
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(exc)
-        else:
             found = {r.id: r for r in map(resource_from_pg, rows)}
+        except StoreUnavailable as exc:
+            reason = exc.reason
+            _fail(batch, lambda: self._unavailable(reason))
+        except Exception as exc:
+            failure = exc
+            _fail(batch, lambda: failure)
+        else:
             for resource_id, waiters in batch.items():
                 for w in waiters:
                     if not w.done():  # its request may have gone meanwhile (a client that hung up)
                         w.set_result(found.get(resource_id))
-        finally:
-            self._out -= 1
-            if self._waiting:
-                self._start_soon(asyncio.get_running_loop())
 
     async def _read(self, ids: Sequence[str]) -> list[tuple[object, ...]]:
         pool = await self._ready()
@@ -149,7 +158,7 @@ class PostgresReads:
 
     async def close(self) -> None:
         waiting, self._waiting = self._waiting, {}
-        _cancel(waiting)
+        _fail(waiting, lambda: self._unavailable("the reads were closed"))
         for task in list(self._statements):
             task.cancel()
         if self._statements:
@@ -159,7 +168,9 @@ class PostgresReads:
             await pool.close()
 
 
-def _cancel(batch: _Waiters) -> None:
+def _fail(batch: _Waiters, error: Callable[[], BaseException]) -> None:
+    """Give every read of ``batch`` still waiting its own ``error()``."""
     for waiters in batch.values():
         for w in waiters:
-            w.cancel()
+            if not w.done():
+                w.set_exception(error())
