@@ -146,15 +146,12 @@ class PostgresReads:
         pool = await self._ready()
         try:
             async with pool.connection() as conn:
-                if len(ids) == 1:
-                    cursor = await conn.execute(_Q["get_resource"], (ids[0],))
-                else:
-                    cursor = await conn.execute(_Q["get_resources"], (list(ids),))
+                cursor = await conn.execute(_Q["get_resources"], (list(ids),))
                 return await cursor.fetchall()
         except PoolTimeout:
-            raise StoreUnavailable(self._target, f"no connection free or reachable within {self._timeout:g}s") from None
+            raise self._unavailable(f"no connection free or reachable within {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(self._target, str(exc).strip() or type(exc).__name__) from None
+            raise self._unavailable(str(exc).strip() or type(exc).__name__) from None
 
     async def close(self) -> None:
         waiting, self._waiting = self._waiting, {}
