@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import psycopg
 import pytest
@@ -43,15 +42,8 @@ def test_an_unknown_id_or_one_no_resource_can_have_reads_as_none(store: EngineSt
     assert asyncio.run(both()) == (None, None)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def test_a_postgres_server_that_cannot_be_reached_is_store_unavailable() -> None:
-    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres"
+def test_a_postgres_server_that_cannot_be_reached_is_store_unavailable(free_tcp_port: int) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_tcp_port}/postgres"
     reads = PostgresReads(url, target="nowhere", pool_size=1, timeout=1.0)
 
     async def read() -> object:
@@ -107,8 +99,8 @@ def test_a_read_whose_caller_gave_up_leaves_the_others_of_its_statement_answered
     assert isinstance(gave_up, asyncio.CancelledError)
 
 
-def test_every_read_of_an_unreachable_server_is_store_unavailable() -> None:
-    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres"
+def test_every_read_of_an_unreachable_server_is_store_unavailable(free_tcp_port: int) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_tcp_port}/postgres"
     reads = PostgresReads(url, target="nowhere", pool_size=1, timeout=1.0)
 
     async def read() -> list[object]:
