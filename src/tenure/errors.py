@@ -435,7 +435,11 @@ class TransitionNotAllowed(WriteConflict):
 
 
 class Conflict(WriteConflict):
-    """A compare-and-swap lost: the resource is not at the version the writer expected."""
+    """A compare-and-swap lost: the resource is not at the version the writer expected.
+
+    ``recreated``: the resource the writer saw was deleted (pruned) and another created under its id
+    since, whatever its version now.
+    """
 
     default_message = "concurrent modification"
 
@@ -446,16 +450,19 @@ class Conflict(WriteConflict):
         expected_version: int,
         actual_version: int,
         actual_state: str | None = None,
+        recreated: bool = False,
     ) -> None:
         self.resource_id = resource_id
         self.expected_version = expected_version
         self.actual_version = actual_version
         self.actual_state = actual_state
         where = f" (now in state {actual_state!r})" if actual_state else ""
-        super().__init__(
-            f"resource {resource_id} was changed concurrently: expected version {expected_version}, "
-            f"found version {actual_version}{where}"
-        )
+        if recreated:
+            self.recreated = True  # a fact only when true: most conflicts are plain ones
+            what = f"was deleted and created again since version {expected_version} was read: found version"
+        else:
+            what = f"was changed concurrently: expected version {expected_version}, found version"
+        super().__init__(f"resource {resource_id} {what} {actual_version}{where}")
 
 
 class ClaimLost(Conflict):

@@ -23,8 +23,9 @@ from tenure.store import Resource
 from tenure.store.claims import Claim
 from tenure.store.inbox import token_hash
 from tenure.store.protocol import EngineStore
+from tenure.store.retention import RetentionPolicy
 from tenure.store.write import RETRY_EVENT, WaitPlan
-from tests.store_support import FakeClock
+from tests.store_support import FakeClock, settle
 
 LEASE = timedelta(minutes=5)
 
@@ -153,6 +154,29 @@ def test_giving_up_a_desired_state_is_fenced_by_the_claim(store: EngineStore, cl
     assert (row.observed_generation, row.generation, row.error, row.claim_token) == (2, 2, "unreachable", None)
     assert row == after
     assert store.journal(r.id)[-1].event == "@desired-failed"
+
+
+def test_a_write_planned_from_an_earlier_life_of_its_id_is_refused(store: EngineStore, clock: FakeClock) -> None:
+    """A resource pruned and created again under its id starts over at version 1: a snapshot of the
+    first life has the same id, version and state as the new one, and must not write over it."""
+    first = store.create("job", resource_id="reused")
+    store.fire(first, "cancel")  # expired: final
+    clock.advance(timedelta(days=2))
+    settle(store)
+    while store.prune(RetentionPolicy(resources=timedelta(days=1))).more:
+        pass
+    assert store.find("reused") is None
+    second = store.create("job", resource_id="reused")
+    assert (second.version, second.state) == (first.version, first.state)
+
+    with pytest.raises(Conflict, match="deleted and created again") as lost:
+        store.fire(first, "request")
+    assert lost.value.facts()["recreated"] is True
+    with pytest.raises(Conflict, match="deleted and created again"):
+        store.fire(first, "retry")  # refused in the old life's state: the conflict is what it really is
+    _unchanged(store, second)
+    assert store.get("reused") == second
+    assert store.fire("reused", "request", expected_version=1).version == 2, "pinned by version, the new life"
 
 
 # --- the compare-and-swap lives in one place ---------------------------------------------------

@@ -81,7 +81,13 @@ SAMPLES: dict[type[TenureError], dict[str, Any]] = {
     InvalidSpec: {"kind": "image", "problems": (("name", "Field required"), ("size_bytes", "must be >= 0"))},
     InvalidArgument: {"field": "limit", "constraint": "must be between 1 and 1000", "got": 5000},
     ResourceNotFound: {"resource_id": "r-404"},
-    Conflict: {"resource_id": "r-1", "expected_version": 3, "actual_version": 5, "actual_state": "active"},
+    Conflict: {
+        "resource_id": "r-1",
+        "expected_version": 3,
+        "actual_version": 5,
+        "actual_state": "active",
+        "recreated": True,
+    },
     ClaimLost: {
         "resource_id": "r-1",
         "expected_version": 3,
@@ -210,8 +216,8 @@ def build(cls: type[TenureError], facts: dict[str, Any]) -> TenureError:
 
 
 def fact_texts(value: Any) -> list[str]:
-    """The bits of a fact value that the message must show."""
-    if value is None:
+    """The bits of a fact value that the message must show (a flag shows in the wording, not as True)."""
+    if value is None or isinstance(value, bool):
         return []
     if isinstance(value, tuple):
         return [text for item in value for text in fact_texts(item)]
@@ -250,6 +256,15 @@ def test_message_contains_the_facts(cls: type[TenureError]) -> None:
     for name, value in facts.items():
         for text in fact_texts(value):
             assert text in message, f"{cls.__name__} message {message!r} lacks {name}={text!r}"
+
+
+def test_a_conflict_with_a_resource_created_again_says_so() -> None:
+    plain = Conflict(resource_id="r-1", expected_version=3, actual_version=3)
+    again = Conflict(resource_id="r-1", expected_version=3, actual_version=3, recreated=True)
+    assert "changed concurrently" in str(plain)
+    assert "recreated" not in plain.facts()
+    assert str(again) == "resource r-1 was deleted and created again since version 3 was read: found version 3"
+    assert again.facts()["recreated"] is True
 
 
 def test_an_api_error_says_what_the_server_said() -> None:

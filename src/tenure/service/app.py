@@ -60,6 +60,7 @@ from tenure.service.problems import (
     problem_response,
     tenure_error_response,
 )
+from tenure.service.snapshots import Snapshots
 from tenure.service.watch import Wakeups
 from tenure.store.protocol import EngineStore
 
@@ -108,6 +109,8 @@ def create_app(
     app.state.config = config
     app.state.metrics = Metrics(store, workers)
     app.state.wakeups = wakeups
+    #: The resources last answered, which pinned events are planned from (tenure.service.snapshots).
+    app.state.snapshots = Snapshots()
     modules = [resources, parties, retries, kinds, callbacks, watch, subscriptions, operations]
     if config.signaling is not None and config.signaling.is_dataplane:
         signaling.check_store(store)  # a data plane serves its control plane's signals

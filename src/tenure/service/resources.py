@@ -42,6 +42,7 @@ from tenure.service.problems import (
     problem_responses,
     success,
 )
+from tenure.service.snapshots import Snapshots
 from tenure.store.asyncreads import AsyncReads
 from tenure.store.model import Resource, new_id
 from tenure.store.protocol import Store as StoreProtocol
@@ -115,6 +116,8 @@ def answer(request: Request, response: Response, store: StoreProtocol, r: Resour
     headers = dict(response.headers)
     headers["ETag"] = etag(r)
     body = represent(store, r).model_dump_json().encode()
+    snapshots: Snapshots = request.app.state.snapshots
+    snapshots.keep(r, len(body))  # the client may pin its next event to this answer
     status = response.status_code or getattr(request.scope.get("route"), "status_code", None) or 200
     return Response(body, status_code=status, headers=headers, media_type=JSON)
 
@@ -385,8 +388,14 @@ def fire_event(
     request: Request,
     if_match: IfMatch = None,
 ) -> Response:
+    snapshots: Snapshots = request.app.state.snapshots
+
     def fire(pinned: int | None) -> Resource:
-        return store.fire(resource_id, body.event, expected_version=pinned, data=body.data, actor=caller.client)
+        def planned_from(resource: Resource | str) -> Resource:
+            return store.fire(resource, body.event, expected_version=pinned, data=body.data, actor=caller.client)
+
+        # Pinned to an answer this process gave, the event needs no read of the row (tenure.service.snapshots).
+        return snapshots.write(resource_id, pinned, planned_from)
 
     return write_pinned(request, response, resource_id, if_match, "event", fire)
 

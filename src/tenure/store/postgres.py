@@ -145,6 +145,7 @@ def write_params(write: Write) -> dict[str, Any]:
         "claim_expires_at": after.claim_expires_at,
         "id": before.id,
         "expected_version": before.version,
+        "created_at": before.created_at,
         "source": before.state,
         "token": write.token,
         "event": write.event,

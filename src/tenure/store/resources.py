@@ -285,6 +285,7 @@ class Resources:
                     expected_version=pinned,
                     actual_version=current.version,
                     actual_state=current.state,
+                    recreated=current.created_at != snapshot.created_at,
                 )
             lost_at, snapshot = snapshot.version, current
         # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
@@ -299,12 +300,14 @@ class Resources:
         current = self._db.find(snapshot.id)
         if current is None:
             raise ResourceNotFound(snapshot.id)
-        if current.version != snapshot.version:
+        recreated = current.created_at != snapshot.created_at
+        if current.version != snapshot.version or recreated:
             raise Conflict(
                 resource_id=snapshot.id,
                 expected_version=snapshot.version,
                 actual_version=current.version,
                 actual_state=current.state,
+                recreated=recreated,
             )
 
     # --- reads ---------------------------------------------------------------------------------

@@ -524,7 +524,7 @@ def _commit_write(conn: sqlite3.Connection, write: Write) -> bool:
                 before.state, write.token,
                 _dumps(uses_json(after.in_use_by)) if write.uses_changed else None,
                 after.forced_generation if write.forces else None,
-                after.claim_token, after.claimed_by, to_iso(after.claim_expires_at),
+                after.claim_token, after.claimed_by, to_iso(after.claim_expires_at), to_iso(before.created_at),
             ),
         ).rowcount
         == 1

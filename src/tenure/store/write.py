@@ -167,6 +167,7 @@ class Writer:
                 expected_version=before.version,
                 actual_version=current.version,
                 actual_state=current.state,
+                recreated=current.created_at != before.created_at,
             )
         raise ClaimLost(
             resource_id=before.id,

@@ -39,8 +39,9 @@ FROM resources WHERE idempotency_key = %s
 
 -- name: write
 -- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it). It
--- matches only while the row is still at the version and state the write was planned from and, when a
--- claim token is given, still claimed under it. A write that keeps the claim (a desired state) leaves
+-- matches only while the row is still at the version and state the write was planned from, in the same
+-- life (created_at: an id pruned and created again starts over at version 1) and, when a claim token is
+-- given, still claimed under it. A write that keeps the claim (a desired state) leaves
 -- the claim, and the attempt count a takeover may have bumped without a new version, alone. Otherwise
 -- the claim is what the write says: none, or the writer's own claim carried into the next state,
 -- whose step the same worker runs at once.
@@ -57,7 +58,7 @@ WITH moved AS (
         claimed_by = CASE WHEN %(keeps_claim)s THEN claimed_by ELSE %(claimed_by)s END,
         claim_expires_at = CASE WHEN %(keeps_claim)s THEN claim_expires_at ELSE %(claim_expires_at)s::timestamptz END,
         in_use_by = coalesce(%(in_use_by)s, in_use_by), forced_generation = coalesce(%(forced)s, forced_generation)
-    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s
+    WHERE id = %(id)s AND version = %(expected_version)s AND state = %(source)s AND created_at = %(created_at)s
       AND (%(token)s::text IS NULL OR claim_token = %(token)s)
     RETURNING id
 )

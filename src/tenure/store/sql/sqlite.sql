@@ -10,8 +10,9 @@ ON CONFLICT (idempotency_key) DO NOTHING
 -- name: write
 -- The compare-and-swap that every change to a resource goes through (tenure.store.write plans it, and
 -- SQLiteDatabase.commit runs it with the write's journal and side rows in one transaction). It matches
--- only while the row is still at the version and state the write was planned from and, when a claim
--- token is given (?17), still claimed under it. A write that keeps the claim (?13: a desired state)
+-- only while the row is still at the version and state the write was planned from, in the same life
+-- (?23, created_at: an id pruned and created again starts over at version 1) and, when a claim token
+-- is given (?17), still claimed under it. A write that keeps the claim (?13: a desired state)
 -- leaves the claim, and the attempt count a takeover may have bumped without a new version, alone.
 -- Otherwise the claim is what the write says (?20-?22): none, or the writer's own claim carried into
 -- the next state, whose step the same worker runs at once.
@@ -22,7 +23,7 @@ SET state = ?1, version = ?2, data = coalesce(?3, data), error = ?4,
     claim_token = CASE WHEN ?13 THEN claim_token ELSE ?20 END, claimed_by = CASE WHEN ?13 THEN claimed_by ELSE ?21 END,
     claim_expires_at = CASE WHEN ?13 THEN claim_expires_at ELSE ?22 END, in_use_by = coalesce(?18, in_use_by),
     forced_generation = coalesce(?19, forced_generation)
-WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17)
+WHERE id = ?14 AND version = ?15 AND state = ?16 AND (?17 IS NULL OR claim_token = ?17) AND created_at = ?23
 
 -- name: drop_use
 -- Side rows of a write that changes who uses a resource: the index row of a party that left.
