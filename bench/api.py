@@ -832,7 +832,8 @@ HTTP: `tenure serve --workers 0` (no engine workers; on PostgreSQL a pool of {po
 direct rows get too), auth on (a bearer token in TENURE_TOKENS), one keep-alive httpx connection per client.
 Events are `POST .../events` with If-Match on the client's own resources, alternating turn_on/turn_off.
 Direct: the calls the endpoints make, in this process, before the server starts: store.create(kind, {{}}),
-store.get(id), store.fire(id, event, expected_version=v).
+store.get(id), store.fire(id, event, expected_version=v). That fire reads the row, then writes; the server
+plans an event pinned to the answer it last gave from that answer, and only writes (tenure.service.snapshots).
   ¹ SQLite is the file store with synchronous={sync}; PostgreSQL a scratch database with the server's default
     synchronous_commit. Creates and events commit once each and wait for the disk's flush; gets only read.
   ² direct req/s over HTTP req/s: how many times longer a request takes through the API.

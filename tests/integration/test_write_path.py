@@ -25,6 +25,7 @@ from tenure.store.inbox import token_hash
 from tenure.store.protocol import EngineStore
 from tenure.store.retention import RetentionPolicy
 from tenure.store.write import RETRY_EVENT, WaitPlan
+from tests.kinds_for_tests import share
 from tests.store_support import FakeClock, settle
 
 LEASE = timedelta(minutes=5)
@@ -177,6 +178,16 @@ def test_a_write_planned_from_an_earlier_life_of_its_id_is_refused(store: Engine
     _unchanged(store, second)
     assert store.get("reused") == second
     assert store.fire("reused", "request", expected_version=1).version == 2, "pinned by version, the new life"
+
+
+def test_whatever_planning_refuses_from_a_snapshot_the_row_moved_on_from_is_a_conflict(store: EngineStore) -> None:
+    store.register(share)
+    r = store.create("share", {}, sharable=True)
+    used = store.use(r.id, "tag:example.com,2026:party", ttl=timedelta(minutes=30))
+    store.release_use(r.id, "tag:example.com,2026:party")  # the row moves on: nobody uses it now
+    with pytest.raises(Conflict):
+        store.fire(used, "teardown")  # the snapshot's live use would refuse it (InUse)
+    assert store.fire(r.id, "teardown").state == "tearing"
 
 
 # --- the compare-and-swap lives in one place ---------------------------------------------------

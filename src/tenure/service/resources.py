@@ -115,9 +115,13 @@ def answer(request: Request, response: Response, store: StoreProtocol, r: Resour
     """
     headers = dict(response.headers)
     headers["ETag"] = etag(r)
-    body = represent(store, r).model_dump_json().encode()
+    shown = represent(store, r)
+    body = shown.model_dump_json().encode()
     snapshots: Snapshots = request.app.state.snapshots
-    snapshots.keep(r, len(body))  # the client may pin its next event to this answer
+    # The client may pin its next event to this answer. Kept only when the answer shows all of the
+    # resource (no secret data redacted, no expired use left out), so that its size is the resource's.
+    if len(body) <= snapshots.entry_bytes and len(shown.in_use_by) == len(r.in_use_by) and shown.data == r.data:
+        snapshots.keep(r, len(body))
     status = response.status_code or getattr(request.scope.get("route"), "status_code", None) or 200
     return Response(body, status_code=status, headers=headers, media_type=JSON)
 

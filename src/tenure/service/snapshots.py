@@ -16,7 +16,10 @@ Only events are planned from here. What a transition writes depends on the versi
 also carries the claim's fields and the next attempt, which move without a new version.
 
 What is kept is bounded by the size of the answers it was sent as: at most :data:`MAX_BYTES` of JSON
-in all, the least recently answered going first, and none larger than :data:`MAX_ENTRY_BYTES`.
+in all, the least recently answered going first, and none larger than :data:`MAX_ENTRY_BYTES`. Only
+an answer that shows the whole resource is kept (none whose secret data it redacts, or whose expired
+uses it leaves out), so that its size is the resource's. An answer older than the one kept (a read
+that finished after a write) does not replace it.
 """
 
 from __future__ import annotations
@@ -61,11 +64,20 @@ class Snapshots:
         """The bytes of JSON the kept resources were answered as."""
         return self._bytes
 
+    @property
+    def entry_bytes(self) -> int:
+        """The largest answer kept, in bytes of JSON."""
+        return self._entry_bytes
+
     def keep(self, resource: Resource, size: int) -> None:
-        """Remember ``resource`` as answered in ``size`` bytes of JSON (the latest answer wins)."""
+        """Remember ``resource`` as answered in ``size`` bytes of JSON (unless a newer answer is kept)."""
         with self._lock:
-            old = self._entries.pop(resource.id, None)
+            old = self._entries.get(resource.id)
             if old is not None:
+                kept = old[0]
+                if kept.created_at == resource.created_at and kept.version > resource.version:
+                    return
+                del self._entries[resource.id]
                 self._bytes -= old[1]
             if size > self._entry_bytes:
                 return

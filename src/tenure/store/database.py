@@ -2,9 +2,9 @@
 
 A dialect moves values in and out of its database. It owns connections and transactions, its named
 SQL blocks, the adapters that turn JSON and times into what its driver takes, and exactly one
-function that changes a resource, :meth:`Database.commit`: the compare-and-swap on id, version and
-state (and the claim token when fenced), the journal row, and the write's side rows, in one
-transaction. Everything the store decides (which transition, which deadline, what the new row is)
+function that changes a resource, :meth:`Database.commit`: the compare-and-swap on id, version,
+state and created_at (and the claim token when fenced), the journal row, and the write's side rows,
+in one transaction. Everything the store decides (which transition, which deadline, what the new row is)
 is planned before, once, in :mod:`tenure.store.write`.
 
 The store's parts (claims, the inbox, the change feed, interests, flow runs) are plain objects over
@@ -56,8 +56,9 @@ class Database(Protocol):
     def commit(self, write: Write) -> bool:
         """Commit a planned write in one transaction; False (nothing written) if the swap lost.
 
-        The row changes only while it is still at ``write.before``'s id, version and state, and, when
-        ``write.token`` is set, still carries that claim token. The journal row and the side rows
+        The row changes only while it is still at ``write.before``'s id, version and state, is the same
+        resource (its ``created_at``: an id deleted and created again starts over at version 1) and,
+        when ``write.token`` is set, still carries that claim token. The journal row and the side rows
         (the wait opened, the callbacks settled, the waits carried along) commit with it or not at all.
         """
         ...

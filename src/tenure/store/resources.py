@@ -21,7 +21,6 @@ from tenure.errors import (
     InvalidKind,
     ResourceNotFound,
     TenureError,
-    TransitionNotAllowed,
     UnknownKind,
 )
 from tenure.machine import Kind, Role
@@ -198,7 +197,7 @@ class Resources:
 
         # A stale snapshot may be refused for a state the resource has already left: that is a
         # lost race, and the caller hears so.
-        return self.swap(resource, expected_version, plan, refusal=TransitionNotAllowed)
+        return self.swap(resource, expected_version, plan)
 
     def set_desired_state(
         self,
@@ -234,22 +233,21 @@ class Resources:
             kind = self._kind.of(snapshot)
             return plan_uses(kind, snapshot, self._clock(), client=client, desired=desired, actor=actor)
 
-        return self.swap(resource, expected_version, plan, refusal=InvalidArgument)
+        return self.swap(resource, expected_version, plan)
 
     def swap(
         self,
         resource: Resource | str,
         expected_version: int | None,
         plan: Callable[[Resource], Write | None],
-        *,
-        refusal: type[TenureError],
     ) -> Resource:
         """Plan and commit a write (None from ``plan``: nothing to write) until it wins or must give up.
 
         Pinned (a snapshot, or ``expected_version``), a lost swap is a :class:`Conflict`. Unpinned,
         the resource is read again and the write planned again a few times: a blind write wins unless
-        the resource is too hot. A ``refusal`` raised for a stale snapshot becomes the Conflict it
-        really is.
+        the resource is too hot. Whatever planning from a caller's snapshot refuses (the event, a use
+        still live, data too large) is checked against the row first: a snapshot the row has moved on
+        from is answered with the Conflict it really is, as a fresh read would have been.
         """
         pinned = expected_version
         if isinstance(resource, Resource):
@@ -268,7 +266,7 @@ class Resources:
                 )
             try:
                 write = plan(snapshot)
-            except refusal:
+            except TenureError:
                 if isinstance(resource, Resource):
                     self._raise_if_moved(snapshot)
                 raise

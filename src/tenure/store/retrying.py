@@ -12,17 +12,11 @@ or finds the resource too hot to win on (:class:`~tenure.errors.Conflict`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from tenure.clock import Clock
-from tenure.errors import RetryNotAllowed
 from tenure.store.model import Resource
-from tenure.store.write import KindOf, Write, plan_retry_now
+from tenure.store.write import KindOf, Swap, Write, plan_retry_now
 
 __all__ = ["Retrying"]
-
-#: :meth:`tenure.store.resources.Resources.swap`: (resource or id, expected version, plan, refusal=...).
-Swap = Callable[..., Resource]
 
 
 class Retrying:
@@ -45,4 +39,4 @@ class Retrying:
         def plan(snapshot: Resource) -> Write:
             return plan_retry_now(self._kind.of(snapshot), snapshot, self._clock(), actor=actor)
 
-        return self._swap(resource_id, expected_version, plan, refusal=RetryNotAllowed)
+        return self._swap(resource_id, expected_version, plan)

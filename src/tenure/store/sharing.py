@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -25,7 +25,7 @@ from tenure.store.database import Database
 from tenure.store.desired import DESIRED_EVENT, desire_pending
 from tenure.store.model import Resource, Use
 from tenure.store.uses import UsePolicy, check_party, held, refuse_registration, teardown_wished
-from tenure.store.write import KindOf, Write, plan_desired, plan_fire
+from tenure.store.write import KindOf, Swap, Write, plan_desired, plan_fire
 
 __all__ = ["EXPIRED_EVENT", "FORCE_EVENT", "KEEP", "USE_EVENT", "Keep", "Sharing", "plan_force", "plan_uses"]
 
@@ -46,8 +46,6 @@ class Keep:
 
 #: Leave the desired state as it is.
 KEEP: Final = Keep()
-
-Swap = Callable[..., Resource]
 
 
 def plan_uses(
@@ -249,7 +247,7 @@ class Sharing:
                 actor=actor if actor is not None else client,
             )
 
-        return self._swap(resource_id, expected_version, plan, refusal=InvalidArgument)
+        return self._swap(resource_id, expected_version, plan)
 
     def force_teardown(
         self, resource_id: str, *, actor: str | None, reason: str | None = None, expected_version: int | None = None
@@ -259,7 +257,7 @@ class Sharing:
         def plan(snapshot: Resource) -> Write:
             return plan_force(self._kind.of(snapshot), snapshot, self._clock(), actor=actor, reason=reason)
 
-        return self._swap(resource_id, expected_version, plan, refusal=InvalidArgument)
+        return self._swap(resource_id, expected_version, plan)
 
     def expire_uses(self, kinds: Iterable[str], *, actor: str | None, limit: int = 100) -> builtins.list[Resource]:
         """Remove uses that expired from resources of ``kinds`` (the engine's sweep): one journaled write
@@ -278,7 +276,7 @@ class Sharing:
                 )
 
             try:
-                after = self._swap(resource_id, None, plan, refusal=InvalidArgument)
+                after = self._swap(resource_id, None, plan)
             except (Conflict, ResourceNotFound):
                 continue  # a resource too hot to win on now is swept next round
             written.append(after)

@@ -15,7 +15,7 @@ longer holds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
@@ -41,6 +41,7 @@ __all__ = [
     "RETRY_EVENT",
     "RETRY_NOW_EVENT",
     "KindOf",
+    "Swap",
     "WaitPlan",
     "Write",
     "Writer",
@@ -86,7 +87,7 @@ class WaitPlan:
 # Writes are internal and short-lived; a plain slotted class keeps the hot path cheap.
 @dataclass(slots=True)
 class Write:
-    """One compare-and-swap: move ``before`` (at its version and state) to ``after``, and journal it."""
+    """One compare-and-swap: move ``before`` (at its version, state and created_at) to ``after``, and journal it."""
 
     before: Resource
     after: Resource
@@ -123,6 +124,11 @@ class Write:
         after = self.after
         held = after.claim_token is not None and not self.keeps_claim
         return (after.next_attempt_at is not None and not held) or after.deadline is not None
+
+
+#: :meth:`tenure.store.resources.Resources.swap`, as the parts that write through it take it: (the
+#: resource or its id, the version it is pinned to, the plan) -> the resource as written.
+Swap = Callable[[Resource | str, int | None, Callable[[Resource], Write | None]], Resource]
 
 
 class Committer(Protocol):

@@ -16,11 +16,21 @@ from typing import Any
 import httpx
 import pytest
 
+from tenure import Event, Kind, Role, State
 from tenure.store.retention import RetentionPolicy
 from tests.store_support import settle
 from tests.support.service_support import Live
 
 pytestmark = pytest.mark.timeout(60)
+
+#: A kind whose answers redact part of its data.
+VAULT = Kind(
+    "vault",
+    initial="sealed",
+    states=[State("sealed", 1, Role.REST), State("open", 2, Role.REST)],
+    events=[Event("unseal", "sealed", "open"), Event("seal", "open", "sealed")],
+    secret_data=["token"],
+)
 
 
 def _fire(http: httpx.Client, rid: str, event: str, version: int, data: dict[str, Any] | None = None) -> httpx.Response:
@@ -48,6 +58,18 @@ def test_an_event_pinned_to_the_last_answer_is_one_operation_on_the_store(live: 
     assert r.status_code == 200, r.text
     assert live.store.operations - before == 2, "a version this process did not answer: read, then written"
     assert r.json() == live.reader.get(f"/v1/resources/{made['id']}").json()
+
+
+def test_an_answer_that_hides_part_of_the_resource_is_not_planned_from(live: Live) -> None:
+    live.store.register(VAULT)
+    made = live.store.create("vault", data={"token": "s3cret", "n": 1})
+    r = live.reader.get(f"/v1/resources/{made.id}")
+    assert r.json()["data"] == {"token": "<redacted>", "n": 1}
+    before = live.store.operations
+    r = _fire(live.writer, made.id, "unseal", 1)
+    assert r.status_code == 200, r.text
+    assert live.store.operations - before == 2, "its answer's size is not the resource's: not kept, so read"
+    assert live.store.get(made.id).data == {"token": "s3cret", "n": 1}
 
 
 def test_an_event_pinned_to_an_answer_the_row_moved_on_from_is_412(live: Live) -> None:

@@ -51,6 +51,16 @@ def test_what_is_kept_is_bounded_by_the_bytes_of_the_answers_least_recent_first(
     assert kept.size == 600
 
 
+def test_an_older_answer_of_the_same_resource_does_not_replace_a_newer_one() -> None:
+    kept = Snapshots()
+    kept.keep(made("a", 4), 10)
+    kept.keep(made("a", 3), 10)  # a read that finished after the write that answered version 4
+    assert (kept.pinned("a", 4), kept.pinned("a", 3)) == (made("a", 4), None)
+    other_life = dataclasses.replace(made("a", 1), created_at=datetime(2026, 2, 1, tzinfo=UTC))
+    kept.keep(other_life, 10)
+    assert kept.pinned("a", 1) == other_life, "a new resource under the id replaces the old one's answer"
+
+
 def _conflict(*, recreated: bool) -> Conflict:
     return Conflict(resource_id="a", expected_version=1, actual_version=1, recreated=recreated)
 
