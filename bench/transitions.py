@@ -528,6 +528,11 @@ class PlainPGWorker(_Rows):
 class PlainPGCTEWorker(PlainPGWorker):
     """Plain psycopg sending tenure's own single-statement CTE in autocommit: one round trip."""
 
+    def __init__(self, conninfo: str, ids: Sequence[str]) -> None:
+        super().__init__(conninfo, ids)
+        # The swap matches the row's created_at too (the resource, not an earlier one under its id).
+        self.created = dict(self.conn.execute("SELECT id, created_at FROM resources WHERE id = ANY(%s)", (list(ids),)))
+
     def run(self, deadline: float) -> int:
         execute, rows, clock, now_utc, empty = self.conn.execute, self.rows, time.perf_counter, datetime.now, Jsonb({})
         k, i, n = len(rows), 0, 0
@@ -540,7 +545,8 @@ class PlainPGCTEWorker(PlainPGWorker):
                 "entered_at": now, "next_attempt_at": None, "deadline": None, "desired_state": None,
                 "generation": 1, "observed_generation": 0, "now": now, "keeps_claim": False, "claim_token": None,
                 "claimed_by": None, "claim_expires_at": None, "id": rid,
-                "expected_version": version, "source": state, "token": None, "event": NEXT_EVENT[state],
+                "expected_version": version, "created_at": self.created[rid], "source": state, "token": None,
+                "event": NEXT_EVENT[state],
                 "actor": None, "detail": empty, "wait_hash": None, "wait_keys": None, "wait_rules": None,
                 "carries_waits": False, "settle": [], "result": "", "in_use_by": None, "forced": None,
             }  # fmt: skip
