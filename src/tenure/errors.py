@@ -442,6 +442,8 @@ class Conflict(WriteConflict):
     """
 
     default_message = "concurrent modification"
+    #: Set on the instance (a fact) only when true: most conflicts are plain ones.
+    recreated = False
 
     def __init__(
         self,
@@ -458,7 +460,7 @@ class Conflict(WriteConflict):
         self.actual_state = actual_state
         where = f" (now in state {actual_state!r})" if actual_state else ""
         if recreated:
-            self.recreated = True  # a fact only when true: most conflicts are plain ones
+            self.recreated = True
             what = f"was deleted and created again since version {expected_version} was read: found version"
         else:
             what = f"was changed concurrently: expected version {expected_version}, found version"

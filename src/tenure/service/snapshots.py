@@ -64,11 +64,6 @@ class Snapshots:
         """The bytes of JSON the kept resources were answered as."""
         return self._bytes
 
-    @property
-    def entry_bytes(self) -> int:
-        """The largest answer kept, in bytes of JSON."""
-        return self._entry_bytes
-
     def keep(self, resource: Resource, size: int) -> None:
         """Remember ``resource`` as answered in ``size`` bytes of JSON (unless a newer answer is kept)."""
         with self._lock:
@@ -114,7 +109,7 @@ class Snapshots:
         try:
             return write(seen)
         except Conflict as lost:
-            if not getattr(lost, "recreated", False):
+            if not lost.recreated:
                 raise
         self.forget(resource_id)
         return write(resource_id)

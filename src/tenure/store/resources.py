@@ -32,7 +32,7 @@ from tenure.store.plans import PageQuery
 from tenure.store.sharing import plan_uses
 from tenure.store.signal import WorkSignal
 from tenure.store.uses import check_party
-from tenure.store.write import Write, Writer, plan_create, plan_fire, refuse_step_data
+from tenure.store.write import Write, Writer, moved_on, plan_create, plan_fire, refuse_step_data
 
 __all__ = ["BLIND_FIRE_ATTEMPTS", "MAX_PAGE", "KindRegistry", "Resources", "check_data_filter"]
 
@@ -278,13 +278,7 @@ class Resources:
             if current is None:
                 raise ResourceNotFound(snapshot.id)
             if pinned is not None:
-                raise Conflict(
-                    resource_id=snapshot.id,
-                    expected_version=pinned,
-                    actual_version=current.version,
-                    actual_state=current.state,
-                    recreated=current.created_at != snapshot.created_at,
-                )
+                raise moved_on(snapshot, current, expected_version=pinned)
             lost_at, snapshot = snapshot.version, current
         # Unpinned, and every re-read was overtaken again: the resource is too hot to win on.
         raise Conflict(
@@ -298,15 +292,8 @@ class Resources:
         current = self._db.find(snapshot.id)
         if current is None:
             raise ResourceNotFound(snapshot.id)
-        recreated = current.created_at != snapshot.created_at
-        if current.version != snapshot.version or recreated:
-            raise Conflict(
-                resource_id=snapshot.id,
-                expected_version=snapshot.version,
-                actual_version=current.version,
-                actual_state=current.state,
-                recreated=recreated,
-            )
+        if current.version != snapshot.version or current.created_at != snapshot.created_at:
+            raise moved_on(snapshot, current)
 
     # --- reads ---------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = [
     "WaitPlan",
     "Write",
     "Writer",
+    "moved_on",
     "plan_create",
     "plan_desired",
     "plan_fire",
@@ -126,6 +127,18 @@ class Write:
         return (after.next_attempt_at is not None and not held) or after.deadline is not None
 
 
+def moved_on(snapshot: Resource, current: Resource, *, expected_version: int | None = None) -> Conflict:
+    """The Conflict of a write planned from ``snapshot`` (pinned to ``expected_version``, default its
+    version) that found the row at ``current``: a later version, or another resource under the id."""
+    return Conflict(
+        resource_id=snapshot.id,
+        expected_version=snapshot.version if expected_version is None else expected_version,
+        actual_version=current.version,
+        actual_state=current.state,
+        recreated=current.created_at != snapshot.created_at,
+    )
+
+
 #: :meth:`tenure.store.resources.Resources.swap`, as the parts that write through it take it: (the
 #: resource or its id, the version it is pinned to, the plan) -> the resource as written.
 Swap = Callable[[Resource | str, int | None, Callable[[Resource], Write | None]], Resource]
@@ -168,13 +181,7 @@ class Writer:
         if current is None:
             raise ResourceNotFound(before.id)
         if not fenced:
-            raise Conflict(
-                resource_id=before.id,
-                expected_version=before.version,
-                actual_version=current.version,
-                actual_state=current.state,
-                recreated=current.created_at != before.created_at,
-            )
+            raise moved_on(before, current)
         raise ClaimLost(
             resource_id=before.id,
             expected_version=before.version,
